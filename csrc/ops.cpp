@@ -1,0 +1,12 @@
+// Schema of the vheat op library. Device implementations register themselves with
+// TORCH_LIBRARY_IMPL next to their kernels (cpu/, cuda/); fake (meta) kernels and
+// autograd are registered from Python (vheat_kernels/ops.py).
+#include <torch/library.h>
+
+TORCH_LIBRARY(vheat, m) {
+  // y = C_H^T ((C_H x C_W^T) * E) C_W per (batch, channel); x (B, H, W, C), E (H, W, C).
+  m.def("hco_forward(Tensor x, Tensor E) -> Tensor");
+  // dx = HCO(grad_y, E); dE = sum_b DCT2(x) * DCT2(grad_y) (reduced over the batch in a
+  // fixed order). A gradient that is not needed is returned as an empty tensor.
+  m.def("hco_backward(Tensor grad_y, Tensor x, Tensor E, bool need_dx, bool need_dE) -> (Tensor, Tensor)");
+}

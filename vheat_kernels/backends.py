@@ -1,0 +1,62 @@
+"""Registers the HCO backends with the dispatcher (see dispatch.py for the choice)."""
+from __future__ import annotations
+
+import importlib
+from typing import Optional
+
+import torch
+
+from . import reference
+from ._extension import build_info, extension_available, require_extension
+from .dispatch import Backend, register_backend
+
+
+def _always(x: torch.Tensor, E: torch.Tensor) -> Optional[str]:
+    return None
+
+
+def _compiled_reason(x: torch.Tensor, E: torch.Tensor, device_type: str) -> Optional[str]:
+    if not extension_available():
+        try:
+            require_extension()
+        except RuntimeError as exc:
+            return str(exc)
+    if x.device.type != device_type:
+        return f"it needs {device_type} tensors, got x on {x.device}"
+    if device_type == "cuda" and not build_info().get("cuda", False):
+        return "the op library was built without CUDA kernels (see README: building the CUDA backend)"
+    return None
+
+
+def _compiled_hco(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
+    from .ops import compiled_ops
+
+    return compiled_ops().hco_forward(x, E)
+
+
+def _triton_module():
+    try:
+        return importlib.import_module("vheat_kernels.triton.hco"), None
+    except ImportError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _triton_reason(x: torch.Tensor, E: torch.Tensor) -> Optional[str]:
+    module, reason = _triton_module()
+    if module is None:
+        return f"the Triton kernels cannot be imported ({reason})"
+    return module.unavailable_reason(x, E)
+
+
+def _triton_hco(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
+    module, reason = _triton_module()
+    if module is None:
+        raise RuntimeError(f"the Triton kernels cannot be imported ({reason})")
+    return module.heat_conduction_triton(x, E)
+
+
+register_backend(Backend("reference", _always, reference.hco_matmul_dct))
+register_backend(Backend("fft", _always, reference.hco_fft))
+register_backend(Backend("cpu", lambda x, E: _compiled_reason(x, E, "cpu"), _compiled_hco))
+register_backend(Backend("triton", _triton_reason, _triton_hco))
+register_backend(Backend("cuda", lambda x, E: _compiled_reason(x, E, "cuda"), _compiled_hco))

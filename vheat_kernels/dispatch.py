@@ -1,0 +1,88 @@
+"""The one place that chooses an HCO backend.
+
+Precedence: the ``backend`` argument of a call, then the module's ``backend``, then the
+environment variable ``VHEAT_HCO_BACKEND``, then ``auto``. A backend asked for by name
+that cannot run on the given tensors raises :class:`BackendUnavailableError`; only
+``auto`` chooses, and it never picks something that cannot run.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+ENV_VAR = "VHEAT_HCO_BACKEND"
+
+# Above this many spatial positions per plane (H * W), auto prefers the fft backend
+# over the fused CPU kernel: the fused kernel does O(H + W) work per element, the FFT
+# O(log HW). Measured with benchmarks/bench_hco.py on the 2-core development machine;
+# see README "Choosing a backend".
+CPU_FFT_THRESHOLD = 96 * 96
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was requested by name but cannot run on these inputs / this build."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    # Returns None when the backend can run on (x, E), else the reason it cannot.
+    unavailable_reason: Callable[[torch.Tensor, torch.Tensor], Optional[str]]
+    # Differentiable implementation: (x, E) -> y.
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> None:
+    _BACKENDS[backend.name] = backend
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(_BACKENDS)
+
+
+def available_backends(x: torch.Tensor, E: torch.Tensor) -> list[str]:
+    """Names of the backends that can run on these tensors."""
+    return [name for name, b in _BACKENDS.items() if b.unavailable_reason(x, E) is None]
+
+
+def _auto(x: torch.Tensor, E: torch.Tensor) -> str:
+    _, H, W, _ = x.shape
+    if x.device.type == "cuda":
+        order = ["cuda", "triton", "fft", "reference"]
+    elif x.device.type == "cpu":
+        order = ["fft", "cpu", "reference"] if H * W > CPU_FFT_THRESHOLD else ["cpu", "fft", "reference"]
+    else:
+        order = ["fft", "reference"]
+    for name in order:
+        b = _BACKENDS.get(name)
+        if b is not None and b.unavailable_reason(x, E) is None:
+            return name
+    return "reference"
+
+
+def resolve_backend(x: torch.Tensor, E: torch.Tensor, requested: Optional[str] = None) -> Backend:
+    """Pick the backend for (x, E): ``requested`` > $VHEAT_HCO_BACKEND > auto."""
+    name = requested if requested is not None else os.environ.get(ENV_VAR, "auto") or "auto"
+    name = name.strip().lower()
+    if name == "auto":
+        return _BACKENDS[_auto(x, E)]
+    if name not in _BACKENDS:
+        source = "backend argument" if requested is not None else f"${ENV_VAR}"
+        raise ValueError(
+            f"heat_conduction: unknown backend {name!r} (from the {source}); "
+            f"accepted: 'auto', {', '.join(repr(n) for n in _BACKENDS)}"
+        )
+    backend = _BACKENDS[name]
+    reason = backend.unavailable_reason(x, E)
+    if reason is not None:
+        raise BackendUnavailableError(
+            f"heat_conduction: backend {name!r} cannot run here: {reason}. "
+            f"Available for these inputs: {', '.join(available_backends(x, E))} (or 'auto')."
+        )
+    return backend

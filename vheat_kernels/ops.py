@@ -1,0 +1,55 @@
+"""Python side of the compiled ``vheat`` ops: fake kernels and autograd.
+
+The schema lives in csrc/ops.cpp (TORCH_LIBRARY) and the device kernels in csrc/cpu and
+csrc/cuda. Registering fake kernels and autograd here keeps ``torch.compile(fullgraph=True)``
+and ``torch.export`` tracing through the op, and makes ``torch.library.opcheck`` pass.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._extension import extension_available, require_extension
+
+_registered = False
+
+
+def _register() -> None:
+    global _registered
+    if _registered:
+        return
+
+    @torch.library.register_fake("vheat::hco_forward")
+    def _hco_forward_fake(x, E):
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake("vheat::hco_backward")
+    def _hco_backward_fake(grad_y, x, E, need_dx, need_dE):
+        dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_dx else x.new_empty(0)
+        dE = torch.empty_like(E, memory_format=torch.contiguous_format) if need_dE else E.new_empty(0)
+        return dx, dE
+
+    def _setup_context(ctx, inputs, output):
+        x, E = inputs
+        ctx.save_for_backward(x, E)
+
+    def _backward(ctx, grad_y):
+        x, E = ctx.saved_tensors
+        need_dx, need_dE = ctx.needs_input_grad
+        if not (need_dx or need_dE):
+            return None, None
+        dx, dE = torch.ops.vheat.hco_backward(grad_y.contiguous(), x, E, need_dx, need_dE)
+        return (dx if need_dx else None), (dE if need_dE else None)
+
+    torch.library.register_autograd("vheat::hco_forward", _backward, setup_context=_setup_context)
+    _registered = True
+
+
+def compiled_ops():
+    """``torch.ops.vheat`` with fakes and autograd registered; raises if the library is missing."""
+    require_extension()
+    _register()
+    return torch.ops.vheat
+
+
+if extension_available():
+    _register()
