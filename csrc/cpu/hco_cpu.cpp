@@ -1,0 +1,303 @@
+// Fused CPU kernels of the Heat Conduction Operator, registered as the CPU
+// implementation of vheat::hco_forward / vheat::hco_backward (schema: csrc/ops.cpp).
+//
+// Work is split into (batch, block of kLanes channels) planes. Each plane is gathered
+// once from the channels-last input into an fp32 (fp64 for double) (H, W, lanes)
+// buffer that stays in cache, transformed (DCT over W then H), attenuated, transformed
+// back and written once. The readable reference is vheat_kernels/reference.py.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <ATen/ATen.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "plane_kernels.h"
+
+namespace vheat::cpu {
+namespace {
+
+// ---- instruction-set dispatch ---------------------------------------------------
+template <typename T>
+struct PlaneOps {
+  void (*dct2)(const AxisTables<T>&, const AxisTables<T>&, T*, T*);
+  void (*idct2)(const AxisTables<T>&, const AxisTables<T>&, T*, T*);
+};
+
+template <typename T>
+PlaneOps<T> select_plane_ops() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return {avx512::dct2_plane<T>, avx512::idct2_plane<T>};
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return {avx2::dct2_plane<T>, avx2::idct2_plane<T>};
+#endif
+  return {generic::dct2_plane<T>, generic::idct2_plane<T>};
+}
+
+template <typename T>
+const PlaneOps<T>& plane_ops() {
+  static const PlaneOps<T> ops = select_plane_ops<T>();
+  return ops;
+}
+
+// ---- cosine tables, built in double once per (N, type) ----------------------------
+template <typename T>
+struct AxisStorage {
+  std::vector<T> even, odd, even_t, odd_t;
+  AxisTables<T> tables;
+};
+
+template <typename T>
+std::shared_ptr<const AxisStorage<T>> build_axis(int n) {
+  auto s = std::make_shared<AxisStorage<T>>();
+  const int ne = (n + 1) / 2, no = n / 2;
+  auto coef = [n](int k, int i) {
+    const double scale = k == 0 ? std::sqrt(1.0 / n) : std::sqrt(2.0 / n);
+    return scale * std::cos(M_PI * (i + 0.5) * k / n);
+  };
+  s->even.resize(size_t(ne) * ne);
+  s->even_t.resize(size_t(ne) * ne);
+  s->odd.resize(size_t(no) * no);
+  s->odd_t.resize(size_t(no) * no);
+  for (int r = 0; r < ne; ++r)
+    for (int i = 0; i < ne; ++i) {
+      s->even[size_t(r) * ne + i] = T(coef(2 * r, i));
+      s->even_t[size_t(i) * ne + r] = T(coef(2 * r, i));
+    }
+  for (int r = 0; r < no; ++r)
+    for (int i = 0; i < no; ++i) {
+      s->odd[size_t(r) * no + i] = T(coef(2 * r + 1, i));
+      s->odd_t[size_t(i) * no + r] = T(coef(2 * r + 1, i));
+    }
+  s->tables = {n, ne, no, s->even.data(), s->odd.data(), s->even_t.data(), s->odd_t.data()};
+  return s;
+}
+
+template <typename T>
+std::shared_ptr<const AxisStorage<T>> axis_tables(int n) {
+  static std::mutex mutex;
+  static std::map<int, std::shared_ptr<const AxisStorage<T>>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& slot = cache[n];
+  if (!slot) slot = build_axis<T>(n);
+  return slot;
+}
+
+// ---- input checks ---------------------------------------------------------------
+void check_inputs(const at::Tensor& x, const at::Tensor& E, const char* op) {
+  TORCH_CHECK(x.dim() == 4, op, ": x must be channels-last (B, H, W, C), got shape ", x.sizes());
+  TORCH_CHECK(E.dim() == 3, op, ": E must be (H, W, C), got shape ", E.sizes());
+  TORCH_CHECK(E.size(0) == x.size(1) && E.size(1) == x.size(2) && E.size(2) == x.size(3), op,
+              ": E shape ", E.sizes(), " does not match x's (H, W, C) of x shape ", x.sizes());
+  TORCH_CHECK(x.device().is_cpu() && E.device().is_cpu(), op, ": CPU kernel got x on ", x.device(),
+              " and E on ", E.device(), "; both must be CPU tensors");
+  for (const auto* t : {&x, &E}) {
+    const auto st = t->scalar_type();
+    TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kBFloat16 || st == at::kHalf, op,
+                ": unsupported dtype ", st, "; accepted: float32, float64, bfloat16, float16");
+  }
+  TORCH_CHECK(x.size(1) >= 1 && x.size(2) >= 1 && x.size(3) >= 1, op, ": H, W, C must be >= 1, got ", x.sizes());
+}
+
+// ---- per-plane helpers ------------------------------------------------------------
+template <typename T>
+struct Geometry {
+  int64_t B, H, W, C, blocks;
+  static constexpr int L = kLanes<T>;
+  explicit Geometry(const at::Tensor& x)
+      : B(x.size(0)), H(x.size(1)), W(x.size(2)), C(x.size(3)), blocks((x.size(3) + L - 1) / L) {}
+  int64_t plane_elems() const { return H * W * L; }
+};
+
+// Channels-last (B, H, W, C) plane (b, block) -> (H, W, L) buffer in T, zero-padded lanes.
+template <typename T, typename S>
+void gather(const Geometry<T>& g, const S* src, int64_t b, int64_t blk, T* plane) {
+  constexpr int L = Geometry<T>::L;
+  const int64_t c0 = blk * L, lanes = std::min<int64_t>(L, g.C - c0);
+  const S* base = src + b * g.H * g.W * g.C + c0;
+  for (int64_t p = 0; p < g.H * g.W; ++p) {
+    const S* s = base + p * g.C;
+    T* d = plane + p * L;
+    for (int64_t l = 0; l < lanes; ++l) d[l] = static_cast<T>(s[l]);
+    for (int64_t l = lanes; l < L; ++l) d[l] = T(0);
+  }
+}
+
+template <typename T, typename S>
+void scatter(const Geometry<T>& g, const T* plane, int64_t b, int64_t blk, S* dst) {
+  constexpr int L = Geometry<T>::L;
+  const int64_t c0 = blk * L, lanes = std::min<int64_t>(L, g.C - c0);
+  S* base = dst + b * g.H * g.W * g.C + c0;
+  for (int64_t p = 0; p < g.H * g.W; ++p) {
+    const T* s = plane + p * L;
+    S* d = base + p * g.C;
+    for (int64_t l = 0; l < lanes; ++l) d[l] = static_cast<S>(s[l]);
+  }
+}
+
+// E (H, W, C) -> (blocks, H, W, L) in T, zero-padded, so each plane multiplies contiguously.
+template <typename T>
+at::Tensor pack_channels(const at::Tensor& E, int64_t blocks, at::ScalarType st) {
+  constexpr int L = kLanes<T>;
+  const int64_t H = E.size(0), W = E.size(1), C = E.size(2);
+  auto padded = at::zeros({H, W, blocks * L}, E.options().dtype(st));
+  padded.narrow(2, 0, C).copy_(E);
+  return padded.view({H, W, blocks, L}).permute({2, 0, 1, 3}).contiguous();
+}
+
+template <typename T>
+at::Tensor unpack_channels(const at::Tensor& packed, int64_t C) {
+  // (blocks, H, W, L) -> (H, W, C)
+  const int64_t blocks = packed.size(0), H = packed.size(1), W = packed.size(2), L = packed.size(3);
+  return packed.permute({1, 2, 0, 3}).reshape({H, W, blocks * L}).narrow(2, 0, C).contiguous();
+}
+
+template <typename T>
+struct PlaneContext {
+  std::shared_ptr<const AxisStorage<T>> th, tw;
+  const PlaneOps<T>& ops = plane_ops<T>();
+  PlaneContext(int64_t H, int64_t W) : th(axis_tables<T>(int(H))), tw(axis_tables<T>(int(W))) {}
+  void dct2(T* plane, T* scratch) const { ops.dct2(th->tables, tw->tables, plane, scratch); }
+  void idct2(T* plane, T* scratch) const { ops.idct2(th->tables, tw->tables, plane, scratch); }
+};
+
+template <typename T>
+void multiply(T* plane, const T* e, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) plane[i] *= e[i];
+}
+
+// y = IDCT2(DCT2(x) * E), T = accumulation type, S = storage type of x / y.
+template <typename T, typename S>
+void forward_impl(const at::Tensor& x, const at::Tensor& E_packed, at::Tensor& y) {
+  const Geometry<T> g(x);
+  const PlaneContext<T> ctx(g.H, g.W);
+  const S* xp = x.const_data_ptr<S>();
+  const T* ep = E_packed.const_data_ptr<T>();
+  S* yp = y.mutable_data_ptr<S>();
+  const int64_t scratch = plane_scratch_elems(int(g.H), int(g.W), Geometry<T>::L);
+  at::parallel_for(0, g.B * g.blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> buf(g.plane_elems() + scratch);
+    T* plane = buf.data();
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / g.blocks, blk = task % g.blocks;
+      gather(g, xp, b, blk, plane);
+      ctx.dct2(plane, plane + g.plane_elems());
+      multiply(plane, ep + blk * g.plane_elems(), g.plane_elems());
+      ctx.idct2(plane, plane + g.plane_elems());
+      scatter(g, plane, b, blk, yp);
+    }
+  });
+}
+
+// dE (packed) = sum_b DCT2(x_b) * DCT2(dy_b); dx = IDCT2(DCT2(dy) * E).
+// Parallel over channel blocks with the batch summed in order inside each block: the
+// reduction order does not depend on the thread count, so results are deterministic.
+template <typename T, typename S>
+void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& E_packed, at::Tensor* dx,
+                   at::Tensor& dE_packed) {
+  const Geometry<T> g(x);
+  const PlaneContext<T> ctx(g.H, g.W);
+  const S* xp = x.const_data_ptr<S>();
+  const S* gp = dy.const_data_ptr<S>();
+  const T* ep = E_packed.const_data_ptr<T>();
+  T* dep = dE_packed.mutable_data_ptr<T>();
+  S* dxp = dx ? dx->mutable_data_ptr<S>() : nullptr;
+  const int64_t n = g.plane_elems();
+  const int64_t scratch = plane_scratch_elems(int(g.H), int(g.W), Geometry<T>::L);
+  at::parallel_for(0, g.blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> buf(2 * n + scratch);
+    T* px = buf.data();
+    T* pg = px + n;
+    T* work = pg + n;
+    for (int64_t blk = begin; blk < end; ++blk) {
+      T* acc = dep + blk * n;
+      const T* e = ep + blk * n;
+      std::fill(acc, acc + n, T(0));
+      for (int64_t b = 0; b < g.B; ++b) {
+        gather(g, xp, b, blk, px);
+        ctx.dct2(px, work);
+        gather(g, gp, b, blk, pg);
+        ctx.dct2(pg, work);
+        for (int64_t i = 0; i < n; ++i) acc[i] += px[i] * pg[i];
+        if (dxp) {
+          multiply(pg, e, n);
+          ctx.idct2(pg, work);
+          scatter(g, pg, b, blk, dxp);
+        }
+      }
+    }
+  });
+}
+
+template <typename Fn>
+void dispatch_storage(at::ScalarType st, Fn&& fn) {
+  switch (st) {
+    case at::kFloat: fn(float{}, float{}); break;
+    case at::kDouble: fn(double{}, double{}); break;
+    case at::kBFloat16: fn(float{}, c10::BFloat16{}); break;
+    case at::kHalf: fn(float{}, c10::Half{}); break;
+    default: TORCH_CHECK(false, "vheat: unsupported dtype ", st);
+  }
+}
+
+at::Tensor hco_forward_cpu(const at::Tensor& x_in, const at::Tensor& E_in) {
+  check_inputs(x_in, E_in, "vheat::hco_forward");
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  if (x.numel() == 0) return y;
+  dispatch_storage(x.scalar_type(), [&](auto acc_tag, auto storage_tag) {
+    using T = decltype(acc_tag);
+    using S = decltype(storage_tag);
+    const int64_t blocks = (x.size(3) + kLanes<T> - 1) / kLanes<T>;
+    const at::Tensor E = pack_channels<T>(E_in, blocks, c10::CppTypeToScalarType<T>::value);
+    forward_impl<T, S>(x, E, y);
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> hco_backward_cpu(const at::Tensor& dy_in, const at::Tensor& x_in,
+                                                    const at::Tensor& E_in, bool need_dx, bool need_dE) {
+  check_inputs(x_in, E_in, "vheat::hco_backward");
+  TORCH_CHECK(dy_in.sizes() == x_in.sizes(), "vheat::hco_backward: grad_y shape ", dy_in.sizes(),
+              " must equal x shape ", x_in.sizes());
+  TORCH_CHECK(dy_in.scalar_type() == x_in.scalar_type(), "vheat::hco_backward: grad_y dtype ",
+              dy_in.scalar_type(), " must equal x dtype ", x_in.scalar_type());
+  TORCH_CHECK(dy_in.device().is_cpu(), "vheat::hco_backward: grad_y must be a CPU tensor, got ", dy_in.device());
+  at::Tensor dx = x_in.new_empty({0});
+  at::Tensor dE = E_in.new_empty({0});
+  if (!need_dE) {
+    if (need_dx) dx = hco_forward_cpu(dy_in, E_in);  // the operator is self-adjoint in x
+    return {dx, dE};
+  }
+  const at::Tensor x = x_in.contiguous(), dy = dy_in.contiguous();
+  if (need_dx) dx = at::empty_like(x, at::MemoryFormat::Contiguous);
+  dispatch_storage(x.scalar_type(), [&](auto acc_tag, auto storage_tag) {
+    using T = decltype(acc_tag);
+    using S = decltype(storage_tag);
+    constexpr auto acc_type = c10::CppTypeToScalarType<T>::value;
+    const int64_t blocks = (x.size(3) + kLanes<T> - 1) / kLanes<T>;
+    const at::Tensor E = pack_channels<T>(E_in, blocks, acc_type);
+    at::Tensor dE_packed = at::empty_like(E);
+    if (x.numel() == 0) {
+      dE_packed.zero_();
+    } else {
+      backward_impl<T, S>(dy, x, E, need_dx ? &dx : nullptr, dE_packed);
+    }
+    dE = unpack_channels<T>(dE_packed, x.size(3)).to(E_in.scalar_type());
+  });
+  return {dx, dE};
+}
+
+}  // namespace
+}  // namespace vheat::cpu
+
+TORCH_LIBRARY_IMPL(vheat, CPU, m) {
+  m.impl("hco_forward", &vheat::cpu::hco_forward_cpu);
+  m.impl("hco_backward", &vheat::cpu::hco_backward_cpu);
+}

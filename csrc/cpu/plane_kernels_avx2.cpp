@@ -1,0 +1,6 @@
+// AVX2 + FMA build of the plane kernels (16 ymm registers: 4 rows x 2 ymm accumulators).
+#include <cstring>
+#pragma GCC target("avx2,fma")
+#define VHEAT_ISA avx2
+#define VHEAT_ROW_BLOCK 4
+#include "plane_kernels_impl.h"

@@ -1,0 +1,5 @@
+// Baseline x86-64 / other-architecture build of the plane kernels.
+#include <cstring>
+#define VHEAT_ISA generic
+#define VHEAT_ROW_BLOCK 2
+#include "plane_kernels_impl.h"
