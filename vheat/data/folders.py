@@ -1,0 +1,72 @@
+"""ImageFolder datasets (root/train, root/val) with clear errors for unusable trees."""
+from __future__ import annotations
+
+import os
+
+from PIL import Image, UnidentifiedImageError
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+
+class DatasetError(ValueError):
+    """A dataset folder is missing, empty, inconsistent or holds an unreadable image."""
+
+
+def _class_dirs(split_dir: str) -> list[str]:
+    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+
+
+def _has_image(folder: str) -> bool:
+    for _, _, files in os.walk(folder, followlinks=True):
+        if any(f.lower().endswith(IMG_EXTENSIONS) for f in files):
+            return True
+    return False
+
+
+def check_split(root: str, split: str) -> list[str]:
+    """Class names of ``root/split``; raises :class:`DatasetError` when it cannot be used."""
+    split_dir = os.path.join(root, split)
+    if not os.path.isdir(root):
+        raise DatasetError(f"dataset root {root!r} does not exist (expected {root}/train/<class>/*.png "
+                           f"and {root}/val/<class>/*.png, the ImageNet layout)")
+    if not os.path.isdir(split_dir):
+        raise DatasetError(f"dataset split folder {split_dir!r} is missing: the root must hold "
+                           f"train/ and val/, each with one sub-folder per class")
+    classes = _class_dirs(split_dir)
+    if not classes:
+        raise DatasetError(f"dataset split folder {split_dir!r} is empty: it needs one sub-folder per "
+                           f"class holding images ({', '.join(IMG_EXTENSIONS[:4])}, ...)")
+    empty = [c for c in classes if not _has_image(os.path.join(split_dir, c))]
+    if empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise DatasetError(f"class folder(s) without images in {split_dir!r}: {shown} "
+                           f"(accepted extensions: {', '.join(IMG_EXTENSIONS)})")
+    return classes
+
+
+def check_train_val(root: str) -> list[str]:
+    """Checks both splits and that they hold the same classes; returns the class names."""
+    train = check_split(root, "train")
+    val = check_split(root, "val")
+    if train != val:
+        only_train = sorted(set(train) - set(val))
+        only_val = sorted(set(val) - set(train))
+        raise DatasetError(
+            f"class mismatch between {root}/train ({len(train)} classes) and {root}/val ({len(val)} classes): "
+            f"only in train: {only_train[:5] or 'none'}; only in val: {only_val[:5] or 'none'}. "
+            f"Labels are assigned by sorted class-folder name, so both splits need the same folders.")
+    return train
+
+
+def load_rgb(path: str) -> Image.Image:
+    """PIL loader that names the file when an image cannot be decoded."""
+    try:
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"cannot read image {path!r} (corrupt or not an image): {exc}") from None
+
+
+def image_folder(root: str, split: str) -> ImageFolder:
+    return ImageFolder(os.path.join(root, split), loader=load_rgb)

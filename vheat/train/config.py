@@ -1,0 +1,232 @@
+"""Run configuration: defaults, YAML files, command-line overrides, strict key checking.
+
+A config is a plain nested dict. Every key must exist in ``DEFAULTS`` (a typo is an error,
+never a silently ignored setting); ``model.kwargs`` is the one free-form section, passed
+as keyword arguments to the model constructor.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+FREE_FORM = {("model", "kwargs")}
+
+DEFAULTS: dict[str, Any] = {
+    "model": {
+        "name": "vheat_tiny",          # timm registry name (vheat_* after `import vheat.models`)
+        "kwargs": {},                  # extra constructor kwargs (depths, dims, post_norm, ...)
+        "drop_path_rate": 0.1,
+        "drop_rate": 0.0,
+        "num_classes": None,           # None: number of classes found in the dataset
+        "hco_backend": "auto",         # auto | reference | fft | cpu | triton | cuda
+        "pretrained": "",              # checkpoint to start from (fine-tuning); official or ours
+        "pretrained_key": "auto",      # auto | model | model_ema
+    },
+    "data": {
+        "dataset": "imagefolder",      # imagefolder (root/train, root/val) | digits (built in)
+        "root": "",                    # dataset root; for digits: '' = ~/.cache/vheat/digits-<size>
+        "img_size": 224,
+        "batch_size": 128,             # per process
+        "eval_batch_size": None,       # None: 2 x batch_size
+        "num_workers": 8,
+        "pin_memory": True,
+        "interpolation": "bicubic",
+        "crop_pct": 0.875,             # eval: resize img_size / crop_pct, then center crop
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "digits_size": 32,             # side of the exported digits PNGs
+    },
+    "aug": {
+        "enabled": True,               # False: eval transform for training too (no randomness)
+        "scale": [0.08, 1.0],
+        "ratio": [0.75, 1.3333333333333333],
+        "hflip": 0.5,
+        "color_jitter": 0.4,
+        "auto_augment": "rand-m9-mstd0.5-inc1",
+        "re_prob": 0.25,
+        "re_mode": "pixel",
+        "re_count": 1,
+        "mixup": 0.8,
+        "cutmix": 1.0,
+        "cutmix_minmax": None,
+        "mixup_prob": 1.0,
+        "mixup_switch_prob": 0.5,
+        "mixup_mode": "batch",
+        "label_smoothing": 0.1,
+    },
+    "train": {
+        "epochs": 300,
+        "warmup_epochs": 20,
+        "base_lr": 5.0e-4,             # scaled by global batch / lr_reference_batch
+        "warmup_lr": 5.0e-7,
+        "min_lr": 5.0e-6,
+        "lr_reference_batch": 512,     # 0: no linear scaling
+        "weight_decay": 0.08,          # not applied to 1-D params, biases, model.no_weight_decay()
+        "opt": "adamw",
+        "opt_eps": 1.0e-8,
+        "opt_betas": [0.9, 0.999],
+        "momentum": 0.9,
+        "sched": "cosine",
+        "warmup_prefix": True,         # warm-up precedes the cosine (official Swin/vHeat schedule)
+        "clip_grad": 5.0,              # max grad norm; 0 / None disables
+        "accumulation_steps": 1,
+        "ema": True,
+        "ema_decay": 0.9999,
+        "amp": "auto",                 # auto (bf16 on CPU and CUDA) | bf16 | fp16 | none
+        "channels_last": False,
+        "compile": False,
+        "device": "auto",              # auto | cpu | cuda
+        "seed": 0,
+        "deterministic": False,        # deterministic algorithms: bitwise reproducible resume
+        "eval_every": 1,               # epochs
+        "save_every_steps": 0,         # extra mid-epoch checkpoints every N optimizer steps
+        "keep_checkpoints": 2,         # newest N periodic checkpoints kept (best kept apart)
+        "stop_after_steps": 0,         # test hook: checkpoint and exit after N optimizer steps
+        "log_every": 20,               # optimizer steps between progress lines
+        "auto_resume": True,
+        "progress": True,              # tqdm bars (rank 0, interactive or not)
+    },
+    "output": "runs/default",
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or holds an unusable value."""
+
+
+def _merge(base: dict, update: Mapping, where: str, path: tuple = ()) -> None:
+    for key, value in update.items():
+        full = path + (key,)
+        dotted = ".".join(full)
+        if key not in base:
+            known = ", ".join(sorted(base)) if base else "(none)"
+            section = ".".join(path) or "top level"
+            raise ConfigError(f"unknown config key {dotted!r} in {where}; known keys at {section}: {known}")
+        if full in FREE_FORM:
+            if value is None:
+                value = {}
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{dotted} in {where} must be a mapping, got {type(value).__name__}")
+            base[key] = dict(value)
+        elif isinstance(base[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{dotted} in {where} is a section; give a mapping, got {value!r}")
+            _merge(base[key], value, where, full)
+        else:
+            base[key] = value
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``'train.base_lr=1e-3'`` -> (['train', 'base_lr'], 0.001); values are parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.base_lr=1e-3)")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: cannot parse value {raw!r}: {exc}") from None
+    if isinstance(value, str) and _looks_numeric(value):
+        value = float(value)  # YAML 1.1 reads '1e-3' as a string
+    return key.strip().split("."), value
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _nest(keys: list[str], value: Any) -> dict:
+    out: Any = value
+    for k in reversed(keys):
+        out = {k: out}
+    return out
+
+
+def load_config(path: str | None = None, overrides: Iterable[str] = ()) -> dict:
+    """Defaults <- YAML file <- ``key=value`` overrides; then validated."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file not found: {path}")
+        with open(path) as f:
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config file {path} must hold a mapping at top level")
+        _merge(cfg, _fix_numbers(data), f"config file {path}")
+    for item in overrides:
+        keys, value = parse_override(item)
+        _merge(cfg, _nest(keys, value), f"override {item!r}")
+    validate(cfg)
+    return cfg
+
+
+def merge_dict(cfg: dict, update: Mapping, where: str) -> dict:
+    """Returns a validated copy of ``cfg`` updated from a nested mapping."""
+    out = copy.deepcopy(cfg)
+    _merge(out, update, where)
+    validate(out)
+    return out
+
+
+def _fix_numbers(node: Any) -> Any:
+    # YAML 1.1 (PyYAML) reads 5e-4 (no dot) as a string; a config means the number.
+    if isinstance(node, Mapping):
+        return {k: _fix_numbers(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fix_numbers(v) for v in node]
+    if isinstance(node, str) and _looks_numeric(node) and node.strip().lower() not in ("nan", "inf", "-inf"):
+        return float(node)
+    return node
+
+
+_CHOICES = {
+    ("data", "dataset"): ("imagefolder", "digits"),
+    ("train", "amp"): ("auto", "bf16", "fp16", "none"),
+    ("train", "device"): ("auto", "cpu", "cuda"),
+    ("model", "hco_backend"): ("auto", "reference", "fft", "cpu", "triton", "cuda"),
+    ("model", "pretrained_key"): ("auto", "model", "model_ema"),
+    ("aug", "mixup_mode"): ("batch", "pair", "elem"),
+}
+_POSITIVE_INTS = [("data", "img_size"), ("data", "batch_size"), ("train", "epochs"),
+                  ("train", "accumulation_steps"), ("train", "eval_every"), ("train", "log_every")]
+_NONNEG_INTS = [("data", "num_workers"), ("train", "save_every_steps"), ("train", "stop_after_steps"),
+                ("train", "keep_checkpoints"), ("train", "seed")]
+
+
+def validate(cfg: dict) -> None:
+    for (sec, key), choices in _CHOICES.items():
+        if cfg[sec][key] not in choices:
+            raise ConfigError(f"{sec}.{key} = {cfg[sec][key]!r} is not accepted; choose one of {', '.join(choices)}")
+    for sec, key in _POSITIVE_INTS:
+        v = cfg[sec][key]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or int(v) != v or v < 1:
+            raise ConfigError(f"{sec}.{key} must be a positive integer, got {v!r}")
+        cfg[sec][key] = int(v)
+    for sec, key in _NONNEG_INTS:
+        v = cfg[sec][key]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or int(v) != v or v < 0:
+            raise ConfigError(f"{sec}.{key} must be a non-negative integer, got {v!r}")
+        cfg[sec][key] = int(v)
+    t = cfg["train"]
+    if not 0 <= t["warmup_epochs"] < t["epochs"] + (1 if t["warmup_epochs"] == 0 else 0):
+        raise ConfigError(f"train.warmup_epochs ({t['warmup_epochs']}) must be >= 0 and < train.epochs ({t['epochs']})")
+    for key in ("base_lr", "warmup_lr", "min_lr", "weight_decay", "ema_decay"):
+        if not isinstance(t[key], (int, float)) or t[key] < 0:
+            raise ConfigError(f"train.{key} must be a non-negative number, got {t[key]!r}")
+    if not isinstance(cfg["model"]["name"], str) or not cfg["model"]["name"]:
+        raise ConfigError("model.name must be a model name registered in timm (e.g. vheat_tiny)")
+    if not isinstance(cfg["output"], str) or not cfg["output"]:
+        raise ConfigError("output must be a directory path")
+
+
+def dump_config(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)
