@@ -1,0 +1,158 @@
+"""Fused Triton kernels of the Heat Conduction Operator (channels-last, whole planes on-chip).
+
+One program owns batch element(s) b and a block of BC channels and holds the full
+(HP, WP, BC) plane in registers. Each 1-D DCT is one ``tl.dot`` against the (padded)
+cosine matrix: the plane is viewed as (side, other_side * BC), so a transform along the
+leading axis is ``C @ plane``; ``_swap`` transposes the two spatial axes in between.
+Padding rows and columns of the cosine matrices are zero, so padded lanes never leak
+into real outputs. Dots accumulate in fp32 (fp64 for fp64 inputs); their operands are
+rounded to ``ROUND_DTYPE`` (the input dtype) and fed to the dot as ``DOT_DTYPE``: on a GPU
+both are the input dtype, so bf16 / fp16 use tensor cores directly and fp32 uses
+``PRECISION`` ("tf32x3": tensor cores at about fp32 accuracy). The interpreter's dot
+multiplies raw bf16 bit patterns, so under TRITON_INTERPRET=1 bf16 operands are rounded
+to bf16 and then multiplied in fp32: the same values as on the GPU, exactly rounded sums.
+
+Frequency planes are kept in (m, n, c) order (W-frequency leading), which is how E is
+loaded; ``_plane_offsets`` builds the channels-last addresses for either order.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from . import configs as cfg
+
+# Whether @triton.jit below produced interpreter functions (hco.kernels() reloads on change).
+INTERPRETED = bool(triton.knobs.runtime.interpret)
+
+
+@triton.jit
+def _plane_offsets(A, B_, C, AP: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr, c0, A_STRIDE, B_STRIDE):
+    """(AP, BP, BC) offsets a * A_STRIDE + b * B_STRIDE + c and the in-bounds mask."""
+    a = tl.arange(0, AP)[:, None, None]
+    b = tl.arange(0, BP)[None, :, None]
+    c = c0 + tl.arange(0, BC)[None, None, :]
+    offs = a * A_STRIDE + b * B_STRIDE + c
+    mask = (a < A) & (b < B_) & (c < C)
+    return offs, mask
+
+
+@triton.jit
+def _cos(ptr, N, NP: tl.constexpr, TRANSPOSE: tl.constexpr, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr):
+    """Orthonormal DCT-II matrix (row-major N x N fp32 at ptr) zero-padded to (NP, NP)."""
+    r = tl.arange(0, NP)[:, None]
+    k = tl.arange(0, NP)[None, :]
+    if TRANSPOSE:
+        offs = k * N + r
+    else:
+        offs = r * N + k
+    return tl.load(ptr + offs, mask=(r < N) & (k < N), other=0.0).to(ROUND_DTYPE).to(DOT_DTYPE)
+
+
+@triton.jit
+def _apply(mat, plane, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    """mat (P, P) @ plane (P, rest): a 1-D transform along the plane's leading axis."""
+    return tl.dot(mat, plane.to(ROUND_DTYPE).to(DOT_DTYPE), input_precision=PRECISION, out_dtype=ACC_DTYPE)
+
+
+@triton.jit
+def _swap(plane, AP: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
+    """(AP, BP * BC) -> (BP, AP * BC): swap the two spatial axes."""
+    return tl.reshape(tl.permute(tl.reshape(plane, (AP, BP, BC)), (1, 0, 2)), (BP, AP * BC))
+
+
+@triton.jit
+def _dct2(x_ptr, base, ch, cw, H, W, C, c0, valid, HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr,
+          ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    """Load plane (h, w, c) at x_ptr + base and return its 2-D DCT-II as (m, n * c)."""
+    offs, mask = _plane_offsets(H, W, C, HP, WP, BC, c0, W * C, C)
+    x = tl.load(x_ptr + base + offs, mask=mask & valid, other=0.0)
+    t = _apply(ch, tl.reshape(x, (HP, WP * BC)), ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)  # (n, w c)
+    return _apply(cw, _swap(t, HP, WP, BC), ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)  # (m, n c)
+
+
+@triton.jit
+def _idct2_store(f, y_ptr, base, chT, cwT, H, W, C, c0, valid, HP: tl.constexpr, WP: tl.constexpr,
+                 BC: tl.constexpr, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    """Inverse 2-D DCT of f (m, n * c) stored as plane (h, w, c) at y_ptr + base."""
+    t = _apply(cwT, f, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)  # (w, n c)
+    y = _apply(chT, _swap(t, WP, HP, BC), ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)  # (h, w c)
+    offs, mask = _plane_offsets(H, W, C, HP, WP, BC, c0, W * C, C)
+    tl.store(y_ptr + base + offs, tl.reshape(y, (HP, WP, BC)).to(y_ptr.dtype.element_ty), mask=mask & valid)
+
+
+@triton.jit
+def _load_freq(e_ptr, H, W, C, c0, HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """E (H, W, C) loaded in frequency-plane order (m, n * c), zero outside."""
+    offs, mask = _plane_offsets(W, H, C, WP, HP, BC, c0, C, W * C)
+    return tl.reshape(tl.load(e_ptr + offs, mask=mask, other=0.0).to(ACC_DTYPE), (WP, HP * BC))
+
+
+@triton.jit
+def hco_fwd_kernel(x_ptr, e_ptr, ch_ptr, cw_ptr, y_ptr, H, W, C,
+                   HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr,
+                   ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    """y[b] = IDCT2(DCT2(x[b]) * E) for one (channel block, batch element) per program."""
+    c0 = tl.program_id(0) * BC
+    base = tl.program_id(1).to(tl.int64) * H * W * C
+    f = _dct2(x_ptr, base, _cos(ch_ptr, H, HP, False, ROUND_DTYPE, DOT_DTYPE), _cos(cw_ptr, W, WP, False, ROUND_DTYPE, DOT_DTYPE),
+              H, W, C, c0, True, HP, WP, BC, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
+    f = f * _load_freq(e_ptr, H, W, C, c0, HP, WP, BC, ACC_DTYPE)
+    _idct2_store(f, y_ptr, base, _cos(ch_ptr, H, HP, True, ROUND_DTYPE, DOT_DTYPE), _cos(cw_ptr, W, WP, True, ROUND_DTYPE, DOT_DTYPE),
+                 H, W, C, c0, True, HP, WP, BC, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
+
+
+@triton.jit
+def hco_bwd_kernel(x_ptr, dy_ptr, e_ptr, ch_ptr, cw_ptr, dx_ptr, de_ptr, B, H, W, C, B_PER_PROG,
+                   HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr,
+                   NEED_DX: tl.constexpr, NEED_DE: tl.constexpr,
+                   ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    """dx[b] = HCO(dy[b], E) and per-chunk partials de[chunk] = sum_b DCT2(x[b]) * DCT2(dy[b]).
+
+    Program (channel block, chunk) walks batch elements chunk * B_PER_PROG ... in order;
+    the host sums the chunk partials in a fixed order, so dE is deterministic (no atomics).
+    """
+    c0 = tl.program_id(0) * BC
+    chunk = tl.program_id(1)
+    plane = H * W * C
+    ch = _cos(ch_ptr, H, HP, False, ROUND_DTYPE, DOT_DTYPE)
+    cw = _cos(cw_ptr, W, WP, False, ROUND_DTYPE, DOT_DTYPE)
+    if NEED_DX:
+        e = _load_freq(e_ptr, H, W, C, c0, HP, WP, BC, ACC_DTYPE)
+        chT = _cos(ch_ptr, H, HP, True, ROUND_DTYPE, DOT_DTYPE)
+        cwT = _cos(cw_ptr, W, WP, True, ROUND_DTYPE, DOT_DTYPE)
+    acc = tl.zeros((WP, HP * BC), dtype=ACC_DTYPE)
+    for i in range(B_PER_PROG):
+        b = chunk * B_PER_PROG + i
+        valid = b < B
+        base = b.to(tl.int64) * plane
+        g = _dct2(dy_ptr, base, ch, cw, H, W, C, c0, valid, HP, WP, BC, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
+        if NEED_DE:
+            acc += g * _dct2(x_ptr, base, ch, cw, H, W, C, c0, valid, HP, WP, BC, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
+        if NEED_DX:
+            _idct2_store(g * e, dx_ptr, base, chT, cwT, H, W, C, c0, valid, HP, WP, BC,
+                         ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
+    if NEED_DE:
+        offs, mask = _plane_offsets(W, H, C, WP, HP, BC, c0, C, W * C)
+        tl.store(de_ptr + chunk.to(tl.int64) * plane + offs, tl.reshape(acc, (WP, HP, BC)), mask=mask)
+
+
+def _prune(backward):
+    """Autotune pruning: the configurations ``configs.prune`` allows for this call's shape."""
+
+    def prune(configs, nargs, **kwargs):
+        x = nargs["x_ptr"]
+        allowed = set(cfg.prune(nargs["H"], nargs["W"], nargs["C"], x.element_size(), backward))
+        return [c for c in configs if cfg.BlockConfig(c.kwargs["BC"], c.num_warps) in allowed]
+
+    return prune
+
+
+def _autotuned(kernel, backward, key):
+    candidates = [triton.Config({"BC": bc}, num_warps=nw, num_stages=1) for bc in cfg.BLOCKS for nw in cfg.WARPS]
+    return triton.autotune(candidates, key=key, prune_configs_by={"early_config_prune": _prune(backward)})(kernel)
+
+
+# Autotuned per (H, W, C) and the tensors' dtypes (triton adds those to the key itself).
+hco_fwd_tuned = _autotuned(hco_fwd_kernel, False, ["H", "W", "C"])
+hco_bwd_tuned = _autotuned(hco_bwd_kernel, True, ["H", "W", "C", "NEED_DX", "NEED_DE"])
