@@ -1,0 +1,108 @@
+"""Parameter and FLOP report of vHeat models (train and infer mode), counted with fvcore.
+
+fvcore counts a multiply-add as one flop and ignores elementwise ops, exactly as the
+official vHeat figures were made. The HCO is counted as the official matmul-DCT does it:
+four cosine matmuls (B*H*W*C*(H+W) MACs each pair) and the ``einsum`` scaling, which
+fvcore's einsum handler counts as floor(B*H*W*C / 2). Models on the 'reference' backend
+are traced into those very conv1d / einsum ops; the fused op ``vheat::hco_forward`` gets
+the same count through a registered handle, so the report does not depend on the backend.
+
+    python -m vheat.flops [--img-size 224] [vheat_tiny vheat_small ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from fvcore.nn import FlopCountAnalysis
+from fvcore.nn.jit_handles import get_shape
+from torch import nn
+
+HCO_OPS = ("vheat::hco_forward",)
+
+
+def hco_flops(shape: Sequence[int]) -> int:
+    """fvcore's count of the official HCO on x of shape (B, H, W, C)."""
+    B, H, W, C = (int(s) for s in shape)
+    dct_macs = 2 * B * H * W * C * (H + W)  # forward and inverse DCT along H and W
+    return dct_macs + (B * H * W * C) // 2  # einsum "bnmc,nmc->bnmc", as fvcore counts it
+
+
+def _hco_handle(inputs: List[Any], outputs: List[Any]) -> int:
+    return hco_flops(get_shape(inputs[0]))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """All parameters, frozen ones included (the official figures count infer mode's k_exp)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, img_size: int = 224, batch: int = 1, hco_backend: Optional[str] = None) -> int:
+    """fvcore flop count of one forward pass at ``img_size`` (model restored afterwards).
+
+    ``hco_backend`` None: the fused 'cpu' op when the extension is built, else 'reference'.
+    """
+    from vheat_kernels import extension_available
+
+    backend = hco_backend or ("cpu" if extension_available() else "reference")
+    heat_ops = [m for m in model.modules() if hasattr(m, "hco_backend")]
+    saved = [m.hco_backend for m in heat_ops]
+    was_training = model.training
+    try:
+        for m in heat_ops:
+            m.hco_backend = backend
+        model.eval()
+        p = next(model.parameters())
+        x = torch.zeros(batch, 3, img_size, img_size, device=p.device, dtype=p.dtype)
+        analysis = FlopCountAnalysis(model, (x,))
+        analysis.set_op_handle(**{op: _hco_handle for op in HCO_OPS})
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+        logging.getLogger("fvcore").setLevel(logging.ERROR)
+        return int(analysis.total())
+    finally:
+        for m, b in zip(heat_ops, saved):
+            m.hco_backend = b
+        model.train(was_training)
+
+
+def model_report(variant: str, img_size: int = 224, hco_backend: Optional[str] = None) -> Dict[str, Any]:
+    """{'params_train', 'gflops_train', 'params_infer', 'gflops_infer', ...} for a registered variant."""
+    import timm
+
+    import vheat  # noqa: F401  (registers the variants)
+
+    model = timm.create_model(variant)
+    report: Dict[str, Any] = {"model": variant, "img_size": img_size}
+    for mode in ("train", "infer"):
+        if mode == "infer":
+            model.set_infer_mode(True)
+        report[f"params_{mode}"] = count_parameters(model)
+        report[f"flops_{mode}"] = count_flops(model, img_size, hco_backend=hco_backend)
+        report[f"params_{mode}_m"] = round(report[f"params_{mode}"] / 1e6, 2)
+        report[f"gflops_{mode}"] = round(report[f"flops_{mode}"] / 1e9, 2)
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variants", nargs="*", default=["vheat_tiny", "vheat_small", "vheat_base"])
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--hco-backend", default=None, help="backend traced for the count (default: cpu if built)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per model")
+    args = parser.parse_args(argv)
+    for variant in args.variants:
+        r = model_report(variant, args.img_size, args.hco_backend)
+        if args.json:
+            print(json.dumps(r))
+        else:
+            print(
+                f"{variant:12s} {args.img_size}px  train: {r['params_train_m']:6.2f}M params {r['gflops_train']:6.2f} GFLOPs"
+                f"  infer: {r['params_infer_m']:6.2f}M params {r['gflops_infer']:6.2f} GFLOPs"
+            )
+
+
+if __name__ == "__main__":
+    main()

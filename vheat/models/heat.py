@@ -1,0 +1,182 @@
+"""vHeat's heat-conduction token mixer (Heat2D) and the residual block around it (HeatBlock).
+
+Both work on channels-last (B, H, W, C) tensors, the layout the Heat Conduction Operator
+takes, so the official permute/contiguous round trips disappear; parameter names and shapes
+are the official ones. The attenuation E = D ** ReLU(Linear(freq_embed)) is computed per
+block as in the official code, or comes folded as ``k_exp`` in infer mode.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from timm.layers import DropPath
+
+from vheat_kernels import attenuation, heat_conduction
+
+from .layers import Mlp
+
+
+class Heat2D(nn.Module):
+    """dwconv3x3 -> Linear(C, 2C) -> (HCO(x) -> LayerNorm) * SiLU(z) -> Linear(C, C).
+
+    Train mode holds ``to_k`` (Linear + ReLU giving the rate map k); infer mode holds the
+    folded attenuation ``k_exp`` = D ** k (a frozen Parameter, as in the official
+    ``infer_init``). Folding can keep ``to_k`` aside, out of the state_dict, so the module
+    can switch back and can still derive E at other resolutions.
+    """
+
+    def __init__(self, dim: int, res: int, hco_backend: Optional[str] = None):
+        super().__init__()
+        self.res = res
+        self.hidden_dim = dim
+        self.hco_backend = hco_backend
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+        self.linear = nn.Linear(dim, 2 * dim)
+        self.out_norm = nn.LayerNorm(dim)
+        self.out_linear = nn.Linear(dim, dim)
+        self.to_k = nn.Sequential(nn.Linear(dim, dim), nn.ReLU())
+        self._set_stash(None)
+
+    # --- train / infer mode -------------------------------------------------------------
+    def _set_stash(self, to_k: Optional[nn.Module]) -> None:
+        # object.__setattr__ keeps the stashed to_k out of parameters() and state_dict().
+        object.__setattr__(self, "_stashed_to_k", to_k)
+
+    @property
+    def infer_mode(self) -> bool:
+        return "k_exp" in self._parameters
+
+    @property
+    def rate_net(self) -> Optional[nn.Module]:
+        """``to_k`` whether registered (train mode) or kept aside (infer mode); None if dropped."""
+        return self._stashed_to_k if self.infer_mode else self.to_k
+
+    def fold(self, freq: torch.Tensor, keep_train_params: bool = True) -> None:
+        """Official ``infer_init_heat2d``: k_exp = D ** to_k(freq), then drop ``to_k``."""
+        if self.infer_mode:
+            return
+        with torch.no_grad():
+            k_exp = attenuation(self.to_k(freq)).to(freq.dtype)
+        to_k = self.to_k
+        del self.to_k
+        self.k_exp = nn.Parameter(k_exp, requires_grad=False)
+        self._set_stash(to_k if keep_train_params else None)
+
+    def unfold(self) -> None:
+        """Back to train mode: restore ``to_k`` and drop ``k_exp``."""
+        if not self.infer_mode:
+            return
+        if self._stashed_to_k is None:
+            raise RuntimeError(
+                "Heat2D.unfold: this block only has the folded k_exp (its to_k weights were not kept, "
+                "e.g. after loading an infer-mode state_dict); load a train-mode checkpoint instead"
+            )
+        to_k = self._stashed_to_k
+        del self.k_exp
+        self.to_k = to_k
+        self._set_stash(None)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self._stashed_to_k is not None:  # follow .to(device / dtype) while stashed
+            self._stashed_to_k._apply(fn, recurse)
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        # A loaded k_exp that differs from ours no longer matches the stashed to_k: forget it,
+        # so that switching back cannot silently pair new k_exp weights with old rates.
+        new = state_dict.get(prefix + "k_exp")
+        if self.infer_mode and new is not None and self._stashed_to_k is not None:
+            if new.shape != self.k_exp.shape or not torch.equal(new.to(self.k_exp), self.k_exp):
+                self._set_stash(None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
+
+    # --- forward --------------------------------------------------------------------------
+    def attenuation(self, freq: Optional[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
+        """E (H, W, C) for a feature map of spatial ``size`` given the stage's freq embedding at that size."""
+        size = tuple(size)
+        if self.infer_mode and tuple(self.k_exp.shape[:2]) == size:
+            return self.k_exp
+        rate_net = self.rate_net
+        if rate_net is None or freq is None:
+            raise RuntimeError(
+                f"Heat2D: the folded k_exp is {tuple(self.k_exp.shape[:2])} but the input needs {size}, and "
+                "the train-mode weights (to_k, freq_embed) that derive E at other sizes were not kept; "
+                "run at the folded resolution or load a train-mode checkpoint"
+            )
+        return attenuation(rate_net(freq))
+
+    def forward(
+        self, x: torch.Tensor, freq: Optional[torch.Tensor] = None, E: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """x: (B, H, W, C) -> (B, H, W, C). Pass the stage's freq embedding at (H, W), or E directly."""
+        C = self.hidden_dim
+        x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        # The official Linear(C, 2C) + chunk, as two GEMMs: both halves come out contiguous.
+        w, b = self.linear.weight, self.linear.bias
+        x, z = F.linear(x, w[:C], b[:C]), F.linear(x, w[C:], b[C:])
+        if E is None:
+            E = self.attenuation(freq, x.shape[1:3])
+        x = heat_conduction(x.contiguous(), E, backend=self.hco_backend)
+        x = self.out_norm(x) * F.silu(z)
+        return self.out_linear(x)
+
+    def extra_repr(self) -> str:
+        return f"res={self.res}, infer_mode={self.infer_mode}, hco_backend={self.hco_backend!r}"
+
+
+class HeatBlock(nn.Module):
+    """Residual block: pre-norm ``x + op(norm1(x))`` or post-norm ``x + norm1(op(x))``, then the MLP.
+
+    Layer scale (``gamma1``/``gamma2``) multiplies each branch when ``layer_scale`` is given.
+    Norms are LayerNorm over channels with eps 1e-5 (the official LayerNorm2d, here applied
+    to channels-last tensors directly).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        res: int,
+        drop_path: float = 0.0,
+        mlp_ratio: float = 4.0,
+        post_norm: bool = True,
+        layer_scale: Optional[float] = None,
+        hco_backend: Optional[str] = None,
+    ):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.op = Heat2D(dim, res, hco_backend=hco_backend)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.mlp_branch = mlp_ratio > 0
+        if self.mlp_branch:
+            self.norm2 = nn.LayerNorm(dim)
+            self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.post_norm = post_norm
+        self.layer_scale = layer_scale is not None
+        if self.layer_scale:
+            self.gamma1 = nn.Parameter(layer_scale * torch.ones(dim))
+            self.gamma2 = nn.Parameter(layer_scale * torch.ones(dim))
+        self.grad_checkpointing = False
+
+    def _branch(self, x: torch.Tensor, fn, norm: nn.Module, gamma: Optional[torch.Tensor]) -> torch.Tensor:
+        y = norm(fn(x)) if self.post_norm else fn(norm(x))
+        if gamma is not None:
+            y = y * gamma
+        return x + self.drop_path(y)
+
+    def _forward(self, x: torch.Tensor, freq: Optional[torch.Tensor], E: Optional[torch.Tensor]) -> torch.Tensor:
+        x = self._branch(x, lambda t: self.op(t, freq, E), self.norm1, self.gamma1 if self.layer_scale else None)
+        if self.mlp_branch:
+            x = self._branch(x, self.mlp, self.norm2, self.gamma2 if self.layer_scale else None)
+        return x
+
+    def forward(
+        self, x: torch.Tensor, freq: Optional[torch.Tensor] = None, E: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, freq, E, use_reentrant=False)
+        return self._forward(x, freq, E)

@@ -1,0 +1,347 @@
+"""The vHeat classification model (Wang et al., arXiv 2405.16555) on the vheat_kernels HCO.
+
+Same modules, parameter names, shapes and init as the official ``vHeat`` class, so official
+checkpoints load with ``strict=True``; internally the blocks run channels-last. Adds what the
+official class lacks: any input resolution (bicubic freq_embed resize, cached per resolution
+in eval), switching infer mode on and off, a per-model HCO backend, gradient checkpointing
+and timm's model interface (forward_features / forward_head / forward_intermediates).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+from timm.layers import trunc_normal_
+from timm.models._features import feature_take_indices
+
+from .freq_embed import AttenuationCache, resize_freq_embed
+from .heat import HeatBlock
+from .layers import LayerNorm2d, StemLayer, make_downsample
+
+
+class HeatStage(nn.Sequential):
+    """``depth`` HeatBlocks followed by the downsample (official ``AdditionalInputSequential``).
+
+    forward takes and returns NCHW tensors (channels-last in memory, so the permutes to the
+    blocks' (B, H, W, C) are views) and returns both the stage features before the
+    downsample (stride 4/8/16/32) and the downsampled output.
+    """
+
+    @property
+    def blocks(self) -> List[HeatBlock]:
+        return list(self)[:-1]
+
+    @property
+    def downsample(self) -> nn.Module:
+        return self[-1]
+
+    def forward(
+        self, x: torch.Tensor, freq: Optional[torch.Tensor] = None, attenuations: Optional[List[torch.Tensor]] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        x = x.permute(0, 2, 3, 1)
+        for j, block in enumerate(self.blocks):
+            x = block(x, freq, None if attenuations is None else attenuations[j])
+        feat = x.permute(0, 3, 1, 2)
+        return feat, self.downsample(feat)
+
+
+class VHeat(nn.Module):
+    """vHeat backbone + classifier. Mirrors the official constructor's arguments.
+
+    Args:
+        depths, dims: blocks per stage and channels (an int ``dims`` doubles per stage).
+        img_size: training resolution; fixes the stored freq_embed grids (img_size / 4 / 2**i).
+            Other input sizes work: each stage's embedding is resized to its (H, W).
+        post_norm, layer_scale, mlp_ratio, drop_path_rate: as the official model.
+        infer_mode: fold E into ``k_exp`` at construction (official infer_init); see set_infer_mode.
+        hco_backend: HCO backend for every block (None: $VHEAT_HCO_BACKEND, then auto).
+        use_checkpoint: gradient checkpointing per block (timm: set_grad_checkpointing).
+        drop_rate: dropout before the final Linear (not in the official model; default 0).
+    """
+
+    def __init__(
+        self,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        depths: Sequence[int] = (2, 2, 9, 2),
+        dims: Union[int, Sequence[int]] = 96,
+        drop_path_rate: float = 0.2,
+        post_norm: bool = True,
+        layer_scale: Optional[float] = None,
+        use_checkpoint: bool = False,
+        mlp_ratio: float = 4.0,
+        img_size: int = 224,
+        infer_mode: bool = False,
+        hco_backend: Optional[str] = None,
+        drop_rate: float = 0.0,
+    ):
+        super().__init__()
+        num_layers = len(depths)
+        if isinstance(dims, int):
+            dims = [int(dims * 2**i) for i in range(num_layers)]
+        if len(dims) != num_layers:
+            raise ValueError(f"VHeat: dims {list(dims)} and depths {list(depths)} must have the same length")
+        if isinstance(img_size, (tuple, list)):
+            if len(set(img_size)) != 1:
+                raise ValueError(f"VHeat: img_size fixes square freq_embed grids; got {img_size}, pass one int")
+            img_size = img_size[0]
+        self.num_classes = num_classes
+        self.num_layers = num_layers
+        self.depths = list(depths)
+        self.dims = list(dims)
+        self.embed_dim = dims[0]
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.drop_rate = drop_rate
+        res0 = img_size / patch_size
+        self.res = [int(res0 // 2**i) if i else int(res0) for i in range(num_layers)]
+        self.feature_info = [dict(num_chs=dims[i], reduction=patch_size * 2**i, module=f"layers.{i}") for i in range(num_layers)]
+
+        self.patch_embed = StemLayer(in_chans, self.embed_dim)
+        self.freq_embed = nn.ParameterList(
+            [nn.Parameter(torch.zeros(self.res[i], self.res[i], dims[i])) for i in range(num_layers)]
+        )
+        for p in self.freq_embed:
+            trunc_normal_(p, std=0.02)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList()
+        for i in range(num_layers):
+            blocks = [
+                HeatBlock(
+                    dims[i], self.res[i], drop_path=dpr[sum(depths[:i]) + d], mlp_ratio=mlp_ratio,
+                    post_norm=post_norm, layer_scale=layer_scale, hco_backend=hco_backend,
+                )
+                for d in range(depths[i])
+            ]
+            down = make_downsample(dims[i], dims[i + 1]) if i < num_layers - 1 else nn.Identity()
+            self.layers.append(HeatStage(*blocks, down))
+        self.classifier = nn.Sequential(
+            LayerNorm2d(self.num_features), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(self.num_features, num_classes)
+        )
+        self.head_drop = nn.Dropout(drop_rate)
+        self.apply(self._init_weights)
+
+        object.__setattr__(self, "_stashed_freq_embed", None)
+        object.__setattr__(self, "_attenuation_cache", AttenuationCache())
+        self.cache_attenuation = True
+        self.set_grad_checkpointing(use_checkpoint)
+        if infer_mode:
+            self.set_infer_mode(True)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # Official init: Linear trunc_normal(0.02) / zero bias, LayerNorm (1, 0); Conv2d keeps PyTorch's.
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.constant_(m.bias, 0)
+            nn.init.constant_(m.weight, 1.0)
+
+    # --- infer mode -------------------------------------------------------------------------
+    @property
+    def infer_mode(self) -> bool:
+        return "freq_embed" not in self._modules
+
+    def set_infer_mode(self, enabled: bool = True, keep_train_params: bool = True) -> "VHeat":
+        """Fold E = D ** to_k(freq_embed) into per-block ``k_exp`` (official ``infer_init``) or unfold it.
+
+        Folded, the state_dict is the official infer-mode one (k_exp, no freq_embed / to_k) and
+        the output at the training resolution is unchanged. ``keep_train_params`` keeps
+        freq_embed and to_k aside (not parameters, not in the state_dict, but moved by
+        ``.to()``) so that the model can unfold again and run at other resolutions.
+        """
+        if enabled == self.infer_mode:
+            return self
+        if enabled:
+            for i, stage in enumerate(self.layers):
+                for block in stage.blocks:
+                    block.op.fold(self.freq_embed[i], keep_train_params)
+            stash = self.freq_embed if keep_train_params else None
+            del self.freq_embed
+            object.__setattr__(self, "_stashed_freq_embed", stash)
+        else:
+            if self._stashed_freq_embed is None or any(b.op.rate_net is None for s in self.layers for b in s.blocks):
+                raise RuntimeError(
+                    "VHeat.set_infer_mode(False): the train-mode weights (freq_embed, to_k) were not kept "
+                    "(folded with keep_train_params=False or an infer-mode state_dict was loaded); "
+                    "build a new model and load a train-mode checkpoint"
+                )
+            for stage in self.layers:
+                for block in stage.blocks:
+                    block.op.unfold()
+            self.freq_embed = self._stashed_freq_embed
+            object.__setattr__(self, "_stashed_freq_embed", None)
+        self._attenuation_cache.clear()
+        return self
+
+    def infer_init(self) -> "VHeat":
+        """Official name for folding (keeps the train-mode weights aside, see set_infer_mode)."""
+        return self.set_infer_mode(True)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self._stashed_freq_embed is not None:
+            self._stashed_freq_embed._apply(fn, recurse)
+        self._attenuation_cache.clear()
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        self._attenuation_cache.clear()
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
+
+    def train(self, mode: bool = True) -> "VHeat":
+        self._attenuation_cache.clear()
+        return super().train(mode)
+
+    def load_pretrained(self, path: str, key: str = "model") -> None:
+        """timm ``custom_load`` hook: an official checkpoint file, head kept if the class count differs."""
+        from ..checkpoint_io import load_official_checkpoint
+
+        load_official_checkpoint(self, path, key=key, keep_classifier_if_mismatch=True)
+
+    # --- configuration ----------------------------------------------------------------------
+    def set_hco_backend(self, backend: Optional[str]) -> "VHeat":
+        """Backend for every block's HCO: 'reference', 'fft', 'cpu', ..., or None for auto."""
+        for stage in self.layers:
+            for block in stage.blocks:
+                block.op.hco_backend = backend
+        return self
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in self.layers:
+            for block in stage.blocks:
+                block.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        """Nothing beyond timm's default rule (1-D params and biases), as the official optimizer.
+
+        The official ``build_optimizer`` skips decay for 1-D parameters, names ending in
+        ``.bias`` and ``model.no_weight_decay()``, which vHeat does not define: ``freq_embed``
+        (3-D) is decayed and ``gamma1/2`` are not. timm applies the same rule.
+        """
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict:
+        return dict(
+            stem=r"^patch_embed",
+            blocks=r"^layers\.(\d+)|^freq_embed\.(\d+)" if coarse else [
+                (r"^layers\.(\d+)\.(\d+)\.", None),
+                (r"^freq_embed\.(\d+)", (0,)),
+                (r"^classifier\.0", (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.classifier[3]
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"VHeat.reset_classifier: only global_pool='avg' is supported, got {global_pool!r}")
+        self.num_classes = num_classes
+        self.classifier[3] = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    # --- attenuation per stage -------------------------------------------------------------
+    def _freq_source(self, i: int) -> Optional[torch.Tensor]:
+        if not self.infer_mode:
+            return self.freq_embed[i]
+        return None if self._stashed_freq_embed is None else self._stashed_freq_embed[i]
+
+    def _stage_freq(self, i: int, size: Tuple[int, int]) -> Optional[torch.Tensor]:
+        """Stage i's freq embedding at ``size`` (None when folded k_exp serves that size)."""
+        if self.infer_mode and size == (self.res[i], self.res[i]):
+            return None
+        freq = self._freq_source(i)
+        return None if freq is None else resize_freq_embed(freq, size)
+
+    def _use_cache(self) -> bool:
+        return (
+            self.cache_attenuation
+            and not self.training
+            and not torch.is_grad_enabled()
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+        )
+
+    def _stage_inputs(self, i: int, size: Tuple[int, int]) -> dict:
+        if not self._use_cache() or (self.infer_mode and size == (self.res[i], self.res[i])):
+            return {"freq": self._stage_freq(i, size)}
+        blocks = self.layers[i].blocks
+        sources = [t for t in [self._freq_source(i)] if t is not None]
+        for block in blocks:
+            net = block.op.rate_net
+            sources += list(net.parameters()) if net is not None else []
+            if block.op.infer_mode:
+                sources.append(block.op.k_exp)
+
+        def build() -> List[torch.Tensor]:
+            freq = self._stage_freq(i, size)
+            return [block.op.attenuation(freq, size) for block in blocks]
+
+        return {"attenuations": self._attenuation_cache.get((i,) + size, sources, build)}
+
+    # --- forward ------------------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> last stage's features (B, C, H/32, W/32), before the classifier norm."""
+        x = self.patch_embed(x)
+        for i, stage in enumerate(self.layers):
+            _, x = stage(x, **self._stage_inputs(i, tuple(x.shape[-2:])))
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.classifier[2](self.classifier[1](self.classifier[0](x)))
+        x = self.head_drop(x)
+        return x if pre_logits else self.classifier[3](x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, List[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """timm's feature API: stage outputs before each downsample (strides 4, 8, 16, 32), NCHW.
+
+        ``norm`` applies the classifier's LayerNorm2d to the last stage's features.
+        """
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"VHeat.forward_intermediates: output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        intermediates = []
+        x = self.patch_embed(x)
+        last = len(self.layers) - 1
+        n_run = max_index + 1 if (stop_early or intermediates_only) else len(self.layers)
+        for i in range(n_run):
+            stage = self.layers[i]
+            feat, x = stage(x, **self._stage_inputs(i, tuple(x.shape[-2:])))
+            if i in take_indices:
+                out = self.classifier[0](feat) if norm and i == last else feat
+                intermediates.append(out.permute(0, 2, 3, 1) if output_fmt == "NHWC" else out)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> List[int]:
+        """Drop the stages (and downsample) after the last requested feature, and the head."""
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        self.layers = self.layers[: max_index + 1]
+        self.layers[max_index][-1] = nn.Identity()
+        if prune_norm:
+            self.classifier[0] = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take_indices
