@@ -38,6 +38,22 @@ def _plane_offsets(A, B_, C, AP: tl.constexpr, BP: tl.constexpr, BC: tl.constexp
 
 
 @triton.jit
+def _round(v, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr):
+    """v rounded to ROUND_DTYPE (round to nearest even), returned as DOT_DTYPE.
+
+    ROUND bf16 with DOT fp32 only happens under the interpreter, whose fp32 -> bf16 cast
+    truncates; there the rounding is done on the bits (finite values) so the interpreter
+    sees the same numbers as a GPU, whose cast rounds to nearest even.
+    """
+    if ROUND_DTYPE == tl.bfloat16 and DOT_DTYPE == tl.float32:
+        bits = v.to(tl.float32).to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return bits.to(tl.float32, bitcast=True)
+    else:
+        return v.to(ROUND_DTYPE).to(DOT_DTYPE)
+
+
+@triton.jit
 def _cos(ptr, N, NP: tl.constexpr, TRANSPOSE: tl.constexpr, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr):
     """Orthonormal DCT-II matrix (row-major N x N fp32 at ptr) zero-padded to (NP, NP)."""
     r = tl.arange(0, NP)[:, None]
@@ -46,13 +62,13 @@ def _cos(ptr, N, NP: tl.constexpr, TRANSPOSE: tl.constexpr, ROUND_DTYPE: tl.cons
         offs = k * N + r
     else:
         offs = r * N + k
-    return tl.load(ptr + offs, mask=(r < N) & (k < N), other=0.0).to(ROUND_DTYPE).to(DOT_DTYPE)
+    return _round(tl.load(ptr + offs, mask=(r < N) & (k < N), other=0.0), ROUND_DTYPE, DOT_DTYPE)
 
 
 @triton.jit
 def _apply(mat, plane, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
     """mat (P, P) @ plane (P, rest): a 1-D transform along the plane's leading axis."""
-    return tl.dot(mat, plane.to(ROUND_DTYPE).to(DOT_DTYPE), input_precision=PRECISION, out_dtype=ACC_DTYPE)
+    return tl.dot(mat, _round(plane, ROUND_DTYPE, DOT_DTYPE), input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
 
 @triton.jit
@@ -78,7 +94,8 @@ def _idct2_store(f, y_ptr, base, chT, cwT, H, W, C, c0, valid, HP: tl.constexpr,
     t = _apply(cwT, f, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)  # (w, n c)
     y = _apply(chT, _swap(t, WP, HP, BC), ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)  # (h, w c)
     offs, mask = _plane_offsets(H, W, C, HP, WP, BC, c0, W * C, C)
-    tl.store(y_ptr + base + offs, tl.reshape(y, (HP, WP, BC)).to(y_ptr.dtype.element_ty), mask=mask & valid)
+    y = _round(tl.reshape(y, (HP, WP, BC)), ROUND_DTYPE, DOT_DTYPE)
+    tl.store(y_ptr + base + offs, y.to(y_ptr.dtype.element_ty), mask=mask & valid)
 
 
 @triton.jit

@@ -1,0 +1,246 @@
+"""Fused Triton HCO kernels run by Triton's CPU interpreter (TRITON_INTERPRET=1).
+
+Checked against scipy's float64 DCT (independent oracle) and the 'reference' backend
+(official matmul-DCT). The interpreter is real Triton semantics but slow, so the default
+run covers a representative subset; the full shape x dtype x configuration matrix is
+marked slow. The interpreter is switched on for this module only (see ``interpreter``):
+``hco.kernels()`` re-decorates the kernels when TRITON_INTERPRET changes, so the order in
+which pytest imports test files does not matter.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from vheat_kernels import heat_conduction
+from vheat_kernels.dispatch import BackendUnavailableError
+from vheat_kernels.triton import configs as cfg
+
+scipy_fft = pytest.importorskip("scipy.fft")
+
+# Errors are measured relative to max |oracle|. fp32 runs exact fp32 dots here (tf32x3 on
+# a GPU); bf16 / fp16 round every dot operand like the reference does.
+TOL = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+# (B, H, W, C): odd, prime, H != W, 1-wide, B = 1, C not a multiple of any block, and a
+# plane at the on-chip limit (56 -> 64 padded).
+FAST_SHAPES = [(2, 7, 7, 5), (1, 13, 11, 9), (3, 1, 17, 10), (2, 16, 1, 3), (1, 56, 56, 3)]
+SLOW_SHAPES = FAST_SHAPES + [
+    (1, 1, 1, 1),
+    (4, 5, 3, 2),
+    (2, 17, 31, 33),
+    (2, 29, 14, 7),
+    (5, 32, 32, 16),
+    (2, 63, 64, 4),
+    (8, 14, 14, 40),
+    (3, 7, 7, 70),
+]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def interpreter():
+    """Run this module's kernels in Triton's interpreter, then restore the environment."""
+    old = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    from vheat_kernels.triton import hco
+
+    yield hco
+    if old is None:
+        del os.environ["TRITON_INTERPRET"]
+    else:
+        os.environ["TRITON_INTERPRET"] = old
+
+
+def oracle(x: torch.Tensor, E: torch.Tensor) -> np.ndarray:
+    xd, Ed = x.detach().double().numpy(), E.detach().double().numpy()
+    freq = scipy_fft.dctn(xd, type=2, axes=(1, 2), norm="ortho") * Ed
+    return scipy_fft.idctn(freq, type=2, axes=(1, 2), norm="ortho")
+
+
+def oracle_dE(x: torch.Tensor, g: torch.Tensor) -> np.ndarray:
+    dct = lambda t: scipy_fft.dctn(t.detach().double().numpy(), type=2, axes=(1, 2), norm="ortho")
+    return (dct(x) * dct(g)).sum(axis=0)
+
+
+def rel_err(got: torch.Tensor, want: np.ndarray) -> float:
+    scale = max(float(np.abs(want).max()), 1e-30)
+    return float(np.abs(got.detach().double().numpy() - want).max()) / scale
+
+
+def inputs(shape, dtype, e_dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed + hash(shape) % 1000)
+    B, H, W, C = shape
+    x = torch.randn(shape, generator=gen).to(dtype)
+    E = torch.rand((H, W, C), generator=gen).to(e_dtype)
+    return x, E
+
+
+def check_forward(shape, dtype):
+    x, E = inputs(shape, dtype)
+    y = heat_conduction(x, E, backend="triton")
+    assert y.dtype == dtype and y.shape == x.shape
+    want = oracle(x, E)
+    err = rel_err(y, want)
+    assert err <= TOL[dtype], f"{shape} {dtype}: error {err:.2e} > {TOL[dtype]:.0e}"
+    if dtype in (torch.float16, torch.bfloat16):
+        # No worse than the official formulation run in the same dtype.
+        ref_err = rel_err(heat_conduction(x, E, backend="reference"), want)
+        assert err <= 2 * ref_err + 1e-3, f"{shape} {dtype}: {err:.2e} vs reference {ref_err:.2e}"
+
+
+def check_backward(shape, dtype):
+    x, E = inputs(shape, dtype, seed=1)
+    x.requires_grad_(True)
+    E.requires_grad_(True)
+    y = heat_conduction(x, E, backend="triton")
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(7)).to(dtype)
+    dx, dE = torch.autograd.grad(y, (x, E), g)
+    assert dx.dtype == dtype and dE.dtype == E.dtype
+    tol = TOL[dtype]
+    # Self-adjoint in x: dx = HCO(g, E).
+    assert rel_err(dx, oracle(g, E)) <= tol
+    # dE is a sum over the batch of products of two rounded transforms: allow 2x.
+    assert rel_err(dE, oracle_dE(x, g)) <= 2 * max(tol, 1e-6)
+
+
+@pytest.mark.parametrize("shape", FAST_SHAPES)
+def test_forward_fp32(shape):
+    check_forward(shape, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_forward_dtypes(dtype):
+    check_forward((2, 13, 11, 9), dtype)
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 7, 5), (3, 1, 17, 10), (5, 13, 11, 9)])
+def test_backward_fp32(shape):
+    check_backward(shape, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_backward_dtypes(dtype):
+    check_backward((3, 9, 6, 5), dtype)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SLOW_SHAPES)
+def test_full_matrix(shape, dtype):
+    check_forward(shape, dtype)
+    check_backward(shape, dtype)
+
+
+def test_matches_reference_backend_with_autograd():
+    """dx, dE against autograd through the official formulation (float64)."""
+    x, E = inputs((3, 10, 7, 6), torch.float64, e_dtype=torch.float64, seed=3)
+    g = torch.randn(x.shape, dtype=torch.float64)
+    grads = {}
+    for name in ("triton", "reference"):
+        xi, Ei = x.clone().requires_grad_(True), E.clone().requires_grad_(True)
+        y = heat_conduction(xi, Ei, backend=name)
+        grads[name] = (y, *torch.autograd.grad(y, (xi, Ei), g))
+    for got, want in zip(grads["triton"], grads["reference"]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_gradcheck_float64():
+    x, E = inputs((2, 5, 3, 4), torch.float64, e_dtype=torch.float64, seed=4)
+    x.requires_grad_(True)
+    E.requires_grad_(True)
+    fn = lambda a, b: heat_conduction(a, b, backend="triton")
+    assert torch.autograd.gradcheck(fn, (x, E), fast_mode=True)
+
+
+@pytest.mark.parametrize("which", ["x", "E"])
+def test_backward_single_input(which):
+    """Only one input needs a gradient: the kernel computes just that one."""
+    x, E = inputs((4, 6, 9, 7), torch.float32, seed=5)
+    leaf = x if which == "x" else E
+    leaf.requires_grad_(True)
+    y = heat_conduction(x, E, backend="triton")
+    g = torch.randn_like(y)
+    (grad,) = torch.autograd.grad(y, (leaf,), g)
+    want = oracle(g, E) if which == "x" else oracle_dE(x, g)
+    assert rel_err(grad, want) <= 4e-6
+
+
+def test_every_block_config(interpreter):
+    """Each configuration autotuning may pick gives the same answer (forward and backward)."""
+    shape = (3, 12, 10, 19)
+    x, E = inputs(shape, torch.float32, seed=6)
+    g = torch.randn_like(x)
+    want_y, want_dx, want_dE = oracle(x, E), oracle(g, E), oracle_dE(x, g)
+    fwd = cfg.prune(12, 10, 19, 4, backward=False)
+    bwd = cfg.prune(12, 10, 19, 4, backward=True)
+    assert len(fwd) > 1 and len(bwd) > 1
+    for c in fwd:
+        assert rel_err(interpreter.forward(x, E, config=c), want_y) <= 2e-6, c
+    for c in bwd:
+        dx, dE = interpreter.backward(g, x, E, True, True, config=c)
+        assert rel_err(dx, want_dx) <= 2e-6, c
+        assert rel_err(dE, want_dE) <= 4e-6, c
+
+
+def test_backward_is_deterministic_with_batch_chunks(interpreter):
+    # B = 7 with the interpreter's chunking gives uneven chunks (and a masked tail).
+    x, E = inputs((7, 9, 9, 4), torch.float32, seed=8)
+    g = torch.randn_like(x)
+    first = interpreter.backward(g, x, E, True, True)
+    second = interpreter.backward(g, x, E, True, True)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert rel_err(first[1], oracle_dE(x, g)) <= 4e-6
+
+
+def test_non_contiguous_inputs():
+    base = torch.randn(2, 9, 6, 5)  # (B, W, H, C) -> transposed view (B, H, W, C)
+    x = base.transpose(1, 2)
+    E = torch.rand(5, 9, 6).permute(2, 1, 0)  # (H, W, C) = (6, 9, 5) view, channels not innermost
+    assert not x.is_contiguous() and not E.is_contiguous()
+    y = heat_conduction(x, E, backend="triton")
+    assert rel_err(y, oracle(x, E)) <= TOL[torch.float32]
+
+
+def test_e_in_low_precision_and_empty_batch():
+    x, E = inputs((2, 8, 5, 3), torch.float16, e_dtype=torch.float16, seed=9)
+    E.requires_grad_(True)
+    y = heat_conduction(x, E, backend="triton")
+    assert rel_err(y, oracle(x, E)) <= TOL[torch.float16]
+    (dE,) = torch.autograd.grad(y.float().sum(), (E,))
+    assert dE.dtype == torch.float16
+    empty = torch.zeros(0, 8, 5, 3, requires_grad=True)
+    E32 = torch.rand(8, 5, 3, requires_grad=True)
+    out = heat_conduction(empty, E32, backend="triton")
+    assert out.shape == empty.shape
+    (dE0,) = torch.autograd.grad(out.sum(), (E32,))
+    assert torch.equal(dE0, torch.zeros_like(E32))
+
+
+def test_unavailable_reasons(interpreter):
+    x, E = torch.randn(1, 65, 8, 4), torch.rand(65, 8, 4)
+    reason = interpreter.unavailable_reason(x, E)
+    assert reason is not None and "fft" in reason and "65" in reason
+    with pytest.raises(BackendUnavailableError, match="on-chip"):
+        heat_conduction(x, E, backend="triton")
+    with pytest.raises(ValueError, match="on-chip"):
+        interpreter.heat_conduction_triton(x, E)
+    # Without the interpreter, CPU tensors are refused with a reason naming the fix.
+    os.environ["TRITON_INTERPRET"] = "0"
+    try:
+        small = torch.randn(1, 4, 4, 2)
+        reason = interpreter.unavailable_reason(small, torch.rand(4, 4, 2))
+        assert reason is not None and "CUDA" in reason and "TRITON_INTERPRET=1" in reason
+    finally:
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+def test_interpreter_is_effective(interpreter):
+    from triton.runtime.interpreter import InterpretedFunction
+
+    assert interpreter.interpreting()
+    assert isinstance(interpreter.kernels().hco_fwd_kernel, InterpretedFunction)
+    assert isinstance(interpreter.kernels().hco_bwd_kernel, InterpretedFunction)
