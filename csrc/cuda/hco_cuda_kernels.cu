@@ -1,0 +1,55 @@
+// Instantiates the CUDA HCO kernel sequences (hco_launch.cuh) for float32, float64,
+// float16 and bfloat16 and launches them on a stream. No ATen here: see hco_cuda.cpp.
+#include <c10/cuda/CUDAException.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <climits>
+
+#include "hco_cuda_launch.h"
+#include "hco_launch.cuh"
+
+namespace vheat::cuda {
+namespace {
+
+// <<<>>> on one stream, checked right after the launch.
+struct CudaLaunch {
+  cudaStream_t stream;
+  template <typename... KArgs, typename... Args>
+  void operator()(void (*kernel)(KArgs...), int64_t blocks, int threads, size_t smem, Args... args) const {
+    if (blocks == 0) return;
+    TORCH_CHECK(blocks <= INT_MAX, "vheat CUDA: a grid of ", blocks, " blocks exceeds the CUDA limit");
+    if (smem > 48 * 1024) {  // above the static limit each kernel must opt in
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    }
+    kernel<<<static_cast<unsigned>(blocks), threads, smem, stream>>>(static_cast<KArgs>(args)...);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
+
+}  // namespace
+
+template <typename scalar_t>
+void launch_hco_forward(cudaStream_t stream, const HcoShape& s, const ForwardPlan& plan, const scalar_t* x,
+                        const acc_type_t<scalar_t>* E, scalar_t* y, acc_type_t<scalar_t>* workspace) {
+  run_forward(CudaLaunch{stream}, s, plan, x, E, y, workspace);
+}
+
+template <typename scalar_t>
+void launch_hco_grad_E(cudaStream_t stream, const HcoShape& s, const GradEPlan& plan, const scalar_t* x,
+                       const scalar_t* gy, acc_type_t<scalar_t>* dE, acc_type_t<scalar_t>* workspace) {
+  run_grad_E(CudaLaunch{stream}, s, plan, x, gy, dE, workspace);
+}
+
+#define VHEAT_INSTANTIATE(T)                                                                                   \
+  template void launch_hco_forward<T>(cudaStream_t, const HcoShape&, const ForwardPlan&, const T*,              \
+                                      const acc_type_t<T>*, T*, acc_type_t<T>*);                                \
+  template void launch_hco_grad_E<T>(cudaStream_t, const HcoShape&, const GradEPlan&, const T*, const T*,       \
+                                     acc_type_t<T>*, acc_type_t<T>*);
+VHEAT_INSTANTIATE(float)
+VHEAT_INSTANTIATE(double)
+VHEAT_INSTANTIATE(c10::Half)
+VHEAT_INSTANTIATE(c10::BFloat16)
+#undef VHEAT_INSTANTIATE
+
+}  // namespace vheat::cuda

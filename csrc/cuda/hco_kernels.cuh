@@ -1,0 +1,272 @@
+// Device kernels of the Heat Conduction Operator (HCO) for channels-last x (B, H, W, C):
+//   y[b, :, :, c] = C_H^T ((C_H x[b, :, :, c] C_W^T) * E[:, :, c]) C_W
+// with the orthonormal DCT-II matrices C_N[k, i] = s_k cos(pi (2i + 1) k / 2N).
+// Every kernel computes in acc_t (fp32, or fp64 for double inputs); see docs/cuda.md.
+//
+// Two strategies (chosen on the host by hco_plan.h):
+//  * fused plane kernels: one block owns a (batch, tile of tc channels) plane, reads it
+//    from global memory once into shared memory, applies all four 1-D transforms there
+//    (cosine tables built in shared memory) and writes the result once;
+//  * line kernels, for planes too large for shared memory: one 1-D transform per pass
+//    over an fp32/fp64 workspace, one block per (line, channel tile).
+#pragma once
+
+#include "device_compat.cuh"
+
+namespace vheat::cuda {
+
+// Outputs per work item in transform_axis: they share each load of the input line.
+constexpr int kMicroTile = 4;
+// Upper bound of threads per block used by every kernel (the host never asks for more).
+constexpr int kMaxThreads = 256;
+
+// C_n[k, i] computed from the exact integer phase (2i + 1) k mod 4n, so fp32 tables are
+// accurate to an ulp even for long axes.
+template <typename acc_t>
+VHEAT_DEVICE acc_t dct_coef(int k, int i, int n) {
+  const int phase = ((2 * i + 1) * k) % (4 * n);
+  const acc_t scale = k == 0 ? rsqrt_of(acc_t(n)) : rsqrt_of(acc_t(n) / acc_t(2));
+  return scale * cos_pi(acc_t(phase) / acc_t(2 * n));
+}
+
+// mat[k * ld + i] = C_n[k, i] for k, i < n (block-cooperative).
+template <typename acc_t>
+VHEAT_DEVICE void fill_dct_matrix(acc_t* mat, int n, int ld) {
+  for (int idx = thread_index(); idx < n * n; idx += block_size()) {
+    const int k = idx / n, i = idx - k * n;
+    mat[k * ld + i] = dct_coef<acc_t>(k, i, n);
+  }
+}
+
+// out(o, j, c) = sum_i M(j, i) * in(o, i, c) for o < n_other, j < n, c < tc, where the
+// input element (o, i, c) lives at in[o * so + i * si + c] and M(j, i) = mat[j * mj + i * mi]
+// (mj = ld, mi = 1 applies C_n; mj = 1, mi = ld applies C_n^T). Each work item computes
+// kMicroTile consecutive j for one (o, c) and hands every result to epi(o, j, c, value).
+// Consecutive threads take consecutive c, so reads of `in` are contiguous or broadcast.
+template <typename acc_t, typename Epilogue>
+VHEAT_DEVICE void transform_axis(const acc_t* in, int n_other, int so, int n, int si, int tc,
+                                 const acc_t* mat, int mj, int mi, Epilogue epi) {
+  const int groups = (n + kMicroTile - 1) / kMicroTile;
+  const int items = n_other * groups * tc;
+  for (int item = thread_index(); item < items; item += block_size()) {
+    const int c = item % tc;
+    const int rest = item / tc;
+    const int g = rest % groups;
+    const int o = rest / groups;
+    const int j0 = g * kMicroTile;
+    const acc_t* line = in + o * so + c;
+    const acc_t* rows[kMicroTile];
+#pragma unroll
+    for (int r = 0; r < kMicroTile; ++r) rows[r] = mat + (j0 + r < n ? j0 + r : n - 1) * mj;
+    acc_t acc[kMicroTile];
+#pragma unroll
+    for (int r = 0; r < kMicroTile; ++r) acc[r] = acc_t(0);
+    for (int i = 0; i < n; ++i) {
+      const acc_t v = line[i * si];
+#pragma unroll
+      for (int r = 0; r < kMicroTile; ++r) acc[r] += rows[r][i * mi] * v;
+    }
+#pragma unroll
+    for (int r = 0; r < kMicroTile; ++r)
+      if (j0 + r < n) epi(o, j0 + r, c, acc[r]);
+  }
+}
+
+// Gathers the (H*W, tc) channel tile starting at channel c0 of one channels-last plane
+// into tile[p * tc + c] in acc_t; channels past C are zero.
+template <typename scalar_t, typename acc_t>
+VHEAT_DEVICE void load_plane_tile(const scalar_t* plane, int hw, int C, int c0, int tc, acc_t* tile) {
+  for (int idx = thread_index(); idx < hw * tc; idx += block_size()) {
+    const int p = idx / tc, c = idx - p * tc;
+    tile[idx] = c0 + c < C ? static_cast<acc_t>(plane[int64_t(p) * C + c0 + c]) : acc_t(0);
+  }
+}
+
+// ---- fused plane kernels -----------------------------------------------------------
+// Shared memory: C_H (H x (H+1)), C_W (W x (W+1)) padded against bank conflicts, then
+// `nbuf` tiles of H*W*tc; see fused_smem_bytes() in hco_plan.h.
+
+// y = HCO(x, E). Grid: B * ctiles blocks, block = (b, channel tile).
+template <typename scalar_t, typename acc_t>
+VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
+    hco_fused_forward_kernel(const scalar_t* __restrict__ x, const acc_t* __restrict__ E,
+                             scalar_t* __restrict__ y, int H, int W, int C, int tc, int ctiles) {
+  VHEAT_DYNAMIC_SMEM(acc_t, smem);
+  const int ldh = H + 1, ldw = W + 1, tile = H * W * tc;
+  acc_t* cos_h = smem;
+  acc_t* cos_w = cos_h + H * ldh;
+  acc_t* buf_a = cos_w + W * ldw;
+  acc_t* buf_b = buf_a + tile;
+  const int c0 = static_cast<int>(block_index() % ctiles) * tc;
+  const int64_t plane = (block_index() / ctiles) * int64_t(H) * W * C;
+
+  fill_dct_matrix(cos_h, H, ldh);
+  fill_dct_matrix(cos_w, W, ldw);
+  load_plane_tile(x + plane, H * W, C, c0, tc, buf_a);
+  VHEAT_SYNC();
+  // DCT along W: b(h, m, c) = sum_w C_W[m, w] a(h, w, c)
+  transform_axis(buf_a, H, W * tc, W, tc, tc, cos_w, ldw, 1,
+                 [&](int h, int m, int c, acc_t v) { buf_b[(h * W + m) * tc + c] = v; });
+  VHEAT_SYNC();
+  // DCT along H, then attenuate: a(n, m, c) = E[n, m, c] * sum_h C_H[n, h] b(h, m, c)
+  transform_axis(buf_b, W, tc, H, W * tc, tc, cos_h, ldh, 1, [&](int m, int n, int c, acc_t v) {
+    const int gc = c0 + c;
+    const acc_t e = gc < C ? E[(int64_t(n) * W + m) * C + gc] : acc_t(0);
+    buf_a[(n * W + m) * tc + c] = v * e;
+  });
+  VHEAT_SYNC();
+  // inverse DCT along H: b(h, m, c) = sum_n C_H[n, h] a(n, m, c)
+  transform_axis(buf_a, W, tc, H, W * tc, tc, cos_h, 1, ldh,
+                 [&](int m, int h, int c, acc_t v) { buf_b[(h * W + m) * tc + c] = v; });
+  VHEAT_SYNC();
+  // inverse DCT along W, straight to global memory: y(h, w, c) = sum_m C_W[m, w] b(h, m, c)
+  transform_axis(buf_b, H, W * tc, W, tc, tc, cos_w, 1, ldw, [&](int h, int w, int c, acc_t v) {
+    if (c0 + c < C) y[plane + int64_t(h * W + w) * C + c0 + c] = static_cast<scalar_t>(v);
+  });
+}
+
+// partial[chunk, n, m, c] = sum_{b in chunk} DCT2(x_b)[n, m, c] * DCT2(gy_b)[n, m, c], the
+// batches of a chunk summed in increasing order. Grid: nchunks * ctiles blocks.
+template <typename scalar_t, typename acc_t>
+VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
+    hco_fused_grad_E_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ gy,
+                            acc_t* __restrict__ partial, int64_t B, int H, int W, int C, int tc,
+                            int ctiles, int64_t bchunk) {
+  VHEAT_DYNAMIC_SMEM(acc_t, smem);
+  const int ldh = H + 1, ldw = W + 1, tile = H * W * tc;
+  acc_t* cos_h = smem;
+  acc_t* cos_w = cos_h + H * ldh;
+  acc_t* buf_p = cos_w + W * ldw;
+  acc_t* buf_q = buf_p + tile;
+  acc_t* buf_r = buf_q + tile;
+  acc_t* acc = buf_r + tile;
+  const int c0 = static_cast<int>(block_index() % ctiles) * tc;
+  const int64_t chunk = block_index() / ctiles;
+  const int64_t b_begin = chunk * bchunk;
+  const int64_t b_end = b_begin + bchunk < B ? b_begin + bchunk : B;
+  const int64_t plane_size = int64_t(H) * W * C;
+
+  fill_dct_matrix(cos_h, H, ldh);
+  fill_dct_matrix(cos_w, W, ldw);
+  for (int idx = thread_index(); idx < tile; idx += block_size()) acc[idx] = acc_t(0);
+  for (int64_t b = b_begin; b < b_end; ++b) {
+    load_plane_tile(x + b * plane_size, H * W, C, c0, tc, buf_p);
+    VHEAT_SYNC();
+    transform_axis(buf_p, H, W * tc, W, tc, tc, cos_w, ldw, 1,
+                   [&](int h, int m, int c, acc_t v) { buf_q[(h * W + m) * tc + c] = v; });
+    VHEAT_SYNC();
+    transform_axis(buf_q, W, tc, H, W * tc, tc, cos_h, ldh, 1,
+                   [&](int m, int n, int c, acc_t v) { buf_p[(n * W + m) * tc + c] = v; });
+    VHEAT_SYNC();  // buf_p = DCT2(x_b); buf_q is free again
+    load_plane_tile(gy + b * plane_size, H * W, C, c0, tc, buf_q);
+    VHEAT_SYNC();
+    transform_axis(buf_q, H, W * tc, W, tc, tc, cos_w, ldw, 1,
+                   [&](int h, int m, int c, acc_t v) { buf_r[(h * W + m) * tc + c] = v; });
+    VHEAT_SYNC();
+    transform_axis(buf_r, W, tc, H, W * tc, tc, cos_h, ldh, 1, [&](int m, int n, int c, acc_t v) {
+      const int idx = (n * W + m) * tc + c;
+      acc[idx] += buf_p[idx] * v;
+    });
+    VHEAT_SYNC();
+  }
+  acc_t* out = partial + chunk * plane_size;
+  for (int idx = thread_index(); idx < tile; idx += block_size()) {
+    const int p = idx / tc, c = idx - p * tc;
+    if (c0 + c < C) out[int64_t(p) * C + c0 + c] = acc[idx];
+  }
+}
+
+// out[i] = sum_k partial[k, i] over k < nchunks in increasing order (deterministic).
+template <typename acc_t>
+VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
+    sum_chunks_kernel(const acc_t* __restrict__ partial, acc_t* __restrict__ out, int64_t n, int64_t nchunks) {
+  for (int64_t i = block_index() * block_size() + thread_index(); i < n; i += grid_size() * block_size()) {
+    acc_t s = acc_t(0);
+    for (int64_t k = 0; k < nchunks; ++k) s += partial[k * n + i];
+    out[i] = s;
+  }
+}
+
+// ---- line kernels (planes that do not fit in shared memory) ------------------------
+
+// table[k * n + i] = C_n[k, i] and table[n * n + i * n + k] = C_n[k, i] (its transpose),
+// so that both the DCT and its inverse read the table contiguously across threads.
+template <typename acc_t>
+VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads) fill_dct_tables_kernel(acc_t* __restrict__ table, int n) {
+  const int64_t nn = int64_t(n) * n;
+  for (int64_t idx = block_index() * block_size() + thread_index(); idx < nn; idx += grid_size() * block_size()) {
+    const int k = static_cast<int>(idx / n), i = static_cast<int>(idx % n);
+    const acc_t v = dct_coef<acc_t>(k, i, n);
+    table[idx] = v;
+    table[nn + int64_t(i) * n + k] = v;
+  }
+}
+
+enum LineOp : int {
+  kLineDct = 0,          // out = C_n in
+  kLineIdct = 1,         // out = C_n^T in
+  kLineDctScaleIdct = 2  // out = C_n^T (E * (C_n in))
+};
+
+// Geometry of the lines of a (B, H, W, C) tensor along one axis: line l has
+// outer = l / inner_count and inner = l % inner_count and starts at
+// outer * outer_stride + inner * inner_stride; its elements are elem_stride apart.
+// E (for kLineDctScaleIdct) of element j of line (outer, inner) is at
+// j * elem_stride_e + inner * inner_stride_e (+ channel).
+struct LineGeometry {
+  int n;
+  int64_t inner_count, outer_stride, inner_stride, elem_stride;
+  int64_t elem_stride_e, inner_stride_e;
+};
+
+// One block per (line, channel tile). `in` and `out` may alias: a block reads its whole
+// line tile into shared memory before writing the same elements.
+template <typename in_t, typename out_t, typename acc_t>
+VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
+    hco_line_kernel(const in_t* in, out_t* out, const acc_t* __restrict__ E, const acc_t* __restrict__ table,
+                    LineGeometry g, int C, int tc, int ctiles, int op) {
+  VHEAT_DYNAMIC_SMEM(acc_t, smem);
+  const int n = g.n;
+  acc_t* buf0 = smem;
+  acc_t* buf1 = smem + n * tc;
+  const acc_t* dct = table + int64_t(n) * n;  // transposed: M(j, i) = C[j, i] at i * n + j
+  const acc_t* idct = table;                  // M(j, i) = C[i, j] at i * n + j
+  const int c0 = static_cast<int>(block_index() % ctiles) * tc;
+  const int64_t line = block_index() / ctiles;
+  const int64_t inner = line % g.inner_count;
+  const int64_t base = (line / g.inner_count) * g.outer_stride + inner * g.inner_stride + c0;
+
+  for (int idx = thread_index(); idx < n * tc; idx += block_size()) {
+    const int i = idx / tc, c = idx - i * tc;
+    buf0[idx] = c0 + c < C ? static_cast<acc_t>(in[base + i * g.elem_stride + c]) : acc_t(0);
+  }
+  VHEAT_SYNC();
+  auto store = [&](int, int j, int c, acc_t v) {
+    if (c0 + c < C) out[base + j * g.elem_stride + c] = static_cast<out_t>(v);
+  };
+  if (op == kLineDctScaleIdct) {
+    transform_axis(buf0, 1, 0, n, tc, tc, dct, 1, n, [&](int, int j, int c, acc_t v) {
+      const int gc = c0 + c;
+      const acc_t e = gc < C ? E[j * g.elem_stride_e + inner * g.inner_stride_e + gc] : acc_t(0);
+      buf1[j * tc + c] = v * e;
+    });
+    VHEAT_SYNC();
+    transform_axis(buf1, 1, 0, n, tc, tc, idct, 1, n, store);
+  } else {
+    transform_axis(buf0, 1, 0, n, tc, tc, op == kLineDct ? dct : idct, 1, n, store);
+  }
+}
+
+// out[i] = sum_b a[b, i] * b[b, i] over b < B in increasing order (deterministic dE).
+template <typename acc_t>
+VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
+    batch_dot_kernel(const acc_t* __restrict__ a, const acc_t* __restrict__ b, acc_t* __restrict__ out,
+                     int64_t n, int64_t B) {
+  for (int64_t i = block_index() * block_size() + thread_index(); i < n; i += grid_size() * block_size()) {
+    acc_t s = acc_t(0);
+    for (int64_t k = 0; k < B; ++k) s += a[k * n + i] * b[k * n + i];
+    out[i] = s;
+  }
+}
+
+}  // namespace vheat::cuda

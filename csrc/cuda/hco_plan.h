@@ -1,0 +1,173 @@
+// Launch planning for the CUDA HCO kernels (plain C++: shared by the CUDA op and the
+// host emulation test). Picks, per call, the strategy, channels per block and shared
+// memory from the shape, the accumulator size and the device's shared-memory limit.
+//
+// Strategy: the fused plane kernel when C_H, C_W and its nbuf tiles of H*W*tc
+// accumulators fit in shared memory (about H, W <= 110 in fp32 forward); otherwise
+// three line passes over a global workspace (any H, W up to kMaxAxis).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace vheat::cuda {
+
+// Shared memory a block asks for before we accept fewer channels per block: two such
+// blocks fit in an SM on both sm_80 (164 KiB) and sm_90 (228 KiB).
+constexpr size_t kSoftSmemBudget = 80 * 1024;
+// Longest supported axis: a line tile of 2 x kMaxAxis fp64 values must fit in 227 KiB,
+// and the cosine phase (2i + 1) k < 2 kMaxAxis^2 must fit in int32.
+constexpr int64_t kMaxAxis = 8192;
+constexpr int kTileCandidates[] = {32, 16, 8, 4, 2, 1};
+constexpr int kMicroTileHost = 4;  // == kMicroTile in hco_kernels.cuh
+constexpr int kThreadsMax = 256;   // == kMaxThreads in hco_kernels.cuh
+constexpr int kForwardBuffers = 2;
+constexpr int kGradEBuffers = 4;
+
+struct HcoShape {
+  int64_t B, H, W, C;
+  int64_t plane() const { return H * W * C; }
+  int64_t numel() const { return B * H * W * C; }
+};
+
+enum class HcoPath { kFused, kLines };
+
+// One kernel launch: blocks of `threads`, `tc` channels per block, dynamic smem.
+struct TileLaunch {
+  int tc = 0, ctiles = 0, threads = 0;
+  int64_t blocks = 0;
+  size_t smem = 0;
+};
+
+struct ForwardPlan {
+  HcoPath path = HcoPath::kFused;
+  TileLaunch fused;              // kFused
+  TileLaunch line_w, line_h;     // kLines
+  int64_t workspace_elems = 0;   // acc_t elements: kLines: cosine tables + one (B, H, W, C) buffer
+};
+
+struct GradEPlan {
+  HcoPath path = HcoPath::kFused;
+  TileLaunch fused;
+  int64_t nchunks = 0, bchunk = 0;  // kFused: batch chunks, one partial sum each
+  TileLaunch line_w, line_h;
+  TileLaunch reduce;                // sum_chunks (kFused) or batch_dot (kLines)
+  int64_t workspace_elems = 0;
+};
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+inline int threads_for(int64_t items) {
+  const int64_t rounded = ceil_div(std::max<int64_t>(items, 1), 32) * 32;
+  return static_cast<int>(std::clamp<int64_t>(rounded, 64, kThreadsMax));
+}
+
+inline int64_t pow2_at_least(int64_t v) {
+  int64_t p = 1;
+  while (p < v) p *= 2;
+  return p;
+}
+
+inline size_t fused_smem_bytes(int64_t H, int64_t W, int tc, int nbuf, size_t acc_bytes) {
+  return size_t(H * (H + 1) + W * (W + 1) + nbuf * H * W * tc) * acc_bytes;
+}
+
+inline size_t line_smem_bytes(int64_t n, int tc, size_t acc_bytes) { return size_t(2 * n * tc) * acc_bytes; }
+
+// Largest tc (not far above C) whose smem fits the soft budget, else the smallest one
+// that fits the hard limit; tc = 0 when nothing fits.
+template <typename SmemFn>
+int pick_tc(int64_t C, size_t smem_limit, SmemFn smem_for) {
+  const int64_t cap = pow2_at_least(C);
+  int fallback = 0;
+  for (int tc : kTileCandidates) {
+    if (tc > cap) continue;
+    const size_t bytes = smem_for(tc);
+    if (bytes <= std::min(smem_limit, kSoftSmemBudget)) return tc;
+    if (bytes <= smem_limit) fallback = tc;
+  }
+  return fallback;
+}
+
+inline TileLaunch fused_launch(const HcoShape& s, int nbuf, size_t acc_bytes, size_t smem_limit, int64_t planes) {
+  TileLaunch t;
+  t.tc = pick_tc(s.C, smem_limit, [&](int tc) { return fused_smem_bytes(s.H, s.W, tc, nbuf, acc_bytes); });
+  if (t.tc == 0) return t;
+  t.ctiles = static_cast<int>(ceil_div(s.C, t.tc));
+  t.threads = threads_for(std::max(s.H, s.W) * ceil_div(std::max(s.H, s.W), kMicroTileHost) * t.tc);
+  t.blocks = planes * t.ctiles;
+  t.smem = fused_smem_bytes(s.H, s.W, t.tc, nbuf, acc_bytes);
+  return t;
+}
+
+inline TileLaunch line_launch(int64_t n, int64_t lines, int64_t C, size_t acc_bytes, size_t smem_limit) {
+  TileLaunch t;
+  t.tc = pick_tc(C, smem_limit, [&](int tc) { return line_smem_bytes(n, tc, acc_bytes); });
+  if (t.tc == 0) return t;
+  t.ctiles = static_cast<int>(ceil_div(C, t.tc));
+  t.threads = threads_for(ceil_div(n, kMicroTileHost) * t.tc);
+  t.blocks = lines * t.ctiles;
+  t.smem = line_smem_bytes(n, t.tc, acc_bytes);
+  return t;
+}
+
+inline TileLaunch elementwise_launch(int64_t n) {
+  TileLaunch t;
+  t.threads = kThreadsMax;
+  t.blocks = std::clamp<int64_t>(ceil_div(n, kThreadsMax), 1, 4096);
+  return t;
+}
+
+inline int64_t dct_tables_elems(const HcoShape& s) { return 2 * (s.H * s.H + s.W * s.W); }
+
+// Empty string when the shape is supported, else why not.
+inline std::string unsupported_reason(const HcoShape& s) {
+  if (s.H > kMaxAxis || s.W > kMaxAxis)
+    return "H and W must be <= " + std::to_string(kMaxAxis) + " for the CUDA kernels, got H=" +
+           std::to_string(s.H) + ", W=" + std::to_string(s.W) + " (use backend='fft')";
+  return "";
+}
+
+// force_lines: take the line path even when the fused kernel fits (tests cover both).
+inline ForwardPlan plan_forward(const HcoShape& s, size_t acc_bytes, size_t smem_limit, bool force_lines = false) {
+  ForwardPlan p;
+  if (!force_lines) {
+    p.fused = fused_launch(s, kForwardBuffers, acc_bytes, smem_limit, s.B);
+    if (p.fused.tc > 0) return p;
+  }
+  p.path = HcoPath::kLines;
+  p.line_w = line_launch(s.W, s.B * s.H, s.C, acc_bytes, smem_limit);
+  p.line_h = line_launch(s.H, s.B * s.W, s.C, acc_bytes, smem_limit);
+  p.workspace_elems = dct_tables_elems(s) + s.numel();
+  return p;
+}
+
+// target_blocks: how many blocks the batch chunking aims for (tests lower it).
+inline GradEPlan plan_grad_E(const HcoShape& s, size_t acc_bytes, size_t smem_limit, bool force_lines = false,
+                             int64_t target_blocks = 1024) {
+  GradEPlan p;
+  if (!force_lines) {
+    p.fused = fused_launch(s, kGradEBuffers, acc_bytes, smem_limit, 1);
+    if (p.fused.tc > 0) {
+      // Batch chunks from the shape alone (never from the device), so the summation
+      // order, and with it every bit of dE, is the same on every GPU and every run.
+      const int64_t want = std::clamp<int64_t>(ceil_div(target_blocks, p.fused.ctiles), 1, std::max<int64_t>(s.B, 1));
+      p.bchunk = ceil_div(s.B, want);
+      p.nchunks = ceil_div(s.B, p.bchunk);
+      p.fused.blocks = p.nchunks * p.fused.ctiles;
+      p.reduce = elementwise_launch(s.plane());
+      p.workspace_elems = p.nchunks * s.plane();
+      return p;
+    }
+  }
+  p.path = HcoPath::kLines;
+  p.line_w = line_launch(s.W, s.B * s.H, s.C, acc_bytes, smem_limit);
+  p.line_h = line_launch(s.H, s.B * s.W, s.C, acc_bytes, smem_limit);
+  p.reduce = elementwise_launch(s.plane());
+  p.workspace_elems = dct_tables_elems(s) + 2 * s.numel();
+  return p;
+}
+
+}  // namespace vheat::cuda
