@@ -2,5 +2,6 @@
 #include <cstring>
 #pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,fma")
 #define VHEAT_ISA avx512
+#define VHEAT_VEC_BYTES 64
 #define VHEAT_ROW_BLOCK 8
 #include "plane_kernels_impl.h"

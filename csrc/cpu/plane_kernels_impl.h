@@ -10,20 +10,25 @@ namespace vheat::cpu {
 namespace VHEAT_ISA {
 namespace {
 
-// GCC drops vector_size on a dependent alias template, so spell each type out.
+// A lane group is 64 bytes (kLanes<T> channels); the ISA's native vector (VHEAT_VEC_BYTES)
+// covers it in kSub pieces. Vectors wider than the target are lowered through memory
+// by GCC, so never use a 64-byte type on AVX2. (GCC also drops vector_size on a
+// dependent alias template, hence the explicit specialisations.)
 template <typename T>
 struct VecOf;
 template <>
 struct VecOf<float> {
-  typedef float type __attribute__((vector_size(64)));
+  typedef float type __attribute__((vector_size(VHEAT_VEC_BYTES)));
 };
 template <>
 struct VecOf<double> {
-  typedef double type __attribute__((vector_size(64)));
+  typedef double type __attribute__((vector_size(VHEAT_VEC_BYTES)));
 };
 template <typename T>
 using Vec = typename VecOf<T>::type;
-static_assert(sizeof(Vec<float>) == 64 && sizeof(Vec<double>) == 64, "one 512-bit vector per lane group");
+constexpr int kSub = 64 / VHEAT_VEC_BYTES;
+template <typename T>
+constexpr int kSubLanes = VHEAT_VEC_BYTES / sizeof(T);
 
 template <typename T>
 inline Vec<T> load(const T* p) {
@@ -37,20 +42,44 @@ inline void store(T* p, const Vec<T>& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
+// Whole lane group: a + b and a - b.
+template <typename T>
+inline void sum_diff(const T* x, const T* y, T* sum, T* diff) {
+#pragma GCC unroll 4
+  for (int v = 0; v < kSub; ++v) {
+    const Vec<T> p = load(x + v * kSubLanes<T>), q = load(y + v * kSubLanes<T>);
+    store(sum + v * kSubLanes<T>, p + q);
+    store(diff + v * kSubLanes<T>, p - q);
+  }
+}
+
 // out[r * out_stride] = sum_k M[r][k] * in[k * in_stride] for r < R, each term a vector
 // of kLanes<T> channels. RB rows at a time keep RB accumulators in registers while
 // each input vector is loaded once per block.
 template <typename T, int RB>
 inline void rows_block(const T* __restrict M, int K, const T* __restrict in, int64_t in_stride,
                        T* __restrict out, int64_t out_stride) {
-  Vec<T> acc[RB];
-  for (int q = 0; q < RB; ++q) acc[q] = Vec<T>{} ;
-  for (int k = 0; k < K; ++k) {
-    const Vec<T> v = load(in + k * in_stride);
+  constexpr int SL = kSubLanes<T>;
+  Vec<T> acc[RB][kSub];
 #pragma GCC unroll 8
-    for (int q = 0; q < RB; ++q) acc[q] += M[q * K + k] * v;
+  for (int q = 0; q < RB; ++q)
+#pragma GCC unroll 4
+    for (int v = 0; v < kSub; ++v) acc[q][v] = Vec<T>{};
+  for (int k = 0; k < K; ++k) {
+    Vec<T> x[kSub];
+#pragma GCC unroll 4
+    for (int v = 0; v < kSub; ++v) x[v] = load(in + k * in_stride + v * SL);
+#pragma GCC unroll 8
+    for (int q = 0; q < RB; ++q) {
+      const T m = M[q * K + k];
+#pragma GCC unroll 4
+      for (int v = 0; v < kSub; ++v) acc[q][v] += m * x[v];
+    }
   }
-  for (int q = 0; q < RB; ++q) store(out + q * out_stride, acc[q]);
+#pragma GCC unroll 8
+  for (int q = 0; q < RB; ++q)
+#pragma GCC unroll 4
+    for (int v = 0; v < kSub; ++v) store(out + q * out_stride + v * SL, acc[q][v]);
 }
 
 template <typename T>
@@ -79,9 +108,7 @@ void dct_lines(const AxisTables<T>& t, const T* src, T* dst, int count, int64_t 
     const T* s = src + j * line_stride;
     T* o = dst + j * line_stride;
     for (int i = 0; i < no; ++i) {
-      const Vec<T> lo = load(s + i * point_stride), hi = load(s + (N - 1 - i) * point_stride);
-      store(a + i * L, lo + hi);
-      store(d + i * L, lo - hi);
+      sum_diff(s + i * point_stride, s + (N - 1 - i) * point_stride, a + i * L, d + i * L);
     }
     if (N & 1) std::memcpy(a + no * L, s + no * point_stride, sizeof(T) * L);
     small_matmul(t.even, ne, ne, a, L, o, 2 * point_stride);
@@ -103,9 +130,7 @@ void idct_lines(const AxisTables<T>& t, const T* src, T* dst, int count, int64_t
     small_matmul(t.even_t, ne, ne, s, 2 * point_stride, e, L);
     small_matmul(t.odd_t, no, no, s + point_stride, 2 * point_stride, od, L);
     for (int i = 0; i < no; ++i) {
-      const Vec<T> ev = load(e + i * L), ov = load(od + i * L);
-      store(o + i * point_stride, ev + ov);
-      store(o + (N - 1 - i) * point_stride, ev - ov);
+      sum_diff(e + i * L, od + i * L, o + i * point_stride, o + (N - 1 - i) * point_stride);
     }
     if (N & 1) std::memcpy(o + no * point_stride, e + no * L, sizeof(T) * L);
   }
