@@ -18,18 +18,44 @@ from setuptools import find_packages, setup
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
+def _locate_cuda_home() -> str | None:
+    """CUDA toolkit root: $CUDA_HOME / $CUDA_PATH, else the toolkit of the nvcc on PATH.
+
+    The nvcc on PATH may be a wrapper script (here /usr/local/bin/nvcc execs
+    /usr/local/cuda-13.0/bin/nvcc), from which torch would guess CUDA_HOME=/usr/local;
+    only a folder with bin/nvcc and include/cuda_runtime.h counts as a toolkit.
+    """
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates += ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    for home in filter(None, candidates):
+        if os.access(os.path.join(home, "bin", "nvcc"), os.X_OK) and os.path.isfile(
+            os.path.join(home, "include", "cuda_runtime.h")
+        ):
+            return home
+    return None
+
+
 def _cuda_wanted() -> bool:
     mode = os.environ.get("VHEAT_BUILD_CUDA", "auto").strip().lower()
     if mode in ("0", "no", "off", "false"):
         return False
     import torch
-    from torch.utils.cpp_extension import CUDA_HOME
+    import torch.utils.cpp_extension as cpp_extension
 
     reasons = []
     if torch.version.cuda is None:
         reasons.append(f"torch {torch.__version__} is not a CUDA build")
-    if CUDA_HOME is None or shutil.which("nvcc", path=os.path.join(CUDA_HOME or "", "bin")) is None:
-        reasons.append("nvcc / CUDA_HOME not found")
+    home = _locate_cuda_home()
+    if home is None:
+        reasons.append("no CUDA toolkit found (set CUDA_HOME to the folder with bin/nvcc)")
+    elif cpp_extension.CUDA_HOME != home:
+        # torch resolved CUDA_HOME when cpp_extension was first imported; point it (and
+        # the nvcc it runs) at the real toolkit.
+        os.environ["CUDA_HOME"] = home
+        cpp_extension.CUDA_HOME = home
     if not glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")):
         reasons.append("no CUDA sources in csrc/cuda")
     if reasons and mode in ("1", "yes", "on", "true", "force"):
@@ -41,7 +67,8 @@ def _cuda_wanted() -> bool:
 
 
 def _nvidia_include_dirs() -> list[str]:
-    # The CUDA torch wheels ship the CUDA headers (cusparse.h, ...) under site-packages/nvidia.
+    # The CUDA torch wheels ship CUDA headers (cusparse.h, cublas_v2.h, ...) that ATen's
+    # CUDA headers include under site-packages/nvidia/cu*/include, not in the toolkit.
     import torch
 
     site = os.path.dirname(os.path.dirname(torch.__file__))
@@ -56,10 +83,12 @@ def extensions():
     if not _cuda_wanted():
         return [CppExtension("vheat_kernels._C", sources, extra_compile_args={"cxx": cxx_flags},
                              extra_link_args=["-fopenmp"], include_dirs=[os.path.join(ROOT, "csrc")])]
+    # No GPU to detect the architecture from on build machines: default to A100 / H100.
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     nvcc_flags = ["-O3", "-std=c++20", "--use_fast_math", "-lineinfo", "--expt-relaxed-constexpr", "-DNDEBUG"]
     if os.environ.get("VHEAT_PTXAS_VERBOSE", "0") == "1":
         nvcc_flags.append("-Xptxas=-v")
+    # hco_cuda_kernels.cu holds the kernels (nvcc, no ATen); hco_cuda.cpp the op (g++).
     sources += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
     return [CUDAExtension("vheat_kernels._C", sources,
                           extra_compile_args={"cxx": cxx_flags + ["-DVHEAT_WITH_CUDA"],

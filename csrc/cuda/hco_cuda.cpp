@@ -34,11 +34,9 @@ void check_float(const at::Tensor& t, const char* op, const char* name) {
               " has unsupported dtype ", st, "; accepted: float32, float64, bfloat16, float16");
 }
 
+// Shape and dtype first, device last: the messages about the call itself come first, and
+// tests can reach them on machines without a GPU by redispatching CPU tensors here.
 HcoShape check_inputs(const at::Tensor& x, const at::Tensor& E, const char* op) {
-  TORCH_CHECK(x.is_cuda() && E.is_cuda(), op, ": the CUDA kernel needs CUDA tensors, got x on ", x.device(),
-              " and E on ", E.device());
-  TORCH_CHECK(x.device() == E.device(), op, ": x is on ", x.device(), " but E is on ", E.device(),
-              "; put both on one device");
   TORCH_CHECK(x.dim() == 4, op, ": x must be channels-last (B, H, W, C), got shape ", x.sizes());
   TORCH_CHECK(E.dim() == 3, op, ": E must be (H, W, C), got shape ", E.sizes());
   TORCH_CHECK(E.size(0) == x.size(1) && E.size(1) == x.size(2) && E.size(2) == x.size(3), op, ": E shape ",
@@ -50,6 +48,10 @@ HcoShape check_inputs(const at::Tensor& x, const at::Tensor& E, const char* op) 
   const std::string reason = unsupported_reason(s);
   TORCH_CHECK(reason.empty(), op, ": ", reason);
   TORCH_CHECK(s.C <= INT_MAX && s.H * s.W <= INT_MAX, op, ": x shape ", x.sizes(), " is too large");
+  TORCH_CHECK(x.is_cuda() && E.is_cuda(), op, ": the CUDA kernel needs CUDA tensors, got x on ", x.device(),
+              " and E on ", E.device());
+  TORCH_CHECK(x.device() == E.device(), op, ": x is on ", x.device(), " but E is on ", E.device(),
+              "; put both on one device");
   return s;
 }
 
