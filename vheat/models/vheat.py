@@ -104,7 +104,7 @@ class VHeat(nn.Module):
         )
         for p in self.freq_embed:
             trunc_normal_(p, std=0.02)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # meta-device safe
         self.layers = nn.ModuleList()
         for i in range(num_layers):
             blocks = [
@@ -172,7 +172,11 @@ class VHeat(nn.Module):
             for stage in self.layers:
                 for block in stage.blocks:
                     block.op.unfold()
-            self.freq_embed = self._stashed_freq_embed
+            # Re-register freq_embed at its original place so state_dict() keys keep the official order.
+            modules = list(self._modules.items())
+            modules.insert(list(self._modules).index("layers"), ("freq_embed", self._stashed_freq_embed))
+            self._modules.clear()
+            self._modules.update(modules)
             object.__setattr__(self, "_stashed_freq_embed", None)
         self._attenuation_cache.clear()
         return self
