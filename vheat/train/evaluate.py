@@ -43,3 +43,48 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: Optional[torch
         raise ValueError("evaluation saw no images: the validation set is empty")
     return {"loss": loss_sum / count, "acc1": 100.0 * correct1 / count, "acc5": 100.0 * correct5 / count,
             "count": int(count)}
+
+
+def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
+    """Evaluates a checkpoint (ours or official) on data.root/val: model and, if present, EMA."""
+    from vheat.data import build_val_loader, resolve_root
+
+    from .checkpoint import read_checkpoint
+    from .model_factory import build_model, hco_backend, load_weights
+    from .recipe import amp_dtype
+    from .trainer import resolve_device
+
+    device = resolve_device(cfg)
+    already = dist_utils.is_distributed()
+    joined = dist_utils.init_distributed(device.type) and not already
+    try:
+        root = resolve_root(cfg) if dist_utils.is_main() else None
+        dist_utils.barrier()
+        root = dist_utils.broadcast_object(root)
+        classes, _, loader = build_val_loader(cfg, root, dist_utils.rank(), dist_utils.world_size())
+        num_classes = cfg["model"]["num_classes"] or len(classes)
+        amp = amp_dtype(cfg, device)
+        results = {"classes": len(classes)}
+        with hco_backend(cfg["model"]["hco_backend"]):
+            entries = ["model"]
+            if checkpoint:
+                ckpt = read_checkpoint(checkpoint)
+                if isinstance(ckpt, dict) and ckpt.get("model_ema") is not None:
+                    entries.append("model_ema")
+                if isinstance(ckpt, dict) and "model" not in ckpt:
+                    entries = ["auto"]
+                del ckpt
+            for entry in entries:
+                model = build_model(cfg, num_classes)
+                if checkpoint:
+                    load_weights(model, checkpoint, entry, arch=cfg["model"]["name"])
+                model.to(device)
+                if cfg["train"]["channels_last"]:
+                    model.to(memory_format=torch.channels_last)
+                name = "ema" if entry == "model_ema" else "model"
+                results[name] = evaluate(model, loader, device, amp, cfg["train"]["channels_last"],
+                                         cfg["train"]["progress"], desc=f"eval {name}")
+        return results
+    finally:
+        if joined:
+            dist_utils.cleanup()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import inspect
 import os
 from typing import Iterator, Optional
 
@@ -23,14 +22,6 @@ def register_models() -> None:
     except ModuleNotFoundError as exc:
         if exc.name not in ("vheat.models", "vheat"):
             raise
-
-
-def _accepts(fn, name: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 @contextlib.contextmanager
@@ -61,8 +52,10 @@ def build_model(cfg: dict, num_classes: int) -> nn.Module:
     kwargs.setdefault("drop_path_rate", m["drop_path_rate"])
     if m["drop_rate"]:
         kwargs.setdefault("drop_rate", m["drop_rate"])
-    if m["hco_backend"] != "auto" and name.startswith("vheat"):
-        kwargs.setdefault("hco_backend", m["hco_backend"])
+    if name.startswith("vheat"):
+        kwargs.setdefault("img_size", cfg["data"]["img_size"])  # fixes the freq_embed grids
+        if m["hco_backend"] != "auto":
+            kwargs.setdefault("hco_backend", m["hco_backend"])
     try:
         return timm.create_model(name, pretrained=False, **kwargs)
     except TypeError as exc:
@@ -100,40 +93,31 @@ def pick_state_dict(ckpt, path: str, key: str = "auto") -> tuple[dict, str]:
     return strip_prefixes(sd), key
 
 
-def _convert_official(model: nn.Module, sd: dict) -> dict:
-    """Hands official-layout weights to vheat.checkpoint_io when the models package provides it."""
-    try:
-        checkpoint_io = importlib.import_module("vheat.checkpoint_io")
-    except ModuleNotFoundError:
-        return sd
-    for fn_name in ("convert_official_state_dict", "convert_state_dict", "convert_official"):
-        fn = getattr(checkpoint_io, fn_name, None)
-        if callable(fn):
-            try:
-                return fn(sd, model) if _accepts(fn, "model") else fn(sd)
-            except Exception:
-                return sd
-    return sd
-
-
 def load_weights(model: nn.Module, path: str, key: str = "auto", drop_head_if_mismatch: bool = False,
                  arch: Optional[str] = None) -> str:
     """Loads weights from ``path`` into ``model`` strictly; returns the entry used.
 
-    ``drop_head_if_mismatch``: fine-tuning on another label set keeps the freshly
-    initialised classifier when its shape differs from the checkpoint's.
+    vHeat models go through vheat.checkpoint_io (official layouts: train / infer mode,
+    freq_embed resized to the model's resolution). ``drop_head_if_mismatch``: fine-tuning
+    on another label set keeps the freshly initialised classifier when its shape differs.
     """
     arch = arch or type(model).__name__
-    ckpt = read_checkpoint(path)
-    sd, used = pick_state_dict(ckpt, path, key)
-    if describe_mismatch(model, sd) is not None:
-        sd = _convert_official(model, sd)
+    sd, used = pick_state_dict(read_checkpoint(path), path, key)
+    source = f"{path}[{used!r}]"
+    if hasattr(model, "set_infer_mode"):  # vheat.models.VHeat
+        from vheat.checkpoint_io import CheckpointFormatError, load_official_checkpoint
+
+        try:
+            load_official_checkpoint(model, sd, keep_classifier_if_mismatch=drop_head_if_mismatch)
+        except (CheckpointFormatError, RuntimeError) as exc:
+            problem = describe_mismatch(model, sd) or str(exc)
+            raise CheckpointError(f"checkpoint {source} does not fit model {arch!r} (another architecture or "
+                                  f"size?): {problem}") from None
+        return used
     if drop_head_if_mismatch:
         own = model.state_dict()
-        for k in classifier_keys(model):
-            if k in sd and tuple(sd[k].shape) != tuple(own[k].shape):
-                sd = {kk: vv for kk, vv in sd.items() if kk not in classifier_keys(model)}
-                sd.update({kk: own[kk] for kk in classifier_keys(model)})
-                break
-    load_state_strict(model, sd, f"{path}[{used!r}]", arch)
+        head = classifier_keys(model)
+        if any(k in sd and tuple(sd[k].shape) != tuple(own[k].shape) for k in head):
+            sd = dict(sd, **{k: own[k] for k in head})
+    load_state_strict(model, sd, source, arch)
     return used
