@@ -68,11 +68,15 @@ inline double cos_pi(double v) { return std::cos(M_PI * v); }
 inline float rsqrt_of(float v) { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(v))); }
 inline double rsqrt_of(double v) { return 1.0 / std::sqrt(v); }
 
-// Same calling convention as the CUDA launcher in hco_cuda.cu. Blocks run one after
-// another; shared memory starts as NaN bytes so reads of unwritten slots show up.
+// Same calling convention as the CUDA launcher in hco_cuda_kernels.cu. Blocks run one
+// after another; shared memory starts as NaN bytes so reads of unwritten slots show up.
+// max_threads > 0 caps the threads per block (kernels only use block-stride loops, so
+// any count is valid), trading coverage of the planned count for speed.
 struct EmulatedLaunch {
+  int max_threads = 0;
   template <typename... KArgs, typename... Args>
   void operator()(void (*kernel)(KArgs...), int64_t blocks, int threads, size_t smem_bytes, Args... args) const {
+    if (max_threads > 0 && threads > max_threads) threads = max_threads;
     std::vector<unsigned char> smem(smem_bytes + 16, 0xFF);
     for (int64_t block = 0; block < blocks; ++block) {
       std::memset(smem.data(), 0xFF, smem.size());
