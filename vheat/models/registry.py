@@ -33,7 +33,7 @@ def _cfg(variant: str) -> Dict[str, Any]:
     return dict(
         url="",
         file=os.environ.get(checkpoint_env_var(variant)) or None,
-        custom_load=True,  # VHeat.load_pretrained -> vheat.checkpoint_io (official layouts, no EMA guessing)
+        custom_load=True,  # VHeat.load_pretrained -> vheat.checkpoint_io: the "model" entry, official layouts
         num_classes=1000,
         input_size=(3, 224, 224),
         pool_size=(7, 7),
@@ -51,6 +51,13 @@ def _cfg(variant: str) -> Dict[str, Any]:
 default_cfgs = generate_default_cfgs({f"{name}.official": _cfg(name) for name in MODEL_ARGS})
 
 
+def _filter_state_dict(state_dict, model):
+    """timm's generic loading path (custom_load=False): official keys -> ours (prefix, freq_embed grids)."""
+    from ..checkpoint_io import convert_official_state_dict
+
+    return convert_official_state_dict(state_dict, model)
+
+
 def _create(variant: str, pretrained: bool = False, **kwargs) -> VHeat:
     if pretrained:
         overlay = kwargs.get("pretrained_cfg_overlay") or {}
@@ -60,7 +67,8 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> VHeat:
                 f"{variant}: pretrained=True needs a local checkpoint (nothing is downloaded): pass "
                 f"pretrained_cfg_overlay=dict(file='/path/{variant}.pth') or set ${checkpoint_env_var(variant)}"
             )
-        kwargs["pretrained_cfg_overlay"] = dict(overlay, file=file)
+        # timm resets custom_load when a file is supplied; keep it so our loader reads official layouts.
+        kwargs["pretrained_cfg_overlay"] = dict(overlay, file=file, custom_load=overlay.get("custom_load", True))
     model_args = dict(MODEL_ARGS[variant], **kwargs)
     if "backend" in model_args:  # short alias of hco_backend
         model_args["hco_backend"] = model_args.pop("backend")
@@ -69,6 +77,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> VHeat:
         variant,
         pretrained,
         feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
+        pretrained_filter_fn=_filter_state_dict,
         **model_args,
     )
 
