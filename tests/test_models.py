@@ -398,3 +398,14 @@ def test_constructor_errors():
     model = random_micro(hco_backend="no-such-backend")
     with pytest.raises(ValueError, match="unknown backend"):
         model(torch.randn(1, 3, 64, 64))
+
+
+def test_kept_train_weights_follow_dtype_and_device_moves():
+    model = random_micro(hco_backend="fft").infer_init()
+    model = model.to(torch.float64)
+    model.set_infer_mode(False)
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
+    x = torch.randn(1, 3, 40, 40, dtype=torch.float64)
+    with torch.no_grad():
+        expected = official_forward(model.state_dict(), dict(depths=MICRO["depths"], post_norm=True), x)
+        torch.testing.assert_close(model.eval()(x), expected, rtol=0, atol=1e-10)

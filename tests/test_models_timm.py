@@ -146,3 +146,19 @@ def test_grad_checkpointing_switch():
     assert all(b.grad_checkpointing for s in model.layers for b in s.blocks)
     model.set_grad_checkpointing(False)
     assert not any(b.grad_checkpointing for s in model.layers for b in s.blocks)
+
+
+def test_forward_intermediates_options():
+    model = _random_weights(timm.create_model("vheat_tiny", **MICRO, hco_backend="fft"), seed=4).eval()
+    x = torch.randn(2, 3, 72, 40)
+    with torch.no_grad():
+        final, feats = model.forward_intermediates(x)
+        last2 = model.forward_intermediates(x, indices=2, norm=True, output_fmt="NHWC", intermediates_only=True)
+        early = model.forward_intermediates(x, indices=[1], stop_early=True)
+    assert [f.shape[1] for f in feats] == [8, 16, 32, 64]
+    torch.testing.assert_close(last2[0], feats[2].permute(0, 2, 3, 1), rtol=0, atol=0)
+    torch.testing.assert_close(last2[1], model.classifier[0](feats[3]).permute(0, 2, 3, 1), rtol=0, atol=0)
+    assert early[0].shape == (2, 32, 5, 3)  # stopped after stage 1: its downsampled output
+    torch.testing.assert_close(early[1][0], feats[1], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="output_fmt"):
+        model.forward_intermediates(x, output_fmt="NLC")
