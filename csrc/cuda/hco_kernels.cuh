@@ -20,21 +20,22 @@ constexpr int kMicroTile = 4;
 // Upper bound of threads per block used by every kernel (the host never asks for more).
 constexpr int kMaxThreads = 256;
 
-// C_n[k, i] computed from the exact integer phase (2i + 1) k mod 4n, so fp32 tables are
-// accurate to an ulp even for long axes.
-template <typename acc_t>
-VHEAT_DEVICE acc_t dct_coef(int k, int i, int n) {
+// C_n[k, i] from the exact integer phase (2i + 1) k mod 4n. The tables are built in
+// double (fill_dct_tables_kernel) and rounded once, so fp32 entries are correctly rounded
+// whatever --use_fast_math does to single-precision division and rsqrt.
+template <typename real_t>
+VHEAT_DEVICE real_t dct_coef(int k, int i, int n) {
   const int phase = ((2 * i + 1) * k) % (4 * n);
-  const acc_t scale = k == 0 ? rsqrt_of(acc_t(n)) : rsqrt_of(acc_t(n) / acc_t(2));
-  return scale * cos_pi(acc_t(phase) / acc_t(2 * n));
+  const real_t scale = k == 0 ? rsqrt_of(real_t(n)) : rsqrt_of(real_t(n) / real_t(2));
+  return scale * cos_pi(real_t(phase) / real_t(2 * n));
 }
 
-// mat[k * ld + i] = C_n[k, i] for k, i < n (block-cooperative).
+// mat[k * ld + i] = table[k * n + i] (block-cooperative copy of C_n into padded rows).
 template <typename acc_t>
-VHEAT_DEVICE void fill_dct_matrix(acc_t* mat, int n, int ld) {
+VHEAT_DEVICE void load_dct_matrix(const acc_t* table, acc_t* mat, int n, int ld) {
   for (int idx = thread_index(); idx < n * n; idx += block_size()) {
     const int k = idx / n, i = idx - k * n;
-    mat[k * ld + i] = dct_coef<acc_t>(k, i, n);
+    mat[k * ld + i] = table[idx];
   }
 }
 
@@ -86,10 +87,12 @@ VHEAT_DEVICE void load_plane_tile(const scalar_t* plane, int hw, int C, int c0, 
 // Shared memory: C_H (H x (H+1)), C_W (W x (W+1)) padded against bank conflicts, then
 // `nbuf` tiles of H*W*tc; see fused_smem_bytes() in hco_plan.h.
 
-// y = HCO(x, E). Grid: B * ctiles blocks, block = (b, channel tile).
+// y = HCO(x, E). Grid: B * ctiles blocks, block = (b, channel tile). tables_h / tables_w:
+// C_H and C_W from fill_dct_tables_kernel.
 template <typename scalar_t, typename acc_t>
 VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
     hco_fused_forward_kernel(const scalar_t* __restrict__ x, const acc_t* __restrict__ E,
+                             const acc_t* __restrict__ tables_h, const acc_t* __restrict__ tables_w,
                              scalar_t* __restrict__ y, int H, int W, int C, int tc, int ctiles) {
   VHEAT_DYNAMIC_SMEM(acc_t, smem);
   const int ldh = H + 1, ldw = W + 1, tile = H * W * tc;
@@ -100,8 +103,8 @@ VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
   const int c0 = static_cast<int>(block_index() % ctiles) * tc;
   const int64_t plane = (block_index() / ctiles) * int64_t(H) * W * C;
 
-  fill_dct_matrix(cos_h, H, ldh);
-  fill_dct_matrix(cos_w, W, ldw);
+  load_dct_matrix(tables_h, cos_h, H, ldh);
+  load_dct_matrix(tables_w, cos_w, W, ldw);
   load_plane_tile(x + plane, H * W, C, c0, tc, buf_a);
   VHEAT_SYNC();
   // DCT along W: b(h, m, c) = sum_w C_W[m, w] a(h, w, c)
@@ -130,6 +133,7 @@ VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
 template <typename scalar_t, typename acc_t>
 VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
     hco_fused_grad_E_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ gy,
+                            const acc_t* __restrict__ tables_h, const acc_t* __restrict__ tables_w,
                             acc_t* __restrict__ partial, int64_t B, int H, int W, int C, int tc,
                             int ctiles, int64_t bchunk) {
   VHEAT_DYNAMIC_SMEM(acc_t, smem);
@@ -146,8 +150,8 @@ VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
   const int64_t b_end = b_begin + bchunk < B ? b_begin + bchunk : B;
   const int64_t plane_size = int64_t(H) * W * C;
 
-  fill_dct_matrix(cos_h, H, ldh);
-  fill_dct_matrix(cos_w, W, ldw);
+  load_dct_matrix(tables_h, cos_h, H, ldh);
+  load_dct_matrix(tables_w, cos_w, W, ldw);
   for (int idx = thread_index(); idx < tile; idx += block_size()) acc[idx] = acc_t(0);
   for (int64_t b = b_begin; b < b_end; ++b) {
     load_plane_tile(x + b * plane_size, H * W, C, c0, tc, buf_p);
@@ -189,14 +193,14 @@ VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
 
 // ---- line kernels (planes that do not fit in shared memory) ------------------------
 
-// table[k * n + i] = C_n[k, i] and table[n * n + i * n + k] = C_n[k, i] (its transpose),
-// so that both the DCT and its inverse read the table contiguously across threads.
+// table[k * n + i] = C_n[k, i] and table[n * n + i * n + k] = C_n[k, i] (its transpose,
+// so the line kernels read both the DCT and its inverse contiguously across threads).
 template <typename acc_t>
 VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads) fill_dct_tables_kernel(acc_t* __restrict__ table, int n) {
   const int64_t nn = int64_t(n) * n;
   for (int64_t idx = block_index() * block_size() + thread_index(); idx < nn; idx += grid_size() * block_size()) {
     const int k = static_cast<int>(idx / n), i = static_cast<int>(idx % n);
-    const acc_t v = dct_coef<acc_t>(k, i, n);
+    const acc_t v = static_cast<acc_t>(dct_coef<double>(k, i, n));
     table[idx] = v;
     table[nn + int64_t(i) * n + k] = v;
   }

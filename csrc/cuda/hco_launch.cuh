@@ -1,7 +1,8 @@
 // Kernel sequences of the CUDA HCO ops for a given plan. Templated on the launcher so
 // the CUDA op (hco_cuda.cu: <<<>>> + launch checks) and the host emulation test run the
 // very same sequence. Pointers are contiguous channels-last device buffers; `workspace`
-// holds plan.workspace_elems acc_t elements.
+// holds plan.workspace_elems acc_t elements: the cosine tables of both axes first
+// (dct_tables_elems), then the path's buffers.
 #pragma once
 
 #include "hco_kernels.cuh"
@@ -40,23 +41,26 @@ template <typename scalar_t, typename acc_t, typename Launch>
 void run_forward(const Launch& launch, const HcoShape& s, const ForwardPlan& plan, const scalar_t* x,
                  const acc_t* E, scalar_t* y, acc_t* workspace) {
   const int H = static_cast<int>(s.H), W = static_cast<int>(s.W), C = static_cast<int>(s.C);
-  if (plan.path == HcoPath::kFused) {
-    const TileLaunch& f = plan.fused;
-    launch(hco_fused_forward_kernel<scalar_t, acc_t>, f.blocks, f.threads, f.smem, x, E, y, H, W, C, f.tc, f.ctiles);
-    return;
-  }
   acc_t* tables_h = workspace;
   acc_t* tables_w = tables_h + 2 * s.H * s.H;
-  acc_t* buf = tables_w + 2 * s.W * s.W;
   fill_dct_tables(launch, s, tables_h, tables_w);
+  const acc_t* ctables_h = tables_h;
+  const acc_t* ctables_w = tables_w;
+  if (plan.path == HcoPath::kFused) {
+    const TileLaunch& f = plan.fused;
+    launch(hco_fused_forward_kernel<scalar_t, acc_t>, f.blocks, f.threads, f.smem, x, E, ctables_h, ctables_w, y, H,
+           W, C, f.tc, f.ctiles);
+    return;
+  }
+  acc_t* buf = tables_w + 2 * s.W * s.W;
   const TileLaunch &lw = plan.line_w, &lh = plan.line_h;
   const acc_t* no_E = nullptr;
-  launch(hco_line_kernel<scalar_t, acc_t, acc_t>, lw.blocks, lw.threads, lw.smem, x, buf, no_E, tables_w,
+  launch(hco_line_kernel<scalar_t, acc_t, acc_t>, lw.blocks, lw.threads, lw.smem, x, buf, no_E, ctables_w,
          lines_along_w(s), C, lw.tc, lw.ctiles, int(kLineDct));
   launch(hco_line_kernel<acc_t, acc_t, acc_t>, lh.blocks, lh.threads, lh.smem, static_cast<const acc_t*>(buf), buf,
-         E, tables_h, lines_along_h(s), C, lh.tc, lh.ctiles, int(kLineDctScaleIdct));
+         E, ctables_h, lines_along_h(s), C, lh.tc, lh.ctiles, int(kLineDctScaleIdct));
   launch(hco_line_kernel<acc_t, scalar_t, acc_t>, lw.blocks, lw.threads, lw.smem, static_cast<const acc_t*>(buf), y,
-         no_E, tables_w, lines_along_w(s), C, lw.tc, lw.ctiles, int(kLineIdct));
+         no_E, ctables_w, lines_along_w(s), C, lw.tc, lw.ctiles, int(kLineIdct));
 }
 
 // dE = sum_b DCT2(x_b) * DCT2(gy_b) in acc_t, written to dE_acc (H, W, C); fixed order.
@@ -65,22 +69,25 @@ void run_grad_E(const Launch& launch, const HcoShape& s, const GradEPlan& plan, 
                 const scalar_t* gy, acc_t* dE_acc, acc_t* workspace) {
   const int H = static_cast<int>(s.H), W = static_cast<int>(s.W), C = static_cast<int>(s.C);
   const TileLaunch& r = plan.reduce;
+  acc_t* tables_h = workspace;
+  acc_t* tables_w = tables_h + 2 * s.H * s.H;
+  acc_t* rest = tables_w + 2 * s.W * s.W;
+  fill_dct_tables(launch, s, tables_h, tables_w);
+  const acc_t* ctables_h = tables_h;
+  const acc_t* ctables_w = tables_w;
   if (plan.path == HcoPath::kFused) {
     const TileLaunch& f = plan.fused;
-    acc_t* partial = workspace;
-    launch(hco_fused_grad_E_kernel<scalar_t, acc_t>, f.blocks, f.threads, f.smem, x, gy, partial, s.B, H, W, C,
-           f.tc, f.ctiles, plan.bchunk);
+    acc_t* partial = rest;
+    launch(hco_fused_grad_E_kernel<scalar_t, acc_t>, f.blocks, f.threads, f.smem, x, gy, ctables_h, ctables_w,
+           partial, s.B, H, W, C, f.tc, f.ctiles, plan.bchunk);
     launch(sum_chunks_kernel<acc_t>, r.blocks, r.threads, 0, static_cast<const acc_t*>(partial), dE_acc, s.plane(),
            plan.nchunks);
     return;
   }
-  acc_t* tables_h = workspace;
-  acc_t* tables_w = tables_h + 2 * s.H * s.H;
-  acc_t* spec_x = tables_w + 2 * s.W * s.W;
+  acc_t* spec_x = rest;
   acc_t* spec_gy = spec_x + s.numel();
-  fill_dct_tables(launch, s, tables_h, tables_w);
-  dct2_lines(launch, s, plan.line_w, plan.line_h, x, spec_x, tables_h, tables_w);
-  dct2_lines(launch, s, plan.line_w, plan.line_h, gy, spec_gy, tables_h, tables_w);
+  dct2_lines(launch, s, plan.line_w, plan.line_h, x, spec_x, ctables_h, ctables_w);
+  dct2_lines(launch, s, plan.line_w, plan.line_h, gy, spec_gy, ctables_h, ctables_w);
   launch(batch_dot_kernel<acc_t>, r.blocks, r.threads, 0, static_cast<const acc_t*>(spec_x),
          static_cast<const acc_t*>(spec_gy), dE_acc, s.plane(), s.B);
 }

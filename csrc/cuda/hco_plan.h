@@ -45,7 +45,7 @@ struct ForwardPlan {
   HcoPath path = HcoPath::kFused;
   TileLaunch fused;              // kFused
   TileLaunch line_w, line_h;     // kLines
-  int64_t workspace_elems = 0;   // acc_t elements: kLines: cosine tables + one (B, H, W, C) buffer
+  int64_t workspace_elems = 0;   // acc_t elements: cosine tables (+ kLines: one (B, H, W, C) buffer)
 };
 
 struct GradEPlan {
@@ -135,6 +135,7 @@ inline ForwardPlan plan_forward(const HcoShape& s, size_t acc_bytes, size_t smem
   ForwardPlan p;
   if (!force_lines) {
     p.fused = fused_launch(s, kForwardBuffers, acc_bytes, smem_limit, s.B);
+    p.workspace_elems = dct_tables_elems(s);
     if (p.fused.tc > 0) return p;
   }
   p.path = HcoPath::kLines;
@@ -158,7 +159,7 @@ inline GradEPlan plan_grad_E(const HcoShape& s, size_t acc_bytes, size_t smem_li
       p.nchunks = ceil_div(s.B, p.bchunk);
       p.fused.blocks = p.nchunks * p.fused.ctiles;
       p.reduce = elementwise_launch(s.plane());
-      p.workspace_elems = p.nchunks * s.plane();
+      p.workspace_elems = dct_tables_elems(s) + p.nchunks * s.plane();
       return p;
     }
   }

@@ -72,7 +72,7 @@ double max_err(const std::vector<T>& got, const std::vector<double>& want) {
 template <typename T>
 void check_shape(const HcoShape& s, size_t smem_limit, bool force_lines, int max_threads, std::mt19937& rng) {
   const int failures_before = failures;
-  const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-11;
+  const double tol = std::is_same_v<T, float> ? 2e-6 : 1e-12;
   const char* tname = std::is_same_v<T, float> ? "float" : "double";
   std::normal_distribution<double> normal;
   std::uniform_real_distribution<double> unit(0.0, 1.0);
