@@ -162,3 +162,19 @@ def test_forward_intermediates_options():
     torch.testing.assert_close(early[1][0], feats[1], rtol=0, atol=0)
     with pytest.raises(ValueError, match="output_fmt"):
         model.forward_intermediates(x, output_fmt="NLC")
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+def test_group_matcher_for_layer_decay(coarse):
+    from timm.models import group_parameters
+    from timm.optim import create_optimizer_v2
+
+    model = timm.create_model("vheat_tiny", **MICRO)
+    groups = group_parameters(model, model.group_matcher(coarse))
+    where = {name: g for g, names in groups.items() for name in names}
+    assert set(where) == {n for n, _ in model.named_parameters()}
+    assert where["patch_embed.conv1.weight"] < where["freq_embed.0"] == where["layers.0.0.norm1.weight"]
+    assert where["freq_embed.2"] == where["layers.2.0.op.linear.weight"] < where["layers.3.0.op.linear.weight"]
+    assert where["classifier.3.weight"] == max(where.values())
+    opt = create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.8)
+    assert max(g["lr_scale"] for g in opt.param_groups) == 1.0

@@ -235,7 +235,7 @@ class VHeat(nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict:
         return dict(
             stem=r"^patch_embed",
-            blocks=r"^layers\.(\d+)|^freq_embed\.(\d+)" if coarse else [
+            blocks=[(r"^layers\.(\d+)", None), (r"^freq_embed\.(\d+)", None)] if coarse else [
                 (r"^layers\.(\d+)\.(\d+)\.", None),
                 (r"^freq_embed\.(\d+)", (0,)),
                 (r"^classifier\.0", (99999,)),
