@@ -115,6 +115,21 @@ def compile_ptxas_log(archs=ARCHS, nvcc: str | None = None) -> str:
     return proc.stdout + proc.stderr
 
 
+def check_op_wrapper_compiles(cxx: str = "g++") -> None:
+    """g++ -fsyntax-only of csrc/cuda/hco_cuda.cpp (the ATen op) against torch's CUDA headers."""
+    import torch
+    from torch.utils.cpp_extension import include_paths
+
+    nvcc = find_nvcc()
+    cuda_include = [f"-I{Path(nvcc).resolve().parents[1] / 'include'}"] if nvcc else []
+    flags = [f"-I{p}" for p in include_paths()] + _include_flags() + cuda_include
+    abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
+    cmd = [cxx, "-fsyntax-only", "-std=c++20", abi, "-DVHEAT_WITH_CUDA", *flags, str(ROOT / "csrc" / "cuda" / "hco_cuda.cpp")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"hco_cuda.cpp does not compile:\n{proc.stderr[-4000:]}")
+
+
 def _demangle(names: list[str]) -> dict[str, str]:
     if not names or shutil.which("c++filt") is None:
         return {n: n for n in names}

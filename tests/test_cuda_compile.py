@@ -37,6 +37,13 @@ def test_nvcc_sm80_sm90_no_spills_and_smem_within_limits():
     assert not bad, "kernels over budget:\n" + "\n".join(bad)
 
 
+@pytest.mark.slow
+@needs_gxx
+def test_op_wrapper_compiles_against_torch_cuda_headers():
+    """The ATen side (checks, guard, stream, registration) compiles; g++ only, ~40 s."""
+    res.check_op_wrapper_compiles()
+
+
 @needs_gxx
 def test_launch_plans_fit_each_architecture():
     rows = res.launch_plans()
