@@ -102,6 +102,8 @@ class Heat2D(nn.Module):
         if self.infer_mode and tuple(self.k_exp.shape[:2]) == size:
             return self.k_exp
         rate_net = self.rate_net
+        if not self.infer_mode and freq is None:
+            raise ValueError(f"Heat2D: train mode needs the stage's freq embedding of shape {size + (self.hidden_dim,)}")
         if rate_net is None or freq is None:
             raise RuntimeError(
                 f"Heat2D: the folded k_exp is {tuple(self.k_exp.shape[:2])} but the input needs {size}, and "
