@@ -203,6 +203,7 @@ def test_single_input_gradients_and_empty_batch():
 def test_follows_the_current_device_and_stream():
     x, E = _inputs((2, 9, 8, 6), torch.float32)
     stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())  # x and E were made on the default stream
     with torch.cuda.stream(stream):
         y = heat_conduction(x, E, backend="cuda")
     stream.synchronize()
