@@ -22,6 +22,7 @@ from torch.library import triton_op, wrap_triton
 
 from ..dct import dct_matrix
 from . import configs as cfg
+from .chunks import backward_chunks
 from . import kernels as _kernels_module
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -72,10 +73,11 @@ def unavailable_reason(x: torch.Tensor, E: torch.Tensor) -> Optional[str]:
         names = ", ".join(str(d).replace("torch.", "") for d in accepted)
         return f"x has dtype {x.dtype}; the Triton kernels accept {names}"
     _, H, W, _ = x.shape
-    if not cfg.fits(H, W):
+    if not cfg.fits(H, W, x.element_size()):
+        side = cfg.max_side(x.element_size())
         return (
-            f"H x W = {H} x {W} exceeds the fused kernel's on-chip plane (sides up to {cfg.MAX_SIDE}); "
-            "use the 'fft' backend ('auto' picks it)"
+            f"H x W = {H} x {W} exceeds the fused kernel's on-chip plane for {x.dtype} (sides up to {side}, "
+            "padded to a power of two); use the 'fft' backend ('auto' picks it)"
         )
     return None
 
@@ -96,15 +98,11 @@ def _cos(n: int, like: torch.Tensor) -> torch.Tensor:
     return dct_matrix(n, like.device, dtype)
 
 
-def _backward_chunks(B: int, C: int, device: torch.device) -> int:
-    """Batch chunks of the backward: enough programs to fill the GPU, fixed per shape/device.
-
-    Each chunk writes an fp32 dE partial, so fewer chunks also means less extra traffic.
-    Independent of the autotuned block so the partial buffer can be sized before launch.
-    """
-    programs_wanted = 2 * (torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 2)
-    per_chunk = max(1, math.ceil(C / 8))  # programs per chunk at a typical channel block
-    return max(1, min(B, math.ceil(programs_wanted / per_chunk)))
+def _programs_wanted(device: torch.device) -> int:
+    # Two programs per SM on a GPU; a handful under the interpreter, so tests see chunking.
+    if device.type == "cuda":
+        return 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
 
 
 def forward(x: torch.Tensor, E: torch.Tensor, config: Optional[cfg.BlockConfig] = None) -> torch.Tensor:
@@ -143,7 +141,7 @@ def backward(
         dE = torch.zeros_like(E) if need_dE else E.new_empty(0)
         return dx, dE
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    chunks = _backward_chunks(B, C, x.device) if need_dE else min(B, 65535)
+    chunks = backward_chunks(B, C, _programs_wanted(x.device)) if need_dE else min(B, 65535)
     per_prog = math.ceil(B / chunks)
     chunks = math.ceil(B / per_prog)
     partials = torch.empty((chunks, H, W, C), device=x.device, dtype=acc_dtype) if need_dE else x.new_empty(0, dtype=acc_dtype)

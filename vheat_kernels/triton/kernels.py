@@ -78,20 +78,29 @@ def _swap(plane, AP: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
 
 
 @triton.jit
-def _dct2(x_ptr, base, ch, cw, H, W, C, c0, valid, HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr,
+def _dct2(x_ptr, base, ch_ptr, cw_ptr, H, W, C, c0, valid, HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr,
           ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
-    """Load plane (h, w, c) at x_ptr + base and return its 2-D DCT-II as (m, n * c)."""
+    """Load plane (h, w, c) at x_ptr + base and return its 2-D DCT-II as (m, n * c).
+
+    Each cosine matrix is loaded (from L1 / L2) right before its dot rather than kept
+    live: at 64 x 64 four resident matrices would cost 64 registers per thread.
+    """
     offs, mask = _plane_offsets(H, W, C, HP, WP, BC, c0, W * C, C)
     x = tl.load(x_ptr + base + offs, mask=mask & valid, other=0.0)
+    ch = _cos(ch_ptr, H, HP, False, ROUND_DTYPE, DOT_DTYPE)
     t = _apply(ch, tl.reshape(x, (HP, WP * BC)), ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)  # (n, w c)
+    cw = _cos(cw_ptr, W, WP, False, ROUND_DTYPE, DOT_DTYPE)
     return _apply(cw, _swap(t, HP, WP, BC), ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)  # (m, n c)
 
 
 @triton.jit
-def _idct2_store(f, y_ptr, base, chT, cwT, H, W, C, c0, valid, HP: tl.constexpr, WP: tl.constexpr,
-                 BC: tl.constexpr, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+def _idct2_store(f, y_ptr, base, ch_ptr, cw_ptr, H, W, C, c0, valid, HP: tl.constexpr, WP: tl.constexpr,
+                 BC: tl.constexpr, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                 PRECISION: tl.constexpr):
     """Inverse 2-D DCT of f (m, n * c) stored as plane (h, w, c) at y_ptr + base."""
+    cwT = _cos(cw_ptr, W, WP, True, ROUND_DTYPE, DOT_DTYPE)
     t = _apply(cwT, f, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)  # (w, n c)
+    chT = _cos(ch_ptr, H, HP, True, ROUND_DTYPE, DOT_DTYPE)
     y = _apply(chT, _swap(t, WP, HP, BC), ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)  # (h, w c)
     offs, mask = _plane_offsets(H, W, C, HP, WP, BC, c0, W * C, C)
     y = _round(tl.reshape(y, (HP, WP, BC)), ROUND_DTYPE, DOT_DTYPE)
@@ -108,47 +117,47 @@ def _load_freq(e_ptr, H, W, C, c0, HP: tl.constexpr, WP: tl.constexpr, BC: tl.co
 @triton.jit
 def hco_fwd_kernel(x_ptr, e_ptr, ch_ptr, cw_ptr, y_ptr, H, W, C,
                    HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr,
-                   ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+                   ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                   PRECISION: tl.constexpr):
     """y[b] = IDCT2(DCT2(x[b]) * E) for one (channel block, batch element) per program."""
     c0 = tl.program_id(0) * BC
     base = tl.program_id(1).to(tl.int64) * H * W * C
-    f = _dct2(x_ptr, base, _cos(ch_ptr, H, HP, False, ROUND_DTYPE, DOT_DTYPE), _cos(cw_ptr, W, WP, False, ROUND_DTYPE, DOT_DTYPE),
-              H, W, C, c0, True, HP, WP, BC, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
+    f = _dct2(x_ptr, base, ch_ptr, cw_ptr, H, W, C, c0, True, HP, WP, BC, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
     f = f * _load_freq(e_ptr, H, W, C, c0, HP, WP, BC, ACC_DTYPE)
-    _idct2_store(f, y_ptr, base, _cos(ch_ptr, H, HP, True, ROUND_DTYPE, DOT_DTYPE), _cos(cw_ptr, W, WP, True, ROUND_DTYPE, DOT_DTYPE),
-                 H, W, C, c0, True, HP, WP, BC, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
+    _idct2_store(f, y_ptr, base, ch_ptr, cw_ptr, H, W, C, c0, True, HP, WP, BC,
+                 ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
 
 
 @triton.jit
 def hco_bwd_kernel(x_ptr, dy_ptr, e_ptr, ch_ptr, cw_ptr, dx_ptr, de_ptr, B, H, W, C, B_PER_PROG,
                    HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr,
                    NEED_DX: tl.constexpr, NEED_DE: tl.constexpr,
-                   ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+                   ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                   PRECISION: tl.constexpr):
     """dx[b] = HCO(dy[b], E) and per-chunk partials de[chunk] = sum_b DCT2(x[b]) * DCT2(dy[b]).
 
     Program (channel block, chunk) walks batch elements chunk * B_PER_PROG ... in order;
     the host sums the chunk partials in a fixed order, so dE is deterministic (no atomics).
+    E and the cosine matrices are re-read (L1 / L2 hits) each iteration instead of being
+    kept live across the loop, leaving the registers to the planes.
     """
     c0 = tl.program_id(0) * BC
     chunk = tl.program_id(1)
     plane = H * W * C
-    ch = _cos(ch_ptr, H, HP, False, ROUND_DTYPE, DOT_DTYPE)
-    cw = _cos(cw_ptr, W, WP, False, ROUND_DTYPE, DOT_DTYPE)
-    if NEED_DX:
-        e = _load_freq(e_ptr, H, W, C, c0, HP, WP, BC, ACC_DTYPE)
-        chT = _cos(ch_ptr, H, HP, True, ROUND_DTYPE, DOT_DTYPE)
-        cwT = _cos(cw_ptr, W, WP, True, ROUND_DTYPE, DOT_DTYPE)
     acc = tl.zeros((WP, HP * BC), dtype=ACC_DTYPE)
     for i in range(B_PER_PROG):
         b = chunk * B_PER_PROG + i
         valid = b < B
         base = b.to(tl.int64) * plane
-        g = _dct2(dy_ptr, base, ch, cw, H, W, C, c0, valid, HP, WP, BC, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
-        if NEED_DE:
-            acc += g * _dct2(x_ptr, base, ch, cw, H, W, C, c0, valid, HP, WP, BC, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
+        g = _dct2(dy_ptr, base, ch_ptr, cw_ptr, H, W, C, c0, valid, HP, WP, BC,
+                  ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
         if NEED_DX:
-            _idct2_store(g * e, dx_ptr, base, chT, cwT, H, W, C, c0, valid, HP, WP, BC,
+            e = _load_freq(e_ptr, H, W, C, c0, HP, WP, BC, ACC_DTYPE)
+            _idct2_store(g * e, dx_ptr, base, ch_ptr, cw_ptr, H, W, C, c0, valid, HP, WP, BC,
                          ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
+        if NEED_DE:
+            acc += g * _dct2(x_ptr, base, ch_ptr, cw_ptr, H, W, C, c0, valid, HP, WP, BC,
+                             ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
     if NEED_DE:
         offs, mask = _plane_offsets(W, H, C, WP, HP, BC, c0, C, W * C)
         tl.store(de_ptr + chunk.to(tl.int64) * plane + offs, tl.reshape(acc, (WP, HP, BC)), mask=mask)

@@ -1,0 +1,99 @@
+"""Build every fused-HCO Triton kernel configuration for sm_80 / sm_90 and print its resources.
+
+No GPU needed. Exits non-zero if any build spills registers or exceeds the architecture's
+shared-memory limit. Compiled kernels are cached by Triton (~/.triton/cache), so re-runs
+are fast.
+
+    python benchmarks/triton_resources.py              # every build (about a thousand)
+    python benchmarks/triton_resources.py --quick      # the most register-hungry per kernel/dtype/arch
+    python benchmarks/triton_resources.py --arch 90 --dtype bf16 --json out.json
+    python benchmarks/triton_resources.py --sweep --jobs 2 --update-configs
+        # measure the candidate configurations and regenerate configs.SPILL_FREE
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pprint
+import re
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.pop("TRITON_INTERPRET", None)
+
+from vheat_kernels.triton import aot  # noqa: E402
+
+
+def _build(b: aot.Build) -> aot.Resources:
+    return aot.build(b)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="only the most register-hungry build per group")
+    parser.add_argument("--arch", type=int, action="append", choices=aot.ARCHS, help="repeatable; default all")
+    parser.add_argument("--dtype", action="append", choices=aot.DTYPES, help="repeatable; default all")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel compiles (default 1)")
+    parser.add_argument("--json", help="also write the table as JSON to this path")
+    parser.add_argument("--sweep", action="store_true", help="measure candidates for configs.SPILL_FREE")
+    parser.add_argument("--update-configs", action="store_true", help="with --sweep: rewrite SPILL_FREE in configs.py")
+    args = parser.parse_args()
+
+    archs, dtypes = args.arch or aot.ARCHS, args.dtype or aot.DTYPES
+    if args.sweep:
+        builds = aot.sweep_builds(archs)
+    elif args.quick:
+        builds = aot.largest_builds(archs, dtypes)
+    else:
+        builds = aot.every_build(archs, dtypes)
+    print(f"ptxas: {aot.find_ptxas()}; {len(builds)} builds", flush=True)
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            rows = list(pool.map(_build, builds))
+    else:
+        rows = []
+        for i, b in enumerate(builds):
+            rows.append(aot.build(b))
+            if rows[-1].problems:
+                print(f"[{i + 1}/{len(builds)}] {b.name}: {'; '.join(rows[-1].problems)}", flush=True)
+    print(aot.table(rows))
+    bad = [r for r in rows if r.problems]
+    worst_regs = max(r.registers for r in rows)
+    worst_smem = max(r.shared_bytes for r in rows) / 1024
+    print(f"\n{len(rows)} builds, {len(bad)} with problems; max registers {worst_regs}, max shared {worst_smem:.1f} KiB")
+    if args.sweep:
+        table = aot.spill_free_table(rows)
+        literal = "SPILL_FREE: dict[tuple, tuple] = " + pprint.pformat(table, width=110, compact=True) + "\n"
+        print("\n" + literal)
+        if args.update_configs:
+            _rewrite_spill_free(literal)
+        return 0
+    if args.json:
+        payload = [dict(asdict(r), name=r.build.name, problems=r.problems) for r in rows]
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.json)) or ".", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1, default=str)
+        os.replace(tmp, args.json)
+    return 1 if bad else 0
+
+
+def _rewrite_spill_free(literal: str) -> None:
+    from vheat_kernels.triton import configs
+
+    path = configs.__file__
+    with open(path) as f:
+        text = f.read()
+    new = re.sub(r"^SPILL_FREE: dict\[tuple, tuple\] = .*\Z", literal, text, flags=re.S | re.M)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(new)
+    os.replace(tmp, path)
+    print(f"rewrote SPILL_FREE in {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
