@@ -15,8 +15,11 @@
 
 namespace vheat::cuda {
 
-// Outputs per work item in transform_axis: they share each load of the input line.
+// Outputs per work item in transform_axis along the transformed axis (they share each
+// load of the input), and, in the fused kernels, along the other axis of the plane (they
+// share each load of the matrix). Line kernels have a single line: other tile 1.
 constexpr int kMicroTile = 4;
+constexpr int kFusedOtherTile = 2;
 // Upper bound of threads per block used by every kernel (the host never asks for more).
 constexpr int kMaxThreads = 256;
 
@@ -41,35 +44,51 @@ VHEAT_DEVICE void load_dct_matrix(const acc_t* table, acc_t* mat, int n, int ld)
 
 // out(o, j, c) = sum_i M(j, i) * in(o, i, c) for o < n_other, j < n, c < tc, where the
 // input element (o, i, c) lives at in[o * so + i * si + c] and M(j, i) = mat[j * mj + i * mi]
-// (mj = ld, mi = 1 applies C_n; mj = 1, mi = ld applies C_n^T). Each work item computes
-// kMicroTile consecutive j for one (o, c) and hands every result to epi(o, j, c, value).
-// Consecutive threads take consecutive c, so reads of `in` are contiguous or broadcast.
-template <typename acc_t, typename Epilogue>
+// (mj = ld, mi = 1 applies C_n; mj = 1, mi = ld applies C_n^T). Each work item computes a
+// RO x kMicroTile register tile (RO consecutive o, kMicroTile consecutive j) for one c and
+// hands every result to epi(o, j, c, value): per step of i it loads RO inputs and
+// kMicroTile matrix entries for RO * kMicroTile FMAs. Consecutive threads take consecutive
+// c, so reads of `in` are contiguous or broadcast.
+template <int RO, typename acc_t, typename Epilogue>
 VHEAT_DEVICE void transform_axis(const acc_t* in, int n_other, int so, int n, int si, int tc,
                                  const acc_t* mat, int mj, int mi, Epilogue epi) {
   const int groups = (n + kMicroTile - 1) / kMicroTile;
-  const int items = n_other * groups * tc;
+  const int ogroups = (n_other + RO - 1) / RO;
+  const int items = ogroups * groups * tc;
   for (int item = thread_index(); item < items; item += block_size()) {
     const int c = item % tc;
     const int rest = item / tc;
     const int g = rest % groups;
-    const int o = rest / groups;
+    const int o0 = (rest / groups) * RO;
     const int j0 = g * kMicroTile;
-    const acc_t* line = in + o * so + c;
+    // Rows / lines past the end are clamped to the last one and their results dropped.
+    const acc_t* lines[RO];
+#pragma unroll
+    for (int q = 0; q < RO; ++q) lines[q] = in + (o0 + q < n_other ? o0 + q : n_other - 1) * so + c;
     const acc_t* rows[kMicroTile];
 #pragma unroll
     for (int r = 0; r < kMicroTile; ++r) rows[r] = mat + (j0 + r < n ? j0 + r : n - 1) * mj;
-    acc_t acc[kMicroTile];
+    acc_t acc[RO][kMicroTile];
 #pragma unroll
-    for (int r = 0; r < kMicroTile; ++r) acc[r] = acc_t(0);
+    for (int q = 0; q < RO; ++q)
+#pragma unroll
+      for (int r = 0; r < kMicroTile; ++r) acc[q][r] = acc_t(0);
     for (int i = 0; i < n; ++i) {
-      const acc_t v = line[i * si];
+      acc_t v[RO];
 #pragma unroll
-      for (int r = 0; r < kMicroTile; ++r) acc[r] += rows[r][i * mi] * v;
+      for (int q = 0; q < RO; ++q) v[q] = lines[q][i * si];
+#pragma unroll
+      for (int r = 0; r < kMicroTile; ++r) {
+        const acc_t m = rows[r][i * mi];
+#pragma unroll
+        for (int q = 0; q < RO; ++q) acc[q][r] += m * v[q];
+      }
     }
 #pragma unroll
-    for (int r = 0; r < kMicroTile; ++r)
-      if (j0 + r < n) epi(o, j0 + r, c, acc[r]);
+    for (int q = 0; q < RO; ++q)
+#pragma unroll
+      for (int r = 0; r < kMicroTile; ++r)
+        if (o0 + q < n_other && j0 + r < n) epi(o0 + q, j0 + r, c, acc[q][r]);
   }
 }
 
@@ -108,22 +127,22 @@ VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
   load_plane_tile(x + plane, H * W, C, c0, tc, buf_a);
   VHEAT_SYNC();
   // DCT along W: b(h, m, c) = sum_w C_W[m, w] a(h, w, c)
-  transform_axis(buf_a, H, W * tc, W, tc, tc, cos_w, ldw, 1,
+  transform_axis<kFusedOtherTile>(buf_a, H, W * tc, W, tc, tc, cos_w, ldw, 1,
                  [&](int h, int m, int c, acc_t v) { buf_b[(h * W + m) * tc + c] = v; });
   VHEAT_SYNC();
   // DCT along H, then attenuate: a(n, m, c) = E[n, m, c] * sum_h C_H[n, h] b(h, m, c)
-  transform_axis(buf_b, W, tc, H, W * tc, tc, cos_h, ldh, 1, [&](int m, int n, int c, acc_t v) {
+  transform_axis<kFusedOtherTile>(buf_b, W, tc, H, W * tc, tc, cos_h, ldh, 1, [&](int m, int n, int c, acc_t v) {
     const int gc = c0 + c;
     const acc_t e = gc < C ? E[(int64_t(n) * W + m) * C + gc] : acc_t(0);
     buf_a[(n * W + m) * tc + c] = v * e;
   });
   VHEAT_SYNC();
   // inverse DCT along H: b(h, m, c) = sum_n C_H[n, h] a(n, m, c)
-  transform_axis(buf_a, W, tc, H, W * tc, tc, cos_h, 1, ldh,
+  transform_axis<kFusedOtherTile>(buf_a, W, tc, H, W * tc, tc, cos_h, 1, ldh,
                  [&](int m, int h, int c, acc_t v) { buf_b[(h * W + m) * tc + c] = v; });
   VHEAT_SYNC();
   // inverse DCT along W, straight to global memory: y(h, w, c) = sum_m C_W[m, w] b(h, m, c)
-  transform_axis(buf_b, H, W * tc, W, tc, tc, cos_w, 1, ldw, [&](int h, int w, int c, acc_t v) {
+  transform_axis<kFusedOtherTile>(buf_b, H, W * tc, W, tc, tc, cos_w, 1, ldw, [&](int h, int w, int c, acc_t v) {
     if (c0 + c < C) y[plane + int64_t(h * W + w) * C + c0 + c] = static_cast<scalar_t>(v);
   });
 }
@@ -156,18 +175,18 @@ VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
   for (int64_t b = b_begin; b < b_end; ++b) {
     load_plane_tile(x + b * plane_size, H * W, C, c0, tc, buf_p);
     VHEAT_SYNC();
-    transform_axis(buf_p, H, W * tc, W, tc, tc, cos_w, ldw, 1,
+    transform_axis<kFusedOtherTile>(buf_p, H, W * tc, W, tc, tc, cos_w, ldw, 1,
                    [&](int h, int m, int c, acc_t v) { buf_q[(h * W + m) * tc + c] = v; });
     VHEAT_SYNC();
-    transform_axis(buf_q, W, tc, H, W * tc, tc, cos_h, ldh, 1,
+    transform_axis<kFusedOtherTile>(buf_q, W, tc, H, W * tc, tc, cos_h, ldh, 1,
                    [&](int m, int n, int c, acc_t v) { buf_p[(n * W + m) * tc + c] = v; });
     VHEAT_SYNC();  // buf_p = DCT2(x_b); buf_q is free again
     load_plane_tile(gy + b * plane_size, H * W, C, c0, tc, buf_q);
     VHEAT_SYNC();
-    transform_axis(buf_q, H, W * tc, W, tc, tc, cos_w, ldw, 1,
+    transform_axis<kFusedOtherTile>(buf_q, H, W * tc, W, tc, tc, cos_w, ldw, 1,
                    [&](int h, int m, int c, acc_t v) { buf_r[(h * W + m) * tc + c] = v; });
     VHEAT_SYNC();
-    transform_axis(buf_r, W, tc, H, W * tc, tc, cos_h, ldh, 1, [&](int m, int n, int c, acc_t v) {
+    transform_axis<kFusedOtherTile>(buf_r, W, tc, H, W * tc, tc, cos_h, ldh, 1, [&](int m, int n, int c, acc_t v) {
       const int idx = (n * W + m) * tc + c;
       acc[idx] += buf_p[idx] * v;
     });
@@ -249,15 +268,15 @@ VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
     if (c0 + c < C) out[base + j * g.elem_stride + c] = static_cast<out_t>(v);
   };
   if (op == kLineDctScaleIdct) {
-    transform_axis(buf0, 1, 0, n, tc, tc, dct, 1, n, [&](int, int j, int c, acc_t v) {
+    transform_axis<1>(buf0, 1, 0, n, tc, tc, dct, 1, n, [&](int, int j, int c, acc_t v) {
       const int gc = c0 + c;
       const acc_t e = gc < C ? E[j * g.elem_stride_e + inner * g.inner_stride_e + gc] : acc_t(0);
       buf1[j * tc + c] = v * e;
     });
     VHEAT_SYNC();
-    transform_axis(buf1, 1, 0, n, tc, tc, idct, 1, n, store);
+    transform_axis<1>(buf1, 1, 0, n, tc, tc, idct, 1, n, store);
   } else {
-    transform_axis(buf0, 1, 0, n, tc, tc, op == kLineDct ? dct : idct, 1, n, store);
+    transform_axis<1>(buf0, 1, 0, n, tc, tc, op == kLineDct ? dct : idct, 1, n, store);
   }
 }
 

@@ -22,6 +22,7 @@ constexpr size_t kSoftSmemBudget = 80 * 1024;
 constexpr int64_t kMaxAxis = 8192;
 constexpr int kTileCandidates[] = {32, 16, 8, 4, 2, 1};
 constexpr int kMicroTileHost = 4;  // == kMicroTile in hco_kernels.cuh
+constexpr int kFusedOtherTileHost = 2;  // == kFusedOtherTile in hco_kernels.cuh
 constexpr int kThreadsMax = 256;   // == kMaxThreads in hco_kernels.cuh
 constexpr int kForwardBuffers = 2;
 constexpr int kGradEBuffers = 4;
@@ -96,7 +97,8 @@ inline TileLaunch fused_launch(const HcoShape& s, int nbuf, size_t acc_bytes, si
   t.tc = pick_tc(s.C, smem_limit, [&](int tc) { return fused_smem_bytes(s.H, s.W, tc, nbuf, acc_bytes); });
   if (t.tc == 0) return t;
   t.ctiles = static_cast<int>(ceil_div(s.C, t.tc));
-  t.threads = threads_for(std::max(s.H, s.W) * ceil_div(std::max(s.H, s.W), kMicroTileHost) * t.tc);
+  const int64_t side = std::max(s.H, s.W);  // work items of the larger transform phase
+  t.threads = threads_for(ceil_div(side, kFusedOtherTileHost) * ceil_div(side, kMicroTileHost) * t.tc);
   t.blocks = planes * t.ctiles;
   t.smem = fused_smem_bytes(s.H, s.W, t.tc, nbuf, acc_bytes);
   return t;
