@@ -18,9 +18,9 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+from torch._subclasses.fake_tensor import is_fake
 from torch.library import triton_op, wrap_triton
 
-from ..dct import dct_matrix
 from . import configs as cfg
 from .chunks import backward_chunks
 from . import kernels as _kernels_module
@@ -93,9 +93,28 @@ def heat_conduction_triton(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
 # --- launchers -------------------------------------------------------------------------
 
 
+_COS_CACHE: dict[tuple, torch.Tensor] = {}
+
+
 def _cos(n: int, like: torch.Tensor) -> torch.Tensor:
+    """Orthonormal DCT-II matrix (n, n) in fp32 (fp64 for fp64 inputs), cached per device.
+
+    Built here rather than through the lru_cache of ``dct.dct_matrix``: while torch.compile
+    or opcheck trace this op under FakeTensorMode a cached call would store a fake tensor
+    for every later eager call; traced calls build it uncached (a graph op) instead.
+    """
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-    return dct_matrix(n, like.device, dtype)
+    tracing = is_fake(like) or torch.compiler.is_compiling()
+    key = (n, like.device, dtype)
+    if not tracing and key in _COS_CACHE:
+        return _COS_CACHE[key]
+    i = torch.arange(n, dtype=torch.float64, device=like.device)
+    mat = torch.cos(math.pi * (i[None, :] + 0.5) * i[:, None] / n) * math.sqrt(2.0 / n)
+    mat[0] = mat[0] / math.sqrt(2.0)
+    mat = mat.to(dtype)
+    if not tracing:
+        _COS_CACHE[key] = mat
+    return mat
 
 
 def _programs_wanted(device: torch.device) -> int:
