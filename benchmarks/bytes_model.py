@@ -21,7 +21,7 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vheat_kernels.triton.chunks import backward_chunks  # noqa: E402
-from vheat_kernels.triton.configs import padded  # noqa: E402
+from vheat_kernels.triton.configs import fits, padded, prune  # noqa: E402
 
 # vHeat-T stages at 224 x 224 input, batch 8: (B, H, W, C).
 VHEAT_T_224_B8 = [(8, 56, 56, 96), (8, 28, 28, 192), (8, 14, 14, 384), (8, 7, 7, 768)]
@@ -43,7 +43,10 @@ def model(B: int, H: int, W: int, C: int, s: int, sms: int) -> Traffic:
     n = B * H * W * C * s  # one pass over the feature map
     e = H * W * C * E_BYTES
     cos = (H * H + W * W) * 4
-    chunks = backward_chunks(B, C, 2 * sms)
+    # Chunking as hco.backward does it (the widest block of the fp32 table if the plane
+    # has no fused configuration at this dtype: the model then shows what it would move).
+    table = prune(H, W, C, s, backward=True) or prune(min(H, 32), min(W, 32), C, s, backward=True)
+    chunks = backward_chunks(B, C, 2 * sms, table[0].BC)
     partials = chunks * H * W * C * 4 if chunks > 1 else 0  # fp32 partials, written then summed
     fused_fwd = n + e + n + cos  # read x, read E, write y
     # read x and dy, read E, write dx, write + read the dE partials, write dE
@@ -81,20 +84,21 @@ def render(sms: int) -> str:
         "FLOPs are per forward call; the fused kernels multiply zero-padded planes",
         "(sides rounded up to a power of two, at least 16), matmul-DCT the exact sides.",
         "",
-        "| shape (B,H,W,C) | dtype | fused fwd | matmul fwd | ratio | fused bwd | matmul bwd | ratio | fused GFLOP | matmul GFLOP |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "'fused here' says whether the plane fits the fused kernels' spill-free table",
+        "(`vheat_kernels/triton/configs.py`); where it does not, 'auto' runs the fft backend and",
+        "the fused columns show what a kernel holding that plane on-chip would move.",
+        "",
+        "| shape (B,H,W,C) | dtype | fused here | fused fwd | matmul fwd | ratio | fused bwd | matmul bwd | ratio | fused GFLOP | matmul GFLOP |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    totals = {k: [0, 0, 0, 0] for k in DTYPE_BYTES}
     for dtype, s in DTYPE_BYTES.items():
         for shape in VHEAT_T_224_B8:
             t = model(*shape, s, sms)
             lines.append(
-                f"| {shape} | {dtype} | {mib(t.fused_fwd)} | {mib(t.matmul_fwd)} | "
+                f"| {shape} | {dtype} | {'yes' if fits(shape[1], shape[2], s) else 'no (fft)'} | {mib(t.fused_fwd)} | {mib(t.matmul_fwd)} | "
                 f"{t.matmul_fwd / t.fused_fwd:.1f}x | {mib(t.fused_bwd)} | {mib(t.matmul_bwd)} | "
                 f"{t.matmul_bwd / t.fused_bwd:.1f}x | {t.fused_flops_fwd / 1e9:.2f} | {t.matmul_flops_fwd / 1e9:.2f} |"
             )
-            for i, v in enumerate((t.fused_fwd, t.matmul_fwd, t.fused_bwd, t.matmul_bwd)):
-                totals[dtype][i] += v
     lines += ["", "Per vHeat-T forward pass the HCO runs once per block (depths 2, 2, 6, 2):", ""]
     lines += ["| dtype | fused fwd MiB | matmul fwd MiB | fused bwd MiB | matmul bwd MiB |", "|---|---:|---:|---:|---:|"]
     depths = (2, 2, 6, 2)
@@ -105,13 +109,7 @@ def render(sms: int) -> str:
             for i, v in enumerate((t.fused_fwd, t.matmul_fwd, t.fused_bwd, t.matmul_bwd)):
                 agg[i] += depth * v
         lines.append(f"| {dtype} | " + " | ".join(mib(v) for v in agg) + " |")
-    lines += [
-        "",
-        "Stage 1 (56 x 56) runs on the fused kernels only where `configs.SPILL_FREE` has a",
-        "configuration for 64 x 64 planes of that dtype; otherwise 'auto' takes the fft backend",
-        "(see docs/triton.md).",
-        "",
-    ]
+    lines.append("")
     return "\n".join(lines)
 
 

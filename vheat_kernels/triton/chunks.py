@@ -3,18 +3,16 @@ from __future__ import annotations
 
 import math
 
-NOMINAL_BC = 8  # channel block used to estimate programs per chunk (the real one is autotuned)
-
-
-def backward_chunks(B: int, C: int, programs_wanted: int) -> int:
+def backward_chunks(B: int, C: int, programs_wanted: int, block: int) -> int:
     """Number of batch chunks, each summed into its own fp32 dE partial.
 
     Enough (channel block, chunk) programs to fill the GPU, but no more chunks than
     needed: each one costs a partial write and read. Independent of the autotuned
     block so the partial buffer can be sized before launch, and fixed per shape and
-    device, so the reduction order (and dE, bit for bit) is too.
+    device, so the reduction order (and dE, bit for bit) is too. ``block`` is the widest
+    channel block the autotuner may pick for this shape (programs per chunk >= C / block).
     """
-    per_chunk = max(1, math.ceil(C / NOMINAL_BC))
+    per_chunk = max(1, math.ceil(C / block))
     chunks = max(1, min(B, math.ceil(programs_wanted / per_chunk)))
     per_prog = math.ceil(B / chunks)
     return math.ceil(B / per_prog)

@@ -160,7 +160,8 @@ def backward(
         dE = torch.zeros_like(E) if need_dE else E.new_empty(0)
         return dx, dE
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    chunks = backward_chunks(B, C, _programs_wanted(x.device)) if need_dE else min(B, 65535)
+    widest = cfg.prune(H, W, C, x.element_size(), backward=True)[0].BC
+    chunks = backward_chunks(B, C, _programs_wanted(x.device), widest) if need_dE else min(B, 65535)
     per_prog = math.ceil(B / chunks)
     chunks = math.ceil(B / per_prog)
     partials = torch.empty((chunks, H, W, C), device=x.device, dtype=acc_dtype) if need_dE else x.new_empty(0, dtype=acc_dtype)
