@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from vheat.train.config import load_config
@@ -32,7 +34,16 @@ def tiny_config(root: str, output: str, *overrides: str) -> dict:
         f"data.root={root}", "data.img_size=16", "data.batch_size=4", "data.num_workers=0", "data.crop_pct=1.0",
         "aug.enabled=false", "aug.mixup=0", "aug.cutmix=0", "aug.label_smoothing=0",
         "train.epochs=2", "train.warmup_epochs=0", "train.base_lr=0.005", "train.lr_reference_batch=0",
-        "train.ema_decay=0.9", "train.progress=false", "train.device=cpu", "train.amp=none",
+        "train.ema_decay=0.9", "train.progress=false", "train.plot=false", "train.device=cpu", "train.amp=none",
         f"output={output}",
     ]
     return load_config(None, base + list(overrides))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread, and a shared 2-core machine punishes spinning OpenMP threads."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -83,8 +83,12 @@ class DataBundle:
 
 def _loader_kwargs(cfg: dict) -> dict:
     workers = cfg["data"]["num_workers"]
+    # A private generator: creating an iterator would otherwise draw from the global torch RNG,
+    # and a mid-epoch resume creates one at a different point of the stream than the
+    # uninterrupted run. (Augmentations are seeded per sample, so workers need no seed.)
+    generator = torch.Generator().manual_seed(int(cfg["train"]["seed"]))
     return dict(num_workers=workers, pin_memory=bool(cfg["data"]["pin_memory"]) and torch.cuda.is_available(),
-                persistent_workers=False)
+                persistent_workers=False, generator=generator)
 
 
 def build_val_loader(cfg: dict, root: str, rank: int, world: int) -> tuple[list[str], Dataset, DataLoader]:

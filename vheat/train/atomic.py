@@ -60,12 +60,16 @@ def atomic_torch_save(obj: Any, path: str) -> None:
 def append_jsonl(path: str, record: dict) -> None:
     """Appends one JSON line with a single write(2) on an O_APPEND descriptor, then fsyncs.
 
-    A crash can at worst leave a torn last line, which :func:`read_jsonl` skips.
+    A crash can at worst leave a torn last line, which :func:`read_jsonl` skips; the next
+    record then starts on a fresh line instead of being glued to the torn one.
     """
     line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
         os.write(fd, line)
         os.fsync(fd)
     finally:

@@ -79,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
         "channels_last": False,
         "compile": False,
         "device": "auto",              # auto | cpu | cuda
+        "threads": 0,                  # CPU threads per process (torch.set_num_threads); 0: torch's default
         "seed": 0,
         "deterministic": False,        # deterministic algorithms: bitwise reproducible resume
         "eval_every": 1,               # epochs
@@ -88,6 +89,7 @@ DEFAULTS: dict[str, Any] = {
         "log_every": 20,               # optimizer steps between progress lines
         "auto_resume": True,
         "progress": True,              # tqdm bars (rank 0, interactive or not)
+        "plot": True,                  # metrics.png at the end of training
     },
     "output": "runs/default",
 }
@@ -199,7 +201,7 @@ _CHOICES = {
 _POSITIVE_INTS = [("data", "img_size"), ("data", "batch_size"), ("train", "epochs"),
                   ("train", "accumulation_steps"), ("train", "eval_every"), ("train", "log_every")]
 _NONNEG_INTS = [("data", "num_workers"), ("train", "save_every_steps"), ("train", "stop_after_steps"),
-                ("train", "keep_checkpoints"), ("train", "seed")]
+                ("train", "keep_checkpoints"), ("train", "seed"), ("train", "threads")]
 
 
 def validate(cfg: dict) -> None:

@@ -33,6 +33,9 @@ log = logging.getLogger("vheat.train")
 
 
 def resolve_device(cfg: dict) -> torch.device:
+    """The run's device; also applies train.threads (every command resolves its device first)."""
+    if cfg["train"]["threads"]:
+        torch.set_num_threads(cfg["train"]["threads"])
     want = cfg["train"]["device"]
     if want == "auto":
         want = "cuda" if torch.cuda.is_available() else "cpu"
@@ -227,7 +230,7 @@ class _Trainer:
                 return {"status": "stopped", "global_step": self.global_step, "checkpoint": path,
                         "output": self.out}
             last_eval = self._end_epoch()
-        if du.is_main():
+        if du.is_main() and t["plot"]:
             plot_metrics(self.out)
         return {"status": "finished", "global_step": self.global_step, "best_acc1": self.best_acc1,
                 "output": self.out, **last_eval}

@@ -1,0 +1,102 @@
+"""Checkpoints: a run stopped mid-epoch and resumed ends bitwise equal to an uninterrupted run."""
+import os
+
+import pytest
+import torch
+
+from test_train_support import make_image_folder, one_thread, tiny_config  # noqa: F401
+from vheat.train.checkpoint import (CheckpointError, list_checkpoints, newest_complete_checkpoint, read_checkpoint,
+                                    save_checkpoint)
+from vheat.train.trainer import train
+
+# Augmentation, Mixup / CutMix and drop path all on: every RNG stream has to come back.
+RANDOM = ["aug.enabled=true", "aug.auto_augment=rand-m9-mstd0.5-inc1", "aug.re_prob=0.5", "aug.hflip=0.5",
+          "aug.mixup=0.8", "aug.cutmix=1.0", "aug.label_smoothing=0.1", "model.drop_path_rate=0.2",
+          "train.deterministic=true", "train.epochs=2", "train.warmup_epochs=1"]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(str(tmp_path_factory.mktemp("ds")), n_train=7, n_val=3)
+
+
+def _weights(out):
+    ckpt = read_checkpoint(list_checkpoints(out)[-1])
+    return ckpt["model"], ckpt["model_ema"], ckpt["optimizer"]["state"]
+
+
+def _assert_same(a, b):
+    for sa, sb in zip(a[:2], b[:2]):
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), k
+    for i in a[2]:
+        for k in a[2][i]:
+            assert torch.equal(a[2][i][k], b[2][i][k]), (i, k)
+
+
+def test_stop_mid_epoch_then_resume_is_bitwise_identical(folder, tmp_path):
+    # 21 images / batch 4 -> 5 steps per epoch, 10 in all; stop at 7 = epoch 2, step 2.
+    full = str(tmp_path / "full")
+    summary = train(tiny_config(folder, full, *RANDOM))
+    assert summary["status"] == "finished" and summary["global_step"] == 10
+
+    part = str(tmp_path / "part")
+    stopped = train(tiny_config(folder, part, *RANDOM, "train.stop_after_steps=7"))
+    assert stopped["status"] == "stopped" and stopped["global_step"] == 7
+    ckpt = read_checkpoint(stopped["checkpoint"])
+    assert (ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]) == (1, 2, 7)
+    resumed = train(tiny_config(folder, part, *RANDOM))  # auto-resume from the output folder
+    assert resumed["status"] == "finished" and resumed["global_step"] == 10
+    _assert_same(_weights(full), _weights(part))
+    assert resumed["val"]["acc1"] == summary["val"]["acc1"]
+
+
+def test_explicit_resume_with_accumulation_and_mid_epoch_saves(folder, tmp_path):
+    opts = ["train.accumulation_steps=2", "train.save_every_steps=1", "train.keep_checkpoints=0",
+            "train.deterministic=true", "aug.enabled=true", "model.drop_path_rate=0.1"]
+    full = str(tmp_path / "full")
+    train(tiny_config(folder, full, *opts))  # 2 steps per epoch, 4 in all
+    mid = [p for p in list_checkpoints(full) if read_checkpoint(p)["step_in_epoch"] > 0]
+    assert mid, list_checkpoints(full)
+    other = str(tmp_path / "other")
+    train(tiny_config(folder, other, *opts, "train.auto_resume=false"), resume=mid[0])
+    _assert_same(_weights(full), _weights(other))
+
+
+def test_newest_complete_checkpoint_skips_torn_files(folder, tmp_path):
+    out = str(tmp_path / "run")
+    train(tiny_config(folder, out, "train.epochs=1"))
+    good = newest_complete_checkpoint(out)
+    assert good is not None and good.endswith("step00000005.pth")
+    with open(os.path.join(out, "checkpoint-ep0002-step00000099.pth"), "wb") as f:
+        f.write(b"PK\x03\x04 torn")  # what a non-atomic writer could leave behind
+    assert newest_complete_checkpoint(out) == good
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+
+
+def test_keep_prunes_old_checkpoints(tmp_path):
+    out = str(tmp_path)
+    for step in range(1, 5):
+        save_checkpoint(out, {"epoch": step, "global_step": step, "optimizer": {}}, keep=2)
+    assert [os.path.basename(p) for p in list_checkpoints(out)] == [
+        "checkpoint-ep0003-step00000003.pth", "checkpoint-ep0004-step00000004.pth"]
+
+
+def test_resume_from_other_architecture_is_clear(folder, tmp_path):
+    out = str(tmp_path / "a")
+    train(tiny_config(folder, out, "train.epochs=1"))
+    wider = tiny_config(folder, str(tmp_path / "b"), "model.kwargs={depths: [1, 1], dims: 12}")
+    with pytest.raises(CheckpointError, match=r"does not fit model 'vheat_tiny'.*shape mismatches"):
+        train(wider, resume=list_checkpoints(out)[-1])
+
+
+def test_resume_from_missing_or_garbage_file(folder, tmp_path):
+    cfg = tiny_config(folder, str(tmp_path / "c"))
+    with pytest.raises(CheckpointError, match="not found"):
+        train(cfg, resume=str(tmp_path / "missing.pth"))
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        train(cfg, resume=str(junk))
