@@ -76,6 +76,14 @@ def list_checkpoints(output_dir: str) -> list[str]:
     return [p for _, p in sorted(found)]
 
 
+def remove_stale_temp_files(output_dir: str) -> list[str]:
+    """Deletes temp files a killed writer left behind (``.<name>.<random>.tmp``, see atomic.py)."""
+    stale = glob.glob(os.path.join(glob.escape(output_dir), ".checkpoint-ep*.tmp"))
+    for path in stale:
+        os.unlink(path)
+    return stale
+
+
 def read_checkpoint(path: str) -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")

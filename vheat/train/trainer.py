@@ -22,7 +22,7 @@ from vheat.data import build_data, resolve_root
 from . import distributed as du
 from .atomic import atomic_torch_save, atomic_write_text
 from .checkpoint import (CheckpointError, load_state_strict, newest_complete_checkpoint, read_checkpoint,
-                         rng_state, save_checkpoint, set_rng_state, strip_prefixes)
+                         remove_stale_temp_files, rng_state, save_checkpoint, set_rng_state, strip_prefixes)
 from .config import dump_config
 from .evaluate import evaluate
 from .metrics import log_epoch, plot_metrics
@@ -208,6 +208,8 @@ class _Trainer:
         if du.is_main():
             os.makedirs(self.out, exist_ok=True)
             atomic_write_text(os.path.join(self.out, "config.yaml"), dump_config(cfg))
+            for path in remove_stale_temp_files(self.out):
+                log.info(f"removed {path}, left by an interrupted checkpoint write")
         resumed = self._resume(resume)
         if resumed is None:
             seed_all(t["seed"] + self.rank)  # per-rank streams for drop path / Mixup
