@@ -144,7 +144,9 @@ def hco_bwd_kernel(x_ptr, dy_ptr, e_ptr, ch_ptr, cw_ptr, dx_ptr, de_ptr, B, H, W
     c0 = tl.program_id(0) * BC
     chunk = tl.program_id(1)
     plane = H * W * C
-    acc = tl.zeros((WP, HP * BC), dtype=ACC_DTYPE)
+    # tl.full, not tl.zeros: zeros is @jit in triton.language.standard and stays compiled-only
+    # if triton was imported before TRITON_INTERPRET=1; the interpreter cannot call it.
+    acc = tl.full((WP, HP * BC), 0, dtype=ACC_DTYPE)
     for i in range(B_PER_PROG):
         b = chunk * B_PER_PROG + i
         valid = b < B
