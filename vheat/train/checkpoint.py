@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pickle
 import random
 import re
 from typing import Optional
@@ -84,12 +85,31 @@ def remove_stale_temp_files(output_dir: str) -> list[str]:
     return stale
 
 
-def read_checkpoint(path: str) -> dict:
+def read_checkpoint(path: str, allow_pickle: bool = False) -> dict:
+    """``torch.load`` on CPU, ``weights_only`` unless ``allow_pickle`` (for trusted files only).
+
+    Our checkpoints hold only tensors and plain containers, so they always load weights-only;
+    a released checkpoint may also carry e.g. a pickled training config.
+    """
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = re.search(r"Unsupported global: (?:GLOBAL )?(\S+)", str(exc))
+        if not refused:  # not a refusal of some class: the file is damaged or not a torch file
+            raise CheckpointError(f"cannot read checkpoint {path}: not a torch checkpoint "
+                                  f"(truncated, corrupt or another format)") from None
+        if not allow_pickle:
+            raise CheckpointError(
+                f"checkpoint {path} holds objects beyond tensors ({refused.group(1)}), which weights-only loading "
+                f"refuses. "
+                f"If you trust the file, set model.trust_checkpoint=true to load it with full pickle.") from None
     except Exception as exc:  # truncated / not a torch file
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
 
 

@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
         "hco_backend": "auto",         # auto | reference | fft | cpu | triton | cuda
         "pretrained": "",              # checkpoint to start from (fine-tuning); official or ours
         "pretrained_key": "auto",      # auto | model | model_ema
+        "trust_checkpoint": False,     # load pretrained / eval checkpoints with full pickle (trusted files)
     },
     "data": {
         "dataset": "imagefolder",      # imagefolder (root/train, root/val) | digits (built in)

@@ -46,7 +46,15 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: Optional[torch
 
 
 def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
-    """Evaluates a checkpoint (ours or official) on data.root/val: model and, if present, EMA."""
+    """Evaluates a checkpoint (ours or official) on data.root/val: model and, if present, EMA.
+
+    ``checkpoint`` None falls back to model.pretrained; with neither it is an error (random
+    weights are not worth evaluating)."""
+    from .checkpoint import CheckpointError
+
+    checkpoint = checkpoint or cfg["model"]["pretrained"] or None
+    if checkpoint is None:
+        raise CheckpointError("eval needs weights: pass --checkpoint PATH (or set model.pretrained)")
     from vheat.data import build_val_loader, resolve_root
 
     from .checkpoint import read_checkpoint
@@ -65,10 +73,11 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
         num_classes = cfg["model"]["num_classes"] or len(classes)
         amp = amp_dtype(cfg, device)
         results = {"classes": len(classes)}
+        trust = cfg["model"]["trust_checkpoint"]
         with hco_backend(cfg["model"]["hco_backend"]):
             entries = ["model"]
             if checkpoint:
-                ckpt = read_checkpoint(checkpoint)
+                ckpt = read_checkpoint(checkpoint, trust)
                 if isinstance(ckpt, dict) and ckpt.get("model_ema") is not None:
                     entries.append("model_ema")
                 if isinstance(ckpt, dict) and "model" not in ckpt:
@@ -77,7 +86,7 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
             for entry in entries:
                 model = build_model(cfg, num_classes)
                 if checkpoint:
-                    load_weights(model, checkpoint, entry, arch=cfg["model"]["name"])
+                    load_weights(model, checkpoint, entry, arch=cfg["model"]["name"], allow_pickle=trust)
                 model.to(device)
                 if cfg["train"]["channels_last"]:
                     model.to(memory_format=torch.channels_last)

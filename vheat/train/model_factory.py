@@ -94,7 +94,7 @@ def pick_state_dict(ckpt, path: str, key: str = "auto") -> tuple[dict, str]:
 
 
 def load_weights(model: nn.Module, path: str, key: str = "auto", drop_head_if_mismatch: bool = False,
-                 arch: Optional[str] = None) -> str:
+                 arch: Optional[str] = None, allow_pickle: bool = False) -> str:
     """Loads weights from ``path`` into ``model`` strictly; returns the entry used.
 
     vHeat models go through vheat.checkpoint_io (official layouts: train / infer mode,
@@ -102,7 +102,7 @@ def load_weights(model: nn.Module, path: str, key: str = "auto", drop_head_if_mi
     on another label set keeps the freshly initialised classifier when its shape differs.
     """
     arch = arch or type(model).__name__
-    sd, used = pick_state_dict(read_checkpoint(path), path, key)
+    sd, used = pick_state_dict(read_checkpoint(path, allow_pickle), path, key)
     source = f"{path}[{used!r}]"
     if hasattr(model, "set_infer_mode"):  # vheat.models.VHeat
         from vheat.checkpoint_io import CheckpointFormatError, load_official_checkpoint

@@ -116,7 +116,8 @@ class _Trainer:
         model = build_model(cfg, self.num_classes)
         if cfg["model"]["pretrained"]:
             used = load_weights(model, cfg["model"]["pretrained"], cfg["model"]["pretrained_key"],
-                                drop_head_if_mismatch=True, arch=cfg["model"]["name"])
+                                drop_head_if_mismatch=True, arch=cfg["model"]["name"],
+                                allow_pickle=cfg["model"]["trust_checkpoint"])
             log.info(f"fine-tuning from {cfg['model']['pretrained']} [{used}]")
         model.to(device)
         if t["channels_last"]:
