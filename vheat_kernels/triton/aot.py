@@ -201,8 +201,9 @@ def table(rows: list[Resources]) -> str:
 def sweep_builds(archs: Iterable[int] = ARCHS) -> list[Build]:
     """Candidate configurations to measure when (re)generating ``configs.SPILL_FREE``.
 
-    bf16 stands for both 16-bit types (same register footprint); backward with both
-    gradients is the hungriest variant. ``every_build`` later re-checks all of them.
+    bf16 stands for both 16-bit types (same register footprint). Every backward variant
+    is measured: the one computing both gradients is not always the hungriest (ptxas
+    schedules the smaller ones differently). ``every_build`` later re-checks all builds.
     """
     out = []
     for arch in archs:
@@ -211,7 +212,10 @@ def sweep_builds(archs: Iterable[int] = ARCHS) -> list[Build]:
                 for HP in cfg.PADDED_SIDES:
                     for WP in cfg.PADDED_SIDES:
                         for c in cfg.candidates(HP, WP, ELEM_BYTES[dtype], backward):
-                            out.append(Build("bwd" if backward else "fwd", dtype, HP, WP, c, arch))
+                            if backward:
+                                out += [Build("bwd", dtype, HP, WP, c, arch, need) for need in BWD_VARIANTS]
+                            else:
+                                out.append(Build("fwd", dtype, HP, WP, c, arch))
     return out
 
 
