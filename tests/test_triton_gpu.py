@@ -1,0 +1,87 @@
+"""The fused Triton kernels on a real GPU (skipped without one; marker ``gpu``).
+
+What the CPU interpreter cannot show: compiled kernels, autotuning, tf32x3 / tensor-core
+accuracy, opcheck's fake-tensor and AOT tests, and torch.compile running the kernels.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from vheat_kernels import heat_conduction
+
+pytestmark = pytest.mark.gpu
+
+# Relative to max |fp64 result|: tf32x3 is close to fp32; 16-bit round every dot operand.
+TOL = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+SHAPES = [(8, 28, 28, 192), (8, 14, 14, 384), (8, 7, 7, 768), (3, 13, 11, 9), (2, 1, 17, 5)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled_kernels():
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("TRITON_INTERPRET=1 set: these tests need the compiled kernels")
+
+
+def _fp64(x, E):
+    return heat_conduction(x.double(), E.double(), backend="fft")
+
+
+def _err(got, want):
+    return ((got.double() - want).abs().max() / want.abs().max()).item()
+
+
+@pytest.mark.parametrize("dtype", list(TOL))
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_backward_match_fp64(shape, dtype):
+    B, H, W, C = shape
+    x = torch.randn(shape, device="cuda").to(dtype).requires_grad_(True)
+    E = torch.rand(H, W, C, device="cuda", requires_grad=True)
+    y = heat_conduction(x, E, backend="triton")
+    g = torch.randn_like(y)
+    dx, dE = torch.autograd.grad(y, (x, E), g)
+    xd, Ed = x.detach().double().requires_grad_(True), E.detach().double().requires_grad_(True)
+    yd = _fp64(xd, Ed)
+    dxd, dEd = torch.autograd.grad(yd, (xd, Ed), g.double())
+    assert _err(y, yd) <= TOL[dtype]
+    assert _err(dx, dxd) <= TOL[dtype]
+    assert _err(dE, dEd) <= 2 * TOL[dtype]
+
+
+def test_dE_is_bitwise_deterministic():
+    x = torch.randn(16, 14, 14, 96, device="cuda")
+    E = torch.rand(14, 14, 96, device="cuda")
+    g = torch.randn_like(x)
+    from vheat_kernels.triton import hco
+
+    first = hco.backward(g, x, E, True, True)[1]
+    assert all(torch.equal(first, hco.backward(g, x, E, True, True)[1]) for _ in range(3))
+
+
+def test_opcheck():
+    from vheat_kernels.triton import hco  # noqa: F401  (registers the ops)
+
+    x = torch.randn(2, 9, 7, 12, device="cuda", requires_grad=True)
+    E = torch.rand(9, 7, 12, device="cuda", requires_grad=True)
+    torch.library.opcheck(torch.ops.vheat.hco_triton.default, (x, E))
+    g = torch.randn(2, 9, 7, 12, device="cuda")
+    for need in ((True, True), (True, False), (False, True)):
+        torch.library.opcheck(torch.ops.vheat.hco_triton_backward.default, (g, x.detach(), E.detach(), *need))
+
+
+def test_torch_compile_fullgraph():
+    from vheat_kernels.triton import hco
+
+    x = torch.randn(4, 14, 14, 40, device="cuda", requires_grad=True)
+    E = torch.rand(14, 14, 40, device="cuda", requires_grad=True)
+    fn = torch.compile(lambda a, b: hco.heat_conduction_triton(a, b).square().sum(), fullgraph=True)
+    loss = fn(x, E)
+    dx, dE = torch.autograd.grad(loss, (x, E))
+    x2, E2 = x.detach().clone().requires_grad_(True), E.detach().clone().requires_grad_(True)
+    ref = hco.heat_conduction_triton(x2, E2).square().sum()
+    rdx, rdE = torch.autograd.grad(ref, (x2, E2))
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(dx, rdx, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dE, rdE, rtol=1e-5, atol=1e-4)
