@@ -170,9 +170,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from vheat.train.checkpoint import CheckpointError
     from vheat.train.config import ConfigError
 
+    from vheat_kernels import BackendUnavailableError
+
     try:
         sys.exit(run(argv))
-    except (ConfigError, DatasetError, CheckpointError) as exc:
+    except (ConfigError, DatasetError, CheckpointError, BackendUnavailableError) as exc:
         if os.environ.get("VHEAT_DEBUG"):
             raise
         print(f"vheat: error: {exc}", file=sys.stderr)

@@ -16,6 +16,8 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+from .folders import DatasetError
+
 FORMAT_VERSION = 1
 VAL_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -55,7 +57,7 @@ def export_digits(root: str | None = None, size: int = 32) -> str:
     from sklearn.model_selection import train_test_split
 
     if not isinstance(size, int) or size < 8:
-        raise ValueError(f"digits image size must be an integer >= 8 (the source is 8x8), got {size!r}")
+        raise DatasetError(f"digits image size must be an integer >= 8 (the source is 8x8), got {size!r}")
     root = root or default_root(size)
     if _complete(root, size):
         return root

@@ -55,20 +55,18 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
     checkpoint = checkpoint or cfg["model"]["pretrained"] or None
     if checkpoint is None:
         raise CheckpointError("eval needs weights: pass --checkpoint PATH (or set model.pretrained)")
-    from vheat.data import build_val_loader, resolve_root
+    from vheat.data import build_val_loader
 
     from .checkpoint import read_checkpoint
     from .model_factory import build_model, hco_backend, load_weights
     from .recipe import amp_dtype
-    from .trainer import resolve_device
+    from .trainer import resolve_device, resolve_root_once
 
     device = resolve_device(cfg)
     already = dist_utils.is_distributed()
     joined = dist_utils.init_distributed(device.type) and not already
     try:
-        root = resolve_root(cfg) if dist_utils.is_main() else None
-        dist_utils.barrier()
-        root = dist_utils.broadcast_object(root)
+        root = resolve_root_once(cfg)
         classes, _, loader = build_val_loader(cfg, root, dist_utils.rank(), dist_utils.world_size())
         num_classes = cfg["model"]["num_classes"] or len(classes)
         amp = amp_dtype(cfg, device)

@@ -7,9 +7,11 @@ compiled op would be an opaque node that fvcore skips).
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 
+from .config import ConfigError
 from .model_factory import build_model, hco_backend
 
 
@@ -23,11 +25,12 @@ def count_flops(cfg: dict, num_classes: int = 1000, infer_mode: bool = False) ->
         if infer_mode:
             init = getattr(model, "infer_init", None)
             if init is None:
-                raise ValueError(f"{cfg['model']['name']} has no infer_init(): it has no inference-mode folding")
+                raise ConfigError(f"{cfg['model']['name']} has no infer_init(): it has no inference-mode folding")
             init()
         x = torch.randn(1, 3, size, size)
         logging.getLogger("fvcore").setLevel(logging.ERROR)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # fvcore's own torch.jit.script use
             analysis = FlopCountAnalysis(model, (x,))
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             total = analysis.total()

@@ -10,6 +10,7 @@ import timm
 import torch
 from torch import nn
 
+from .config import ConfigError
 from .checkpoint import CheckpointError, describe_mismatch, load_state_strict, read_checkpoint, strip_prefixes
 
 HCO_ENV = "VHEAT_HCO_BACKEND"
@@ -45,7 +46,7 @@ def build_model(cfg: dict, num_classes: int) -> nn.Module:
     name = m["name"]
     if not timm.is_model(name):
         similar = timm.list_models(f"*{name.split('_')[0]}*")[:8]
-        raise ValueError(f"model.name {name!r} is not a registered timm model"
+        raise ConfigError(f"model.name {name!r} is not a registered timm model"
                          + (f"; similar: {', '.join(similar)}" if similar else ""))
     kwargs = dict(m["kwargs"])
     kwargs.setdefault("num_classes", num_classes)
@@ -59,7 +60,7 @@ def build_model(cfg: dict, num_classes: int) -> nn.Module:
     try:
         return timm.create_model(name, pretrained=False, **kwargs)
     except TypeError as exc:
-        raise ValueError(f"cannot build model {name!r} with kwargs {sorted(kwargs)}: {exc}") from None
+        raise ConfigError(f"cannot build model {name!r} with kwargs {sorted(kwargs)}: {exc}") from None
 
 
 def classifier_keys(model: nn.Module) -> list[str]:

@@ -18,6 +18,8 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch import nn
 
+from .config import ConfigError
+
 
 @dataclass
 class ScaledLR:
@@ -86,5 +88,5 @@ def amp_dtype(cfg: dict, device: torch.device) -> Optional[torch.dtype]:
     if mode == "none":
         return None
     if mode == "fp16" and device.type != "cuda":
-        raise ValueError("train.amp=fp16 needs a CUDA device; on CPU use bf16 or none")
+        raise ConfigError("train.amp=fp16 needs a CUDA device; on CPU use bf16 or none")
     return torch.bfloat16 if mode == "bf16" else torch.float16

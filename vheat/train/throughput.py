@@ -9,6 +9,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from .config import ConfigError
 from .model_factory import build_model, hco_backend
 from .recipe import amp_dtype
 from .trainer import resolve_device
@@ -24,7 +25,7 @@ def measure_throughput(cfg: dict, batch_size: int, warmup: int = 5, iters: int =
                        num_classes: int = 1000, progress: bool = True) -> dict:
     """Times ``iters`` forward passes (forward + backward + step with ``train``) on random images."""
     if warmup < 0 or iters < 1 or batch_size < 1:
-        raise ValueError("throughput needs batch_size >= 1, iters >= 1 and warmup >= 0")
+        raise ConfigError("throughput needs batch_size >= 1, iters >= 1 and warmup >= 0")
     device = resolve_device(cfg)
     t = cfg["train"]
     amp = amp_dtype(cfg, device)

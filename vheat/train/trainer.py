@@ -17,13 +17,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from vheat.data import build_data, resolve_root
+from vheat.data import DatasetError, build_data, resolve_root
 
 from . import distributed as du
 from .atomic import atomic_torch_save, atomic_write_text
 from .checkpoint import (CheckpointError, load_state_strict, newest_complete_checkpoint, read_checkpoint,
                          remove_stale_temp_files, rng_state, save_checkpoint, set_rng_state, strip_prefixes)
-from .config import dump_config
+from .config import ConfigError, dump_config
 from .evaluate import evaluate
 from .metrics import log_epoch, plot_metrics
 from .model_factory import build_model, hco_backend, load_weights
@@ -41,7 +41,7 @@ def resolve_device(cfg: dict) -> torch.device:
         want = "cuda" if torch.cuda.is_available() else "cpu"
     if want == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=cpu")
+            raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=cpu (or auto)")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
 
@@ -69,6 +69,20 @@ def setup_logging(output_dir: Optional[str]) -> None:
         fh = logging.FileHandler(os.path.join(output_dir, "log.txt"))
         fh.setFormatter(fmt)
         root.addHandler(fh)
+
+
+def resolve_root_once(cfg: dict) -> str:
+    """Rank 0 resolves (and for digits exports) the dataset; the others get its answer or its error."""
+    answer = None
+    if du.is_main():
+        try:
+            answer = ("ok", resolve_root(cfg))
+        except DatasetError as exc:
+            answer = ("error", str(exc))
+    answer = du.broadcast_object(answer)
+    if answer[0] == "error":
+        raise DatasetError(answer[1])
+    return answer[1]
 
 
 def set_deterministic(enabled: bool) -> None:
@@ -104,14 +118,11 @@ class _Trainer:
         set_deterministic(bool(t["deterministic"]))
         seed_all(t["seed"])  # identical initial weights on every rank
 
-        if du.is_main():
-            root = resolve_root(cfg)  # exports the digits tree once
-        du.barrier()
-        root = du.broadcast_object(root if du.is_main() else None)
+        root = resolve_root_once(cfg)
         self.data = build_data(cfg, root, self.rank, self.world)
         self.num_classes = cfg["model"]["num_classes"] or len(self.data.classes)
         if self.num_classes < len(self.data.classes):
-            raise ValueError(f"model.num_classes={self.num_classes} but the dataset has {len(self.data.classes)} classes")
+            raise ConfigError(f"model.num_classes={self.num_classes} but the dataset has {len(self.data.classes)} classes")
 
         model = build_model(cfg, self.num_classes)
         if cfg["model"]["pretrained"]:
@@ -128,7 +139,7 @@ class _Trainer:
         self.accum = t["accumulation_steps"]
         self.steps_per_epoch = len(self.data.train_loader) // self.accum
         if self.steps_per_epoch < 1:
-            raise ValueError(f"an epoch has {len(self.data.train_loader)} batches per process, fewer than "
+            raise ConfigError(f"an epoch has {len(self.data.train_loader)} batches per process, fewer than "
                              f"train.accumulation_steps={self.accum}")
         self.lrs = scaled_lrs(cfg, self.world)
         self.optimizer = build_optimizer(cfg, model, self.lrs.base)
@@ -137,7 +148,7 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
         self.mixup = build_mixup(cfg, self.num_classes)
         if self.mixup is not None and cfg["data"]["batch_size"] % 2:
-            raise ValueError("Mixup / CutMix need an even data.batch_size")
+            raise ConfigError("Mixup / CutMix need an even data.batch_size (or set aug.mixup=0 aug.cutmix=0)")
         self.criterion = build_train_loss(cfg, self.mixup)
 
         self.epoch = self.step_in_epoch = self.global_step = 0
