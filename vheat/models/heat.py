@@ -116,11 +116,10 @@ class Heat2D(nn.Module):
         self, x: torch.Tensor, freq: Optional[torch.Tensor] = None, E: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C). Pass the stage's freq embedding at (H, W), or E directly."""
-        C = self.hidden_dim
         x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        # The official Linear(C, 2C) + chunk, as two GEMMs: both halves come out contiguous.
-        w, b = self.linear.weight, self.linear.bias
-        x, z = F.linear(x, w[:C], b[:C]), F.linear(x, w[C:], b[C:])
+        # One GEMM then chunk, as the official code: measured faster on CPU than two half-size
+        # GEMMs even with the copy that makes the HCO input contiguous (z stays a strided view).
+        x, z = self.linear(x).chunk(2, dim=-1)
         if E is None:
             E = self.attenuation(freq, x.shape[1:3])
         x = heat_conduction(x.contiguous(), E, backend=self.hco_backend)
