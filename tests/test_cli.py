@@ -96,6 +96,18 @@ def test_eval_official_layout_with_module_prefix(trained, capsys, tmp_path):
     assert a["model"] == b["model"] and a["ema"] == b["ema"]
 
 
+def test_eval_bare_state_dict(trained, capsys, tmp_path):
+    ours = read_checkpoint(list_checkpoints(trained["out"])[-1])
+    path = tmp_path / "bare.pth"
+    torch.save(ours["model"], path)
+    got, ref = tmp_path / "got.json", tmp_path / "ref.json"
+    _cli(["eval", "-c", trained["config"], "--checkpoint", list_checkpoints(trained["out"])[-1], "--json", str(ref)],
+         capsys)
+    code, out, _ = _cli(["eval", "-c", trained["config"], "--checkpoint", str(path), "--json", str(got)], capsys)
+    assert code == 0 and "ema:" not in out
+    assert json.loads(got.read_text())["model"] == json.loads(ref.read_text())["model"]
+
+
 def test_eval_other_architecture_is_a_clear_error(trained, capsys):
     ckpt = list_checkpoints(trained["out"])[-1]
     code, _, err = _cli(["eval", "-c", trained["config"], "--checkpoint", ckpt,

@@ -50,18 +50,16 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
 
     ``checkpoint`` None falls back to model.pretrained; with neither it is an error (random
     weights are not worth evaluating)."""
-    from .checkpoint import CheckpointError
-
-    checkpoint = checkpoint or cfg["model"]["pretrained"] or None
-    if checkpoint is None:
-        raise CheckpointError("eval needs weights: pass --checkpoint PATH (or set model.pretrained)")
     from vheat.data import build_val_loader
 
-    from .checkpoint import read_checkpoint
+    from .checkpoint import CheckpointError, read_checkpoint
     from .model_factory import build_model, hco_backend, load_weights
     from .recipe import amp_dtype
     from .trainer import resolve_device, resolve_root_once
 
+    checkpoint = checkpoint or cfg["model"]["pretrained"] or None
+    if checkpoint is None:
+        raise CheckpointError("eval needs weights: pass --checkpoint PATH (or set model.pretrained)")
     device = resolve_device(cfg)
     already = dist_utils.is_distributed()
     joined = dist_utils.init_distributed(device.type) and not already
@@ -73,18 +71,14 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
         results = {"classes": len(classes)}
         trust = cfg["model"]["trust_checkpoint"]
         with hco_backend(cfg["model"]["hco_backend"]):
-            entries = ["model"]
-            if checkpoint:
-                ckpt = read_checkpoint(checkpoint, trust)
-                if isinstance(ckpt, dict) and ckpt.get("model_ema") is not None:
-                    entries.append("model_ema")
-                if isinstance(ckpt, dict) and "model" not in ckpt:
-                    entries = ["auto"]
-                del ckpt
+            ckpt = read_checkpoint(checkpoint, trust)
+            entries = ["model"] if isinstance(ckpt, dict) and "model" in ckpt else ["auto"]  # bare state_dict
+            if isinstance(ckpt, dict) and ckpt.get("model_ema") is not None:
+                entries.append("model_ema")
+            del ckpt
             for entry in entries:
                 model = build_model(cfg, num_classes)
-                if checkpoint:
-                    load_weights(model, checkpoint, entry, arch=cfg["model"]["name"], allow_pickle=trust)
+                load_weights(model, checkpoint, entry, arch=cfg["model"]["name"], allow_pickle=trust)
                 model.to(device)
                 if cfg["train"]["channels_last"]:
                     model.to(memory_format=torch.channels_last)

@@ -16,7 +16,9 @@ from .model_factory import build_model, hco_backend
 
 
 def count_flops(cfg: dict, num_classes: int = 1000, infer_mode: bool = False) -> dict:
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # fvcore calls torch.jit.script on import
+        from fvcore.nn import FlopCountAnalysis
 
     size = cfg["data"]["img_size"]
     num_classes = cfg["model"]["num_classes"] or num_classes
