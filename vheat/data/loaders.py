@@ -11,7 +11,7 @@ from timm.data import create_transform
 from torch.utils.data import DataLoader, Dataset
 
 from .digits import export_digits
-from .folders import DatasetError, check_train_val, image_folder
+from .folders import DatasetError, check_split, check_train_val, image_folder
 from .samplers import ResumableDistributedSampler, ShardedEvalSampler
 
 
@@ -92,8 +92,6 @@ def _loader_kwargs(cfg: dict) -> dict:
 
 
 def build_val_loader(cfg: dict, root: str, rank: int, world: int) -> tuple[list[str], Dataset, DataLoader]:
-    from .folders import check_split
-
     classes = check_split(root, "val")
     val = image_folder(root, "val")
     val.transform = build_transforms(cfg, is_training=False)

@@ -13,7 +13,6 @@ from typing import Optional
 import numpy as np
 import torch
 from timm.utils import ModelEmaV3
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
