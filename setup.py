@@ -79,7 +79,7 @@ def extensions():
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     sources = ["csrc/ops.cpp", "csrc/python_module.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx_flags = ["-O3", "-fopenmp", "-std=c++20", "-DNDEBUG"]
+    cxx_flags = ["-O3", "-g0", "-fopenmp", "-std=c++20", "-DNDEBUG"]
     if not _cuda_wanted():
         return [CppExtension("vheat_kernels._C", sources, extra_compile_args={"cxx": cxx_flags},
                              extra_link_args=["-fopenmp"], include_dirs=[os.path.join(ROOT, "csrc")])]

@@ -1,7 +1,7 @@
-"""Loads the compiled op library (vheat_kernels._C) and explains why when it cannot."""
+"""Loads the compiled op library (vheat_kernels._C) once, at import, and explains why when
+it cannot. The result is plain module state so torch.compile can trace the dispatcher."""
 from __future__ import annotations
 
-import functools
 import importlib
 
 
@@ -9,33 +9,37 @@ class ExtensionMissingError(RuntimeError):
     """The compiled vheat op library is not built or failed to load."""
 
 
-@functools.lru_cache(maxsize=1)
 def _load():
     try:
         module = importlib.import_module("vheat_kernels._C")
     except ImportError as exc:  # not built, or built against another torch
-        return None, f"{type(exc).__name__}: {exc}"
-    return module, None
+        return None, f"{type(exc).__name__}: {exc}", {}
+    return module, None, dict(module.build_info())
+
+
+_MODULE, _LOAD_ERROR, _BUILD_INFO = _load()
 
 
 def extension_available() -> bool:
-    return _load()[0] is not None
+    return _MODULE is not None
 
 
 def build_info() -> dict:
     """What the op library was compiled with ({} when it is not built)."""
-    module, _ = _load()
-    return dict(module.build_info()) if module is not None else {}
+    return _BUILD_INFO
+
+
+def load_error() -> str | None:
+    return _LOAD_ERROR
 
 
 def require_extension():
     """Return the loaded extension or raise an error that says how to build it."""
-    module, reason = _load()
-    if module is None:
+    if _MODULE is None:
         raise ExtensionMissingError(
             "the compiled vheat op library (vheat_kernels._C) is not available "
-            f"({reason}). Build it with `pip install --no-build-isolation -e .` "
-            "(or `make build`) from the repository root, or pick a pure-PyTorch "
-            "backend: backend='fft' or backend='reference'."
+            f"({_LOAD_ERROR}). Build it with `bash scripts/setup_env.sh` (or `make build`) "
+            "from the repository root, or pick a pure-PyTorch backend: backend='fft' or "
+            "backend='reference'."
         )
-    return module
+    return _MODULE

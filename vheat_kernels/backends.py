@@ -34,11 +34,16 @@ def _compiled_hco(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
     return compiled_ops().hco_forward(x, E)
 
 
+_triton_state: list = []  # [(module or None, reason)] once imported; plain state for torch.compile
+
+
 def _triton_module():
-    try:
-        return importlib.import_module("vheat_kernels.triton.hco"), None
-    except ImportError as exc:
-        return None, f"{type(exc).__name__}: {exc}"
+    if not _triton_state:
+        try:
+            _triton_state.append((importlib.import_module("vheat_kernels.triton.hco"), None))
+        except ImportError as exc:
+            _triton_state.append((None, f"{type(exc).__name__}: {exc}"))
+    return _triton_state[0]
 
 
 def _triton_reason(x: torch.Tensor, E: torch.Tensor) -> Optional[str]:

@@ -1,0 +1,50 @@
+# Every target does its own setup (scripts/setup_env.sh is idempotent and fast when done).
+PY := .venv/bin/python
+PYTEST := $(PY) -m pytest
+
+.PHONY: setup build demo selfcheck bench bench-quick test test-unit test-slow cuda-check cmake-test build-cuda clean
+
+setup:
+	bash scripts/setup_env.sh
+
+build: setup
+
+# The main job: correctness self-check, HCO kernel benchmark, then train + evaluate a
+# small vHeat on the embedded digits data with the fused CPU kernel.
+demo: setup
+	$(PY) -m vheat_kernels.selfcheck
+	$(PY) benchmarks/bench_hco.py
+	$(PY) -m vheat train --config configs/demo_digits.yaml
+
+selfcheck: setup
+	$(PY) -m vheat_kernels.selfcheck
+
+bench: setup
+	$(PY) benchmarks/bench_hco.py
+
+bench-quick: setup
+	$(PY) benchmarks/bench_hco.py --quick --json benchmarks/results/hco_cpu_quick.json
+
+# What CI runs (.ci/run): unit tests, then compile-only checks of the GPU kernels and the
+# LibTorch (CMake) build.
+test: test-unit cuda-check cmake-test
+
+test-unit: setup
+	$(PYTEST) -q
+
+test-slow: setup
+	$(PYTEST) -q -m slow
+
+# nvcc for sm_80 / sm_90 with ptxas -v: fails on spills or shared memory over the limit.
+cuda-check: setup
+	$(PY) benchmarks/cuda_resources.py --check
+	$(PY) benchmarks/triton_resources.py --quick
+
+cmake-test: setup
+	bash scripts/cmake_test.sh
+
+build-cuda: setup
+	VHEAT_BUILD_CUDA=1 MAX_JOBS=2 $(PY) setup.py build_ext --inplace
+
+clean:
+	rm -rf build vheat_kernels/_C*.so

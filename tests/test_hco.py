@@ -1,0 +1,296 @@
+"""The Heat Conduction Operator on every CPU-runnable backend vs scipy (float64) and vs
+the official matmul-DCT reference: values, gradients, identities, errors, dispatch."""
+import itertools
+
+import pytest
+import torch
+
+import vheat_kernels as vk
+from vheat_kernels import BackendUnavailableError, heat_conduction
+from hco_oracle import RTOL_OF_MAX_REFERENCE, assert_close_to, hco_grad_oracle, hco_oracle
+
+CPU_BACKENDS = ["reference", "fft", "cpu"]
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+# odd, prime, H != W, 1-wide, B = 1, C not a multiple of the 16/8-lane channel block
+SHAPES = [
+    (2, 7, 5, 3),
+    (1, 13, 11, 17),
+    (3, 1, 9, 5),
+    (2, 6, 1, 33),
+    (1, 1, 1, 1),
+    (2, 14, 14, 40),
+    (1, 31, 29, 7),
+    (2, 3, 64, 19),
+    (1, 56, 56, 16),
+]
+
+
+def _inputs(shape, dtype, requires_grad=False):
+    x = torch.randn(shape, dtype=torch.float64).to(dtype)
+    E = torch.rand(shape[1:], dtype=torch.float64).to(dtype)
+    return x.requires_grad_(requires_grad), E.requires_grad_(requires_grad)
+
+
+def test_extension_is_built():
+    # CI builds the op library first (scripts/setup_env.sh); a missing build is a failure.
+    assert vk.extension_available(), vk._extension.load_error()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_forward_matches_scipy(backend, dtype, shape):
+    x, E = _inputs(shape, dtype)
+    y = heat_conduction(x, E, backend=backend)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    table = RTOL_OF_MAX_REFERENCE if backend == "reference" else None
+    kwargs = {"table": table} if table else {}
+    assert_close_to(y, hco_oracle(x, E), dtype, what=f"{backend} {shape}", **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["fft", "cpu"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_forward_matches_reference_fp32(backend, shape):
+    x, E = _inputs(shape, torch.float32)
+    expected = heat_conduction(x.double(), E.double(), backend="reference")
+    assert_close_to(heat_conduction(x, E, backend=backend), expected, torch.float32, what=backend)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (1, 1, 6, 9), (3, 4, 1, 17), (2, 7, 6, 2)], ids=str)
+def test_gradcheck_float64(backend, shape):
+    x, E = _inputs(shape, torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: heat_conduction(a, b, backend=backend), (x, E))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(3, 9, 12, 21), (1, 1, 5, 3), (4, 28, 28, 32)], ids=str)
+def test_gradients_match_scipy(backend, dtype, shape):
+    x, E = _inputs(shape, dtype, requires_grad=True)
+    E32 = E.detach().float().requires_grad_(True)  # vHeat feeds E in fp32 (computed from k)
+    dy = torch.randn(shape, dtype=torch.float64).to(dtype)
+    heat_conduction(x, E32, backend=backend).backward(dy)
+    dx_ref, dE_ref = hco_grad_oracle(x, E32, dy)
+    table = RTOL_OF_MAX_REFERENCE if backend == "reference" else None
+    kwargs = {"table": table} if table else {}
+    assert x.grad.dtype == dtype and E32.grad.dtype == torch.float32
+    assert_close_to(x.grad, dx_ref, dtype, what="dx", **kwargs)
+    # dE sums B products of two rounded transforms; allow the input dtype's rounding.
+    assert_close_to(E32.grad, dE_ref, dtype, what="dE", **kwargs)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_unit_attenuation_is_identity(backend):
+    x, _ = _inputs((2, 11, 7, 19), torch.float64)
+    torch.testing.assert_close(heat_conduction(x, torch.ones(11, 7, 19, dtype=torch.float64), backend=backend), x)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_self_adjoint(backend):
+    x, E = _inputs((2, 9, 13, 5), torch.float64)
+    z = torch.randn_like(x)
+    lhs = (heat_conduction(x, E, backend=backend) * z).sum()
+    rhs = (x * heat_conduction(z, E, backend=backend)).sum()
+    torch.testing.assert_close(lhs, rhs)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_non_contiguous_inputs(backend):
+    nchw = torch.randn(2, 24, 10, 7)
+    x = nchw.permute(0, 2, 3, 1)  # channels-last view of an NCHW tensor
+    E = torch.rand(7, 10, 24).transpose(0, 1)  # (10, 7, 24), non-contiguous
+    assert not x.is_contiguous() and not E.is_contiguous()
+    assert_close_to(heat_conduction(x, E, backend=backend), hco_oracle(x, E), torch.float32)
+    x_sliced = torch.randn(2, 10, 7, 48)[..., ::2]
+    assert_close_to(heat_conduction(x_sliced, E, backend=backend), hco_oracle(x_sliced, E), torch.float32)
+
+
+def test_cpu_backward_is_deterministic_across_thread_counts():
+    x, E = _inputs((5, 12, 10, 40), torch.float32, requires_grad=True)
+    dy = torch.randn_like(x)
+    grads = []
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, old):
+            torch.set_num_threads(threads)
+            x.grad = E.grad = None
+            heat_conduction(x, E, backend="cpu").backward(dy)
+            grads.append((x.grad.clone(), E.grad.clone()))
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
+def test_empty_batch():
+    x, E = _inputs((0, 5, 4, 3), torch.float32, requires_grad=True)
+    y = heat_conduction(x, E, backend="cpu")
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert torch.equal(E.grad, torch.zeros_like(E))
+
+
+# ---- module and helpers -------------------------------------------------------------
+
+def test_module_rates_match_official_decay():
+    x, _ = _inputs((2, 8, 6, 5), torch.float32)
+    k = torch.rand(8, 6, 5)
+    # Official: weight_exp = exp(-(n pi/H)^2 - (m pi/W)^2) with linspace(0, pi, N + 1)[:N].
+    n = torch.linspace(0, torch.pi, 9)[:8].view(-1, 1)
+    m = torch.linspace(0, torch.pi, 7)[:6].view(1, -1)
+    E_official = torch.pow(torch.exp(-(n**2 + m**2))[:, :, None], k)
+    for backend in CPU_BACKENDS:
+        mod = vk.HeatConduction(backend=backend)
+        assert_close_to(mod(x, k), hco_oracle(x, E_official), torch.float32, what=backend)
+        assert_close_to(mod(x, E=E_official), hco_oracle(x, E_official), torch.float32, what=backend)
+
+
+def test_dct_matrix_is_orthonormal_and_matches_scipy():
+    import numpy as np
+    import scipy.fft as sf
+
+    for n in (1, 2, 7, 56):
+        C = vk.dct_matrix(n, dtype=torch.float64)
+        torch.testing.assert_close(C @ C.T, torch.eye(n, dtype=torch.float64))
+        torch.testing.assert_close(C, torch.from_numpy(sf.dct(np.eye(n), type=2, axis=0, norm="ortho")))
+
+
+def test_rate_gradient_chain_rule():
+    # dk = dE * E * log(D) (DESIGN.md): check autograd through attenuation() against it.
+    k = torch.rand(5, 4, 3, dtype=torch.float64, requires_grad=True)
+    E = vk.attenuation(k)
+    g = torch.randn_like(E)
+    E.backward(g)
+    expected = g * E.detach() * torch.log(vk.decay_map(5, 4, dtype=torch.float64))[:, :, None]
+    torch.testing.assert_close(k.grad, expected)
+
+
+# ---- errors -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "x_shape, E_shape, match",
+    [
+        ((4, 5, 6), (4, 5, 6), "channels-last with shape \\(B, H, W, C\\)"),
+        ((1, 4, 5, 6), (4, 5), "E must have shape \\(H, W, C\\)"),
+        ((1, 4, 5, 6), (4, 6, 5), "does not match x's \\(H, W, C\\)"),
+        ((1, 4, 5, 6), (4, 5, 7), "does not match"),
+    ],
+)
+def test_shape_errors(x_shape, E_shape, match):
+    with pytest.raises(ValueError, match=match):
+        heat_conduction(torch.randn(x_shape), torch.rand(E_shape))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.complex64, torch.bool], ids=str)
+def test_dtype_errors(dtype):
+    x = torch.zeros(1, 3, 3, 2, dtype=dtype)
+    with pytest.raises(TypeError, match="accepted: float32, float64, bfloat16, float16"):
+        heat_conduction(x, torch.rand(3, 3, 2))
+
+
+def test_mixed_device_error():
+    with pytest.raises(ValueError, match="on one device"):
+        heat_conduction(torch.randn(1, 3, 3, 2), torch.rand(3, 3, 2, device="meta"))
+
+
+def test_value_checks_are_opt_in():
+    x = torch.randn(1, 3, 3, 2)
+    E = torch.rand(3, 3, 2)
+    E[0, 0, 0] = float("nan")
+    assert torch.isnan(heat_conduction(x, E)).any()  # default: no scan, NaN propagates
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        heat_conduction(x, E, check_values=True)
+    with pytest.raises(ValueError, match="negative"):
+        heat_conduction(x, -torch.rand(3, 3, 2), check_values=True)
+
+
+def test_unknown_backend_error():
+    with pytest.raises(ValueError, match="unknown backend 'magic'.*accepted: 'auto', 'reference'"):
+        heat_conduction(torch.randn(1, 3, 3, 2), torch.rand(3, 3, 2), backend="magic")
+
+
+def test_named_backend_that_cannot_run_raises_not_falls_back():
+    x, E = torch.randn(1, 3, 3, 2), torch.rand(3, 3, 2)
+    with pytest.raises(BackendUnavailableError, match="backend 'cuda' cannot run here.*cuda tensors"):
+        heat_conduction(x, E, backend="cuda")
+
+
+def test_cpu_op_rejects_bad_input_with_clear_message():
+    vk.ops.compiled_ops()
+    with pytest.raises(RuntimeError, match="E shape .* does not match"):
+        torch.ops.vheat.hco_forward(torch.randn(1, 3, 3, 2), torch.rand(3, 3, 3))
+    with pytest.raises(RuntimeError, match="unsupported dtype"):
+        torch.ops.vheat.hco_forward(torch.zeros(1, 3, 3, 2, dtype=torch.int32), torch.rand(3, 3, 2))
+
+
+# ---- dispatch -----------------------------------------------------------------------
+
+def test_dispatch_precedence(monkeypatch):
+    x, E = torch.randn(1, 6, 6, 4), torch.rand(6, 6, 4)
+    assert vk.resolve_backend(x, E).name == "cpu"  # auto, small plane, extension built
+    big = torch.randn(1, 128, 128, 1)
+    assert vk.resolve_backend(big, torch.rand(128, 128, 1)).name == "fft"
+    monkeypatch.setenv(vk.ENV_VAR, "reference")
+    assert vk.resolve_backend(x, E).name == "reference"
+    assert vk.resolve_backend(x, E, "fft").name == "fft"  # the call wins over the environment
+    seen = []
+    real = vk.dispatch.resolve_backend
+    monkeypatch.setattr(vk.functional, "resolve_backend", lambda a, b, r=None: seen.append(r) or real(a, b, r))
+    vk.HeatConduction(backend="cpu")(x, E=E)  # the module's choice is passed per call
+    assert seen == ["cpu"]
+    monkeypatch.setenv(vk.ENV_VAR, "nonsense")
+    with pytest.raises(ValueError, match="from the \\$VHEAT_HCO_BACKEND"):
+        heat_conduction(x, E)
+
+
+def test_available_backends_on_cpu():
+    names = vk.available_backends(torch.randn(1, 3, 3, 2), torch.rand(3, 3, 2))
+    assert {"reference", "fft", "cpu"} <= set(names) and "cuda" not in names
+
+
+# ---- torch.compile / export / opcheck -------------------------------------------------
+
+def test_opcheck_forward_and_backward():
+    vk.ops.compiled_ops()
+    x = torch.randn(2, 5, 7, 9, requires_grad=True)
+    E = torch.rand(5, 7, 9, requires_grad=True)
+    torch.library.opcheck(torch.ops.vheat.hco_forward.default, (x, E))
+    dy = torch.randn(2, 5, 7, 9)
+    for need_dx, need_dE in itertools.product([True, False], repeat=2):
+        torch.library.opcheck(torch.ops.vheat.hco_backward.default, (dy, x.detach(), E.detach(), need_dx, need_dE))
+
+
+class _HeatLayer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 8)
+        self.k = torch.nn.Parameter(torch.rand(6, 5, 8))
+        self.hco = vk.HeatConduction(backend="cpu")
+
+    def forward(self, x):
+        return self.hco(self.proj(x), self.k)
+
+
+def test_torch_compile_fullgraph_forward_backward():
+    torch._dynamo.reset()
+    model = _HeatLayer()
+    x = torch.randn(3, 6, 5, 8, requires_grad=True)
+    eager = model(x)
+    eager.square().sum().backward()
+    g_eager = (x.grad.clone(), model.k.grad.clone())
+    x.grad = None
+    model.zero_grad()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    out.square().sum().backward()
+    torch.testing.assert_close(out, eager)
+    torch.testing.assert_close(x.grad, g_eager[0])
+    torch.testing.assert_close(model.k.grad, g_eager[1])
+
+
+def test_torch_export():
+    model = _HeatLayer().eval()
+    x = torch.randn(2, 6, 5, 8)
+    exported = torch.export.export(model, (x,))
+    assert any("vheat.hco_forward" in str(n.target) for n in exported.graph.nodes)
+    torch.testing.assert_close(exported.module()(x), model(x))
