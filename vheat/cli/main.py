@@ -145,7 +145,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "throughput":
         from vheat.train.throughput import measure_throughput
 
-        r = measure_throughput(cfg, cfg["data"]["batch_size"], args.warmup, args.iters, args.train)
+        r = measure_throughput(cfg, cfg["data"]["batch_size"], args.warmup, args.iters, args.train,
+                               progress=cfg["train"]["progress"])
         print(f"{r['model']} {r['mode']} on {r['device']} ({r['threads']} threads), batch {r['batch_size']}, "
               f"{r['img_size']}px, {r['amp']}: {r['images_per_s']:.1f} images/s; peak memory "
               f"{r['peak_memory_bytes'] / 2**20:.1f} MiB ({r['peak_memory_kind']})")
