@@ -1,0 +1,130 @@
+"""vheat-kernels benchmark suite: kernels, whole models, resolution scaling, memory.
+
+    python -m benchmarks                 # full run (~10 min on 2 cores); writes docs/benchmarks.md
+    python -m benchmarks --quick         # smoke run (T only, small batches, short timing)
+    python -m benchmarks --only kernel,memory
+
+Writes benchmarks/results/<tag>.json (tag: full / quick) and PNG plots beside it, prints the
+section tables and, last, the table of the issue's targets checked against this run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+
+import torch
+
+from .bench_hco import machine_info, write_json_atomic
+from .report import SECTION_TABLES, TITLES, targets, targets_table, write_docs
+from .suite import kernel, memory, model, plots, resolution
+from .suite.measure import copy_bandwidth_gbs, gemm_peak_gflops
+
+SECTIONS = {"kernel": kernel.run, "model": model.run, "resolution": resolution.run, "memory": memory.run}
+TIMM_MODELS = ["swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", "deit_small_patch16_224", "convnext_tiny"]
+
+FULL = dict(
+    dtypes=["float32", "bfloat16"], families=["T/S", "B"], kernel_resolutions=[224, 512, 1024], kernel_batch=8,
+    min_time=0.2, img_size=224, num_classes=1000, modes=["infer", "train"], batch_sizes=[1, 16], model_reps=3,
+    vheat_models=["vheat_tiny", "vheat_small", "vheat_base"], timm_models=TIMM_MODELS,
+    # batch-16 training of the ~50-90M-parameter models would take minutes per step on 2 cores
+    train_max_batch={"vheat_small": 1, "vheat_base": 1, "swin_small_patch4_window7_224": 1},
+    resolutions=[224, 384, 512, 768, 1024],
+    resolution_models=["vheat_tiny", "swin_tiny_patch4_window7_224", "deit_small_patch16_224"],
+    memory_img_size=224, memory_batch=8,
+)
+QUICK = dict(
+    FULL, families=["T/S"], kernel_resolutions=[224], kernel_batch=2, min_time=0.02, batch_sizes=[2], model_reps=2,
+    vheat_models=["vheat_tiny"], timm_models=["swin_tiny_patch4_window7_224", "deit_small_patch16_224"],
+    train_max_batch={}, resolutions=[224, 384], memory_batch=2,
+)
+
+
+def _ints(text: str):
+    return [int(v) for v in text.split(",") if v]
+
+
+def _names(text: str):
+    return [v for v in text.split(",") if v]
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: vHeat-T only, small batches, short timing")
+    p.add_argument("--only", type=_names, default=list(SECTIONS), help="comma list of: " + ",".join(SECTIONS))
+    p.add_argument("--out-dir", default="benchmarks/results", help="JSON and PNG go here")
+    p.add_argument("--tag", default=None, help="file stem of the outputs (default: full / quick)")
+    p.add_argument("--docs", default=None, help="markdown report to write (default: docs/benchmarks.md on full runs)")
+    p.add_argument("--no-docs", action="store_true")
+    # Overrides of the preset (tiny sizes for tests, or a narrower run).
+    p.add_argument("--min-time", type=float)
+    p.add_argument("--dtypes", type=_names)
+    p.add_argument("--kernel-resolutions", type=_ints)
+    p.add_argument("--kernel-batch", type=int)
+    p.add_argument("--img-size", type=int, help="model section input size")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--batch-sizes", type=_ints)
+    p.add_argument("--vheat-models", type=_names)
+    p.add_argument("--timm-models", type=_names)
+    p.add_argument("--resolutions", type=_ints)
+    p.add_argument("--resolution-models", type=_names)
+    p.add_argument("--memory-img-size", type=int)
+    p.add_argument("--memory-batch", type=int)
+    args = p.parse_args(argv)
+    unknown = [s for s in args.only if s not in SECTIONS]
+    if unknown:
+        p.error(f"--only: unknown section(s) {unknown}; choose from {','.join(SECTIONS)}")
+    cfg = dict(QUICK if args.quick else FULL)
+    for key in ("min_time", "dtypes", "kernel_resolutions", "kernel_batch", "img_size", "num_classes", "batch_sizes",
+                "vheat_models", "timm_models", "resolutions", "resolution_models", "memory_img_size", "memory_batch"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    for key in ("img_size", "memory_img_size", *cfg["resolutions"]):
+        size = cfg[key] if isinstance(key, str) else key
+        if size % 32:
+            p.error(f"input sizes must be multiples of 32 (vHeat downsamples 32x); got {size}")
+    return args, cfg
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args, cfg = parse_args(argv)
+    tag = args.tag or ("quick" if args.quick else "full")
+    os.makedirs(args.out_dir, exist_ok=True)
+    start = time.time()
+    peaks = {"gemm_gflops": gemm_peak_gflops(), "copy_gbs": copy_bandwidth_gbs()}
+    print(f"peaks: GEMM {peaks['gemm_gflops']:.1f} GFLOP/s, copy {peaks['copy_gbs']:.1f} GB/s", file=sys.stderr)
+    results = {}
+    for name in args.only:
+        t0 = time.time()
+        torch.manual_seed(0)
+        results[name] = SECTIONS[name](cfg, peaks)
+        results[name]["wall_s"] = time.time() - t0
+    saved_plots = {}
+    if "resolution" in results:
+        saved_plots["resolution"] = plots.resolution_plot(results["resolution"], os.path.join(args.out_dir, f"{tag}_resolution.png"))
+    if "kernel" in results:
+        saved_plots["kernel"] = plots.kernel_plot(results["kernel"], os.path.join(args.out_dir, f"{tag}_kernel_speedup.png"))
+    payload = {
+        "benchmark": "vheat-kernels suite", "command": "python -m benchmarks " + shlex.join(argv),
+        "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "wall_s": time.time() - start,
+        "machine": machine_info(), "peaks": peaks, "config": cfg, "results": results, "plots": saved_plots,
+        "targets": targets(results),
+    }
+    json_path = os.path.join(args.out_dir, f"{tag}.json")
+    write_json_atomic(json_path, payload)
+    docs = args.docs or (None if args.quick else "docs/benchmarks.md")
+    if docs and not args.no_docs:
+        write_docs(json_path, docs)
+    for name in results:
+        print(f"\n## {TITLES[name]}\n\n{SECTION_TABLES[name](results[name])}")
+    print(f"\nJSON: {json_path}" + (f"; report: {docs}" if docs and not args.no_docs else ""))
+    print(f"\n## Targets ({payload['machine']['cpu']}, {payload['machine']['threads']} threads)\n")
+    print(targets_table(payload["targets"]))
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Sections of `python -m benchmarks`: kernel, model, resolution, memory (one module each)."""

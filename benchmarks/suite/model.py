@@ -1,0 +1,43 @@
+"""Model section: whole-model inference throughput and training step time, all candidates interleaved.
+
+vHeat runs twice on the same weights: fused HCO and the official matmul-DCT ('reference').
+"""
+from __future__ import annotations
+
+import sys
+from typing import Dict
+
+import torch
+
+from . import models
+from .measure import time_paired
+
+
+def run(cfg: Dict, peaks: Dict) -> Dict:
+    rows = []
+    built = {name: models.create(name, cfg["img_size"], cfg["num_classes"]) for name in cfg["vheat_models"] + cfg["timm_models"]}
+    for mode in cfg["modes"]:
+        for n in cfg["batch_sizes"]:
+            x, y = models.batch(n, cfg["img_size"], cfg["num_classes"])
+            fns = {}
+            for name, model in built.items():
+                if mode == "train" and n > cfg.get("train_max_batch", {}).get(name, n):
+                    continue
+                for label, backend in models.candidates(name, model).items():
+                    fns[label] = (models.train_step(model, backend, x, y) if mode == "train"
+                                  else models.infer_step(model, backend, x))
+            ms = time_paired(fns, cfg["min_time"], min_reps=cfg["model_reps"], max_reps=cfg["model_reps"] + 2)
+            for label, t in ms.items():
+                rows.append({"model": label, "mode": mode, "batch": n, "img_size": cfg["img_size"],
+                             "ms": t, "images_per_s": n / (t * 1e-3)})
+            print(f"  model {mode} batch {n}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in ms.items()), file=sys.stderr)
+    return {"threads": torch.get_num_threads(), "rows": rows,
+            "note": "inference: eval + torch.inference_mode, vHeat in infer mode (E folded); "
+                    "train: forward + cross-entropy + backward + AdamW step; candidates timed interleaved"}
+
+
+def table(section: Dict) -> str:
+    lines = ["| mode | batch | model | ms / step | images/s |", "|---|---|---|---|---|"]
+    for r in section["rows"]:
+        lines.append(f"| {r['mode']} | {r['batch']} | {r['model']} | {r['ms']:.1f} | {r['images_per_s']:.2f} |")
+    return "\n".join(lines)

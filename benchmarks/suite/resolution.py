@@ -1,0 +1,51 @@
+"""Resolution scaling: batch-1 inference of vHeat-T (fused and official) vs Swin-T and DeiT-S.
+
+Per input size: time (candidates interleaved), fvcore FLOPs (multiply-adds, as papers
+report them) and the peak resident memory the forward adds.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Dict
+
+import torch
+
+from vheat.flops import flop_analysis
+
+from . import models
+from .measure import peak_rss_delta_mb, time_paired
+
+
+def count_gflops(model, img_size: int, backend) -> float:
+    if backend is not None:
+        model.set_hco_backend(backend)
+    with torch.no_grad():
+        return flop_analysis(model, (torch.randn(1, 3, img_size, img_size),)).total() / 1e9
+
+
+def run(cfg: Dict, peaks: Dict) -> Dict:
+    rows = []
+    for res in cfg["resolutions"]:
+        x = torch.randn(1, 3, res, res)
+        fns, gflops, mem = {}, {}, {}
+        for name in cfg["resolution_models"]:
+            model = models.create(name, res, cfg["num_classes"])
+            for label, backend in models.candidates(name, model).items():
+                gflops[label] = count_gflops(model.eval(), res, backend)
+                fns[label] = models.infer_step(model, backend, x)
+        for label, fn in fns.items():
+            mem[label] = peak_rss_delta_mb(fn)
+        ms = time_paired(fns, cfg["min_time"], min_reps=cfg["model_reps"], max_reps=cfg["model_reps"] + 2)
+        for label in fns:
+            rows.append({"model": label, "img_size": res, "ms": ms[label], "gflops": gflops[label], "peak_mb": mem[label]})
+        print(f"  resolution {res}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in ms.items()), file=sys.stderr)
+        del fns
+    return {"rows": rows, "note": "batch 1, inference; GFLOPs = fvcore multiply-adds (HCO counted as the "
+                                  "official matmul-DCT); peak_mb = peak RSS the forward adds (VmHWM after reset)"}
+
+
+def table(section: Dict) -> str:
+    lines = ["| input | model | ms | GFLOPs | peak MB |", "|---|---|---|---|---|"]
+    for r in section["rows"]:
+        lines.append(f"| {r['img_size']} | {r['model']} | {r['ms']:.1f} | {r['gflops']:.2f} | {r['peak_mb']:.0f} |")
+    return "\n".join(lines)
