@@ -41,8 +41,13 @@ def main() -> int:
     parser.add_argument("--json", help="also write the table as JSON to this path")
     parser.add_argument("--sweep", action="store_true", help="measure candidates for configs.SPILL_FREE")
     parser.add_argument("--update-configs", action="store_true", help="with --sweep: rewrite SPILL_FREE in configs.py")
+    parser.add_argument("--drop-failures", metavar="JSON",
+                        help="remove from SPILL_FREE every (kernel, dtype size, plane, config) that failed in the "
+                             "--json output of a full run, then exit")
     args = parser.parse_args()
 
+    if args.drop_failures:
+        return _drop_failures(args.drop_failures)
     archs, dtypes = args.arch or aot.ARCHS, args.dtype or aot.DTYPES
     if args.sweep:
         builds = aot.sweep_builds(archs)
@@ -79,6 +84,27 @@ def main() -> int:
             json.dump(payload, f, indent=1, default=str)
         os.replace(tmp, args.json)
     return 1 if bad else 0
+
+
+def _drop_failures(path: str) -> int:
+    """Remove the configurations that failed (in any backward variant or dtype) in a full run."""
+    from vheat_kernels.triton import configs
+
+    with open(path) as f:
+        rows = json.load(f)
+    table = {k: list(v) for k, v in configs.SPILL_FREE.items()}
+    for r in rows:
+        if not r["problems"]:
+            continue
+        b = r["build"]
+        key = (b["kernel"], aot.ELEM_BYTES[b["dtype"]], b["HP"], b["WP"])
+        entry = (b["config"]["BC"], b["config"]["num_warps"])
+        if entry in table.get(key, []):
+            table[key].remove(entry)
+            print(f"dropped {key} {entry}: {r['name']}: {'; '.join(r['problems'])}")
+    table = {k: tuple(v) for k, v in table.items()}
+    _rewrite_spill_free("SPILL_FREE: dict[tuple, tuple] = " + pprint.pformat(table, width=110, compact=True) + "\n")
+    return 0
 
 
 def _rewrite_spill_free(literal: str) -> None:
