@@ -121,7 +121,8 @@ class _Trainer:
         self.data = build_data(cfg, root, self.rank, self.world)
         self.num_classes = cfg["model"]["num_classes"] or len(self.data.classes)
         if self.num_classes < len(self.data.classes):
-            raise ConfigError(f"model.num_classes={self.num_classes} but the dataset has {len(self.data.classes)} classes")
+            raise ConfigError(f"model.num_classes={self.num_classes} but the dataset has "
+                              f"{len(self.data.classes)} classes")
 
         model = build_model(cfg, self.num_classes)
         if cfg["model"]["pretrained"]:
