@@ -1,4 +1,5 @@
 """Two processes (torchrun, gloo on CPU) train to the same weights as one process with the same global batch."""
+import json
 import os
 import subprocess
 import sys
@@ -14,10 +15,10 @@ from vheat.train.trainer import train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _torchrun(nproc, config_path, timeout=240):
+def _torchrun(nproc, config_path, *args, command="train", timeout=240):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "vheat", "train", "-c", config_path]
+           "-m", "vheat", command, "-c", config_path, *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -49,3 +50,14 @@ def test_two_processes_match_one_process(tmp_path):
     first = read_checkpoint(list_checkpoints(single)[0])["model"]
     assert any(not torch.equal(first[k], v) for k, v in one["model"].items())
     assert summary["val"]["count"] == 9
+
+    # sharded evaluation over 2 processes counts every image once and agrees with one process
+    report = tmp_path / "eval.json"
+    proc = _torchrun(2, str(path), "--checkpoint", list_checkpoints(single)[-1], "--json", str(report),
+                     command="eval")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = json.loads(report.read_text())
+    assert got["model"]["count"] == 9 and proc.stdout.count("model: top-1") == 1
+    assert got["model"]["acc1"] == pytest.approx(summary["val"]["acc1"])
+    assert got["model"]["loss"] == pytest.approx(summary["val"]["loss"], rel=1e-5)
+    assert got["ema"]["acc1"] == pytest.approx(summary["ema_val"]["acc1"])
