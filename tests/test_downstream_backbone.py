@@ -153,6 +153,14 @@ def test_pretrained_errors(tmp_path):
     wide = VHeat(num_classes=3, **dict(MICRO, dims=24))
     with pytest.raises(CheckpointFormatError, match="shape mismatch|channels"):
         VHeatBackbone(**MICRO).load_classification_checkpoint({"model": wide.state_dict()})
+    prenorm = VHeat(num_classes=3, **dict(MICRO, post_norm=False, layer_scale=None))
+    with pytest.raises(CheckpointFormatError, match="missing.*gamma"):
+        VHeatBackbone(**dict(MICRO, layer_scale=1e-5)).load_classification_checkpoint({"model": prenorm.state_dict()})
+    with pytest.warns(UserWarning, match="keep their init"):
+        missing = VHeatBackbone(**dict(MICRO, layer_scale=1e-5)).load_classification_checkpoint(
+            {"model": prenorm.state_dict()}, strict=False
+        )
+    assert missing and all(k.endswith(("gamma1", "gamma2")) for k in missing)
     deeper = VHeat(num_classes=3, **dict(MICRO, depths=(1, 1, 3, 1)))
     with pytest.raises(CheckpointFormatError, match="unexpected"):
         VHeatBackbone(**MICRO).load_classification_checkpoint({"model": deeper.state_dict()})

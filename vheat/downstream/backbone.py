@@ -10,6 +10,7 @@ resize + attenuation cache, infer mode, per-block gradient checkpointing, HCO ba
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -43,6 +44,10 @@ class VHeatBackbone(VHeat):
         freq_embed_fit: how a checkpoint's freq_embed of another grid size is fitted to
             ``img_size``: 'interpolate' (bicubic) or 'pad' (zero-pad, as the official
             interpolate4downstream.py).
+        pretrained_strict: raise when backbone keys other than ``outnorm*`` are missing from
+            the checkpoint; False warns and keeps their fresh init (the official wrapper's
+            strict=False, which e.g. its tiny configs rely on: post-norm + layer scale on a
+            checkpoint without ``gamma1/2``).
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class VHeatBackbone(VHeat):
         pretrained: Optional[str] = None,
         pretrained_key: str = "model",
         freq_embed_fit: str = "interpolate",
+        pretrained_strict: bool = True,
         **vheat_kwargs: Any,
     ):
         vheat_kwargs.pop("num_classes", None)  # the classifier is built by VHeat, then removed below
@@ -71,7 +77,9 @@ class VHeatBackbone(VHeat):
         self.out_channels = [self.dims[i] for i in out_indices]
         self.out_strides = [4 * 2**i for i in out_indices]
         if pretrained is not None:
-            self.load_classification_checkpoint(pretrained, key=pretrained_key, freq_embed_fit=freq_embed_fit)
+            self.load_classification_checkpoint(
+                pretrained, key=pretrained_key, freq_embed_fit=freq_embed_fit, strict=pretrained_strict
+            )
 
     # The classifier API of VHeat does not apply to a backbone.
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -102,14 +110,16 @@ class VHeatBackbone(VHeat):
         checkpoint: Union[str, os.PathLike, Mapping[str, Any]],
         key: str = "model",
         freq_embed_fit: str = "interpolate",
+        strict: bool = True,
         allow_pickle: bool = False,
-    ) -> None:
+    ) -> List[str]:
         """Load a vHeat classification checkpoint (train layout) into this backbone.
 
         The classifier weights are dropped, ``outnorm{i}`` keep their fresh init (the official
         wrapper loads with strict=False for exactly these keys), and freq_embed grids of
-        another size are fitted to ``img_size``. Every other key must match: a missing or
-        unexpected backbone key raises, unlike the official silent strict=False.
+        another size are fitted to ``img_size``. Every other key must match: an unexpected key
+        raises, and so does a missing one unless ``strict=False`` (then it is warned about and
+        returned), unlike the official silent strict=False.
         """
         if isinstance(checkpoint, (str, os.PathLike)):
             checkpoint = read_checkpoint(checkpoint, allow_pickle=allow_pickle)
@@ -132,8 +142,12 @@ class VHeatBackbone(VHeat):
             raise CheckpointFormatError(f"VHeatBackbone: shape mismatch (another variant?): {bad_shapes[:5]}")
         result = self.load_state_dict(sd, strict=False)
         missing = [k for k in result.missing_keys if not k.startswith("outnorm")]
-        if missing or result.unexpected_keys:
+        if (missing and strict) or result.unexpected_keys:
             raise CheckpointFormatError(
                 f"VHeatBackbone: checkpoint does not match the model: missing {missing[:5]}, "
                 f"unexpected {result.unexpected_keys[:5]}"
+                + (" (pretrained_strict=False keeps missing keys at their init)" if missing else "")
             )
+        if missing:
+            warnings.warn(f"VHeatBackbone: {len(missing)} keys not in the checkpoint keep their init: {missing[:5]}")
+        return missing
