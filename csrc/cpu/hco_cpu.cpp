@@ -50,12 +50,17 @@ const PlaneOps<T>& plane_ops() {
 template <typename T>
 struct AxisStorage {
   std::vector<T> even, odd, even_t, odd_t;
+  std::shared_ptr<const AxisStorage<T>> half;
   AxisTables<T> tables;
 };
 
 template <typename T>
+std::shared_ptr<const AxisStorage<T>> axis_tables(int n);
+
+template <typename T>
 std::shared_ptr<const AxisStorage<T>> build_axis(int n) {
   auto s = std::make_shared<AxisStorage<T>>();
+  if (n % 2 == 0 && n >= kRecurseMin) s->half = axis_tables<T>(n / 2);
   const int ne = (n + 1) / 2, no = n / 2;
   auto coef = [n](int k, int i) {
     const double scale = k == 0 ? std::sqrt(1.0 / n) : std::sqrt(2.0 / n);
@@ -75,15 +80,16 @@ std::shared_ptr<const AxisStorage<T>> build_axis(int n) {
       s->odd[size_t(r) * no + i] = T(coef(2 * r + 1, i));
       s->odd_t[size_t(i) * no + r] = T(coef(2 * r + 1, i));
     }
-  s->tables = {n, ne, no, s->even.data(), s->odd.data(), s->even_t.data(), s->odd_t.data()};
+  s->tables = {n, ne, no, s->even.data(), s->odd.data(), s->even_t.data(), s->odd_t.data(),
+               s->half ? &s->half->tables : nullptr};
   return s;
 }
 
 template <typename T>
 std::shared_ptr<const AxisStorage<T>> axis_tables(int n) {
-  static std::mutex mutex;
+  static std::recursive_mutex mutex;  // build_axis recurses into axis_tables(n / 2)
   static std::map<int, std::shared_ptr<const AxisStorage<T>>> cache;
-  std::lock_guard<std::mutex> lock(mutex);
+  std::lock_guard<std::recursive_mutex> lock(mutex);
   auto& slot = cache[n];
   if (!slot) slot = build_axis<T>(n);
   return slot;

@@ -42,17 +42,6 @@ inline void store(T* p, const Vec<T>& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
-// Whole lane group: a + b and a - b.
-template <typename T>
-inline void sum_diff(const T* x, const T* y, T* sum, T* diff) {
-#pragma GCC unroll 4
-  for (int v = 0; v < kSub; ++v) {
-    const Vec<T> p = load(x + v * kSubLanes<T>), q = load(y + v * kSubLanes<T>);
-    store(sum + v * kSubLanes<T>, p + q);
-    store(diff + v * kSubLanes<T>, p - q);
-  }
-}
-
 // out[r * out_stride] = sum_k M[r][k] * in[k * in_stride] for r < R, each term a vector
 // of kLanes<T> channels. RB rows at a time keep RB accumulators in registers while
 // each input vector is loaded once per block.
@@ -94,46 +83,76 @@ void small_matmul(const T* __restrict M, int R, int K, const T* __restrict in, i
   for (; r < R; ++r) rows_block<T, 1>(M + int64_t(r) * K, K, in, in_stride, out + r * out_stride, out_stride);
 }
 
-// DCT-II of `count` vectors-of-lanes lines: line j has its N points at
-// src + j * line_stride + i * point_stride, and its N outputs go to the same positions
-// of dst (dst != src). `ad` is scratch for N vectors.
+// a = c (x + y), d = x - y over a lane group (c = 1/sqrt(2) when the even half recurses).
 template <typename T>
-void dct_lines(const AxisTables<T>& t, const T* src, T* dst, int count, int64_t line_stride,
-               int64_t point_stride, T* ad) {
-  constexpr int L = kLanes<T>;
-  const int N = t.n, ne = t.n_even, no = t.n_odd;
-  T* a = ad;
-  T* d = ad + int64_t(ne) * L;
-  for (int j = 0; j < count; ++j) {
-    const T* s = src + j * line_stride;
-    T* o = dst + j * line_stride;
-    for (int i = 0; i < no; ++i) {
-      sum_diff(s + i * point_stride, s + (N - 1 - i) * point_stride, a + i * L, d + i * L);
-    }
-    if (N & 1) std::memcpy(a + no * L, s + no * point_stride, sizeof(T) * L);
-    small_matmul(t.even, ne, ne, a, L, o, 2 * point_stride);
-    small_matmul(t.odd, no, no, d, L, o + point_stride, 2 * point_stride);
+inline void butterfly_in(const T* x, const T* y, T* a, T* d, T c) {
+#pragma GCC unroll 4
+  for (int v = 0; v < kSub; ++v) {
+    const Vec<T> p = load(x + v * kSubLanes<T>), q = load(y + v * kSubLanes<T>);
+    store(a + v * kSubLanes<T>, (p + q) * c);
+    store(d + v * kSubLanes<T>, p - q);
   }
 }
 
-// DCT-III (inverse of dct_lines), same addressing. `eo` is scratch for N vectors.
+// x = c e + o, y = c e - o over a lane group.
 template <typename T>
-void idct_lines(const AxisTables<T>& t, const T* src, T* dst, int count, int64_t line_stride,
-                int64_t point_stride, T* eo) {
+inline void butterfly_out(const T* e, const T* o, T* x, T* y, T c) {
+#pragma GCC unroll 4
+  for (int v = 0; v < kSub; ++v) {
+    const Vec<T> p = load(e + v * kSubLanes<T>) * c, q = load(o + v * kSubLanes<T>);
+    store(x + v * kSubLanes<T>, p + q);
+    store(y + v * kSubLanes<T>, p - q);
+  }
+}
+
+// DCT-II of one line of N lane groups: inputs at s + i * sp, outputs at o + k * op
+// (o != s). `scratch` holds 2N lane groups (this level's a/d plus the recursion's).
+template <typename T>
+void dct_line(const AxisTables<T>& t, const T* s, int64_t sp, T* o, int64_t op, T* scratch) {
   constexpr int L = kLanes<T>;
   const int N = t.n, ne = t.n_even, no = t.n_odd;
-  T* e = eo;
-  T* od = eo + int64_t(ne) * L;
-  for (int j = 0; j < count; ++j) {
-    const T* s = src + j * line_stride;
-    T* o = dst + j * line_stride;
-    small_matmul(t.even_t, ne, ne, s, 2 * point_stride, e, L);
-    small_matmul(t.odd_t, no, no, s + point_stride, 2 * point_stride, od, L);
-    for (int i = 0; i < no; ++i) {
-      sum_diff(e + i * L, od + i * L, o + i * point_stride, o + (N - 1 - i) * point_stride);
-    }
-    if (N & 1) std::memcpy(o + no * point_stride, e + no * L, sizeof(T) * L);
-  }
+  T* a = scratch;
+  T* d = scratch + int64_t(ne) * L;
+  const T c = t.half ? T(0.70710678118654752440) : T(1);
+  for (int i = 0; i < no; ++i) butterfly_in(s + i * sp, s + (N - 1 - i) * sp, a + i * L, d + i * L, c);
+  if (N & 1) std::memcpy(a + no * L, s + no * sp, sizeof(T) * L);
+  if (t.half)
+    dct_line(*t.half, a, L, o, 2 * op, scratch + int64_t(N) * L);
+  else
+    small_matmul(t.even, ne, ne, a, L, o, 2 * op);
+  small_matmul(t.odd, no, no, d, L, o + op, 2 * op);
+}
+
+// DCT-III (inverse of dct_line), same addressing and scratch.
+template <typename T>
+void idct_line(const AxisTables<T>& t, const T* s, int64_t sp, T* o, int64_t op, T* scratch) {
+  constexpr int L = kLanes<T>;
+  const int N = t.n, ne = t.n_even, no = t.n_odd;
+  T* e = scratch;
+  T* od = scratch + int64_t(ne) * L;
+  if (t.half)
+    idct_line(*t.half, s, 2 * sp, e, L, scratch + int64_t(N) * L);
+  else
+    small_matmul(t.even_t, ne, ne, s, 2 * sp, e, L);
+  small_matmul(t.odd_t, no, no, s + sp, 2 * sp, od, L);
+  const T c = t.half ? T(0.70710678118654752440) : T(1);
+  for (int i = 0; i < no; ++i) butterfly_out(e + i * L, od + i * L, o + i * op, o + (N - 1 - i) * op, c);
+  if (N & 1) std::memcpy(o + no * op, e + no * L, sizeof(T) * L);
+}
+
+// `count` lines: line j starts at src / dst + j * line_stride, points point_stride apart.
+template <typename T>
+void dct_lines(const AxisTables<T>& t, const T* src, T* dst, int count, int64_t line_stride,
+               int64_t point_stride, T* scratch) {
+  for (int j = 0; j < count; ++j)
+    dct_line(t, src + j * line_stride, point_stride, dst + j * line_stride, point_stride, scratch);
+}
+
+template <typename T>
+void idct_lines(const AxisTables<T>& t, const T* src, T* dst, int count, int64_t line_stride,
+                int64_t point_stride, T* scratch) {
+  for (int j = 0; j < count; ++j)
+    idct_line(t, src + j * line_stride, point_stride, dst + j * line_stride, point_stride, scratch);
 }
 
 }  // namespace
