@@ -227,9 +227,13 @@ def test_cpu_op_rejects_bad_input_with_clear_message():
 
 def test_dispatch_precedence(monkeypatch):
     x, E = torch.randn(1, 6, 6, 4), torch.rand(6, 6, 4)
-    assert vk.resolve_backend(x, E).name == "cpu"  # auto, small plane, extension built
-    big = torch.randn(1, 128, 128, 1)
-    assert vk.resolve_backend(big, torch.rand(128, 128, 1)).name == "fft"
+    assert vk.resolve_backend(x, E).name == "cpu"  # auto on CPU with the extension built
+    big = torch.randn(1, 256, 256, 1)
+    assert vk.resolve_backend(big, torch.rand(256, 256, 1)).name == "cpu"
+    cpu = vk.dispatch._BACKENDS["cpu"]
+    monkeypatch.setitem(vk.dispatch._BACKENDS, "cpu", vk.dispatch.Backend("cpu", lambda a, b: "not built", cpu.fn))
+    assert vk.resolve_backend(x, E).name == "fft"  # auto without the op library
+    monkeypatch.undo()
     monkeypatch.setenv(vk.ENV_VAR, "reference")
     assert vk.resolve_backend(x, E).name == "reference"
     assert vk.resolve_backend(x, E, "fft").name == "fft"  # the call wins over the environment
