@@ -66,3 +66,10 @@ def test_torch_compile_trains(folder, tmp_path, backend):
     got = train(tiny_config(folder, str(tmp_path / "c"), "train.compile=true", "train.epochs=1",
                             f"model.hco_backend={backend}"))
     assert got["status"] == "finished" and got["val"]["count"] == 6
+
+
+def test_run_settings_are_restored(folder, tmp_path):
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    train(tiny_config(folder, str(tmp_path / "d"), "train.epochs=1", "train.deterministic=true",
+                      "train.threads=2"))
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before

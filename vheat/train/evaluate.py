@@ -55,7 +55,7 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
     from .checkpoint import CheckpointError, read_checkpoint
     from .model_factory import build_model, hco_backend, load_weights
     from .recipe import amp_dtype
-    from .trainer import resolve_device, resolve_root_once
+    from .trainer import resolve_device, resolve_root_once, run_settings
 
     checkpoint = checkpoint or cfg["model"]["pretrained"] or None
     if checkpoint is None:
@@ -70,7 +70,7 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
         amp = amp_dtype(cfg, device)
         results = {"classes": len(classes)}
         trust = cfg["model"]["trust_checkpoint"]
-        with hco_backend(cfg["model"]["hco_backend"]):
+        with hco_backend(cfg["model"]["hco_backend"]), run_settings(cfg):
             ckpt = read_checkpoint(checkpoint, trust)
             entries = ["model"] if isinstance(ckpt, dict) and "model" in ckpt else ["auto"]  # bare state_dict
             if isinstance(ckpt, dict) and ckpt.get("model_ema") is not None:

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from .config import ConfigError
 from .model_factory import build_model, hco_backend
 from .recipe import amp_dtype
-from .trainer import resolve_device
+from .trainer import resolve_device, run_settings
 
 
 def _peak_rss_bytes() -> int:
@@ -31,7 +31,7 @@ def measure_throughput(cfg: dict, batch_size: int, warmup: int = 5, iters: int =
     amp = amp_dtype(cfg, device)
     size = cfg["data"]["img_size"]
     num_classes = cfg["model"]["num_classes"] or num_classes
-    with hco_backend(cfg["model"]["hco_backend"]):
+    with hco_backend(cfg["model"]["hco_backend"]), run_settings(cfg):
         model = build_model(cfg, num_classes).to(device)
         fmt = torch.channels_last if t["channels_last"] else torch.contiguous_format
         model.to(memory_format=fmt)
@@ -68,10 +68,11 @@ def measure_throughput(cfg: dict, batch_size: int, warmup: int = 5, iters: int =
             step()
         sync()
         elapsed = time.perf_counter() - start
+        threads = torch.get_num_threads()
     result = {"model": cfg["model"]["name"], "mode": "train" if train else "inference", "device": str(device),
               "batch_size": batch_size, "img_size": size, "iters": iters, "warmup": warmup,
               "amp": str(amp).replace("torch.", "") if amp else "fp32", "seconds": elapsed,
-              "images_per_s": batch_size * iters / elapsed, "threads": torch.get_num_threads(),
+              "images_per_s": batch_size * iters / elapsed, "threads": threads,
               "hco_backend": cfg["model"]["hco_backend"]}
     if device.type == "cuda":
         result["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))

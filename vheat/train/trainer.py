@@ -8,7 +8,7 @@ import os
 import random
 import sys
 import time
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -32,9 +32,6 @@ log = logging.getLogger("vheat.train")
 
 
 def resolve_device(cfg: dict) -> torch.device:
-    """The run's device; also applies train.threads (every command resolves its device first)."""
-    if cfg["train"]["threads"]:
-        torch.set_num_threads(cfg["train"]["threads"])
     want = cfg["train"]["device"]
     if want == "auto":
         want = "cuda" if torch.cuda.is_available() else "cpu"
@@ -84,14 +81,24 @@ def resolve_root_once(cfg: dict) -> str:
     return answer[1]
 
 
-def set_deterministic(enabled: bool) -> None:
-    if enabled:
+@contextlib.contextmanager
+def run_settings(cfg: dict, deterministic: bool = False) -> Iterator[None]:
+    """Applies train.threads (and deterministic algorithms) for a run, restoring them afterwards,
+    so library callers (and tests sharing one process) get their own settings back."""
+    threads, det, bench = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), \
+        torch.backends.cudnn.benchmark
+    if cfg["train"]["threads"]:
+        torch.set_num_threads(cfg["train"]["threads"])
+    if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.use_deterministic_algorithms(False)
-        torch.backends.cudnn.benchmark = True
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det)
+        torch.backends.cudnn.benchmark = bench
 
 
 def train(cfg: dict, resume: Optional[str] = None) -> dict:
@@ -100,7 +107,7 @@ def train(cfg: dict, resume: Optional[str] = None) -> dict:
     already = du.is_distributed()  # a caller (e.g. a test harness) may own the process group
     joined = du.init_distributed(device.type) and not already
     try:
-        with hco_backend(cfg["model"]["hco_backend"]):
+        with hco_backend(cfg["model"]["hco_backend"]), run_settings(cfg, bool(cfg["train"]["deterministic"])):
             return _Trainer(cfg, device).run(resume)
     finally:
         if joined:
@@ -114,7 +121,6 @@ class _Trainer:
         self.out = cfg["output"]
         t = cfg["train"]
         setup_logging(self.out)
-        set_deterministic(bool(t["deterministic"]))
         seed_all(t["seed"])  # identical initial weights on every rank
 
         root = resolve_root_once(cfg)
