@@ -58,6 +58,8 @@ def parse_args(argv):
     p.add_argument("--tag", default=None, help="file stem of the outputs (default: full / quick)")
     p.add_argument("--docs", default=None, help="markdown report to write (default: docs/benchmarks.md on full runs)")
     p.add_argument("--no-docs", action="store_true")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's own); 1 avoids OpenMP stalls on an oversubscribed machine")
     # Overrides of the preset (tiny sizes for tests, or a narrower run).
     p.add_argument("--min-time", type=float)
     p.add_argument("--dtypes", type=_names)
@@ -93,6 +95,9 @@ def main(argv=None):
     args, cfg = parse_args(argv)
     tag = args.tag or ("quick" if args.quick else "full")
     os.makedirs(args.out_dir, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
     start = time.time()
     peaks = {"gemm_gflops": gemm_peak_gflops(), "copy_gbs": copy_bandwidth_gbs()}
     print(f"peaks: GEMM {peaks['gemm_gflops']:.1f} GFLOP/s, copy {peaks['copy_gbs']:.1f} GB/s", file=sys.stderr)
@@ -110,7 +115,8 @@ def main(argv=None):
     payload = {
         "benchmark": "vheat-kernels suite", "command": "python -m benchmarks " + shlex.join(argv),
         "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "wall_s": time.time() - start,
-        "machine": machine_info(), "peaks": peaks, "config": cfg, "results": results, "plots": saved_plots,
+        "machine": dict(machine_info(), cpu_count=os.cpu_count(), load_avg_before=load_before, load_avg_after=os.getloadavg()),
+        "peaks": peaks, "config": cfg, "results": results, "plots": saved_plots,
         "targets": targets(results),
     }
     json_path = os.path.join(args.out_dir, f"{tag}.json")

@@ -56,6 +56,12 @@ def targets(results: Dict) -> List[Dict]:
     return out
 
 
+def _load(machine: Dict) -> str:
+    if "load_avg_before" not in machine:
+        return "not recorded"
+    return f"{machine['load_avg_before'][0]:.1f} before, {machine['load_avg_after'][0]:.1f} after the run"
+
+
 def targets_table(rows: List[Dict]) -> str:
     lines = ["| target | goal | measured | met | detail |", "|---|---|---|---|---|"]
     for t in rows:
@@ -73,7 +79,8 @@ def render(payload: Dict, plot_dir_rel: str) -> str:
         "",
         f"Command: `{payload['command']}`  ",
         f"Run: {payload['finished_utc']} UTC, {payload['wall_s']:.0f} s.  ",
-        f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}, Python {m['python']}.  ",
+        f"Machine: {m['cpu']}, {m.get('cpu_count', '?')} cores, {m['threads']} torch threads, torch {m['torch']}, "
+        f"Python {m['python']}; 1-min load average {_load(m)}.  ",
         f"Measured ceilings: GEMM {payload['peaks']['gemm_gflops']:.1f} GFLOP/s (fp32 torch.matmul), "
         f"copy {payload['peaks']['copy_gbs']:.1f} GB/s (read + write).",
         "",

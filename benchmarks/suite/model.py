@@ -32,7 +32,7 @@ def run(cfg: Dict, peaks: Dict) -> Dict:
                              "ms": t, "images_per_s": n / (t * 1e-3)})
             print(f"  model {mode} batch {n}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in ms.items()), file=sys.stderr)
     return {"threads": torch.get_num_threads(), "rows": rows,
-            "note": "inference: eval + torch.inference_mode, vHeat in infer mode (E folded); "
+            "note": "inference: eval + torch.no_grad, vHeat in infer mode (E folded); "
                     "train: forward + cross-entropy + backward + AdamW step; candidates timed interleaved"}
 
 

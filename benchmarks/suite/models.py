@@ -45,7 +45,7 @@ def infer_step(model, backend, x) -> Callable[[], object]:
     def run():
         if backend is not None:
             model.set_hco_backend(backend)
-        with torch.inference_mode():
+        with torch.no_grad():
             return model(x)
     return run
 

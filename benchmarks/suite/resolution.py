@@ -10,17 +10,20 @@ from typing import Dict
 
 import torch
 
-from vheat.flops import flop_analysis
+from vheat.flops import count_flops, flop_analysis
 
 from . import models
 from .measure import peak_rss_delta_mb, time_paired
 
 
-def count_gflops(model, img_size: int, backend) -> float:
-    if backend is not None:
-        model.set_hco_backend(backend)
+def count_gflops(model, img_size: int) -> float:
+    """Inference GFLOPs of the model (vHeat: infer mode, the same count whichever HCO backend runs)."""
+    model.eval()
+    if hasattr(model, "set_infer_mode"):
+        model.set_infer_mode(True)
+        return count_flops(model, img_size) / 1e9
     with torch.no_grad():
-        return flop_analysis(model, (torch.randn(1, 3, img_size, img_size),)).total() / 1e9
+        return flop_analysis(model, (torch.zeros(1, 3, img_size, img_size),)).total() / 1e9
 
 
 def run(cfg: Dict, peaks: Dict) -> Dict:
@@ -30,8 +33,9 @@ def run(cfg: Dict, peaks: Dict) -> Dict:
         fns, gflops, mem = {}, {}, {}
         for name in cfg["resolution_models"]:
             model = models.create(name, res, cfg["num_classes"])
+            model_gflops = count_gflops(model, res)
             for label, backend in models.candidates(name, model).items():
-                gflops[label] = count_gflops(model.eval(), res, backend)
+                gflops[label] = model_gflops
                 fns[label] = models.infer_step(model, backend, x)
         for label, fn in fns.items():
             mem[label] = peak_rss_delta_mb(fn)

@@ -1,0 +1,98 @@
+"""The benchmark suite's harness on tiny sizes: every section runs, JSON/plots/docs are well formed.
+
+Checks the harness (schema, files, target bookkeeping), not timings.
+"""
+import json
+import os
+
+import pytest
+
+from benchmarks.__main__ import main
+from benchmarks.report import render, targets
+
+TINY = ["--quick", "--threads", "1", "--min-time", "0", "--dtypes", "float32", "--kernel-resolutions", "32", "--kernel-batch", "1",
+        "--img-size", "64", "--num-classes", "7", "--batch-sizes", "1", "--vheat-models", "vheat_tiny",
+        "--timm-models", "deit_small_patch16_224", "--resolutions", "32,64",
+        "--resolution-models", "vheat_tiny,deit_small_patch16_224", "--memory-img-size", "64", "--memory-batch", "1"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    docs = out / "benchmarks.md"
+    payload = main(TINY + ["--out-dir", str(out), "--tag", "t", "--docs", str(docs)])
+    return out, docs, payload
+
+
+def test_json_schema(run):
+    out, _, payload = run
+    with open(out / "t.json") as f:
+        saved = json.load(f)
+    assert saved["command"].startswith("python -m benchmarks --quick")
+    assert {"cpu", "threads", "torch", "python"} <= set(saved["machine"])
+    assert saved["peaks"]["gemm_gflops"] > 0 and saved["peaks"]["copy_gbs"] > 0
+    assert set(saved["results"]) == {"kernel", "model", "resolution", "memory"}
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+
+    k = saved["results"]["kernel"]
+    assert "reference" in k["backends"]
+    assert len(k["rows"]) == 4 * 2  # four stages of vHeat-T at 32 px, forward and fwd+bwd
+    for r in k["rows"]:
+        assert set(r["ms"]) == set(k["backends"]) and r["speedup"]["reference"] == pytest.approx(1.0)
+        assert all(v > 0 for v in r["gflops"].values()) and all(v > 0 for v in r["gbs"].values())
+    assert [r["shape"] for r in k["rows"][::2]] == [[1, 8, 8, 96], [1, 4, 4, 192], [1, 2, 2, 384], [1, 1, 1, 768]]
+
+    m = saved["results"]["model"]
+    labels = {(r["model"], r["mode"]) for r in m["rows"]}
+    for mode in ("infer", "train"):
+        assert {l for l, md in labels if md == mode} == {"vHeat-T fused (cpu)", "vHeat-T official (reference)", "DeiT-S"} \
+            or {l for l, md in labels if md == mode} == {"vHeat-T fused (fft)", "vHeat-T official (reference)", "DeiT-S"}
+    assert all(r["ms"] > 0 and r["images_per_s"] > 0 for r in m["rows"])
+
+    res = saved["results"]["resolution"]
+    assert sorted({r["img_size"] for r in res["rows"]}) == [32, 64]
+    flops = {(r["model"], r["img_size"]): r["gflops"] for r in res["rows"]}
+    assert flops[("DeiT-S", 64)] > flops[("DeiT-S", 32)] > 0
+    # FLOPs are a property of the model, not of the HCO backend
+    fused = next(l for l, _ in flops if l.startswith("vHeat-T fused"))
+    assert flops[(fused, 64)] == pytest.approx(flops[("vHeat-T official (reference)", 64)])
+
+    mem = saved["results"]["memory"]
+    assert mem["hco_shape"] == [1, 16, 16, 96]
+    assert set(mem["train_step"]) == {mem["fused_backend"], "reference"}
+    # the fused op keeps x and E only: exactly their bytes
+    assert mem["hco_saved_bytes"][mem["fused_backend"]] == (16 * 16 * 96 + 16 * 16 * 96) * 4
+    assert mem["hco_saved_bytes"]["reference"] > mem["hco_saved_bytes"][mem["fused_backend"]]
+    assert payload["targets"] == saved["targets"] and saved["targets"]
+
+
+def test_plots_and_docs(run):
+    out, docs, _ = run
+    for name in ("t_resolution.png", "t_kernel_speedup.png"):
+        with open(out / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    text = docs.read_text()
+    assert "`python -m benchmarks --quick" in text and "## Targets" in text
+    assert "(./t_resolution.png)" in text and "(./t_kernel_speedup.png)" in text
+    for title in ("HCO kernels", "Whole models", "Resolution scaling", "Memory"):
+        assert f"## {title}" in text
+
+
+def test_targets_bookkeeping():
+    rows = [{"model": "vHeat-T fused (cpu)", "mode": "infer", "batch": 1, "ms": 10.0, "images_per_s": 100.0},
+            {"model": "vHeat-T official (reference)", "mode": "infer", "batch": 1, "ms": 12.0, "images_per_s": 83.3},
+            {"model": "Swin-T", "mode": "infer", "batch": 1, "ms": 9.0, "images_per_s": 111.1}]
+    got = {t["target"]: (round(t["measured"], 3), t["met"]) for t in targets({"model": {"rows": rows}})}
+    assert got == {"vHeat-T inference vs official, batch 1": (1.2, False),
+                   "vHeat-T inference faster than Swin-T, batch 1": (0.9, False)}
+    assert "n/a" not in render({"machine": {"cpu": "x", "threads": 1, "torch": "t", "python": "p"}, "command": "c",
+                                "finished_utc": "now", "wall_s": 1.0, "peaks": {"gemm_gflops": 1, "copy_gbs": 1},
+                                "results": {"model": {"rows": rows}}}, ".")
+
+
+@pytest.mark.parametrize("argv, message", [(["--only", "kernel,gpu"], "unknown section"),
+                                           (["--resolutions", "100"], "multiples of 32")])
+def test_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert message in capsys.readouterr().err
