@@ -27,18 +27,21 @@ TIMM_MODELS = ["swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", 
 
 FULL = dict(
     dtypes=["float32", "bfloat16"], families=["T/S", "B"], kernel_resolutions=[224, 512, 1024], kernel_batch=8,
-    min_time=0.2, img_size=224, num_classes=1000, modes=["infer", "train"], batch_sizes=[1, 16], model_reps=3,
-    vheat_models=["vheat_tiny", "vheat_small", "vheat_base"], timm_models=TIMM_MODELS,
-    # batch-16 training of the ~50-90M-parameter models would take minutes per step on 2 cores
-    train_max_batch={"vheat_small": 1, "vheat_base": 1, "swin_small_patch4_window7_224": 1},
-    resolutions=[224, 384, 512, 768, 1024],
+    # bf16 and vHeat-B planes at 224 only: the matmul-DCT baseline grows as side^3 (and bf16 GEMMs are slow on CPU)
+    kernel_max_res={"bfloat16": 224, "B": 224},
+    min_time=0.2, img_size=224, num_classes=1000, modes=["infer", "train"], batch_sizes=[1, 16], train_batch_sizes=[1, 4],
+    model_reps=2, vheat_models=["vheat_tiny", "vheat_small", "vheat_base"], timm_models=TIMM_MODELS,
+    # the 50-90M-parameter models run batch 1 only: a batch-16 step takes minutes on 2 shared cores
+    max_batch={"vheat_small": 1, "vheat_base": 1, "swin_small_patch4_window7_224": 1},
+    resolutions=[224, 512, 768, 1024],
     resolution_models=["vheat_tiny", "swin_tiny_patch4_window7_224", "deit_small_patch16_224"],
     memory_img_size=224, memory_batch=8,
 )
 QUICK = dict(
-    FULL, families=["T/S"], kernel_resolutions=[224], kernel_batch=2, min_time=0.02, batch_sizes=[2], model_reps=2,
+    FULL, families=["T/S"], kernel_resolutions=[224], kernel_batch=2, min_time=0.02, batch_sizes=[2], train_batch_sizes=[2],
+    model_reps=2, kernel_max_res={},
     vheat_models=["vheat_tiny"], timm_models=["swin_tiny_patch4_window7_224", "deit_small_patch16_224"],
-    train_max_batch={}, resolutions=[224, 384], memory_batch=2,
+    max_batch={}, resolutions=[224, 384], memory_batch=2,
 )
 
 
@@ -67,7 +70,7 @@ def parse_args(argv):
     p.add_argument("--kernel-batch", type=int)
     p.add_argument("--img-size", type=int, help="model section input size")
     p.add_argument("--num-classes", type=int)
-    p.add_argument("--batch-sizes", type=_ints)
+    p.add_argument("--batch-sizes", type=_ints, help="model section batch sizes (inference and training)")
     p.add_argument("--vheat-models", type=_names)
     p.add_argument("--timm-models", type=_names)
     p.add_argument("--resolutions", type=_ints)
@@ -79,6 +82,8 @@ def parse_args(argv):
     if unknown:
         p.error(f"--only: unknown section(s) {unknown}; choose from {','.join(SECTIONS)}")
     cfg = dict(QUICK if args.quick else FULL)
+    if args.batch_sizes is not None:
+        cfg["train_batch_sizes"] = args.batch_sizes
     for key in ("min_time", "dtypes", "kernel_resolutions", "kernel_batch", "img_size", "num_classes", "batch_sizes",
                 "vheat_models", "timm_models", "resolutions", "resolution_models", "memory_img_size", "memory_batch"):
         if getattr(args, key) is not None:

@@ -9,14 +9,16 @@ from typing import Callable, Dict
 import torch
 
 
-def time_paired(fns: Dict[str, Callable[[], object]], min_time: float, min_reps: int = 3, max_reps: int = 50) -> Dict[str, float]:
-    """Median ms of each fn, calls interleaved round-robin after one warm-up each.
+def time_paired(fns: Dict[str, Callable[[], object]], min_time: float, min_reps: int = 3, max_reps: int = 50,
+                warm_up: bool = True) -> Dict[str, float]:
+    """Median ms of each fn, calls interleaved round-robin after one warm-up each (unless done already).
 
     Interleaving makes the ratios fair on a shared, noisy machine: load spikes hit every
     candidate alike instead of whichever happened to run at the time.
     """
-    for fn in fns.values():
-        fn()
+    if warm_up:
+        for fn in fns.values():
+            fn()
     times = {k: [] for k in fns}
     start = time.perf_counter()
     reps = 0

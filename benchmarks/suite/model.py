@@ -17,11 +17,11 @@ def run(cfg: Dict, peaks: Dict) -> Dict:
     rows = []
     built = {name: models.create(name, cfg["img_size"], cfg["num_classes"]) for name in cfg["vheat_models"] + cfg["timm_models"]}
     for mode in cfg["modes"]:
-        for n in cfg["batch_sizes"]:
+        for n in cfg["batch_sizes"] if mode == "infer" else cfg["train_batch_sizes"]:
             x, y = models.batch(n, cfg["img_size"], cfg["num_classes"])
             fns = {}
             for name, model in built.items():
-                if mode == "train" and n > cfg.get("train_max_batch", {}).get(name, n):
+                if n > cfg["max_batch"].get(name, n):
                     continue
                 for label, backend in models.candidates(name, model).items():
                     fns[label] = (models.train_step(model, backend, x, y) if mode == "train"
