@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import pprint
 import re
@@ -57,7 +58,8 @@ def main() -> int:
         builds = aot.every_build(archs, dtypes)
     print(f"ptxas: {aot.find_ptxas()}; {len(builds)} builds", flush=True)
     if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
+        # spawn, not fork: a forked child of a process that already ran Triton's MLIR can crash.
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             rows = list(pool.map(_build, builds))
     else:
         rows = []
