@@ -1,0 +1,6 @@
+# Official detection/configs/vheat/mask_rcnn_fpn_coco_base.py.
+_base_ = ["./_vheat_mask_rcnn_fpn_1x_coco.py"]
+model = dict(
+    backbone=dict(depths=(2, 2, 18, 2), dims=128, drop_path_rate=0.5, post_norm=True, layer_scale=1e-5),
+    neck=dict(in_channels=[128, 256, 512, 1024]),
+)

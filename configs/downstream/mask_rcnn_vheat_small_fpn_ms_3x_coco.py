@@ -1,0 +1,7 @@
+# Official detection/configs/vheat/mask_rcnn_fpn_coco_small_ms_3x.py (drop_path_rate 0.5).
+_base_ = ["./_vheat_mask_rcnn_fpn_ms_3x_coco.py"]
+model = dict(
+    backbone=dict(depths=(2, 2, 18, 2), dims=96, drop_path_rate=0.5, post_norm=True, layer_scale=1e-5),
+    neck=dict(in_channels=[96, 192, 384, 768]),
+)
+val_dataloader = dict(batch_size=2)
