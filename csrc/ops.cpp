@@ -9,4 +9,8 @@ TORCH_LIBRARY(vheat, m) {
   // dx = HCO(grad_y, E); dE = sum_b DCT2(x) * DCT2(grad_y) (reduced over the batch in a
   // fixed order). A gradient that is not needed is returned as an empty tensor.
   m.def("hco_backward(Tensor grad_y, Tensor x, Tensor E, bool need_dx, bool need_dE) -> (Tensor, Tensor)");
+  // Training pair (CPU): the forward also returns x_hat = DCT2(x) in fp32 (fp64 for double)
+  // so the backward skips re-transforming x; x_hat replaces x among the saved tensors.
+  m.def("hco_forward_spectrum(Tensor x, Tensor E) -> (Tensor, Tensor)");
+  m.def("hco_backward_spectrum(Tensor grad_y, Tensor x_hat, Tensor E, bool need_dx, bool need_dE) -> (Tensor, Tensor)");
 }

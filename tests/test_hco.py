@@ -122,6 +122,16 @@ def test_cpu_backward_is_deterministic_across_thread_counts():
     assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
 
 
+def test_forward_spectrum_is_dct2_of_x():
+    vk.ops.compiled_ops()
+    x, E = _inputs((2, 9, 6, 21), torch.bfloat16)
+    y, x_hat = torch.ops.vheat.hco_forward_spectrum(x, E)
+    assert x_hat.dtype == torch.float32 and torch.equal(y, torch.ops.vheat.hco_forward(x, E))
+    from hco_oracle import dct2
+
+    assert_close_to(x_hat, torch.from_numpy(dct2(x.double().numpy())), torch.float32, what="x_hat")
+
+
 def test_empty_batch():
     x, E = _inputs((0, 5, 4, 3), torch.float32, requires_grad=True)
     y = heat_conduction(x, E, backend="cpu")
@@ -262,6 +272,10 @@ def test_opcheck_forward_and_backward():
     dy = torch.randn(2, 5, 7, 9)
     for need_dx, need_dE in itertools.product([True, False], repeat=2):
         torch.library.opcheck(torch.ops.vheat.hco_backward.default, (dy, x.detach(), E.detach(), need_dx, need_dE))
+    torch.library.opcheck(torch.ops.vheat.hco_forward_spectrum.default, (x, E))
+    x_hat = torch.ops.vheat.hco_forward_spectrum(x.detach(), E.detach())[1]
+    for need_dx, need_dE in itertools.product([True, False], repeat=2):
+        torch.library.opcheck(torch.ops.vheat.hco_backward_spectrum.default, (dy, x_hat, E.detach(), need_dx, need_dE))
 
 
 class _HeatLayer(torch.nn.Module):

@@ -41,6 +41,38 @@ def _register() -> None:
         return (dx if need_dx else None), (dE if need_dE else None)
 
     torch.library.register_autograd("vheat::hco_forward", _backward, setup_context=_setup_context)
+
+    # Training pair: the forward also returns x_hat = DCT2(x) (fp32, fp64 for double),
+    # saved instead of x, so the backward does two plane transforms instead of three.
+    def _spectrum_dtype(x):
+        return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+    @torch.library.register_fake("vheat::hco_forward_spectrum")
+    def _hco_forward_spectrum_fake(x, E):
+        y = torch.empty_like(x, memory_format=torch.contiguous_format)
+        return y, torch.empty_like(x, dtype=_spectrum_dtype(x), memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake("vheat::hco_backward_spectrum")
+    def _hco_backward_spectrum_fake(grad_y, x_hat, E, need_dx, need_dE):
+        dx = torch.empty_like(grad_y, memory_format=torch.contiguous_format) if need_dx else grad_y.new_empty(0)
+        dE = torch.empty_like(E, memory_format=torch.contiguous_format) if need_dE else E.new_empty(0)
+        return dx, dE
+
+    def _setup_spectrum(ctx, inputs, output):
+        _, E = inputs
+        _, x_hat = output
+        ctx.mark_non_differentiable(x_hat)
+        ctx.save_for_backward(x_hat, E)
+
+    def _backward_spectrum(ctx, grad_y, _grad_x_hat):
+        x_hat, E = ctx.saved_tensors
+        need_dx, need_dE = ctx.needs_input_grad
+        if not (need_dx or need_dE):
+            return None, None
+        dx, dE = torch.ops.vheat.hco_backward_spectrum(grad_y.contiguous(), x_hat, E, need_dx, need_dE)
+        return (dx if need_dx else None), (dE if need_dE else None)
+
+    torch.library.register_autograd("vheat::hco_forward_spectrum", _backward_spectrum, setup_context=_setup_spectrum)
     _registered = True
 
 

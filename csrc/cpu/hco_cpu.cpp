@@ -178,14 +178,16 @@ void multiply(T* plane, const T* e, int64_t n) {
   for (int64_t i = 0; i < n; ++i) plane[i] *= e[i];
 }
 
-// y = IDCT2(DCT2(x) * E), T = accumulation type, S = storage type of x / y.
+// y = IDCT2(DCT2(x) * E), T = accumulation type, S = storage type of x / y. With `spectrum`,
+// DCT2(x) is also written out (in T, channels-last) for the backward to reuse.
 template <typename T, typename S>
-void forward_impl(const at::Tensor& x, const at::Tensor& E_packed, at::Tensor& y) {
+void forward_impl(const at::Tensor& x, const at::Tensor& E_packed, at::Tensor& y, at::Tensor* spectrum) {
   const Geometry<T> g(x);
   const PlaneContext<T> ctx(g.H, g.W);
   const S* xp = x.const_data_ptr<S>();
   const T* ep = E_packed.const_data_ptr<T>();
   S* yp = y.mutable_data_ptr<S>();
+  T* sp = spectrum ? spectrum->mutable_data_ptr<T>() : nullptr;
   const int64_t scratch = plane_scratch_elems(int(g.H), int(g.W), Geometry<T>::L);
   at::parallel_for(0, g.B * g.blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> buf(g.plane_elems() + scratch);
@@ -194,6 +196,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_packed, at::Tensor& y
       const int64_t b = task / g.blocks, blk = task % g.blocks;
       gather(g, xp, b, blk, plane);
       ctx.dct2(plane, plane + g.plane_elems());
+      if (sp) scatter(g, plane, b, blk, sp);
       multiply(plane, ep + blk * g.plane_elems(), g.plane_elems());
       ctx.idct2(plane, plane + g.plane_elems());
       scatter(g, plane, b, blk, yp);
@@ -204,12 +207,14 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_packed, at::Tensor& y
 // dE (packed) = sum_b DCT2(x_b) * DCT2(dy_b); dx = IDCT2(DCT2(dy) * E).
 // Parallel over channel blocks with the batch summed in order inside each block: the
 // reduction order does not depend on the thread count, so results are deterministic.
-template <typename T, typename S>
+// With x_is_spectrum, x is DCT2(x) in T saved by the forward (X = T), so the backward
+// needs two 2-D transforms per plane instead of three.
+template <typename T, typename S, typename X>
 void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& E_packed, at::Tensor* dx,
-                   at::Tensor& dE_packed) {
+                   at::Tensor& dE_packed, bool x_is_spectrum) {
   const Geometry<T> g(x);
   const PlaneContext<T> ctx(g.H, g.W);
-  const S* xp = x.const_data_ptr<S>();
+  const X* xp = x.const_data_ptr<X>();
   const S* gp = dy.const_data_ptr<S>();
   const T* ep = E_packed.const_data_ptr<T>();
   T* dep = dE_packed.mutable_data_ptr<T>();
@@ -227,7 +232,7 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
       std::fill(acc, acc + n, T(0));
       for (int64_t b = 0; b < g.B; ++b) {
         gather(g, xp, b, blk, px);
-        ctx.dct2(px, work);
+        if (!x_is_spectrum) ctx.dct2(px, work);
         gather(g, gp, b, blk, pg);
         ctx.dct2(pg, work);
         for (int64_t i = 0; i < n; ++i) acc[i] += px[i] * pg[i];
@@ -262,7 +267,7 @@ at::Tensor hco_forward_cpu(const at::Tensor& x_in, const at::Tensor& E_in) {
     using S = decltype(storage_tag);
     const int64_t blocks = (x.size(3) + kLanes<T> - 1) / kLanes<T>;
     const at::Tensor E = pack_channels<T>(E_in, blocks, c10::CppTypeToScalarType<T>::value);
-    forward_impl<T, S>(x, E, y);
+    forward_impl<T, S>(x, E, y, nullptr);
   });
   return y;
 }
@@ -293,9 +298,62 @@ std::tuple<at::Tensor, at::Tensor> hco_backward_cpu(const at::Tensor& dy_in, con
     if (x.numel() == 0) {
       dE_packed.zero_();
     } else {
-      backward_impl<T, S>(dy, x, E, need_dx ? &dx : nullptr, dE_packed);
+      backward_impl<T, S, S>(dy, x, E, need_dx ? &dx : nullptr, dE_packed, false);
     }
     dE = unpack_channels<T>(dE_packed, x.size(3)).to(E_in.scalar_type());
+  });
+  return {dx, dE};
+}
+
+at::ScalarType accumulation_type(at::ScalarType st) {
+  return st == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Forward that also returns DCT2(x) (fp32; fp64 for double) for hco_backward_spectrum.
+std::tuple<at::Tensor, at::Tensor> hco_forward_spectrum_cpu(const at::Tensor& x_in, const at::Tensor& E_in) {
+  check_inputs(x_in, E_in, "vheat::hco_forward_spectrum");
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor spectrum = at::empty(x.sizes(), x.options().dtype(accumulation_type(x.scalar_type())));
+  if (x.numel() == 0) return {y, spectrum};
+  dispatch_storage(x.scalar_type(), [&](auto acc_tag, auto storage_tag) {
+    using T = decltype(acc_tag);
+    using S = decltype(storage_tag);
+    const int64_t blocks = (x.size(3) + kLanes<T> - 1) / kLanes<T>;
+    const at::Tensor E = pack_channels<T>(E_in, blocks, c10::CppTypeToScalarType<T>::value);
+    forward_impl<T, S>(x, E, y, &spectrum);
+  });
+  return {y, spectrum};
+}
+
+std::tuple<at::Tensor, at::Tensor> hco_backward_spectrum_cpu(const at::Tensor& dy_in, const at::Tensor& spec_in,
+                                                             const at::Tensor& E_in, bool need_dx, bool need_dE) {
+  check_inputs(dy_in, E_in, "vheat::hco_backward_spectrum");
+  TORCH_CHECK(spec_in.sizes() == dy_in.sizes(), "vheat::hco_backward_spectrum: x_hat shape ", spec_in.sizes(),
+              " must equal grad_y shape ", dy_in.sizes());
+  TORCH_CHECK(spec_in.device().is_cpu() && spec_in.scalar_type() == accumulation_type(dy_in.scalar_type()),
+              "vheat::hco_backward_spectrum: x_hat must be the CPU ", accumulation_type(dy_in.scalar_type()),
+              " spectrum returned by hco_forward_spectrum, got ", spec_in.scalar_type(), " on ", spec_in.device());
+  at::Tensor dx = dy_in.new_empty({0});
+  at::Tensor dE = E_in.new_empty({0});
+  if (!need_dE) {
+    if (need_dx) dx = hco_forward_cpu(dy_in, E_in);
+    return {dx, dE};
+  }
+  const at::Tensor spec = spec_in.contiguous(), dy = dy_in.contiguous();
+  if (need_dx) dx = at::empty_like(dy, at::MemoryFormat::Contiguous);
+  dispatch_storage(dy.scalar_type(), [&](auto acc_tag, auto storage_tag) {
+    using T = decltype(acc_tag);
+    using S = decltype(storage_tag);
+    const int64_t blocks = (dy.size(3) + kLanes<T> - 1) / kLanes<T>;
+    const at::Tensor E = pack_channels<T>(E_in, blocks, c10::CppTypeToScalarType<T>::value);
+    at::Tensor dE_packed = at::empty_like(E);
+    if (dy.numel() == 0) {
+      dE_packed.zero_();
+    } else {
+      backward_impl<T, S, T>(dy, spec, E, need_dx ? &dx : nullptr, dE_packed, true);
+    }
+    dE = unpack_channels<T>(dE_packed, dy.size(3)).to(E_in.scalar_type());
   });
   return {dx, dE};
 }
@@ -306,4 +364,6 @@ std::tuple<at::Tensor, at::Tensor> hco_backward_cpu(const at::Tensor& dy_in, con
 TORCH_LIBRARY_IMPL(vheat, CPU, m) {
   m.impl("hco_forward", &vheat::cpu::hco_forward_cpu);
   m.impl("hco_backward", &vheat::cpu::hco_backward_cpu);
+  m.impl("hco_forward_spectrum", &vheat::cpu::hco_forward_spectrum_cpu);
+  m.impl("hco_backward_spectrum", &vheat::cpu::hco_backward_spectrum_cpu);
 }
