@@ -182,3 +182,30 @@ def test_bad_arguments():
         bb(torch.randn(3, 32, 32))
     with pytest.raises(RuntimeError, match="no classifier"):
         bb.forward_head(torch.randn(1, 128, 2, 2))
+
+
+@pytest.mark.parametrize("size", [(64, 64), (50, 90)])
+def test_infer_mode_same_features(size):
+    _, bb = classifier_and_backbone()
+    bb.eval()
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        train_mode = bb(x)
+        bb.set_infer_mode(True)
+        folded = bb(x)
+    assert bb.infer_mode
+    for a, b in zip(folded, train_mode):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 0.15), (torch.float64, 1e-4)])  # vs a float32 reference
+def test_dtypes(dtype, tol):
+    _, bb = classifier_and_backbone()
+    bb.eval()
+    x = torch.randn(1, 3, 45, 70)
+    with torch.no_grad():
+        ref = bb(x)
+        out = bb.to(dtype)(x.to(dtype))
+    for o, r in zip(out, ref):
+        assert o.dtype == dtype
+        torch.testing.assert_close(o.float(), r, rtol=tol, atol=tol)
