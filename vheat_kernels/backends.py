@@ -29,11 +29,11 @@ def _compiled_reason(x: torch.Tensor, E: torch.Tensor, device_type: str) -> Opti
 
 
 def _compiled_hco(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
-    from .ops import compiled_ops
+    from .ops import compiled_ops, has_spectrum_ops
 
     ops = compiled_ops()
     # On CPU, when a backward will follow, keep DCT2(x) from the forward (saved instead of x).
-    if x.device.type == "cpu" and torch.is_grad_enabled() and (x.requires_grad or E.requires_grad):
+    if x.device.type == "cpu" and torch.is_grad_enabled() and (x.requires_grad or E.requires_grad) and has_spectrum_ops():
         return ops.hco_forward_spectrum(x, E)[0]
     return ops.hco_forward(x, E)
 

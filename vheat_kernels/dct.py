@@ -5,14 +5,26 @@ correctly rounded matrix rather than one built from rounded angles.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
+from torch._guards import detect_fake_mode
+
+_CACHE: dict = {}
 
 
-@functools.lru_cache(maxsize=256)
-def _dct_matrix_cached(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _cached(key, build):
+    """Memoise real tensors only: under FakeTensorMode (opcheck, export, compile tracing)
+    the builder yields fake tensors, which must never reach later eager calls."""
+    if torch.compiler.is_compiling() or detect_fake_mode() is not None:
+        return build(*key[1:])
+    value = _CACHE.get(key)
+    if value is None:
+        value = _CACHE[key] = build(*key[1:])
+    return value
+
+
+def _dct_matrix_build(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     i = torch.arange(n, dtype=torch.float64)
     k = torch.arange(n, dtype=torch.float64).view(-1, 1)
     mat = torch.cos(math.pi * (i + 0.5) * k / n) * math.sqrt(2.0 / n)
@@ -28,11 +40,10 @@ def dct_matrix(n: int, device: torch.device | str = "cpu", dtype: torch.dtype = 
     """
     if n < 1:
         raise ValueError(f"dct_matrix: size must be >= 1, got {n}")
-    return _dct_matrix_cached(int(n), torch.device(device), dtype)
+    return _cached(("dct", int(n), torch.device(device), dtype), _dct_matrix_build)
 
 
-@functools.lru_cache(maxsize=256)
-def _decay_map_cached(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _decay_map_build(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     n = torch.arange(h, dtype=torch.float64).view(-1, 1) * (math.pi / h)
     m = torch.arange(w, dtype=torch.float64).view(1, -1) * (math.pi / w)
     return torch.exp(-(n * n + m * m)).to(device=device, dtype=dtype)
@@ -45,7 +56,7 @@ def decay_map(h: int, w: int, device: torch.device | str = "cpu", dtype: torch.d
     """
     if h < 1 or w < 1:
         raise ValueError(f"decay_map: sizes must be >= 1, got ({h}, {w})")
-    return _decay_map_cached(int(h), int(w), torch.device(device), dtype)
+    return _cached(("decay", int(h), int(w), torch.device(device), dtype), _decay_map_build)
 
 
 def attenuation(k: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,10 @@ def _register() -> None:
 
     torch.library.register_autograd("vheat::hco_forward", _backward, setup_context=_setup_context)
 
+    if not has_spectrum_ops():  # op library built before the pair existed: plain forward only
+        _registered = True
+        return
+
     # Training pair: the forward also returns x_hat = DCT2(x) (fp32, fp64 for double),
     # saved instead of x, so the backward does two plane transforms instead of three.
     def _spectrum_dtype(x):
@@ -74,6 +78,10 @@ def _register() -> None:
 
     torch.library.register_autograd("vheat::hco_forward_spectrum", _backward_spectrum, setup_context=_setup_spectrum)
     _registered = True
+
+
+def has_spectrum_ops() -> bool:
+    return extension_available() and hasattr(torch.ops.vheat, "hco_forward_spectrum")
 
 
 def compiled_ops():
