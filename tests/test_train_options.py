@@ -56,12 +56,7 @@ def test_fp16_on_cpu_refused(folder, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", [
-    "reference",
-    pytest.param("cpu", marks=pytest.mark.xfail(
-        reason="inductor lowering of the compiled vheat::hco ops in training fails on torch 2.14.1: "
-               "'cannot determine truth value of Relational: 16*s27*s53 < 16' (get_stride_order)")),
-])
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_torch_compile_trains(folder, tmp_path, backend):
     got = train(tiny_config(folder, str(tmp_path / "c"), "train.compile=true", "train.epochs=1",
                             f"model.hco_backend={backend}"))
