@@ -126,6 +126,7 @@ def main(argv=None):
     }
     json_path = os.path.join(args.out_dir, f"{tag}.json")
     write_json_atomic(json_path, payload)
+    os.chmod(json_path, 0o644)  # mkstemp creates 0600; results are meant to be read by anyone
     docs = args.docs or (None if args.quick else "docs/benchmarks.md")
     if docs and not args.no_docs:
         write_docs(json_path, docs)
