@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup build demo selfcheck bench bench-quick test test-unit test-slow cuda-check cmake-test build-cuda clean
+.PHONY: setup build demo selfcheck bench bench-quick test test-unit test-slow cuda-check cmake-test triton-aot bytes-model build-cuda clean
 
 setup:
 	bash scripts/setup_env.sh
@@ -14,7 +14,7 @@ build: setup
 demo: setup
 	$(PY) -m vheat_kernels.selfcheck
 	$(PY) benchmarks/bench_hco.py
-	$(PY) -m vheat train --config configs/demo_digits.yaml
+	$(PY) -m vheat train -c demo_digits
 
 selfcheck: setup
 	$(PY) -m vheat_kernels.selfcheck
@@ -42,6 +42,13 @@ cuda-check: setup
 
 cmake-test: setup
 	bash scripts/cmake_test.sh
+
+# Every Triton kernel configuration for sm_80/sm_90 (~1000 builds, ~20 minutes here).
+triton-aot: setup
+	$(PY) benchmarks/triton_resources.py --jobs 2
+
+bytes-model: setup
+	$(PY) benchmarks/bytes_model.py
 
 build-cuda: setup
 	VHEAT_BUILD_CUDA=1 MAX_JOBS=2 $(PY) setup.py build_ext --inplace

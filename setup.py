@@ -107,6 +107,7 @@ def main():
         ext_modules=extensions(),
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
         python_requires=">=3.10",
+        entry_points={"console_scripts": ["vheat = vheat.cli.main:main"]},
     )
 
 
