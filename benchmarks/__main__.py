@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import subprocess
 import sys
 import time
 
@@ -95,6 +96,16 @@ def parse_args(argv):
     return args, cfg
 
 
+def git_revision() -> str:
+    """Commit of the code measured, with '+dirty' when the working tree differs from it."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
+        return rev + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args, cfg = parse_args(argv)
@@ -119,7 +130,7 @@ def main(argv=None):
         saved_plots["kernel"] = plots.kernel_plot(results["kernel"], os.path.join(args.out_dir, f"{tag}_kernel_speedup.png"))
     payload = {
         "benchmark": "vheat-kernels suite", "command": "python -m benchmarks " + shlex.join(argv),
-        "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "wall_s": time.time() - start,
+        "git": git_revision(), "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "wall_s": time.time() - start,
         "machine": dict(machine_info(), cpu_count=os.cpu_count(), load_avg_before=load_before, load_avg_after=os.getloadavg()),
         "peaks": peaks, "config": cfg, "results": results, "plots": saved_plots,
         "targets": targets(results),

@@ -28,7 +28,7 @@ def test_json_schema(run):
     out, _, payload = run
     with open(out / "t.json") as f:
         saved = json.load(f)
-    assert saved["command"].startswith("python -m benchmarks --quick")
+    assert saved["command"].startswith("python -m benchmarks --quick") and saved["git"]
     assert {"cpu", "threads", "torch", "python"} <= set(saved["machine"])
     assert saved["peaks"]["gemm_gflops"] > 0 and saved["peaks"]["copy_gbs"] > 0
     assert set(saved["results"]) == {"kernel", "model", "resolution", "memory"}
