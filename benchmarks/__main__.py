@@ -19,7 +19,7 @@ import time
 import torch
 
 from .bench_hco import machine_info, write_json_atomic
-from .report import SECTION_TABLES, TITLES, targets, targets_table, write_docs
+from .report import SECTION_TABLES, TITLES, hco_share, targets, targets_table, write_docs
 from .suite import kernel, memory, model, plots, resolution
 from .suite.measure import copy_bandwidth_gbs, gemm_peak_gflops
 
@@ -143,6 +143,8 @@ def main(argv=None):
         write_docs(json_path, docs)
     for name in results:
         print(f"\n## {TITLES[name]}\n\n{SECTION_TABLES[name](results[name])}")
+    if hco_share(results):
+        print("\n" + hco_share(results))
     print(f"\nJSON: {json_path}" + (f"; report: {docs}" if docs and not args.no_docs else ""))
     print(f"\n## Targets ({payload['machine']['cpu']}, {payload['machine']['threads']} threads)\n")
     print(targets_table(payload["targets"]))

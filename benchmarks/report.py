@@ -56,6 +56,29 @@ def targets(results: Dict) -> List[Dict]:
     return out
 
 
+VHEAT_T_DEPTHS = (2, 2, 6, 2)
+
+
+def hco_share(results: Dict) -> Optional[str]:
+    """Amdahl bound for vHeat-T inference: the HCO's share of the model time, from this run's kernel rows."""
+    if "kernel" not in results or "model" not in results:
+        return None
+    planes = [r for r in results["kernel"]["rows"] if r["family"] == "T/S" and r["input_res"] == 224
+              and r["dtype"] == "float32" and r["pass"] == "forward"]
+    model_rows = [r for r in results["model"]["rows"] if r["mode"] == "infer" and r["model"].startswith("vHeat-T official")]
+    if len(planes) != 4 or not model_rows:
+        return None
+    per_image = {b: sum(d * r["ms"][b] / r["shape"][0] for d, r in zip(VHEAT_T_DEPTHS, sorted(planes, key=lambda r: r["stage"])))
+                 for b in planes[0]["ms"]}
+    m = max(model_rows, key=lambda r: r["batch"])
+    model_ms = m["ms"] / m["batch"]
+    share = per_image["reference"] / model_ms
+    return (f"Amdahl bound: from the kernel rows, the official HCO costs {per_image['reference']:.1f} ms per 224 image "
+            f"in vHeat-T's 12 blocks (fused: " + ", ".join(f"{b} {v:.1f} ms" for b, v in per_image.items() if b != "reference")
+            + f") against {model_ms:.1f} ms per image for the whole official model (batch {m['batch']}), i.e. "
+            f"{100 * share:.1f} %; a free HCO would make vHeat-T inference at most {1 / max(1 - share, 1e-9):.2f}x faster.")
+
+
 def _load(machine: Dict) -> str:
     if "load_avg_before" not in machine:
         return "not recorded"
@@ -91,6 +114,9 @@ def render(payload: Dict, plot_dir_rel: str) -> str:
         "",
         targets_table(targets(payload["results"])),
     ]
+    bound = hco_share(payload["results"])
+    if bound:
+        parts += ["", bound]
     for name in ("resolution", "kernel", "model", "memory"):
         if name not in payload["results"]:
             continue

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from benchmarks.__main__ import main
-from benchmarks.report import render, targets
+from benchmarks.report import hco_share, render, targets
 
 TINY = ["--quick", "--threads", "1", "--min-time", "0", "--dtypes", "float32", "--kernel-resolutions", "32", "--kernel-batch", "1",
         "--img-size", "64", "--num-classes", "7", "--batch-sizes", "1", "--vheat-models", "vheat_tiny",
@@ -96,3 +96,13 @@ def test_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit):
         main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_amdahl_bound():
+    planes = [{"family": "T/S", "input_res": 224, "dtype": "float32", "pass": "forward", "stage": i + 1,
+               "shape": [2, 56 >> i, 56 >> i, 96 << i], "ms": {"reference": 2.0, "cpu": 1.0}} for i in range(4)]
+    model_rows = [{"model": "vHeat-T official (reference)", "mode": "infer", "batch": 4, "ms": 96.0}]
+    text = hco_share({"kernel": {"rows": planes}, "model": {"rows": model_rows}})
+    # 12 blocks x 2 ms / batch 2 = 12 ms of a 24 ms image: half the time, so at most 2x
+    assert "12.0 ms per 224 image" in text and "50.0 %" in text and "at most 2.00x" in text
+    assert hco_share({"model": {"rows": model_rows}}) is None
