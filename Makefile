@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup build demo selfcheck bench bench-quick test test-unit test-slow cuda-check cmake-test triton-aot bytes-model build-cuda clean
+.PHONY: setup build demo selfcheck bench bench-suite bench-quick test test-unit test-slow cuda-check cmake-test triton-aot bytes-model build-cuda clean
 
 setup:
 	bash scripts/setup_env.sh
@@ -21,6 +21,11 @@ selfcheck: setup
 
 bench: setup
 	$(PY) benchmarks/bench_hco.py
+
+# Full suite (kernels, whole models vs official and timm baselines, resolution, memory);
+# writes benchmarks/results/*.json, PNG plots and docs/benchmarks.md (~12 minutes).
+bench-suite: setup
+	$(PY) -m benchmarks --threads 1
 
 bench-quick: setup
 	$(PY) benchmarks/bench_hco.py --quick --json benchmarks/results/hco_cpu_quick.json
