@@ -18,5 +18,17 @@ export MAX_JOBS=${MAX_JOBS:-2}
 # CUDA kernels are built by default only where a GPU driver is present: a CUDA build
 # takes ~7 minutes on 2 cores (docs/cuda.md). VHEAT_BUILD_CUDA=1 forces it.
 export VHEAT_BUILD_CUDA=${VHEAT_BUILD_CUDA:-$(command -v nvidia-smi >/dev/null 2>&1 && echo auto || echo 0)}
-.venv/bin/python setup.py -q build_ext --inplace 2>&1 | grep -vE "^(running|copying|creating|\[[0-9]+/[0-9]+\])" || true
+# Build outside the package, then rename into place: overwriting a loaded .so in place
+# crashes processes that have it mapped.
+if ! .venv/bin/python setup.py -q build_ext --build-lib build/lib > build.log 2>&1; then
+  tail -40 build.log
+  echo "setup_env: building the op library failed (full log: build.log)" >&2
+  exit 1
+fi
+for so in build/lib/vheat_kernels/_C*.so; do
+  dest=vheat_kernels/$(basename "$so")
+  if ! cmp -s "$so" "$dest"; then
+    cp "$so" "$dest.tmp" && mv -f "$dest.tmp" "$dest"
+  fi
+done
 .venv/bin/python -c "import vheat_kernels as vk; assert vk.extension_available(), 'op library failed to build'; print('vheat_kernels op library:', vk.build_info())"
