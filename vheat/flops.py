@@ -26,7 +26,8 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import einsum_flop_jit, get_shape
 from torch import nn
 
-HCO_OPS = ("vheat::hco_forward",)
+# hco_forward_spectrum is the CPU training-mode form (also returns DCT2(x)): same arithmetic.
+HCO_OPS = ("vheat::hco_forward", "vheat::hco_forward_spectrum")
 # The spectrum scaling of the official HCO (and of the 'reference' backend), letters normalised.
 _SCALING_EINSUM = "abcd,bcd->abcd"
 
