@@ -168,8 +168,8 @@ def test_upernet_train_step_and_inference(tmp_path, classification_ckpt):
 
     test = dataset(cfg.test_dataloader.dataset.pipeline)
     model.eval()
-    with torch.no_grad():
-        results = model.test_step(pseudo_collate([test[0], test[1]]))
+    with torch.no_grad():  # one image per batch, as the official val/test loaders (sizes differ)
+        results = [model.test_step(pseudo_collate([test[i]]))[0] for i in range(len(sizes))]
     for res, (h, w) in zip(results, sizes):
         seg = res.pred_sem_seg.data
         assert tuple(seg.shape) == (1, h, w) and seg.min() >= 0 and seg.max() < 150
