@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup build demo selfcheck bench bench-suite bench-quick test test-unit test-slow cuda-check cmake-test triton-aot bytes-model build-cuda clean
+.PHONY: setup build demo selfcheck bench bench-suite bench-quick test test-unit test-slow cuda-check cmake-test triton-aot bytes-model test-mm build-cuda clean
 
 setup:
 	bash scripts/setup_env.sh
@@ -54,6 +54,12 @@ triton-aot: setup
 
 bytes-model: setup
 	$(PY) benchmarks/bytes_model.py
+
+# Optional mm extra (mmcv 2.1.0 CPU ops built from source, cached in .cache/wheels): one
+# Mask R-CNN and one UperNet training step + inference. Not part of `make test`.
+test-mm: setup
+	bash scripts/install_mm_extra.sh
+	.venv-mm/bin/python -m pytest -q tests/test_downstream_mm.py
 
 build-cuda: setup
 	VHEAT_BUILD_CUDA=1 MAX_JOBS=2 $(PY) setup.py build_ext --inplace
