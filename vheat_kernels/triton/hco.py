@@ -99,9 +99,9 @@ _COS_CACHE: dict[tuple, torch.Tensor] = {}
 def _cos(n: int, like: torch.Tensor) -> torch.Tensor:
     """Orthonormal DCT-II matrix (n, n) in fp32 (fp64 for fp64 inputs), cached per device.
 
-    Built here rather than through the lru_cache of ``dct.dct_matrix``: while torch.compile
-    or opcheck trace this op under FakeTensorMode a cached call would store a fake tensor
-    for every later eager call; traced calls build it uncached (a graph op) instead.
+    Traced calls (torch.compile, opcheck under FakeTensorMode) build it uncached (a graph
+    op), so a fake tensor never reaches later eager calls; ``dct.dct_matrix`` follows the
+    same rule.
     """
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
     tracing = is_fake(like) or torch.compiler.is_compiling()
