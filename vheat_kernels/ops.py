@@ -22,25 +22,34 @@ def _register() -> None:
     def _hco_forward_fake(x, E):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
-    @torch.library.register_fake("vheat::hco_backward")
-    def _hco_backward_fake(grad_y, x, E, need_dx, need_dE):
-        dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_dx else x.new_empty(0)
+    def _backward_fake(grad_y, saved, E, need_dx, need_dE):
+        # Shared by hco_backward (saved = x) and hco_backward_spectrum (saved = DCT2(x)).
+        dx = torch.empty_like(grad_y, memory_format=torch.contiguous_format) if need_dx else grad_y.new_empty(0)
         dE = torch.empty_like(E, memory_format=torch.contiguous_format) if need_dE else E.new_empty(0)
         return dx, dE
+
+    torch.library.register_fake("vheat::hco_backward", _backward_fake)
+
+    def _backward_through(backward_op):
+        """Autograd backward calling `backward_op(grad_y, saved, E, need_dx, need_dE)`."""
+
+        def backward(ctx, grad_y, *_grads_of_non_differentiable_outputs):
+            saved, E = ctx.saved_tensors
+            need_dx, need_dE = ctx.needs_input_grad
+            if not (need_dx or need_dE):
+                return None, None
+            dx, dE = backward_op(grad_y.contiguous(), saved, E, need_dx, need_dE)
+            return (dx if need_dx else None), (dE if need_dE else None)
+
+        return backward
 
     def _setup_context(ctx, inputs, output):
         x, E = inputs
         ctx.save_for_backward(x, E)
 
-    def _backward(ctx, grad_y):
-        x, E = ctx.saved_tensors
-        need_dx, need_dE = ctx.needs_input_grad
-        if not (need_dx or need_dE):
-            return None, None
-        dx, dE = torch.ops.vheat.hco_backward(grad_y.contiguous(), x, E, need_dx, need_dE)
-        return (dx if need_dx else None), (dE if need_dE else None)
-
-    torch.library.register_autograd("vheat::hco_forward", _backward, setup_context=_setup_context)
+    torch.library.register_autograd(
+        "vheat::hco_forward", _backward_through(torch.ops.vheat.hco_backward), setup_context=_setup_context
+    )
 
     if not has_spectrum_ops():  # op library built before the pair existed: plain forward only
         _registered = True
@@ -56,11 +65,7 @@ def _register() -> None:
         y = torch.empty_like(x, memory_format=torch.contiguous_format)
         return y, torch.empty_like(x, dtype=_spectrum_dtype(x), memory_format=torch.contiguous_format)
 
-    @torch.library.register_fake("vheat::hco_backward_spectrum")
-    def _hco_backward_spectrum_fake(grad_y, x_hat, E, need_dx, need_dE):
-        dx = torch.empty_like(grad_y, memory_format=torch.contiguous_format) if need_dx else grad_y.new_empty(0)
-        dE = torch.empty_like(E, memory_format=torch.contiguous_format) if need_dE else E.new_empty(0)
-        return dx, dE
+    torch.library.register_fake("vheat::hco_backward_spectrum", _backward_fake)
 
     def _setup_spectrum(ctx, inputs, output):
         _, E = inputs
@@ -68,15 +73,11 @@ def _register() -> None:
         ctx.mark_non_differentiable(x_hat)
         ctx.save_for_backward(x_hat, E)
 
-    def _backward_spectrum(ctx, grad_y, _grad_x_hat):
-        x_hat, E = ctx.saved_tensors
-        need_dx, need_dE = ctx.needs_input_grad
-        if not (need_dx or need_dE):
-            return None, None
-        dx, dE = torch.ops.vheat.hco_backward_spectrum(grad_y.contiguous(), x_hat, E, need_dx, need_dE)
-        return (dx if need_dx else None), (dE if need_dE else None)
-
-    torch.library.register_autograd("vheat::hco_forward_spectrum", _backward_spectrum, setup_context=_setup_spectrum)
+    torch.library.register_autograd(
+        "vheat::hco_forward_spectrum",
+        _backward_through(torch.ops.vheat.hco_backward_spectrum),
+        setup_context=_setup_spectrum,
+    )
     _registered = True
 
 

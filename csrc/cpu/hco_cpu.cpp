@@ -257,90 +257,40 @@ void dispatch_storage(at::ScalarType st, Fn&& fn) {
   }
 }
 
-at::Tensor hco_forward_cpu(const at::Tensor& x_in, const at::Tensor& E_in) {
-  check_inputs(x_in, E_in, "vheat::hco_forward");
+at::ScalarType accumulation_type(at::ScalarType st) {
+  return st == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Shared body of hco_forward and hco_forward_spectrum (which also wants DCT2(x)).
+at::Tensor run_forward(const at::Tensor& x_in, const at::Tensor& E_in, const char* op, at::Tensor* spectrum) {
+  check_inputs(x_in, E_in, op);
   const at::Tensor x = x_in.contiguous();
   at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  if (spectrum) *spectrum = at::empty(x.sizes(), x.options().dtype(accumulation_type(x.scalar_type())));
   if (x.numel() == 0) return y;
   dispatch_storage(x.scalar_type(), [&](auto acc_tag, auto storage_tag) {
     using T = decltype(acc_tag);
     using S = decltype(storage_tag);
     const int64_t blocks = (x.size(3) + kLanes<T> - 1) / kLanes<T>;
     const at::Tensor E = pack_channels<T>(E_in, blocks, c10::CppTypeToScalarType<T>::value);
-    forward_impl<T, S>(x, E, y, nullptr);
+    forward_impl<T, S>(x, E, y, spectrum);
   });
   return y;
 }
 
-std::tuple<at::Tensor, at::Tensor> hco_backward_cpu(const at::Tensor& dy_in, const at::Tensor& x_in,
-                                                    const at::Tensor& E_in, bool need_dx, bool need_dE) {
-  check_inputs(x_in, E_in, "vheat::hco_backward");
-  TORCH_CHECK(dy_in.sizes() == x_in.sizes(), "vheat::hco_backward: grad_y shape ", dy_in.sizes(),
-              " must equal x shape ", x_in.sizes());
-  TORCH_CHECK(dy_in.scalar_type() == x_in.scalar_type(), "vheat::hco_backward: grad_y dtype ",
-              dy_in.scalar_type(), " must equal x dtype ", x_in.scalar_type());
-  TORCH_CHECK(dy_in.device().is_cpu(), "vheat::hco_backward: grad_y must be a CPU tensor, got ", dy_in.device());
-  at::Tensor dx = x_in.new_empty({0});
-  at::Tensor dE = E_in.new_empty({0});
-  if (!need_dE) {
-    if (need_dx) dx = hco_forward_cpu(dy_in, E_in);  // the operator is self-adjoint in x
-    return {dx, dE};
-  }
-  const at::Tensor x = x_in.contiguous(), dy = dy_in.contiguous();
-  if (need_dx) dx = at::empty_like(x, at::MemoryFormat::Contiguous);
-  dispatch_storage(x.scalar_type(), [&](auto acc_tag, auto storage_tag) {
-    using T = decltype(acc_tag);
-    using S = decltype(storage_tag);
-    constexpr auto acc_type = c10::CppTypeToScalarType<T>::value;
-    const int64_t blocks = (x.size(3) + kLanes<T> - 1) / kLanes<T>;
-    const at::Tensor E = pack_channels<T>(E_in, blocks, acc_type);
-    at::Tensor dE_packed = at::empty_like(E);
-    if (x.numel() == 0) {
-      dE_packed.zero_();
-    } else {
-      backward_impl<T, S, S>(dy, x, E, need_dx ? &dx : nullptr, dE_packed, false);
-    }
-    dE = unpack_channels<T>(dE_packed, x.size(3)).to(E_in.scalar_type());
-  });
-  return {dx, dE};
-}
-
-at::ScalarType accumulation_type(at::ScalarType st) {
-  return st == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-// Forward that also returns DCT2(x) (fp32; fp64 for double) for hco_backward_spectrum.
-std::tuple<at::Tensor, at::Tensor> hco_forward_spectrum_cpu(const at::Tensor& x_in, const at::Tensor& E_in) {
-  check_inputs(x_in, E_in, "vheat::hco_forward_spectrum");
-  const at::Tensor x = x_in.contiguous();
-  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
-  at::Tensor spectrum = at::empty(x.sizes(), x.options().dtype(accumulation_type(x.scalar_type())));
-  if (x.numel() == 0) return {y, spectrum};
-  dispatch_storage(x.scalar_type(), [&](auto acc_tag, auto storage_tag) {
-    using T = decltype(acc_tag);
-    using S = decltype(storage_tag);
-    const int64_t blocks = (x.size(3) + kLanes<T> - 1) / kLanes<T>;
-    const at::Tensor E = pack_channels<T>(E_in, blocks, c10::CppTypeToScalarType<T>::value);
-    forward_impl<T, S>(x, E, y, &spectrum);
-  });
-  return {y, spectrum};
-}
-
-std::tuple<at::Tensor, at::Tensor> hco_backward_spectrum_cpu(const at::Tensor& dy_in, const at::Tensor& spec_in,
-                                                             const at::Tensor& E_in, bool need_dx, bool need_dE) {
-  check_inputs(dy_in, E_in, "vheat::hco_backward_spectrum");
-  TORCH_CHECK(spec_in.sizes() == dy_in.sizes(), "vheat::hco_backward_spectrum: x_hat shape ", spec_in.sizes(),
-              " must equal grad_y shape ", dy_in.sizes());
-  TORCH_CHECK(spec_in.device().is_cpu() && spec_in.scalar_type() == accumulation_type(dy_in.scalar_type()),
-              "vheat::hco_backward_spectrum: x_hat must be the CPU ", accumulation_type(dy_in.scalar_type()),
-              " spectrum returned by hco_forward_spectrum, got ", spec_in.scalar_type(), " on ", spec_in.device());
+// Shared body of hco_backward (x is the input) and hco_backward_spectrum (x is DCT2(x) in
+// the accumulation type); inputs are validated by the callers.
+std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const at::Tensor& x_in,
+                                                const at::Tensor& E_in, bool need_dx, bool need_dE,
+                                                bool x_is_spectrum) {
   at::Tensor dx = dy_in.new_empty({0});
   at::Tensor dE = E_in.new_empty({0});
   if (!need_dE) {
-    if (need_dx) dx = hco_forward_cpu(dy_in, E_in);
+    // The operator is self-adjoint in x.
+    if (need_dx) dx = run_forward(dy_in, E_in, "vheat::hco_backward", nullptr);
     return {dx, dE};
   }
-  const at::Tensor spec = spec_in.contiguous(), dy = dy_in.contiguous();
+  const at::Tensor x = x_in.contiguous(), dy = dy_in.contiguous();
   if (need_dx) dx = at::empty_like(dy, at::MemoryFormat::Contiguous);
   dispatch_storage(dy.scalar_type(), [&](auto acc_tag, auto storage_tag) {
     using T = decltype(acc_tag);
@@ -348,14 +298,50 @@ std::tuple<at::Tensor, at::Tensor> hco_backward_spectrum_cpu(const at::Tensor& d
     const int64_t blocks = (dy.size(3) + kLanes<T> - 1) / kLanes<T>;
     const at::Tensor E = pack_channels<T>(E_in, blocks, c10::CppTypeToScalarType<T>::value);
     at::Tensor dE_packed = at::empty_like(E);
+    at::Tensor* dx_out = need_dx ? &dx : nullptr;
     if (dy.numel() == 0) {
       dE_packed.zero_();
+    } else if (x_is_spectrum) {
+      backward_impl<T, S, T>(dy, x, E, dx_out, dE_packed, true);
     } else {
-      backward_impl<T, S, T>(dy, spec, E, need_dx ? &dx : nullptr, dE_packed, true);
+      backward_impl<T, S, S>(dy, x, E, dx_out, dE_packed, false);
     }
     dE = unpack_channels<T>(dE_packed, dy.size(3)).to(E_in.scalar_type());
   });
   return {dx, dE};
+}
+
+at::Tensor hco_forward_cpu(const at::Tensor& x, const at::Tensor& E) {
+  return run_forward(x, E, "vheat::hco_forward", nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor> hco_backward_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& E,
+                                                    bool need_dx, bool need_dE) {
+  check_inputs(x, E, "vheat::hco_backward");
+  TORCH_CHECK(dy.sizes() == x.sizes(), "vheat::hco_backward: grad_y shape ", dy.sizes(), " must equal x shape ",
+              x.sizes());
+  TORCH_CHECK(dy.scalar_type() == x.scalar_type(), "vheat::hco_backward: grad_y dtype ", dy.scalar_type(),
+              " must equal x dtype ", x.scalar_type());
+  TORCH_CHECK(dy.device().is_cpu(), "vheat::hco_backward: grad_y must be a CPU tensor, got ", dy.device());
+  return run_backward(dy, x, E, need_dx, need_dE, /*x_is_spectrum=*/false);
+}
+
+// Forward that also returns DCT2(x) (fp32; fp64 for double) for hco_backward_spectrum.
+std::tuple<at::Tensor, at::Tensor> hco_forward_spectrum_cpu(const at::Tensor& x, const at::Tensor& E) {
+  at::Tensor spectrum;
+  at::Tensor y = run_forward(x, E, "vheat::hco_forward_spectrum", &spectrum);
+  return {y, spectrum};
+}
+
+std::tuple<at::Tensor, at::Tensor> hco_backward_spectrum_cpu(const at::Tensor& dy, const at::Tensor& x_hat,
+                                                             const at::Tensor& E, bool need_dx, bool need_dE) {
+  check_inputs(dy, E, "vheat::hco_backward_spectrum");
+  TORCH_CHECK(x_hat.sizes() == dy.sizes(), "vheat::hco_backward_spectrum: x_hat shape ", x_hat.sizes(),
+              " must equal grad_y shape ", dy.sizes());
+  TORCH_CHECK(x_hat.device().is_cpu() && x_hat.scalar_type() == accumulation_type(dy.scalar_type()),
+              "vheat::hco_backward_spectrum: x_hat must be the CPU ", accumulation_type(dy.scalar_type()),
+              " spectrum returned by hco_forward_spectrum, got ", x_hat.scalar_type(), " on ", x_hat.device());
+  return run_backward(dy, x_hat, E, need_dx, need_dE, /*x_is_spectrum=*/true);
 }
 
 }  // namespace
