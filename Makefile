@@ -30,9 +30,9 @@ bench-suite: setup
 bench-quick: setup
 	$(PY) benchmarks/bench_hco.py --quick --json benchmarks/results/hco_cpu_quick.json
 
-# What CI runs (.ci/run): unit tests, then compile-only checks of the GPU kernels and the
-# LibTorch (CMake) build.
-test: test-unit cuda-check cmake-test
+# What CI runs (.ci/run): unit tests, compile-only checks of the GPU kernels, the LibTorch
+# (CMake) build, and the mm extra (its first run builds mmcv: ~7 minutes here, then cached).
+test: test-unit cuda-check cmake-test test-mm
 
 test-unit: setup
 	$(PYTEST) -q
@@ -55,8 +55,8 @@ triton-aot: setup
 bytes-model: setup
 	$(PY) benchmarks/bytes_model.py
 
-# Optional mm extra (mmcv 2.1.0 CPU ops built from source, cached in .cache/wheels): one
-# Mask R-CNN and one UperNet training step + inference. Not part of `make test`.
+# Optional mm extra (mmcv 2.1.0 CPU ops built from source, wheel cached in
+# ~/.cache/vheat-kernels/wheels): one Mask R-CNN and one UperNet training step + inference.
 test-mm: setup
 	bash scripts/install_mm_extra.sh
 	.venv-mm/bin/python -m pytest -q tests/test_downstream_mm.py

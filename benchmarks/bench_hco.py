@@ -32,8 +32,11 @@ CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 
 
 def time_ms(fn, min_time=0.5, max_reps=50, clock=time.perf_counter) -> float:
-    """Median time of fn() in ms after one warm-up call."""
-    fn()
+    """Median time of fn() in ms after warm-up calls (at least 2, and 0.2 s or min_time)."""
+    warm_start, warm_calls = time.perf_counter(), 0
+    while warm_calls < 2 or time.perf_counter() - warm_start < min(0.2, min_time):
+        fn()
+        warm_calls += 1
     times = []
     start = time.perf_counter()
     while len(times) < 3 or (time.perf_counter() - start < min_time and len(times) < max_reps):

@@ -12,9 +12,13 @@
 #include <c10/util/Half.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "plane_kernels.h"
@@ -25,18 +29,30 @@ namespace {
 // ---- instruction-set dispatch ---------------------------------------------------
 template <typename T>
 struct PlaneOps {
-  void (*dct2)(const AxisTables<T>&, const AxisTables<T>&, T*, T*);
-  void (*idct2)(const AxisTables<T>&, const AxisTables<T>&, T*, T*);
+  void (*dct2)(const AxisTables<T>&, const AxisTables<T>&, const T*, int64_t, int64_t, T*, T*);
+  void (*idct2)(const AxisTables<T>&, const AxisTables<T>&, T*, T*, int64_t, int64_t, T*);
 };
 
-template <typename T>
-PlaneOps<T> select_plane_ops() {
+bool cpu_has(const char* isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return {avx512::dct2_plane<T>, avx512::idct2_plane<T>};
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return {avx2::dct2_plane<T>, avx2::idct2_plane<T>};
+  if (std::strcmp(isa, "avx512") == 0) return __builtin_cpu_supports("avx512f");
+  if (std::strcmp(isa, "avx2") == 0) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
+  return std::strcmp(isa, "generic") == 0;
+}
+
+// The widest instruction set this CPU runs, or $VHEAT_CPU_ISA (generic, avx2, avx512) so that
+// tests can exercise every build on one machine.
+template <typename T>
+PlaneOps<T> select_plane_ops() {
+  const char* forced = std::getenv("VHEAT_CPU_ISA");
+  std::string isa = forced && *forced ? forced : (cpu_has("avx512") ? "avx512" : cpu_has("avx2") ? "avx2" : "generic");
+  TORCH_CHECK(isa == "generic" || isa == "avx2" || isa == "avx512", "VHEAT_CPU_ISA=", isa,
+              " is not an instruction set of the CPU kernels; accepted: generic, avx2, avx512");
+  TORCH_CHECK(cpu_has(isa.c_str()), "VHEAT_CPU_ISA=", isa, " but this CPU does not support it");
+  if (isa == "avx512") return {avx512::dct2_plane<T>, avx512::idct2_plane<T>};
+  if (isa == "avx2") return {avx2::dct2_plane<T>, avx2::idct2_plane<T>};
   return {generic::dct2_plane<T>, generic::idct2_plane<T>};
 }
 
@@ -49,39 +65,53 @@ const PlaneOps<T>& plane_ops() {
 // ---- cosine tables, built in double once per (N, type) ----------------------------
 template <typename T>
 struct AxisStorage {
-  std::vector<T> even, odd, even_t, odd_t;
-  std::shared_ptr<const AxisStorage<T>> half;
+  std::vector<T> even, odd, even_t, odd_t, rot_cos, rot_sin;
+  std::shared_ptr<const AxisStorage<T>> half, quarter;
   AxisTables<T> tables;
 };
 
 template <typename T>
 std::shared_ptr<const AxisStorage<T>> axis_tables(int n);
 
+// Dense (r x r) block of the orthonormal DCT-II of length n, rows k = 2q + parity, and its
+// transpose.
+template <typename T>
+void dense_block(int n, int r, int parity, std::vector<T>& m, std::vector<T>& m_t) {
+  m.resize(size_t(r) * r);
+  m_t.resize(size_t(r) * r);
+  for (int q = 0; q < r; ++q)
+    for (int i = 0; i < r; ++i) {
+      const int k = 2 * q + parity;
+      const double scale = k == 0 ? std::sqrt(1.0 / n) : std::sqrt(2.0 / n);
+      const T c = T(scale * std::cos(M_PI * (i + 0.5) * k / n));
+      m[size_t(q) * r + i] = c;
+      m_t[size_t(i) * r + q] = c;
+    }
+}
+
 template <typename T>
 std::shared_ptr<const AxisStorage<T>> build_axis(int n) {
   auto s = std::make_shared<AxisStorage<T>>();
-  if (n % 2 == 0 && n >= kRecurseMin) s->half = axis_tables<T>(n / 2);
   const int ne = (n + 1) / 2, no = n / 2;
-  auto coef = [n](int k, int i) {
-    const double scale = k == 0 ? std::sqrt(1.0 / n) : std::sqrt(2.0 / n);
-    return scale * std::cos(M_PI * (i + 0.5) * k / n);
-  };
-  s->even.resize(size_t(ne) * ne);
-  s->even_t.resize(size_t(ne) * ne);
-  s->odd.resize(size_t(no) * no);
-  s->odd_t.resize(size_t(no) * no);
-  for (int r = 0; r < ne; ++r)
-    for (int i = 0; i < ne; ++i) {
-      s->even[size_t(r) * ne + i] = T(coef(2 * r, i));
-      s->even_t[size_t(i) * ne + r] = T(coef(2 * r, i));
+  const bool recurse = n % 2 == 0 && n >= kRecurseMin;
+  if (recurse) {
+    s->half = axis_tables<T>(n / 2);
+  } else {
+    dense_block(n, ne, 0, s->even, s->even_t);
+  }
+  if (recurse && no % 2 == 0) {
+    s->quarter = axis_tables<T>(no / 2);
+    for (int i = 0; i < no / 2; ++i) {
+      s->rot_cos.push_back(T(std::cos(M_PI * (2 * i + 1) / (2.0 * n))));
+      s->rot_sin.push_back(T(std::sin(M_PI * (2 * i + 1) / (2.0 * n))));
     }
-  for (int r = 0; r < no; ++r)
-    for (int i = 0; i < no; ++i) {
-      s->odd[size_t(r) * no + i] = T(coef(2 * r + 1, i));
-      s->odd_t[size_t(i) * no + r] = T(coef(2 * r + 1, i));
-    }
-  s->tables = {n, ne, no, s->even.data(), s->odd.data(), s->even_t.data(), s->odd_t.data(),
-               s->half ? &s->half->tables : nullptr};
+  } else {
+    dense_block(n, no, 1, s->odd, s->odd_t);
+  }
+  auto ptr = [](const std::vector<T>& v) { return v.empty() ? nullptr : v.data(); };
+  s->tables = {n, ne, no, ptr(s->even), ptr(s->odd), ptr(s->even_t), ptr(s->odd_t),
+               s->half ? &s->half->tables : nullptr, s->quarter ? &s->quarter->tables : nullptr,
+               ptr(s->rot_cos), ptr(s->rot_sin)};
   return s;
 }
 
@@ -114,25 +144,31 @@ void check_inputs(const at::Tensor& x, const at::Tensor& E, const char* op) {
 // ---- per-plane helpers ------------------------------------------------------------
 template <typename T>
 struct Geometry {
-  int64_t B, H, W, C, blocks;
+  int64_t B, H, W, C, blocks, Wp;
   static constexpr int L = kLanes<T>;
   explicit Geometry(const at::Tensor& x)
-      : B(x.size(0)), H(x.size(1)), W(x.size(2)), C(x.size(3)), blocks((x.size(3) + L - 1) / L) {}
-  int64_t plane_elems() const { return H * W * L; }
+      : B(x.size(0)), H(x.size(1)), W(x.size(2)), C(x.size(3)), blocks((x.size(3) + L - 1) / L),
+        Wp(padded_width(int(x.size(2)))) {}
+  int64_t plane_elems() const { return H * Wp * L; }  // (H, Wp, L), see padded_width
 };
 
-// Channels-last (B, H, W, C) plane (b, block) -> (H, W, L) buffer in T, zero-padded lanes.
+// Channels-last (B, H, W, C) plane (b, block) -> (H, Wp, L) buffer in T, zero-padded lanes.
 template <typename T, typename S>
 void gather(const Geometry<T>& g, const S* src, int64_t b, int64_t blk, T* plane) {
   constexpr int L = Geometry<T>::L;
   const int64_t c0 = blk * L, lanes = std::min<int64_t>(L, g.C - c0);
   const S* base = src + b * g.H * g.W * g.C + c0;
-  for (int64_t p = 0; p < g.H * g.W; ++p) {
-    const S* s = base + p * g.C;
-    T* d = plane + p * L;
-    for (int64_t l = 0; l < lanes; ++l) d[l] = static_cast<T>(s[l]);
-    for (int64_t l = lanes; l < L; ++l) d[l] = T(0);
-  }
+  for (int64_t h = 0; h < g.H; ++h)
+    for (int64_t w = 0; w < g.W; ++w) {
+      const S* s = base + (h * g.W + w) * g.C;
+      T* d = plane + (h * g.Wp + w) * L;
+      if (lanes == L) {  // fixed trip count: vectorised
+        for (int l = 0; l < L; ++l) d[l] = static_cast<T>(s[l]);
+      } else {
+        for (int64_t l = 0; l < lanes; ++l) d[l] = static_cast<T>(s[l]);
+        for (int64_t l = lanes; l < L; ++l) d[l] = T(0);
+      }
+    }
 }
 
 template <typename T, typename S>
@@ -140,37 +176,74 @@ void scatter(const Geometry<T>& g, const T* plane, int64_t b, int64_t blk, S* ds
   constexpr int L = Geometry<T>::L;
   const int64_t c0 = blk * L, lanes = std::min<int64_t>(L, g.C - c0);
   S* base = dst + b * g.H * g.W * g.C + c0;
-  for (int64_t p = 0; p < g.H * g.W; ++p) {
-    const T* s = plane + p * L;
-    S* d = base + p * g.C;
-    for (int64_t l = 0; l < lanes; ++l) d[l] = static_cast<S>(s[l]);
-  }
+  for (int64_t h = 0; h < g.H; ++h)
+    for (int64_t w = 0; w < g.W; ++w) {
+      const T* s = plane + (h * g.Wp + w) * L;
+      S* d = base + (h * g.W + w) * g.C;
+      if (lanes == L) {
+        for (int l = 0; l < L; ++l) d[l] = static_cast<S>(s[l]);
+      } else {
+        for (int64_t l = 0; l < lanes; ++l) d[l] = static_cast<S>(s[l]);
+      }
+    }
 }
 
-// E (H, W, C) -> (blocks, H, W, L) in T, zero-padded, so each plane multiplies contiguously.
+// E (H, W, C) -> (blocks, H, Wp, L) in T, zero-padded, laid out like a plane so each plane
+// multiplies it contiguously.
 template <typename T>
 at::Tensor pack_channels(const at::Tensor& E, int64_t blocks, at::ScalarType st) {
   constexpr int L = kLanes<T>;
-  const int64_t H = E.size(0), W = E.size(1), C = E.size(2);
-  auto padded = at::zeros({H, W, blocks * L}, E.options().dtype(st));
-  padded.narrow(2, 0, C).copy_(E);
-  return padded.view({H, W, blocks, L}).permute({2, 0, 1, 3}).contiguous();
+  const int64_t H = E.size(0), W = E.size(1), C = E.size(2), Wp = padded_width(int(W));
+  auto padded = at::zeros({H, Wp, blocks * L}, E.options().dtype(st));
+  padded.narrow(1, 0, W).narrow(2, 0, C).copy_(E);
+  return padded.view({H, Wp, blocks, L}).permute({2, 0, 1, 3}).contiguous();
 }
 
 template <typename T>
-at::Tensor unpack_channels(const at::Tensor& packed, int64_t C) {
-  // (blocks, H, W, L) -> (H, W, C)
-  const int64_t blocks = packed.size(0), H = packed.size(1), W = packed.size(2), L = packed.size(3);
-  return packed.permute({1, 2, 0, 3}).reshape({H, W, blocks * L}).narrow(2, 0, C).contiguous();
+at::Tensor unpack_channels(const at::Tensor& packed, int64_t W, int64_t C) {
+  // (blocks, H, Wp, L) -> (H, W, C)
+  const int64_t blocks = packed.size(0), H = packed.size(1), Wp = packed.size(2), L = packed.size(3);
+  return packed.permute({1, 2, 0, 3}).reshape({H, Wp, blocks * L}).narrow(1, 0, W).narrow(2, 0, C).contiguous();
 }
 
+// The 2-D transforms of one plane. A full channel block of a tensor already in T is read
+// (written) by the first (last) pass directly from (to) the channels-last tensor; other
+// blocks go through gather / scatter.
 template <typename T>
 struct PlaneContext {
+  const Geometry<T>& g;
   std::shared_ptr<const AxisStorage<T>> th, tw;
   const PlaneOps<T>& ops = plane_ops<T>();
-  PlaneContext(int64_t H, int64_t W) : th(axis_tables<T>(int(H))), tw(axis_tables<T>(int(W))) {}
-  void dct2(T* plane, T* scratch) const { ops.dct2(th->tables, tw->tables, plane, scratch); }
-  void idct2(T* plane, T* scratch) const { ops.idct2(th->tables, tw->tables, plane, scratch); }
+  explicit PlaneContext(const Geometry<T>& geo)
+      : g(geo), th(axis_tables<T>(int(geo.H))), tw(axis_tables<T>(int(geo.W))) {}
+  bool full_block(int64_t blk) const { return (blk + 1) * Geometry<T>::L <= g.C; }
+  int64_t offset(int64_t b, int64_t blk) const { return b * g.H * g.W * g.C + blk * Geometry<T>::L; }
+
+  // plane <- DCT2 of plane (b, blk) of the channels-last src.
+  template <typename S>
+  void dct2_from(const S* src, int64_t b, int64_t blk, T* plane, T* scratch) const {
+    if constexpr (std::is_same_v<S, T>) {
+      if (full_block(blk)) {
+        ops.dct2(th->tables, tw->tables, src + offset(b, blk), g.W * g.C, g.C, plane, scratch);
+        return;
+      }
+    }
+    gather(g, src, b, blk, plane);
+    ops.dct2(th->tables, tw->tables, plane, g.Wp * Geometry<T>::L, Geometry<T>::L, plane, scratch);
+  }
+
+  // Plane (b, blk) of the channels-last dst <- IDCT2 of plane (plane is overwritten).
+  template <typename S>
+  void idct2_to(T* plane, S* dst, int64_t b, int64_t blk, T* scratch) const {
+    if constexpr (std::is_same_v<S, T>) {
+      if (full_block(blk)) {
+        ops.idct2(th->tables, tw->tables, plane, dst + offset(b, blk), g.W * g.C, g.C, scratch);
+        return;
+      }
+    }
+    ops.idct2(th->tables, tw->tables, plane, plane, g.Wp * Geometry<T>::L, Geometry<T>::L, scratch);
+    scatter(g, plane, b, blk, dst);
+  }
 };
 
 template <typename T>
@@ -183,7 +256,7 @@ void multiply(T* plane, const T* e, int64_t n) {
 template <typename T, typename S>
 void forward_impl(const at::Tensor& x, const at::Tensor& E_packed, at::Tensor& y, at::Tensor* spectrum) {
   const Geometry<T> g(x);
-  const PlaneContext<T> ctx(g.H, g.W);
+  const PlaneContext<T> ctx(g);
   const S* xp = x.const_data_ptr<S>();
   const T* ep = E_packed.const_data_ptr<T>();
   S* yp = y.mutable_data_ptr<S>();
@@ -194,12 +267,11 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_packed, at::Tensor& y
     T* plane = buf.data();
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / g.blocks, blk = task % g.blocks;
-      gather(g, xp, b, blk, plane);
-      ctx.dct2(plane, plane + g.plane_elems());
+      T* work = plane + g.plane_elems();
+      ctx.dct2_from(xp, b, blk, plane, work);
       if (sp) scatter(g, plane, b, blk, sp);
       multiply(plane, ep + blk * g.plane_elems(), g.plane_elems());
-      ctx.idct2(plane, plane + g.plane_elems());
-      scatter(g, plane, b, blk, yp);
+      ctx.idct2_to(plane, yp, b, blk, work);
     }
   });
 }
@@ -213,7 +285,7 @@ template <typename T, typename S, typename X>
 void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& E_packed, at::Tensor* dx,
                    at::Tensor& dE_packed, bool x_is_spectrum) {
   const Geometry<T> g(x);
-  const PlaneContext<T> ctx(g.H, g.W);
+  const PlaneContext<T> ctx(g);
   const X* xp = x.const_data_ptr<X>();
   const S* gp = dy.const_data_ptr<S>();
   const T* ep = E_packed.const_data_ptr<T>();
@@ -231,15 +303,15 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
       const T* e = ep + blk * n;
       std::fill(acc, acc + n, T(0));
       for (int64_t b = 0; b < g.B; ++b) {
-        gather(g, xp, b, blk, px);
-        if (!x_is_spectrum) ctx.dct2(px, work);
-        gather(g, gp, b, blk, pg);
-        ctx.dct2(pg, work);
+        if (x_is_spectrum)
+          gather(g, xp, b, blk, px);
+        else
+          ctx.dct2_from(xp, b, blk, px, work);
+        ctx.dct2_from(gp, b, blk, pg, work);
         for (int64_t i = 0; i < n; ++i) acc[i] += px[i] * pg[i];
         if (dxp) {
           multiply(pg, e, n);
-          ctx.idct2(pg, work);
-          scatter(g, pg, b, blk, dxp);
+          ctx.idct2_to(pg, dxp, b, blk, work);
         }
       }
     }
@@ -306,7 +378,7 @@ std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const a
     } else {
       backward_impl<T, S, S>(dy, x, E, dx_out, dE_packed, false);
     }
-    dE = unpack_channels<T>(dE_packed, dy.size(3)).to(E_in.scalar_type());
+    dE = unpack_channels<T>(dE_packed, dy.size(2), dy.size(3)).to(E_in.scalar_type());
   });
   return {dx, dE};
 }

@@ -1,7 +1,7 @@
 // Declarations of the per-plane DCT kernels, compiled once per instruction set
 // (plane_kernels_{generic,avx2,avx512}.cpp) and chosen at run time by hco_cpu.cpp.
 //
-// A "plane" is one (batch, channel-block) slice held as (H, W, L) contiguous values,
+// A "plane" is one (batch, channel-block) slice held as (H, padded_width(W), L) values,
 // L = kLanes<T> channels in the innermost position, so every arithmetic step is a
 // full SIMD vector across channels and the cosine coefficients are scalars.
 #pragma once
@@ -25,26 +25,40 @@ struct AxisTables {
   const T* odd = nullptr;     // (n_odd x n_odd):   C[2r+1][i]
   const T* even_t = nullptr;  // transposes, for the inverse (DCT-III)
   const T* odd_t = nullptr;
-  // For even N >= kRecurseMin: the even outputs are DCT-II_{N/2}(a) / sqrt(2), so they
-  // recurse into the half-length tables instead of the dense `even` matrix (~1.5x fewer
-  // multiply-adds over all levels for N = 2^k). Null: use `even` / `even_t`.
+  // For even N >= kRecurseMin the even outputs are DCT-II_{N/2}(a) with a pre-scaled by
+  // 1/sqrt(2): `half` (null: dense `even`). The odd outputs are a DCT-IV of length
+  // M = N/2 of d; for even M it splits into two DCT-II of length M/2 (`quarter`) between a
+  // rotation of (d_n, d_{M-1-n}) by g_n = pi (2n+1) / (2N) and a butterfly (derivation at
+  // dct_line), so the transform is O(N log N) down to an odd or small length with no
+  // recurrences that would grow the rounding error. Null `quarter`: dense `odd`.
   const AxisTables* half = nullptr;
+  const AxisTables* quarter = nullptr;
+  const T* rot_cos = nullptr;  // (M/2): cos g_n, with `quarter`
+  const T* rot_sin = nullptr;  // (M/2): sin g_n
 };
 
 constexpr int kRecurseMin = 16;
 
-// Scratch each call needs, in elements of T (per thread).
+// Row stride of a plane in lane groups. Odd, so that walking a column (one 64-byte lane
+// group per row) visits distinct cache sets; with W a multiple of 8 (56, 128, 256) an
+// unpadded column maps onto a few sets and thrashes L1 and L2.
+inline int padded_width(int W) { return W | 1; }
+
+// Line scratch each plane transform needs, in elements of T (per thread): the transforms
+// run in place, line by line, and the recursion uses N + N/2 + ... < 2N lane groups.
 inline int64_t plane_scratch_elems(int H, int W, int lanes) {
-  const int n = H > W ? H : W;  // recursion uses N + N/2 + ... < 2N line vectors
-  return (int64_t(H) * W + 4 * int64_t(n)) * lanes;
+  const int n = H > W ? H : W;
+  return 4 * int64_t(n) * lanes;
 }
 
 #define VHEAT_DECLARE_PLANE_KERNELS(ISA)                                                    \
   namespace ISA {                                                                           \
   template <typename T>                                                                     \
-  void dct2_plane(const AxisTables<T>& th, const AxisTables<T>& tw, T* plane, T* scratch);  \
+  void dct2_plane(const AxisTables<T>& th, const AxisTables<T>& tw, const T* src, int64_t src_row, \
+                  int64_t src_point, T* plane, T* scratch);                                 \
   template <typename T>                                                                     \
-  void idct2_plane(const AxisTables<T>& th, const AxisTables<T>& tw, T* plane, T* scratch); \
+  void idct2_plane(const AxisTables<T>& th, const AxisTables<T>& tw, T* plane, T* dst,       \
+                   int64_t dst_row, int64_t dst_point, T* scratch);                         \
   }
 
 VHEAT_DECLARE_PLANE_KERNELS(generic)

@@ -1,0 +1,70 @@
+"""Every instruction-set build of the CPU plane kernels (generic, AVX2, AVX-512) that this
+CPU can run, forced with $VHEAT_CPU_ISA in a subprocess, against the scipy oracle."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vheat_kernels import extension_available
+
+pytestmark = pytest.mark.skipif(not extension_available(), reason="op library not built")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHECK = r"""
+import sys, torch
+sys.path.insert(0, "tests")
+from hco_oracle import assert_close_to, hco_grad_oracle, hco_oracle
+import vheat_kernels as vk
+torch.manual_seed(int(sys.argv[1]))
+# even lengths that recurse (16, 28, 56, 64, 30 = 2 x odd), odd and prime ones, 1-wide
+for shape in [(2, 56, 28, 20), (1, 64, 30, 16), (2, 13, 16, 35), (1, 1, 7, 3), (1, 5, 1, 17)]:
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        x = torch.randn(shape, dtype=torch.float64).to(dtype).requires_grad_(True)
+        E = torch.rand(shape[1:], dtype=torch.float64).to(dtype).requires_grad_(True)
+        y = vk.heat_conduction(x, E, backend="cpu")
+        assert_close_to(y, hco_oracle(x, E), dtype, what=f"forward {shape}")
+        dy = torch.randn(shape, dtype=torch.float64).to(dtype)
+        y.backward(dy)
+        dx, dE = hco_grad_oracle(x, E, dy)
+        assert_close_to(x.grad, dx, dtype, what=f"dx {shape}")
+        assert_close_to(E.grad, dE, dtype, what=f"dE {shape}")
+print("ok")
+"""
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
+def _supported(isa: str) -> bool:
+    flags = _cpu_flags()
+    return {"generic": True, "avx2": {"avx2", "fma"} <= flags, "avx512": "avx512f" in flags}[isa]
+
+
+def _run(isa: str, code: str, seed: int = 0) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VHEAT_CPU_ISA": isa, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-c", code, str(seed)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_isa_build_matches_scipy(isa):
+    if not _supported(isa):
+        pytest.skip(f"this CPU does not run {isa}")
+    seed = int.from_bytes(os.urandom(4), "little")
+    r = _run(isa, CHECK, seed)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), f"{isa} (seed {seed}):\n{r.stdout}\n{r.stderr[-3000:]}"
+
+
+def test_unknown_isa_is_a_clear_error():
+    r = _run("sse9", "import torch, vheat_kernels as vk; vk.heat_conduction(torch.randn(1, 4, 4, 2), torch.rand(4, 4, 2), backend='cpu')")
+    assert r.returncode != 0
+    assert "VHEAT_CPU_ISA=sse9 is not an instruction set" in r.stderr and "accepted: generic, avx2, avx512" in r.stderr
