@@ -188,22 +188,16 @@ void scatter(const Geometry<T>& g, const T* plane, int64_t b, int64_t blk, S* ds
     }
 }
 
-// E (H, W, C) -> (blocks, H, Wp, L) in T, zero-padded, laid out like a plane so each plane
-// multiplies it contiguously.
+// E (H, W, C) as a contiguous channels-last (H, W, blocks * L) tensor in T, zero-padded to
+// whole channel blocks; E itself (no copy) when it already is one.
 template <typename T>
-at::Tensor pack_channels(const at::Tensor& E, int64_t blocks, at::ScalarType st) {
+at::Tensor lanes_of(const at::Tensor& E, int64_t blocks) {
   constexpr int L = kLanes<T>;
-  const int64_t H = E.size(0), W = E.size(1), C = E.size(2), Wp = padded_width(int(W));
-  auto padded = at::zeros({H, Wp, blocks * L}, E.options().dtype(st));
-  padded.narrow(1, 0, W).narrow(2, 0, C).copy_(E);
-  return padded.view({H, Wp, blocks, L}).permute({2, 0, 1, 3}).contiguous();
-}
-
-template <typename T>
-at::Tensor unpack_channels(const at::Tensor& packed, int64_t W, int64_t C) {
-  // (blocks, H, Wp, L) -> (H, W, C)
-  const int64_t blocks = packed.size(0), H = packed.size(1), Wp = packed.size(2), L = packed.size(3);
-  return packed.permute({1, 2, 0, 3}).reshape({H, Wp, blocks * L}).narrow(1, 0, W).narrow(2, 0, C).contiguous();
+  const auto st = c10::CppTypeToScalarType<T>::value;
+  if (E.scalar_type() == st && E.size(2) == blocks * L) return E.contiguous();
+  auto padded = at::zeros({E.size(0), E.size(1), blocks * L}, E.options().dtype(st));
+  padded.narrow(2, 0, E.size(2)).copy_(E);
+  return padded;
 }
 
 // The 2-D transforms of one plane. A full channel block of a tensor already in T is read
@@ -246,19 +240,42 @@ struct PlaneContext {
   }
 };
 
+// plane *= E for channel block blk; e = E.data + blk * L, E (H, W, Cp) channels-last.
 template <typename T>
-void multiply(T* plane, const T* e, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) plane[i] *= e[i];
+void multiply(const Geometry<T>& g, T* plane, const T* e, int64_t Cp) {
+  constexpr int L = Geometry<T>::L;
+  for (int64_t h = 0; h < g.H; ++h)
+    for (int64_t w = 0; w < g.W; ++w) {
+      T* p = plane + (h * g.Wp + w) * L;
+      const T* f = e + (h * g.W + w) * Cp;
+      for (int l = 0; l < L; ++l) p[l] *= f[l];
+    }
+}
+
+// acc += xs * plane for channel block blk: acc = dE.data + blk * L (H, W, Cp) channels-last;
+// xs (h, w) at xs + h * x_row + w * x_point (a plane, or a channels-last tensor).
+template <typename T>
+void accumulate(const Geometry<T>& g, T* acc, int64_t Cp, const T* xs, int64_t x_row, int64_t x_point,
+                const T* plane) {
+  constexpr int L = Geometry<T>::L;
+  for (int64_t h = 0; h < g.H; ++h)
+    for (int64_t w = 0; w < g.W; ++w) {
+      T* a = acc + (h * g.W + w) * Cp;
+      const T* x = xs + h * x_row + w * x_point;
+      const T* p = plane + (h * g.Wp + w) * L;
+      for (int l = 0; l < L; ++l) a[l] += x[l] * p[l];
+    }
 }
 
 // y = IDCT2(DCT2(x) * E), T = accumulation type, S = storage type of x / y. With `spectrum`,
 // DCT2(x) is also written out (in T, channels-last) for the backward to reuse.
 template <typename T, typename S>
-void forward_impl(const at::Tensor& x, const at::Tensor& E_packed, at::Tensor& y, at::Tensor* spectrum) {
+void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y, at::Tensor* spectrum) {
   const Geometry<T> g(x);
   const PlaneContext<T> ctx(g);
   const S* xp = x.const_data_ptr<S>();
-  const T* ep = E_packed.const_data_ptr<T>();
+  const T* ep = E_lanes.const_data_ptr<T>();
+  const int64_t Cp = E_lanes.size(2);
   S* yp = y.mutable_data_ptr<S>();
   T* sp = spectrum ? spectrum->mutable_data_ptr<T>() : nullptr;
   const int64_t scratch = plane_scratch_elems(int(g.H), int(g.W), Geometry<T>::L);
@@ -270,26 +287,28 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_packed, at::Tensor& y
       T* work = plane + g.plane_elems();
       ctx.dct2_from(xp, b, blk, plane, work);
       if (sp) scatter(g, plane, b, blk, sp);
-      multiply(plane, ep + blk * g.plane_elems(), g.plane_elems());
+      multiply(g, plane, ep + blk * Geometry<T>::L, Cp);
       ctx.idct2_to(plane, yp, b, blk, work);
     }
   });
 }
 
-// dE (packed) = sum_b DCT2(x_b) * DCT2(dy_b); dx = IDCT2(DCT2(dy) * E).
+// dE (lanes) = sum_b DCT2(x_b) * DCT2(dy_b); dx = IDCT2(DCT2(dy) * E).
 // Parallel over channel blocks with the batch summed in order inside each block: the
 // reduction order does not depend on the thread count, so results are deterministic.
 // With x_is_spectrum, x is DCT2(x) in T saved by the forward (X = T), so the backward
 // needs two 2-D transforms per plane instead of three.
 template <typename T, typename S, typename X>
-void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& E_packed, at::Tensor* dx,
-                   at::Tensor& dE_packed, bool x_is_spectrum) {
+void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor* dx,
+                   at::Tensor& dE_lanes, bool x_is_spectrum) {
   const Geometry<T> g(x);
   const PlaneContext<T> ctx(g);
   const X* xp = x.const_data_ptr<X>();
   const S* gp = dy.const_data_ptr<S>();
-  const T* ep = E_packed.const_data_ptr<T>();
-  T* dep = dE_packed.mutable_data_ptr<T>();
+  const T* ep = E_lanes.const_data_ptr<T>();
+  T* dep = dE_lanes.mutable_data_ptr<T>();
+  const int64_t Cp = E_lanes.size(2);
+  constexpr int L = Geometry<T>::L;
   S* dxp = dx ? dx->mutable_data_ptr<S>() : nullptr;
   const int64_t n = g.plane_elems();
   const int64_t scratch = plane_scratch_elems(int(g.H), int(g.W), Geometry<T>::L);
@@ -299,18 +318,22 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
     T* pg = px + n;
     T* work = pg + n;
     for (int64_t blk = begin; blk < end; ++blk) {
-      T* acc = dep + blk * n;
-      const T* e = ep + blk * n;
-      std::fill(acc, acc + n, T(0));
+      T* acc = dep + blk * L;
+      const T* e = ep + blk * L;
+      for (int64_t p = 0; p < g.H * g.W; ++p) std::fill(acc + p * Cp, acc + p * Cp + L, T(0));
       for (int64_t b = 0; b < g.B; ++b) {
-        if (x_is_spectrum)
-          gather(g, xp, b, blk, px);
-        else
-          ctx.dct2_from(xp, b, blk, px, work);
         ctx.dct2_from(gp, b, blk, pg, work);
-        for (int64_t i = 0; i < n; ++i) acc[i] += px[i] * pg[i];
+        if (x_is_spectrum && ctx.full_block(blk)) {  // the saved spectrum, read in place
+          accumulate(g, acc, Cp, reinterpret_cast<const T*>(xp) + ctx.offset(b, blk), g.W * g.C, g.C, pg);
+        } else {
+          if (x_is_spectrum)
+            gather(g, xp, b, blk, px);
+          else
+            ctx.dct2_from(xp, b, blk, px, work);
+          accumulate(g, acc, Cp, px, g.Wp * L, L, pg);
+        }
         if (dxp) {
-          multiply(pg, e, n);
+          multiply(g, pg, e, Cp);
           ctx.idct2_to(pg, dxp, b, blk, work);
         }
       }
@@ -344,8 +367,7 @@ at::Tensor run_forward(const at::Tensor& x_in, const at::Tensor& E_in, const cha
     using T = decltype(acc_tag);
     using S = decltype(storage_tag);
     const int64_t blocks = (x.size(3) + kLanes<T> - 1) / kLanes<T>;
-    const at::Tensor E = pack_channels<T>(E_in, blocks, c10::CppTypeToScalarType<T>::value);
-    forward_impl<T, S>(x, E, y, spectrum);
+    forward_impl<T, S>(x, lanes_of<T>(E_in, blocks), y, spectrum);
   });
   return y;
 }
@@ -368,17 +390,17 @@ std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const a
     using T = decltype(acc_tag);
     using S = decltype(storage_tag);
     const int64_t blocks = (dy.size(3) + kLanes<T> - 1) / kLanes<T>;
-    const at::Tensor E = pack_channels<T>(E_in, blocks, c10::CppTypeToScalarType<T>::value);
-    at::Tensor dE_packed = at::empty_like(E);
+    const at::Tensor E = lanes_of<T>(E_in, blocks);
+    at::Tensor dE_lanes = at::empty_like(E);
     at::Tensor* dx_out = need_dx ? &dx : nullptr;
     if (dy.numel() == 0) {
-      dE_packed.zero_();
+      dE_lanes.zero_();
     } else if (x_is_spectrum) {
-      backward_impl<T, S, T>(dy, x, E, dx_out, dE_packed, true);
+      backward_impl<T, S, T>(dy, x, E, dx_out, dE_lanes, true);
     } else {
-      backward_impl<T, S, S>(dy, x, E, dx_out, dE_packed, false);
+      backward_impl<T, S, S>(dy, x, E, dx_out, dE_lanes, false);
     }
-    dE = unpack_channels<T>(dE_packed, dy.size(2), dy.size(3)).to(E_in.scalar_type());
+    dE = dE_lanes.narrow(2, 0, dy.size(3)).to(E_in.scalar_type()).contiguous();
   });
   return {dx, dE};
 }
