@@ -31,7 +31,7 @@ FULL = dict(
     # bf16 and vHeat-B planes at 224 only: the matmul-DCT baseline grows as side^3 (and bf16 GEMMs are slow on CPU)
     kernel_max_res={"bfloat16": 224, "B": 224},
     min_time=0.2, img_size=224, num_classes=1000, modes=["infer", "train"], batch_sizes=[1, 16], train_batch_sizes=[1, 4],
-    model_reps=2, vheat_models=["vheat_tiny", "vheat_small", "vheat_base"], timm_models=TIMM_MODELS,
+    model_reps=5, vheat_models=["vheat_tiny", "vheat_small", "vheat_base"], timm_models=TIMM_MODELS,
     # the 50-90M-parameter models run batch 1 only: a batch-16 step takes minutes on 2 shared cores
     max_batch={"vheat_small": 1, "vheat_base": 1, "swin_small_patch4_window7_224": 1},
     resolutions=[224, 512, 768, 1024],

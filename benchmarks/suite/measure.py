@@ -10,13 +10,16 @@ import torch
 
 
 def time_paired(fns: Dict[str, Callable[[], object]], min_time: float, min_reps: int = 3, max_reps: int = 50,
-                warm_up: bool = True) -> Dict[str, float]:
-    """Median ms of each fn, calls interleaved round-robin after one warm-up each (unless done already).
+                warm_up: int = 2) -> Dict[str, float]:
+    """Median ms of each fn, calls interleaved round-robin after ``warm_up`` calls of each.
+
+    Two warm-up calls, not one: the second call of a whole model was still measurably slower
+    than later ones here (allocator growth, oneDNN primitive caches).
 
     Interleaving makes the ratios fair on a shared, noisy machine: load spikes hit every
     candidate alike instead of whichever happened to run at the time.
     """
-    if warm_up:
+    for _ in range(warm_up):
         for fn in fns.values():
             fn()
     times = {k: [] for k in fns}

