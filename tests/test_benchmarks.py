@@ -103,6 +103,15 @@ def test_amdahl_bound():
                "shape": [2, 56 >> i, 56 >> i, 96 << i], "ms": {"reference": 2.0, "cpu": 1.0}} for i in range(4)]
     model_rows = [{"model": "vHeat-T official (reference)", "mode": "infer", "batch": 4, "ms": 96.0}]
     text = hco_share({"kernel": {"rows": planes}, "model": {"rows": model_rows}})
-    # 12 blocks x 2 ms / batch 2 = 12 ms of a 24 ms image: half the time, so at most 2x
-    assert "12.0 ms per 224 image" in text and "50.0 %" in text and "at most 2.00x" in text
+    # 12 blocks x 2 ms / batch 2 = 12 ms of a 24 ms image: half the time, so at most 2x; the
+    # fused HCO (6 ms) predicts 24 / (24 - 12 + 6) = 1.33x
+    assert "At 224: the official HCO costs 12.0 ms per image" in text and "50.0 %" in text
+    assert "at most 2.00x" in text and "predicts 1.33x" in text
     assert hco_share({"model": {"rows": model_rows}}) is None
+    # the top resolution's bound comes from the resolution section (batch 1)
+    big = [{**p, "input_res": 1024, "shape": [1, 256 >> i, 256 >> i, 96 << i]} for i, p in enumerate(planes)]
+    res_rows = [{"model": "vHeat-T official (reference)", "img_size": 1024, "ms": 48.0}]
+    text = hco_share({"kernel": {"rows": big}, "resolution": {"rows": res_rows}})
+    # 12 blocks x 2 ms = 24 ms of 48 ms: at most 2x; fused 12 ms predicts 48 / 36 = 1.33x
+    assert text.count("At ") == 1 and "At 1024: the official HCO costs 24.0 ms per image" in text
+    assert "at most 2.00x" in text and "predicts 1.33x" in text
