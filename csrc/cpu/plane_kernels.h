@@ -29,7 +29,7 @@ struct AxisTables {
   // 1/sqrt(2): `half` (null: dense `even`). The odd outputs are a DCT-IV of length
   // M = N/2 of d; for even M it splits into two DCT-II of length M/2 (`quarter`) between a
   // rotation of (d_n, d_{M-1-n}) by g_n = pi (2n+1) / (2N) and a butterfly (derivation at
-  // dct_line), so the transform is O(N log N) down to an odd or small length with no
+  // dct4_split), so the transform is O(N log N) down to an odd or small length with no
   // recurrences that would grow the rounding error. Null `quarter`: dense `odd`.
   const AxisTables* half = nullptr;
   const AxisTables* quarter = nullptr;

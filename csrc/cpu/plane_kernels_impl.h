@@ -121,17 +121,6 @@ inline void butterfly_out(const T* e, const T* o, T* x, T* y, T c, T s) {
   }
 }
 
-// (u, v) -> (u + v, u - v) over a lane group, each scaled by c.
-template <typename T>
-inline void sum_diff(const T* u, const T* v, T* sum, T* diff, T c) {
-#pragma GCC unroll 4
-  for (int k = 0; k < kSub; ++k) {
-    const Vec<T> p = load(u + k * kSubLanes<T>), q = load(v + k * kSubLanes<T>);
-    store(sum + k * kSubLanes<T>, (p + q) * c);
-    store(diff + k * kSubLanes<T>, (p - q) * c);
-  }
-}
-
 // (u, v) -> (cu u + cv v, du u + dv v) over a lane group.
 template <typename T>
 inline void rotate(const T* u, const T* v, T* x, T* y, T cu, T cv, T du, T dv) {
@@ -175,7 +164,7 @@ void dct4_split(const AxisTables<T>& t, const T* d, T* o, int64_t op, T* work, T
   const T* P = pr;
   const T* R = pr + h * L;
   scale_group(P, o, T(kSqrt2));
-  for (int j = 1; j < h; ++j) sum_diff(P + j * L, R + (h - j) * L, o + 2 * j * op, o + (2 * j - 1) * op, T(1));
+  for (int j = 1; j < h; ++j) butterfly_in(P + j * L, R + (h - j) * L, o + 2 * j * op, o + (2 * j - 1) * op, T(1), T(1));
   scale_group(R, o + (M - 1) * op, T(-kSqrt2));
 }
 
@@ -188,7 +177,7 @@ void idct4_split(const AxisTables<T>& t, const T* s, int64_t sp, T* d, T* work, 
   T* P = work;
   T* R = work + h * L;
   scale_group(s, P, T(kSqrt2));
-  for (int j = 1; j < h; ++j) sum_diff(s + 2 * j * sp, s + (2 * j - 1) * sp, P + j * L, R + (h - j) * L, T(1));
+  for (int j = 1; j < h; ++j) butterfly_in(s + 2 * j * sp, s + (2 * j - 1) * sp, P + j * L, R + (h - j) * L, T(1), T(1));
   scale_group(s + (M - 1) * sp, R, T(-kSqrt2));
   idct_line(*t.quarter, P, L, P, L, rest);
   idct_line(*t.quarter, R, L, R, L, rest);
