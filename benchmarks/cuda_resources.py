@@ -134,7 +134,9 @@ def _demangle(names: list[str]) -> dict[str, str]:
     if not names or shutil.which("c++filt") is None:
         return {n: n for n in names}
     out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True).stdout.splitlines()
-    short = [re.sub(r"\(.*\)$", "", o).replace("vheat::cuda::", "").replace("c10::", "") for o in out]
+    # Template kernels demangle with their return type ("void name<float>(...)"): keep the name.
+    short = [re.sub(r"^void ", "", re.sub(r"\(.*\)$", "", o)).replace("vheat::cuda::", "").replace("c10::", "")
+             for o in out]
     return dict(zip(names, short))
 
 

@@ -37,7 +37,7 @@ def measure_throughput(cfg: dict, batch_size: int, warmup: int = 5, iters: int =
         model.to(memory_format=fmt)
         images = torch.randn(batch_size, 3, size, size, device=device).contiguous(memory_format=fmt)
         target = torch.randint(0, num_classes, (batch_size,), device=device)
-        fwd = torch.compile(model) if t["compile"] else model
+        fwd = torch.compile(model, dynamic=False) if t["compile"] else model
         opt = torch.optim.AdamW(model.parameters(), lr=1e-6) if train else None
         autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
         model.train(train)

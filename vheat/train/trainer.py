@@ -163,7 +163,10 @@ class _Trainer:
 
         self.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
             if du.is_distributed() else model
-        self.forward_model = torch.compile(self.ddp) if t["compile"] else self.ddp
+        # dynamic=False: a new input shape (a short last batch, another compiled run of the same
+        # model class in this process) recompiles statically; torch 2.14's automatic dynamic
+        # shapes fail in Inductor on this model ("cannot determine truth value of Relational").
+        self.forward_model = torch.compile(self.ddp, dynamic=False) if t["compile"] else self.ddp
 
     # ---------------------------------------------------------------- resume
     def _resume(self, explicit: Optional[str]) -> Optional[str]:
