@@ -139,8 +139,8 @@ def main(argv=None):
     write_json_atomic(json_path, payload)
     os.chmod(json_path, 0o644)  # mkstemp creates 0600; results are meant to be read by anyone
     docs = args.docs or (None if args.quick else "docs/benchmarks.md")
-    if docs and not args.no_docs:
-        write_docs(json_path, docs)
+    if docs and not args.no_docs:  # a full run also refreshes the README's target table
+        write_docs(json_path, docs, readme=None if args.quick or args.docs else "README.md")
     for name in results:
         print(f"\n## {TITLES[name]}\n\n{SECTION_TABLES[name](results[name])}")
     if hco_share(results):
