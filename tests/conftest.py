@@ -6,6 +6,21 @@ import pytest
 import torch
 
 
+def _single_torch_thread():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+# Micro models are too small to gain from intra-op threads, and on a shared 2-core machine
+# spinning OpenMP threads made them ~10x slower. Per test, or once for a whole module.
+one_thread = pytest.fixture(_single_torch_thread)
+one_thread_per_module = pytest.fixture(scope="module")(_single_torch_thread)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_seed(request):
     """Fresh random inputs every run; the seed is printed on failure for reproduction."""

@@ -9,7 +9,7 @@ import torch
 import yaml
 from PIL import Image
 
-from test_train_support import make_image_folder, one_thread, tiny_config  # noqa: F401
+from test_train_support import make_image_folder, tiny_config
 from vheat.cli.main import main
 from vheat.train.atomic import read_jsonl
 from vheat.train.checkpoint import list_checkpoints, read_checkpoint

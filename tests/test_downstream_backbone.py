@@ -15,12 +15,7 @@ from vheat.models import VHeat
 MICRO = dict(depths=(1, 1, 2, 1), dims=16, img_size=64, drop_path_rate=0.0, hco_backend="fft")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def randomize(model: torch.nn.Module) -> torch.nn.Module:

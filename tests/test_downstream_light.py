@@ -13,12 +13,7 @@ from vheat.models import VHeat
 TINY = dict(depths=(1, 1, 1, 1), dims=8, img_size=64, drop_path_rate=0.0, hco_backend="fft")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def fake_instances(h: int, w: int, n: int, num_classes: int) -> dict:

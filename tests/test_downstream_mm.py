@@ -30,12 +30,7 @@ ARCH = dict(depths=(1, 1, 1, 1), dims=8, post_norm=True, layer_scale=1e-5)
 CHANNELS = [8, 16, 32, 64]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 @pytest.fixture

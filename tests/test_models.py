@@ -100,14 +100,7 @@ def official_forward(sd: dict, cfg: dict, x: torch.Tensor) -> torch.Tensor:
 
 
 # --- helpers ----------------------------------------------------------------------------------
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Micro models are too small to gain from intra-op threads; on a shared 2-core machine
-    oversubscription made them ~10x slower."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,7 @@ from vheat_kernels import extension_available
 from vheat_kernels.reference import hco_matmul_dct
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 class _OfficialHCO(torch.nn.Module):

@@ -12,12 +12,7 @@ MICRO = dict(depths=(1, 1, 2, 1), dims=8, img_size=64)
 VARIANTS = ["vheat_tiny", "vheat_small", "vheat_base"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)  # micro models: threads only add contention on the shared machine
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def _random_weights(model: VHeat, seed: int) -> VHeat:

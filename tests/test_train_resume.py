@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from test_train_support import make_image_folder, one_thread, tiny_config  # noqa: F401
+from test_train_support import make_image_folder, tiny_config
 from vheat.train.checkpoint import (CheckpointError, list_checkpoints, newest_complete_checkpoint, read_checkpoint,
                                     save_checkpoint)
 from vheat.train.trainer import train

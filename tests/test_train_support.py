@@ -40,10 +40,3 @@ def tiny_config(root: str, output: str, *overrides: str) -> dict:
     return load_config(None, base + list(overrides))
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest on one thread, and a shared 2-core machine punishes spinning OpenMP threads."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
