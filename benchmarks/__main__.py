@@ -18,7 +18,9 @@ import time
 
 import torch
 
-from .bench_hco import machine_info, write_json_atomic
+from vheat.train.atomic import atomic_write_json
+
+from .bench_hco import machine_info
 from .report import SECTION_TABLES, TITLES, hco_share, targets, targets_table, write_docs
 from .suite import kernel, memory, model, plots, resolution
 from .suite.measure import copy_bandwidth_gbs, gemm_peak_gflops
@@ -136,8 +138,7 @@ def main(argv=None):
         "targets": targets(results),
     }
     json_path = os.path.join(args.out_dir, f"{tag}.json")
-    write_json_atomic(json_path, payload)
-    os.chmod(json_path, 0o644)  # mkstemp creates 0600; results are meant to be read by anyone
+    atomic_write_json(json_path, payload, indent=2)
     docs = args.docs or (None if args.quick else "docs/benchmarks.md")
     if docs and not args.no_docs:  # a full run also refreshes the README's target table
         write_docs(json_path, docs, readme=None if args.quick or args.docs else "README.md")

@@ -14,14 +14,14 @@ which flushes L2 between runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
+
+from vheat.train.atomic import atomic_write_json  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 VHEAT_T_224_B8 = [(8, 56, 56, 96), (8, 28, 28, 192), (8, 14, 14, 384), (8, 7, 7, 768)]
@@ -106,10 +106,7 @@ def main() -> int:
                 print(f"{str(shape):<20} {dname:<5} not available here: {', '.join(skipped)}")
     payload = dict(device=device, copy_gbs=copy_gbs, torch=torch.__version__, results=results)
     out = os.path.abspath(args.json)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, out)
+    atomic_write_json(out, payload, indent=1)
     print(f"wrote {out}")
     return 0
 

@@ -7,18 +7,17 @@ forward and forward+backward, measured in one run; prints a table, writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vheat_kernels as vk  # noqa: E402
+from vheat.train.atomic import atomic_write_json  # noqa: E402
 
 # vHeat-T stages at 224 input with batch 8, then high-resolution planes.
 SHAPES = [(8, 56, 56, 96), (8, 28, 28, 192), (8, 14, 14, 384), (8, 7, 7, 768), (1, 128, 128, 96), (1, 256, 256, 96)]
@@ -83,16 +82,6 @@ def machine_info():
             "python": platform.python_version(), "build_info": vk.build_info()}
 
 
-def write_json_atomic(path, payload):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def format_table(rows, backends):
     head = ["shape", "auto"] + [f"{b} fwd ms" for b in backends] + [f"{b} fwd x" for b in backends if b != "reference"]
     head += [f"{b} f+b ms" for b in backends] + [f"{b} f+b x" for b in backends if b != "reference"]
@@ -132,7 +121,7 @@ def main(argv=None):
     payload = {"benchmark": "hco_kernels", "baseline": "reference (official matmul-DCT: 4x conv1d + einsum)",
                "machine": machine_info(), "dtype": args.dtype, "timer": args.timer,
                "load_average": os.getloadavg(), "rows": rows}
-    write_json_atomic(args.json, payload)
+    atomic_write_json(args.json, payload, indent=2)
     print(f"\nHCO {args.dtype} on {payload['machine']['cpu']} ({payload['machine']['threads']} threads, "
           f"{args.timer} clock, load average {payload['load_average'][0]:.1f}); "
           f"speedups (x) are vs the official matmul-DCT measured in this run. JSON: {args.json}\n")

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from vheat.train.atomic import atomic_write_text  # noqa: E402
 from vheat_kernels.triton.chunks import backward_chunks  # noqa: E402
 from vheat_kernels.triton.configs import fits, padded, prune  # noqa: E402
 
@@ -123,10 +123,7 @@ def main() -> None:
         print(text)
         return
     out = os.path.abspath(args.out)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, out)
+    atomic_write_text(out, text)
     print(f"wrote {out}")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import re
 import shutil
@@ -24,6 +23,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from vheat.train.atomic import atomic_write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS_CU = ROOT / "csrc" / "cuda" / "hco_cuda_kernels.cu"
@@ -225,13 +227,6 @@ def plan_table(rows: list[LaunchPlan]) -> str:
     return "\n".join(lines)
 
 
-def _write_json_atomic(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", nargs="+", default=list(ARCHS), choices=sorted(SMEM_OPTIN))
@@ -246,8 +241,8 @@ def main(argv=None) -> int:
     problems = [f"sm_{r.arch} {r.kernel}: {m}" for r in kernels for m in r.problems()]
     problems += [f"sm_{r.arch} {r.shape} fp{8 * r.acc_bytes} {r.op}: {m}" for r in plans for m in r.problems()]
     if args.json:
-        _write_json_atomic(args.json, {"kernels": [dataclasses.asdict(r) for r in kernels],
-                                       "plans": [dataclasses.asdict(r) for r in plans], "problems": problems})
+        atomic_write_json(args.json, {"kernels": [dataclasses.asdict(r) for r in kernels],
+                                       "plans": [dataclasses.asdict(r) for r in plans], "problems": problems}, indent=1)
     print("\n" + ("\n".join(["PROBLEMS:"] + problems) if problems else "no spills; shared memory within limits"))
     return 1 if (problems and args.check) else 0
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from typing import Dict, List, Optional
+
+from vheat.train.atomic import atomic_write_text
 
 from .suite import kernel, memory, model, resolution
 
@@ -152,16 +153,6 @@ def render(payload: Dict, plot_dir_rel: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 README_START, README_END = "<!-- suite-targets:start -->", "<!-- suite-targets:end -->"
 
 
@@ -188,7 +179,7 @@ def update_readme(path: str, payload: Dict) -> bool:
     start, end = text.find(README_START), text.find(README_END)
     if start < 0 or end < start:
         return False
-    write_text_atomic(path, text[:start] + readme_block(payload) + text[end + len(README_END):])
+    atomic_write_text(path, text[:start] + readme_block(payload) + text[end + len(README_END):])
     return True
 
 
@@ -196,7 +187,7 @@ def write_docs(json_path: str, out: str, readme: Optional[str] = None) -> str:
     with open(json_path) as f:
         payload = json.load(f)
     rel = os.path.relpath(os.path.dirname(os.path.abspath(json_path)), os.path.dirname(os.path.abspath(out)))
-    write_text_atomic(out, render(payload, rel))
+    atomic_write_text(out, render(payload, rel))
     if readme:
         update_readme(readme, payload)
     return out

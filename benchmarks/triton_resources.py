@@ -19,13 +19,13 @@ import os
 import pprint
 import re
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.pop("TRITON_INTERPRET", None)
 
+from vheat.train.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from vheat_kernels.triton import aot  # noqa: E402
 
 
@@ -81,10 +81,7 @@ def main() -> int:
         return 0
     if args.json:
         payload = [dict(asdict(r), name=r.build.name, problems=r.problems) for r in rows]
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.json)) or ".", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1, default=str)
-        os.replace(tmp, args.json)
+        atomic_write_json(args.json, payload, indent=1, default=str)
     return 1 if bad else 0
 
 
@@ -116,10 +113,7 @@ def _rewrite_spill_free(literal: str) -> None:
     with open(path) as f:
         text = f.read()
     new = re.sub(r"^SPILL_FREE: dict\[tuple, tuple\] = .*\Z", literal, text, flags=re.S | re.M)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(new)
-    os.replace(tmp, path)
+    atomic_write_text(path, new)
     print(f"rewrote SPILL_FREE in {path}")
 
 

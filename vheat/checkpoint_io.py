@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 from .models.freq_embed import resize_freq_embed
+from .train.atomic import atomic_torch_save
 
 PathOrDict = Union[str, os.PathLike, Mapping[str, Any]]
 CLASSIFIER_KEYS = ("classifier.3.weight", "classifier.3.bias")
@@ -127,17 +127,8 @@ def load_official_checkpoint(
 def save_official_checkpoint(
     path: Union[str, os.PathLike], model: nn.Module, model_ema: Optional[nn.Module] = None, **extra: Any
 ) -> None:
-    """Write ``{"model": ..., ["model_ema": ...], **extra}`` atomically (temp file + os.replace)."""
+    """Write ``{"model": ..., ["model_ema": ...], **extra}`` atomically (temp file, fsync, os.replace)."""
     payload = {"model": model.state_dict(), **extra}
     if model_ema is not None:
         payload["model_ema"] = model_ema.state_dict()
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_torch_save(payload, os.fspath(path))

@@ -1,8 +1,6 @@
 """PNG plots from the suite's JSON (matplotlib Agg): time vs resolution, per-backend kernel speedups."""
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Dict, List
 
 import matplotlib
@@ -10,14 +8,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from vheat.train.atomic import atomic_write  # noqa: E402
+
 
 def _save(fig, path: str) -> str:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
 
 

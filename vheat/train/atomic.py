@@ -60,6 +60,10 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_write_json(path: str, obj: Any, **dump_kwargs: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, **dump_kwargs))
+
+
 def atomic_torch_save(obj: Any, path: str) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
