@@ -5,6 +5,19 @@ import numpy as np
 import scipy.fft as sf
 import torch
 
+# Shapes every backend is tested on: odd, prime, H != W, 1-wide, B = 1, and channel counts
+# off every kernel's channel tiles (32/16/8/4/2); backend tests add their own.
+AWKWARD_SHAPES = [
+    (2, 7, 5, 3),
+    (1, 13, 11, 17),
+    (3, 1, 9, 5),
+    (2, 6, 1, 33),
+    (1, 1, 1, 1),
+    (2, 14, 14, 40),
+    (1, 31, 29, 7),
+    (2, 3, 64, 19),
+]
+
 # Max abs error allowed relative to max |oracle| (inputs are rounded to the dtype first,
 # so this measures the kernel's own rounding: fp32 accumulation, output rounding).
 RTOL_OF_MAX = {torch.float64: 1e-12, torch.float32: 2e-6, torch.bfloat16: 1.6e-2, torch.float16: 2e-3}

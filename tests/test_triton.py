@@ -45,15 +45,11 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 @pytest.fixture(scope="module", autouse=True)
 def interpreter():
     """Run this module's kernels in Triton's interpreter, then restore the environment."""
-    old = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    from vheat_kernels.triton import hco
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRITON_INTERPRET", "1")
+        from vheat_kernels.triton import hco
 
-    yield hco
-    if old is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = old
+        yield hco
 
 
 def oracle(x: torch.Tensor, E: torch.Tensor) -> np.ndarray:

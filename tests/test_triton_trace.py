@@ -6,7 +6,6 @@ interpreter reads real data pointers, which FakeTensors do not have).
 """
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -15,15 +14,11 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 @pytest.fixture(scope="module", autouse=True)
 def hco():
-    old = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "0"
-    from vheat_kernels.triton import hco as module
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRITON_INTERPRET", "0")
+        from vheat_kernels.triton import hco as module
 
-    yield module
-    if old is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = old
+        yield module
 
 
 def _fwd_bwd(x, E):
