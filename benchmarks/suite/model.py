@@ -1,6 +1,7 @@
 """Model section: whole-model inference throughput and training step time, all candidates interleaved.
 
-vHeat runs twice on the same weights: fused HCO and the official matmul-DCT ('reference').
+vHeat runs three ways on the same weights (models.candidates): ours on the fused HCO, the
+official code (the targets' baseline), and ours with the official matmul-DCT HCO.
 """
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ def run(cfg: Dict, peaks: Dict) -> Dict:
             for name, model in built.items():
                 if n > cfg["max_batch"].get(name, n):
                     continue
-                for label, backend in models.candidates(name, model).items():
-                    fns[label] = (models.train_step(model, backend, x, y) if mode == "train"
-                                  else models.infer_step(model, backend, x))
+                for label, (runner, backend) in models.candidates(name, model).items():
+                    fns[label] = (models.train_step(runner, backend, x, y) if mode == "train"
+                                  else models.infer_step(runner, backend, x))
             ms = time_paired(fns, cfg["min_time"], min_reps=cfg["model_reps"], max_reps=cfg["model_reps"] + 2)
             for label, t in ms.items():
                 rows.append({"model": label, "mode": mode, "batch": n, "img_size": cfg["img_size"],

@@ -1,7 +1,7 @@
 """Model construction and steps shared by the model, resolution and memory sections."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import timm
 import torch
@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 import vheat  # noqa: F401  (registers vheat_tiny / _small / _base with timm)
 import vheat_kernels as vk
+
+from .official_vheat import OfficialVHeat
 
 SHORT_NAMES = {
     "vheat_tiny": "vHeat-T", "vheat_small": "vHeat-S", "vheat_base": "vHeat-B",
@@ -28,18 +30,34 @@ def create(name: str, img_size: int = 224, num_classes: int = 1000) -> torch.nn.
     return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
 
 
-def candidates(name: str, model: torch.nn.Module) -> Dict[str, str]:
-    """Label -> HCO backend (None for non-vHeat models): a vHeat model runs fused and official."""
-    if not name.startswith("vheat"):
-        return {SHORT_NAMES.get(name, name): None}
+def candidates(name: str, model: torch.nn.Module) -> Dict[str, Tuple[torch.nn.Module, Optional[str]]]:
+    """Label -> (model to run, HCO backend or None). vHeat runs three ways on the same weights:
+
+    - ``fused``: our model on the fused HCO (what a user gets by default);
+    - ``official``: the official code's computation (OfficialVHeat: NCHW, contiguous copies,
+      1x1-conv MLP, matmul-DCT HCO), the baseline of the issue's targets;
+    - ``ours + matmul-DCT``: our model with only the HCO swapped for the official
+      formulation, which isolates what the fused operator alone is worth.
+    """
     short = SHORT_NAMES.get(name, name)
-    return {f"{short} fused ({fused_backend()})": fused_backend(), f"{short} official (reference)": "reference"}
+    if not name.startswith("vheat"):
+        return {short: (model, None)}
+    if model.infer_mode:  # the official copy is taken from the train-mode weights
+        model.set_infer_mode(False)
+    return {
+        f"{short} fused ({fused_backend()})": (model, fused_backend()),
+        f"{short} official": (OfficialVHeat.like(model), None),
+        f"{short} ours + matmul-DCT": (model, "reference"),
+    }
 
 
 def infer_step(model, backend, x) -> Callable[[], object]:
     """One inference forward (eval, vHeat in infer mode with E folded, as deployed)."""
     model.eval()
-    if hasattr(model, "set_infer_mode"):
+    if isinstance(model, OfficialVHeat):
+        if not model.infer_mode:
+            model.infer_init()
+    elif hasattr(model, "set_infer_mode"):
         model.set_infer_mode(True)
 
     def run():
@@ -52,6 +70,8 @@ def infer_step(model, backend, x) -> Callable[[], object]:
 
 def train_step(model, backend, x, y) -> Callable[[], object]:
     """One training step: forward, cross-entropy, backward, AdamW update."""
+    if isinstance(model, OfficialVHeat) and model.infer_mode:
+        raise ValueError("train_step: this OfficialVHeat was folded for inference; take a fresh one")
     if hasattr(model, "set_infer_mode"):
         model.set_infer_mode(False)
     model.train()

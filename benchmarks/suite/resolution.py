@@ -34,9 +34,9 @@ def run(cfg: Dict, peaks: Dict) -> Dict:
         for name in cfg["resolution_models"]:
             model = models.create(name, res, cfg["num_classes"])
             model_gflops = count_gflops(model, res)
-            for label, backend in models.candidates(name, model).items():
+            for label, (runner, backend) in models.candidates(name, model).items():
                 gflops[label] = model_gflops
-                fns[label] = models.infer_step(model, backend, x)
+                fns[label] = models.infer_step(runner, backend, x)
         for label, fn in fns.items():  # the first call, measured for memory, is also the warm-up
             mem[label] = peak_rss_delta_mb(fn)
         ms = time_paired(fns, cfg["min_time"], min_reps=cfg["model_reps"], max_reps=cfg["model_reps"] + 2, warm_up=1)
