@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused_linear
+
 
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of an NCHW tensor (official ``LayerNorm2d``, eps 1e-5).
@@ -64,20 +66,20 @@ class Mlp(nn.Module):
     """Official channels-first MLP: fc1/fc2 are 1x1 ``Conv2d`` (4-D weights in the state_dict).
 
     ``forward`` takes channels-last (B, H, W, C) input and runs the 1x1 convolutions as
-    ``F.linear`` on the flattened weights: the same products, without layout changes.
+    linear layers on the flattened weights: the same products, without layout changes (and,
+    in inference, with bias and GELU fused into the GEMM: see fused_linear).
     """
 
     def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0):
         super().__init__()
         self.fc1 = nn.Conv2d(in_features, hidden_features, kernel_size=1)
-        self.act = nn.GELU()
+        self.act = nn.GELU()  # the official module tree; forward applies it inside fused_linear
         self.fc2 = nn.Conv2d(hidden_features, in_features, kernel_size=1)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias)
-        x = self.drop(self.act(x))
-        x = F.linear(x, self.fc2.weight.flatten(1), self.fc2.bias)
+        x = fused_linear.linear(x, self.fc1.weight.flatten(1), self.fc1.bias, activation="gelu")
+        x = fused_linear.linear(self.drop(x), self.fc2.weight.flatten(1), self.fc2.bias)
         return self.drop(x)
 
 

@@ -1,0 +1,71 @@
+"""vheat.models.fused_linear: oneDNN's fused bias + GELU GEMM where no gradient is needed, F.linear elsewhere."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vheat.models import VHeat, fused_linear
+
+needs_onednn = pytest.mark.skipif(not fused_linear.onednn_available(), reason="torch built without oneDNN")
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(1, 7, 5, 96), (3, 13, 33), (49, 192), (2, 1, 1, 16)])
+@pytest.mark.parametrize("activation", ["none", "gelu"])
+def test_fused_matches_linear_and_exact_gelu(shape, activation, monkeypatch):
+    monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "always")  # these sizes are below the size rule
+    x = torch.randn(shape)
+    w, b = torch.randn(3 * shape[-1] + 1, shape[-1]), torch.randn(3 * shape[-1] + 1)
+    act = F.gelu if activation == "gelu" else (lambda t: t)
+    pre = F.linear(x.double(), w.double())
+    tol = dict(rtol=1e-4, atol=1e-4 * shape[-1] ** 0.5)
+    with torch.no_grad():
+        assert fused_linear.uses_onednn(x, w, b, activation)
+        got = fused_linear.linear(x, w, b, activation)
+        got_no_bias = fused_linear.linear(x, w, None, activation)
+    assert got.shape == pre.shape and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), act(pre + b.double()), **tol)
+    torch.testing.assert_close(got_no_bias.double(), act(pre), **tol)
+
+
+def test_plain_path_where_fusion_does_not_apply(monkeypatch):
+    monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "always")
+    x, w, b = torch.randn(4, 8), torch.randn(6, 8, requires_grad=True), torch.randn(6)
+    assert not fused_linear.uses_onednn(x, w, b)  # a gradient is needed: autograd path
+    y = fused_linear.linear(x, w, b, "gelu")
+    y.sum().backward()
+    torch.testing.assert_close(w.grad, torch.autograd.grad(F.gelu(F.linear(x, w, b)).sum(), w)[0])
+    with torch.no_grad():
+        assert not fused_linear.uses_onednn(x.double(), w.double(), b.double())  # float32 only
+        assert not fused_linear.uses_onednn(x.t().contiguous().t(), w, b)  # non-contiguous input
+        monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "0")
+        assert not fused_linear.uses_onednn(x, w, b)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        fused_linear.linear(x, w, b, "relu")
+    monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "yes")
+    with pytest.raises(ValueError, match="VHEAT_ONEDNN_LINEAR must be 0, auto"):
+        fused_linear.linear(x, w, b)
+
+
+@needs_onednn
+def test_size_rule(monkeypatch):
+    monkeypatch.delenv("VHEAT_ONEDNN_LINEAR", raising=False)
+    small, stage1 = torch.randn(49, 768), torch.randn(3136, 96)
+    with torch.no_grad():
+        assert not fused_linear.uses_onednn(small, torch.randn(768, 768), None)
+        assert fused_linear.uses_onednn(small, torch.randn(3072, 768), None, "gelu")
+        assert not fused_linear.uses_onednn(stage1, torch.randn(384, 96), None, "none")
+        assert fused_linear.uses_onednn(torch.randn(1 << 15, 8), torch.randn(128, 8), None)  # 4M outputs
+    assert fused_linear.worth_fusing(50176, 384, 96, "none") and not fused_linear.worth_fusing(784, 768, 768, "none")
+
+
+@needs_onednn
+def test_model_inference_same_with_and_without_fusion(monkeypatch):
+    torch.manual_seed(0)
+    model = VHeat(depths=(1, 1, 2, 1), dims=16, img_size=64, num_classes=5, drop_path_rate=0.0).eval()
+    x = torch.randn(2, 3, 64, 64)
+    monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "always")
+    with torch.no_grad():
+        fused = model(x)
+        monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "0")
+        plain = model(x)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
