@@ -131,13 +131,13 @@ class VHeat(nn.Module):
             self.set_infer_mode(True)
 
     def _channels_last_conv_weights(self) -> None:
-        # Every convolution after the stem's first sees channels-last activations (permuted
-        # views of (B, H, W, C) tensors); with contiguous NCHW weights oneDNN lays the weight
-        # out again on every call (measured: 6.3 ms -> 2.3 ms for the 384 -> 768 downsample
-        # at batch 1). load_state_dict copies into these tensors, so the layout persists.
-        first = self.patch_embed.conv1
+        # Every convolution sees channels-last activations (the stem converts its input;
+        # the rest are permuted views of (B, H, W, C) tensors); with contiguous NCHW weights
+        # oneDNN lays the weight out again on every call (measured: 6.3 ms -> 2.3 ms for the
+        # 384 -> 768 downsample at batch 1). load_state_dict copies into these tensors, so
+        # the layout persists.
         for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m is not first:
+            if isinstance(m, nn.Conv2d):
                 m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
 
     @staticmethod
