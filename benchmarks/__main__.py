@@ -135,7 +135,7 @@ def main(argv=None):
         "git": git_revision(), "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "wall_s": time.time() - start,
         "machine": dict(machine_info(), cpu_count=os.cpu_count(), load_avg_before=load_before, load_avg_after=os.getloadavg()),
         "peaks": peaks, "config": cfg, "results": results, "plots": saved_plots,
-        "targets": targets(results),
+        "targets": targets(results, peaks),
     }
     json_path = os.path.join(args.out_dir, f"{tag}.json")
     atomic_write_json(json_path, payload, indent=2)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from benchmarks.__main__ import main
-from benchmarks.report import hco_share, render, targets
+from benchmarks.report import hco_share, render, targets, targets_table
 from benchmarks.suite.official_vheat import OfficialVHeat
 from vheat.models import VHeat
 from vheat_kernels import extension_available
@@ -93,6 +93,13 @@ def test_targets_bookkeeping():
     got = {t["target"]: (round(t["measured"], 3), t["met"]) for t in targets({"model": {"rows": rows}})}
     assert got == {"vHeat-T inference vs official, batch 1": (1.2, False),
                    "vHeat-T inference faster than Swin-T, batch 1": (0.9, False)}
+    # bound: official 12 ms / (1 image x 2 x 0.5 GMACs at 250 GFLOP/s = 4 ms) = 3x
+    res = {"rows": [{"model": "vHeat-T fused (cpu)", "img_size": 224, "ms": 1.0, "gflops": 0.6, "dense_gflops": 0.5}]}
+    rows = [dict(r, img_size=224) for r in rows]
+    bounded = targets({"model": {"rows": rows}, "resolution": res}, {"gemm_gflops": 250.0})
+    assert bounded[0]["bound"] == pytest.approx(3.0) and bounded[1]["bound"] is None
+    assert "| 3.00x |" in targets_table(bounded)
+    assert targets({"model": {"rows": rows}, "resolution": res})[0]["bound"] is None  # no GEMM peak measured
     assert "n/a" not in render({"machine": {"cpu": "x", "threads": 1, "torch": "t", "python": "p"}, "command": "c",
                                 "finished_utc": "now", "wall_s": 1.0, "peaks": {"gemm_gflops": 1, "copy_gbs": 1},
                                 "results": {"model": {"rows": rows}}}, ".")

@@ -66,11 +66,21 @@ def flop_analysis(model: nn.Module, inputs: tuple) -> FlopCountAnalysis:
     return analysis
 
 
+# Operator kinds (fvcore's names) of the dense layers: the convolutions and linear layers.
+DENSE_OPS = ("conv", "linear", "addmm", "matmul", "bmm")
+
+
 def count_flops(model: nn.Module, img_size: int = 224, batch: int = 1, hco_backend: Optional[str] = None) -> int:
     """fvcore flop count of one forward pass at ``img_size`` (model restored afterwards).
 
     ``hco_backend`` None: the fused 'cpu' op when the extension is built, else 'reference'.
     """
+    return sum(count_flops_by_operator(model, img_size, batch, hco_backend).values())
+
+
+def count_flops_by_operator(model: nn.Module, img_size: int = 224, batch: int = 1,
+                            hco_backend: Optional[str] = None) -> Dict[str, int]:
+    """count_flops split by operator kind ('conv', 'linear', 'hco_forward', 'layer_norm', ...)."""
     from vheat_kernels import extension_available
 
     backend = hco_backend or ("cpu" if extension_available() else "reference")
@@ -83,7 +93,7 @@ def count_flops(model: nn.Module, img_size: int = 224, batch: int = 1, hco_backe
         model.eval()
         p = next(model.parameters())
         x = torch.zeros(batch, 3, img_size, img_size, device=p.device, dtype=p.dtype)
-        return int(flop_analysis(model, (x,)).total())
+        return {op: int(n) for op, n in flop_analysis(model, (x,)).by_operator().items()}
     finally:
         for m, b in zip(heat_ops, saved):
             m.hco_backend = b

@@ -6,46 +6,51 @@ report them) and the peak resident memory the forward adds.
 from __future__ import annotations
 
 import sys
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 import torch
 
-from vheat.flops import count_flops, flop_analysis
+from vheat.flops import DENSE_OPS, count_flops_by_operator, flop_analysis
 
 from . import models
 from .measure import peak_rss_delta_mb, time_paired
 
 
-def count_gflops(model, img_size: int) -> float:
-    """Inference GFLOPs of the model (vHeat: infer mode, the same count whichever HCO backend runs)."""
+def count_gflops(model, img_size: int) -> Tuple[float, Optional[float]]:
+    """Inference GFLOPs of the model and, for vHeat, of its dense (convolution and linear) layers
+    (vHeat: infer mode, the same count whichever HCO backend runs)."""
     model.eval()
     if hasattr(model, "set_infer_mode"):
         model.set_infer_mode(True)
-        return count_flops(model, img_size) / 1e9
+        ops = count_flops_by_operator(model, img_size)
+        return sum(ops.values()) / 1e9, sum(n for op, n in ops.items() if op in DENSE_OPS) / 1e9
     with torch.no_grad():
-        return flop_analysis(model, (torch.zeros(1, 3, img_size, img_size),)).total() / 1e9
+        return flop_analysis(model, (torch.zeros(1, 3, img_size, img_size),)).total() / 1e9, None
 
 
 def run(cfg: Dict, peaks: Dict) -> Dict:
     rows = []
     for res in cfg["resolutions"]:
         x = torch.randn(1, 3, res, res)
-        fns, gflops, mem = {}, {}, {}
+        fns, gflops, dense, mem = {}, {}, {}, {}
         for name in cfg["resolution_models"]:
             model = models.create(name, res, cfg["num_classes"])
-            model_gflops = count_gflops(model, res)
+            model_gflops, model_dense = count_gflops(model, res)
             for label, (runner, backend) in models.candidates(name, model).items():
                 gflops[label] = model_gflops
+                if model_dense is not None:
+                    dense[label] = model_dense
                 fns[label] = models.infer_step(runner, backend, x)
         for label, fn in fns.items():  # the first call, measured for memory, is also the warm-up
             mem[label] = peak_rss_delta_mb(fn)
         ms = time_paired(fns, cfg["min_time"], min_reps=cfg["model_reps"], max_reps=cfg["model_reps"] + 2, warm_up=1)
         for label in fns:
-            rows.append({"model": label, "img_size": res, "ms": ms[label], "gflops": gflops[label], "peak_mb": mem[label]})
+            rows.append({"model": label, "img_size": res, "ms": ms[label], "gflops": gflops[label], "peak_mb": mem[label],
+                         **({"dense_gflops": dense[label]} if label in dense else {})})
         print(f"  resolution {res}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in ms.items()), file=sys.stderr)
         del fns
     return {"rows": rows, "note": "batch 1, inference; GFLOPs = fvcore multiply-adds (HCO counted as the "
-                                  "official matmul-DCT); peak_mb = peak RSS the forward adds (VmHWM after reset)"}
+                                  "official matmul-DCT; dense_gflops: convolutions and linear layers only); peak_mb = peak RSS the forward adds (VmHWM after reset)"}
 
 
 def table(section: Dict) -> str:
