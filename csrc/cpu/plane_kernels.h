@@ -44,11 +44,15 @@ constexpr int kRecurseMin = 16;
 // unpadded column maps onto a few sets and thrashes L1 and L2.
 inline int padded_width(int W) { return W | 1; }
 
+// Most lines one call transforms at once (VHEAT_GROUP of the widest build).
+constexpr int kMaxGroup = 4;
+
 // Line scratch each plane transform needs, in elements of T (per thread): the transforms
-// run in place, line by line, and the recursion uses N + N/2 + ... < 2N lane groups.
+// run in place, kMaxGroup lines at a time, and the recursion uses N + N/2 + ... < 2N
+// points of those lines.
 inline int64_t plane_scratch_elems(int H, int W, int lanes) {
   const int n = H > W ? H : W;
-  return 4 * int64_t(n) * lanes;
+  return 4 * int64_t(n) * lanes * kMaxGroup;
 }
 
 #define VHEAT_DECLARE_PLANE_KERNELS(ISA)                                                    \

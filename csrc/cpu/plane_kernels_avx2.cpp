@@ -4,4 +4,6 @@
 #define VHEAT_ISA avx2
 #define VHEAT_VEC_BYTES 32
 #define VHEAT_ROW_BLOCK 4
+#define VHEAT_GROUP 2
+#define VHEAT_GROUP_ROW_BLOCK 2
 #include "plane_kernels_impl.h"

@@ -30,6 +30,12 @@ constexpr int kSub = 64 / VHEAT_VEC_BYTES;
 template <typename T>
 constexpr int kSubLanes = VHEAT_VEC_BYTES / sizeof(T);
 
+// Lines transformed together. A "point" of a line is G lane groups, `gs` elements apart
+// (adjacent columns in the H pass, adjacent rows in the W pass), so every coefficient
+// load, loop step and level of the recursion serves G lines instead of one.
+constexpr int kGroup = VHEAT_GROUP;
+static_assert(kGroup <= kMaxGroup, "plane_scratch_elems assumes at most kMaxGroup lines at once");
+
 template <typename T>
 inline Vec<T> load(const T* p) {
   Vec<T> v;
@@ -42,100 +48,139 @@ inline void store(T* p, const Vec<T>& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
-// out[r * out_stride] = sum_k M[r][k] * in[k * in_stride] for r < R, each term a vector
-// of kLanes<T> channels. RB rows at a time keep RB accumulators in registers while
-// each input vector is loaded once per block.
-template <typename T, int RB>
-inline void rows_block(const T* __restrict M, int K, const T* __restrict in, int64_t in_stride,
-                       T* __restrict out, int64_t out_stride) {
+// out[r * out_stride] = sum_k M[r][k] * in[k * in_stride] for r < R, each term G lane
+// groups of kLanes<T> channels (in_gs / out_gs apart). RB rows at a time keep RB x G
+// accumulators in registers while each input group is loaded once per block.
+template <typename T, int RB, int G>
+inline void rows_block(const T* __restrict M, int K, const T* __restrict in, int64_t in_stride, int64_t in_gs,
+                       T* __restrict out, int64_t out_stride, int64_t out_gs) {
   constexpr int SL = kSubLanes<T>;
-  Vec<T> acc[RB][kSub];
+  const T* Mq[RB];
+#pragma GCC unroll 8
+  for (int q = 0; q < RB; ++q) Mq[q] = M + int64_t(q) * K;
+  Vec<T> acc[RB][G][kSub];
 #pragma GCC unroll 8
   for (int q = 0; q < RB; ++q)
 #pragma GCC unroll 4
-    for (int v = 0; v < kSub; ++v) acc[q][v] = Vec<T>{};
-  for (int k = 0; k < K; ++k) {
-    Vec<T> x[kSub];
+    for (int g = 0; g < G; ++g)
 #pragma GCC unroll 4
-    for (int v = 0; v < kSub; ++v) x[v] = load(in + k * in_stride + v * SL);
+      for (int v = 0; v < kSub; ++v) acc[q][g][v] = Vec<T>{};
+  for (int k = 0; k < K; ++k) {
+    Vec<T> x[G][kSub];
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g)
+#pragma GCC unroll 4
+      for (int v = 0; v < kSub; ++v) x[g][v] = load(in + k * in_stride + g * in_gs + v * SL);
 #pragma GCC unroll 8
     for (int q = 0; q < RB; ++q) {
-      const T m = M[q * K + k];
+      const T m = Mq[q][k];
 #pragma GCC unroll 4
-      for (int v = 0; v < kSub; ++v) acc[q][v] += m * x[v];
+      for (int g = 0; g < G; ++g)
+#pragma GCC unroll 4
+        for (int v = 0; v < kSub; ++v) acc[q][g][v] += m * x[g][v];
     }
   }
 #pragma GCC unroll 8
   for (int q = 0; q < RB; ++q)
 #pragma GCC unroll 4
-    for (int v = 0; v < kSub; ++v) store(out + q * out_stride + v * SL, acc[q][v]);
+    for (int g = 0; g < G; ++g)
+#pragma GCC unroll 4
+      for (int v = 0; v < kSub; ++v) store(out + q * out_stride + g * out_gs + v * SL, acc[q][g][v]);
 }
 
 // The last R % RB rows in one block (R = 7 with RB = 8 is a single pass over the input,
 // not 2 + 2 + 2 + 1).
-template <typename T, int RB>
+template <typename T, int RB, int G>
 inline void rows_tail(int rows, const T* __restrict M, int K, const T* __restrict in, int64_t in_stride,
-                      T* __restrict out, int64_t out_stride) {
+                      int64_t in_gs, T* __restrict out, int64_t out_stride, int64_t out_gs) {
   if constexpr (RB > 0) {
     if (rows == RB)
-      rows_block<T, RB>(M, K, in, in_stride, out, out_stride);
+      rows_block<T, RB, G>(M, K, in, in_stride, in_gs, out, out_stride, out_gs);
     else
-      rows_tail<T, RB - 1>(rows, M, K, in, in_stride, out, out_stride);
+      rows_tail<T, RB - 1, G>(rows, M, K, in, in_stride, in_gs, out, out_stride, out_gs);
   }
 }
 
-template <typename T>
-void small_matmul(const T* __restrict M, int R, int K, const T* __restrict in, int64_t in_stride,
-                  T* __restrict out, int64_t out_stride) {
-  constexpr int kRB = VHEAT_ROW_BLOCK;
+// Rows per block: as many accumulators as leave room for the inputs in the 32 (AVX-512)
+// or 16 registers, so that G lines at once do not spill.
+template <int G>
+constexpr int row_block() {
+  return G == 1 ? VHEAT_ROW_BLOCK : VHEAT_GROUP_ROW_BLOCK;
+}
+
+template <typename T, int G>
+void small_matmul(const T* __restrict M, int R, int K, const T* __restrict in, int64_t in_stride, int64_t in_gs,
+                  T* __restrict out, int64_t out_stride, int64_t out_gs) {
+  constexpr int kRB = row_block<G>();
   int r = 0;
   for (; r + kRB <= R; r += kRB)
-    rows_block<T, kRB>(M + int64_t(r) * K, K, in, in_stride, out + r * out_stride, out_stride);
-  rows_tail<T, kRB - 1>(R - r, M + int64_t(r) * K, K, in, in_stride, out + r * out_stride, out_stride);
+    rows_block<T, kRB, G>(M + int64_t(r) * K, K, in, in_stride, in_gs, out + r * out_stride, out_stride, out_gs);
+  rows_tail<T, kRB - 1, G>(R - r, M + int64_t(r) * K, K, in, in_stride, in_gs, out + r * out_stride, out_stride,
+                           out_gs);
 }
 
-template <typename T>
-void dct_line(const AxisTables<T>& t, const T* s, int64_t sp, T* o, int64_t op, T* scratch);
-template <typename T>
-void idct_line(const AxisTables<T>& t, const T* s, int64_t sp, T* o, int64_t op, T* scratch);
+template <typename T, int G>
+void dct_line(const AxisTables<T>& t, const T* s, int64_t sp, int64_t sgs, T* o, int64_t op, int64_t ogs, T* scratch);
+template <typename T, int G>
+void idct_line(const AxisTables<T>& t, const T* s, int64_t sp, int64_t sgs, T* o, int64_t op, int64_t ogs, T* scratch);
 
-// a = c (x + y), d = s (x - y) over a lane group.
+// The element offset of vector v of lane group g of a point whose groups are gs apart.
 template <typename T>
-inline void butterfly_in(const T* x, const T* y, T* a, T* d, T c, T s) {
-#pragma GCC unroll 4
-  for (int v = 0; v < kSub; ++v) {
-    const Vec<T> p = load(x + v * kSubLanes<T>), q = load(y + v * kSubLanes<T>);
-    store(a + v * kSubLanes<T>, (p + q) * c);
-    store(d + v * kSubLanes<T>, (p - q) * s);
-  }
+inline int64_t at(int g, int64_t gs, int v) {
+  return g * gs + v * kSubLanes<T>;
 }
 
-// x = c e + s o, y = c e - s o over a lane group.
-template <typename T>
-inline void butterfly_out(const T* e, const T* o, T* x, T* y, T c, T s) {
+// a = c (x + y), d = s (x - y) over a point (G lane groups: x, y igs apart; a, d ogs apart).
+template <typename T, int G>
+inline void butterfly_in(const T* x, const T* y, int64_t igs, T* a, T* d, int64_t ogs, T c, T s) {
 #pragma GCC unroll 4
-  for (int v = 0; v < kSub; ++v) {
-    const Vec<T> p = load(e + v * kSubLanes<T>) * c, q = load(o + v * kSubLanes<T>) * s;
-    store(x + v * kSubLanes<T>, p + q);
-    store(y + v * kSubLanes<T>, p - q);
-  }
+  for (int g = 0; g < G; ++g)
+#pragma GCC unroll 4
+    for (int v = 0; v < kSub; ++v) {
+      const Vec<T> p = load(x + at<T>(g, igs, v)), q = load(y + at<T>(g, igs, v));
+      store(a + at<T>(g, ogs, v), (p + q) * c);
+      store(d + at<T>(g, ogs, v), (p - q) * s);
+    }
 }
 
-// (u, v) -> (cu u + cv v, du u + dv v) over a lane group.
-template <typename T>
-inline void rotate(const T* u, const T* v, T* x, T* y, T cu, T cv, T du, T dv) {
+// x = c e + s o, y = c e - s o over a point.
+template <typename T, int G>
+inline void butterfly_out(const T* e, const T* o, int64_t igs, T* x, T* y, int64_t ogs, T c, T s) {
 #pragma GCC unroll 4
-  for (int k = 0; k < kSub; ++k) {
-    const Vec<T> p = load(u + k * kSubLanes<T>), q = load(v + k * kSubLanes<T>);
-    store(x + k * kSubLanes<T>, p * cu + q * cv);
-    store(y + k * kSubLanes<T>, p * du + q * dv);
-  }
+  for (int g = 0; g < G; ++g)
+#pragma GCC unroll 4
+    for (int v = 0; v < kSub; ++v) {
+      const Vec<T> p = load(e + at<T>(g, igs, v)) * c, q = load(o + at<T>(g, igs, v)) * s;
+      store(x + at<T>(g, ogs, v), p + q);
+      store(y + at<T>(g, ogs, v), p - q);
+    }
 }
 
-template <typename T>
-inline void scale_group(const T* src, T* dst, T c) {
+// (u, v) -> (cu u + cv v, du u + dv v) over a point.
+template <typename T, int G>
+inline void rotate(const T* u, const T* v, int64_t igs, T* x, T* y, int64_t ogs, T cu, T cv, T du, T dv) {
 #pragma GCC unroll 4
-  for (int k = 0; k < kSub; ++k) store(dst + k * kSubLanes<T>, load(src + k * kSubLanes<T>) * c);
+  for (int g = 0; g < G; ++g)
+#pragma GCC unroll 4
+    for (int k = 0; k < kSub; ++k) {
+      const Vec<T> p = load(u + at<T>(g, igs, k)), q = load(v + at<T>(g, igs, k));
+      store(x + at<T>(g, ogs, k), p * cu + q * cv);
+      store(y + at<T>(g, ogs, k), p * du + q * dv);
+    }
+}
+
+template <typename T, int G>
+inline void scale_group(const T* src, int64_t sgs, T* dst, int64_t dgs, T c) {
+#pragma GCC unroll 4
+  for (int g = 0; g < G; ++g)
+#pragma GCC unroll 4
+    for (int k = 0; k < kSub; ++k) store(dst + at<T>(g, dgs, k), load(src + at<T>(g, sgs, k)) * c);
+}
+
+template <typename T, int G>
+inline void copy_group(const T* src, int64_t sgs, T* dst, int64_t dgs) {
+#pragma GCC unroll 4
+  for (int g = 0; g < G; ++g) std::memcpy(dst + g * dgs, src + g * sgs, sizeof(T) * kLanes<T>);
 }
 
 constexpr double kSqrt2 = 1.41421356237309504880;
@@ -148,102 +193,112 @@ constexpr double kSqrtHalf = 0.70710678118654752440;
 //   y_{M-1} = -C(r)_0,
 // where C is the DCT-II of length h (the sine half turns into C(r) read backwards).
 // Here d arrives pre-scaled by 1/2, which with the orthonormal C leaves a sqrt(2) at
-// both ends. Inputs d (M groups); outputs at o + k * op; `work` holds M groups, `rest`
-// the recursion's scratch.
-template <typename T>
-void dct4_split(const AxisTables<T>& t, const T* d, T* o, int64_t op, T* work, T* rest) {
-  constexpr int L = kLanes<T>;
+// both ends. Inputs d (M points, packed: G * L apart, groups L apart); outputs at
+// o + k * op (groups ogs apart); `work` holds M points, `rest` the recursion's scratch.
+template <typename T, int G>
+void dct4_split(const AxisTables<T>& t, const T* d, T* o, int64_t op, int64_t ogs, T* work, T* rest) {
+  constexpr int L = kLanes<T>, P_ = G * L;
   const int M = t.n_odd, h = M / 2;
   T* pr = work;  // p in [0, h), r in [h, M); then C(p), C(r) in place
   for (int n = 0; n < h; ++n) {
     const T c = t.rot_cos[n], sn = t.rot_sin[n], sg = (n & 1) ? T(-1) : T(1);
-    rotate(d + n * L, d + (M - 1 - n) * L, pr + n * L, pr + (h + n) * L, c, sn, -sg * sn, sg * c);
+    rotate<T, G>(d + n * P_, d + (M - 1 - n) * P_, L, pr + n * P_, pr + (h + n) * P_, L, c, sn, -sg * sn, sg * c);
   }
-  dct_line(*t.quarter, pr, L, pr, L, rest);
-  dct_line(*t.quarter, pr + h * L, L, pr + h * L, L, rest);
+  dct_line<T, G>(*t.quarter, pr, P_, L, pr, P_, L, rest);
+  dct_line<T, G>(*t.quarter, pr + h * P_, P_, L, pr + h * P_, P_, L, rest);
   const T* P = pr;
-  const T* R = pr + h * L;
-  scale_group(P, o, T(kSqrt2));
-  for (int j = 1; j < h; ++j) butterfly_in(P + j * L, R + (h - j) * L, o + 2 * j * op, o + (2 * j - 1) * op, T(1), T(1));
-  scale_group(R, o + (M - 1) * op, T(-kSqrt2));
+  const T* R = pr + h * P_;
+  scale_group<T, G>(P, L, o, ogs, T(kSqrt2));
+  for (int j = 1; j < h; ++j)
+    butterfly_in<T, G>(P + j * P_, R + (h - j) * P_, L, o + 2 * j * op, o + (2 * j - 1) * op, ogs, T(1), T(1));
+  scale_group<T, G>(R, L, o + (M - 1) * op, ogs, T(-kSqrt2));
 }
 
-// Transpose (= inverse) of dct4_split: inputs at s + k * sp, outputs d (M groups, still
-// to be scaled by 1/2 by the caller).
-template <typename T>
-void idct4_split(const AxisTables<T>& t, const T* s, int64_t sp, T* d, T* work, T* rest) {
-  constexpr int L = kLanes<T>;
+// Transpose (= inverse) of dct4_split: inputs at s + k * sp (groups sgs apart), outputs d
+// (M packed points, still to be scaled by 1/2 by the caller).
+template <typename T, int G>
+void idct4_split(const AxisTables<T>& t, const T* s, int64_t sp, int64_t sgs, T* d, T* work, T* rest) {
+  constexpr int L = kLanes<T>, P_ = G * L;
   const int M = t.n_odd, h = M / 2;
   T* P = work;
-  T* R = work + h * L;
-  scale_group(s, P, T(kSqrt2));
-  for (int j = 1; j < h; ++j) butterfly_in(s + 2 * j * sp, s + (2 * j - 1) * sp, P + j * L, R + (h - j) * L, T(1), T(1));
-  scale_group(s + (M - 1) * sp, R, T(-kSqrt2));
-  idct_line(*t.quarter, P, L, P, L, rest);
-  idct_line(*t.quarter, R, L, R, L, rest);
+  T* R = work + h * P_;
+  scale_group<T, G>(s, sgs, P, L, T(kSqrt2));
+  for (int j = 1; j < h; ++j)
+    butterfly_in<T, G>(s + 2 * j * sp, s + (2 * j - 1) * sp, sgs, P + j * P_, R + (h - j) * P_, L, T(1), T(1));
+  scale_group<T, G>(s + (M - 1) * sp, sgs, R, L, T(-kSqrt2));
+  idct_line<T, G>(*t.quarter, P, P_, L, P, P_, L, rest);
+  idct_line<T, G>(*t.quarter, R, P_, L, R, P_, L, rest);
   for (int n = 0; n < h; ++n) {
     const T c = t.rot_cos[n], sn = t.rot_sin[n], sg = (n & 1) ? T(-1) : T(1);
-    rotate(P + n * L, R + n * L, d + n * L, d + (M - 1 - n) * L, c, -sg * sn, sn, sg * c);
+    rotate<T, G>(P + n * P_, R + n * P_, L, d + n * P_, d + (M - 1 - n) * P_, L, c, -sg * sn, sn, sg * c);
   }
 }
 
-// DCT-II of one line of N lane groups: inputs at s + i * sp, outputs at o + k * op.
-// Reads every input before writing an output, so o == s (same stride) is allowed.
-// `scratch` holds 2N lane groups (this level's a/d plus the recursion's).
-template <typename T>
-void dct_line(const AxisTables<T>& t, const T* s, int64_t sp, T* o, int64_t op, T* scratch) {
-  constexpr int L = kLanes<T>;
+// DCT-II of G lines of N points: point i of line g at s + i * sp + g * sgs, output k at
+// o + k * op + g * ogs. Reads every input before writing an output, so o == s (same
+// strides) is allowed. `scratch` holds 2N packed points (this level's a/d plus the
+// recursion's).
+template <typename T, int G>
+void dct_line(const AxisTables<T>& t, const T* s, int64_t sp, int64_t sgs, T* o, int64_t op, int64_t ogs, T* scratch) {
+  constexpr int L = kLanes<T>, P = G * L;
   const int N = t.n, ne = t.n_even, no = t.n_odd;
   T* a = scratch;
-  T* d = scratch + int64_t(ne) * L;
-  T* rest = scratch + int64_t(N) * L;
+  T* d = scratch + int64_t(ne) * P;
+  T* rest = scratch + int64_t(N) * P;
   const T ca = t.half ? T(kSqrtHalf) : T(1), cd = t.quarter ? T(0.5) : T(1);
-  for (int i = 0; i < no; ++i) butterfly_in(s + i * sp, s + (N - 1 - i) * sp, a + i * L, d + i * L, ca, cd);
-  if (N & 1) std::memcpy(a + no * L, s + no * sp, sizeof(T) * L);
+  for (int i = 0; i < no; ++i) butterfly_in<T, G>(s + i * sp, s + (N - 1 - i) * sp, sgs, a + i * P, d + i * P, L, ca, cd);
+  if (N & 1) copy_group<T, G>(s + no * sp, sgs, a + no * P, L);
   if (t.half)
-    dct_line(*t.half, a, L, o, 2 * op, rest);
+    dct_line<T, G>(*t.half, a, P, L, o, 2 * op, ogs, rest);
   else
-    small_matmul(t.even, ne, ne, a, L, o, 2 * op);
+    small_matmul<T, G>(t.even, ne, ne, a, P, L, o, 2 * op, ogs);
   if (t.quarter)
-    dct4_split(t, d, o + op, 2 * op, a, rest);  // a is free once the even half is out
+    dct4_split<T, G>(t, d, o + op, 2 * op, ogs, a, rest);  // a is free once the even half is out
   else
-    small_matmul(t.odd, no, no, d, L, o + op, 2 * op);
+    small_matmul<T, G>(t.odd, no, no, d, P, L, o + op, 2 * op, ogs);
 }
 
 // DCT-III (inverse and transpose of dct_line), same addressing and scratch; o == s allowed.
-template <typename T>
-void idct_line(const AxisTables<T>& t, const T* s, int64_t sp, T* o, int64_t op, T* scratch) {
-  constexpr int L = kLanes<T>;
+template <typename T, int G>
+void idct_line(const AxisTables<T>& t, const T* s, int64_t sp, int64_t sgs, T* o, int64_t op, int64_t ogs, T* scratch) {
+  constexpr int L = kLanes<T>, P = G * L;
   const int N = t.n, ne = t.n_even, no = t.n_odd;
   T* e = scratch;
-  T* od = scratch + int64_t(ne) * L;
-  T* rest = scratch + int64_t(N) * L;
+  T* od = scratch + int64_t(ne) * P;
+  T* rest = scratch + int64_t(N) * P;
   if (t.half)
-    idct_line(*t.half, s, 2 * sp, e, L, rest);
+    idct_line<T, G>(*t.half, s, 2 * sp, sgs, e, P, L, rest);
   else
-    small_matmul(t.even_t, ne, ne, s, 2 * sp, e, L);
+    small_matmul<T, G>(t.even_t, ne, ne, s, 2 * sp, sgs, e, P, L);
   if (t.quarter)
-    idct4_split(t, s + sp, 2 * sp, od, rest, rest + int64_t(no) * L);
+    idct4_split<T, G>(t, s + sp, 2 * sp, sgs, od, rest, rest + int64_t(no) * P);
   else
-    small_matmul(t.odd_t, no, no, s + sp, 2 * sp, od, L);
+    small_matmul<T, G>(t.odd_t, no, no, s + sp, 2 * sp, sgs, od, P, L);
   const T ce = t.half ? T(kSqrtHalf) : T(1), cd = t.quarter ? T(0.5) : T(1);
-  for (int i = 0; i < no; ++i) butterfly_out(e + i * L, od + i * L, o + i * op, o + (N - 1 - i) * op, ce, cd);
-  if (N & 1) std::memcpy(o + no * op, e + no * L, sizeof(T) * L);
+  for (int i = 0; i < no; ++i) butterfly_out<T, G>(e + i * P, od + i * P, L, o + i * op, o + (N - 1 - i) * op, ogs, ce, cd);
+  if (N & 1) copy_group<T, G>(e + no * P, L, o + no * op, ogs);
 }
 
-// `count` lines: line j starts at src / dst + j * line_stride, points point_stride apart.
+// `count` lines: line j starts at src / dst + j * line_stride, points point_stride apart;
+// kGroup lines at a time, then one at a time.
 template <typename T>
-void dct_lines(const AxisTables<T>& t, const T* src, T* dst, int count, int64_t line_stride,
-               int64_t point_stride, T* scratch) {
-  for (int j = 0; j < count; ++j)
-    dct_line(t, src + j * line_stride, point_stride, dst + j * line_stride, point_stride, scratch);
+void dct_lines(const AxisTables<T>& t, const T* src, int64_t src_line, int64_t src_point, T* dst, int64_t dst_line,
+               int64_t dst_point, int count, T* scratch) {
+  int j = 0;
+  for (; j + kGroup <= count; j += kGroup)
+    dct_line<T, kGroup>(t, src + j * src_line, src_point, src_line, dst + j * dst_line, dst_point, dst_line, scratch);
+  for (; j < count; ++j)
+    dct_line<T, 1>(t, src + j * src_line, src_point, 0, dst + j * dst_line, dst_point, 0, scratch);
 }
 
 template <typename T>
-void idct_lines(const AxisTables<T>& t, const T* src, T* dst, int count, int64_t line_stride,
-                int64_t point_stride, T* scratch) {
-  for (int j = 0; j < count; ++j)
-    idct_line(t, src + j * line_stride, point_stride, dst + j * line_stride, point_stride, scratch);
+void idct_lines(const AxisTables<T>& t, const T* src, int64_t src_line, int64_t src_point, T* dst, int64_t dst_line,
+                int64_t dst_point, int count, T* scratch) {
+  int j = 0;
+  for (; j + kGroup <= count; j += kGroup)
+    idct_line<T, kGroup>(t, src + j * src_line, src_point, src_line, dst + j * dst_line, dst_point, dst_line, scratch);
+  for (; j < count; ++j)
+    idct_line<T, 1>(t, src + j * src_line, src_point, 0, dst + j * dst_line, dst_point, 0, scratch);
 }
 
 }  // namespace
@@ -258,8 +313,8 @@ void dct2_plane(const AxisTables<T>& th, const AxisTables<T>& tw, const T* src, 
   constexpr int L = kLanes<T>;
   const int H = th.n, W = tw.n;
   const int64_t row = int64_t(padded_width(W)) * L;
-  for (int h = 0; h < H; ++h) dct_line(tw, src + h * src_row, src_point, plane + h * row, L, scratch);
-  dct_lines(th, plane, plane, W, L, row, scratch);  // along H, column by column, in place
+  dct_lines(tw, src, src_row, src_point, plane, row, L, H, scratch);  // along W, row by row
+  dct_lines(th, plane, L, row, plane, L, row, W, scratch);            // along H, columns, in place
 }
 
 // Inverse: DCT-III over H in place, then over W from the plane into dst (same addressing
@@ -270,8 +325,8 @@ void idct2_plane(const AxisTables<T>& th, const AxisTables<T>& tw, T* plane, T* 
   constexpr int L = kLanes<T>;
   const int H = th.n, W = tw.n;
   const int64_t row = int64_t(padded_width(W)) * L;
-  idct_lines(th, plane, plane, W, L, row, scratch);
-  for (int h = 0; h < H; ++h) idct_line(tw, plane + h * row, L, dst + h * dst_row, dst_point, scratch);
+  idct_lines(th, plane, L, row, plane, L, row, W, scratch);
+  idct_lines(tw, plane, row, L, dst, dst_row, dst_point, H, scratch);
 }
 
 #define VHEAT_INSTANTIATE(T)                                                                            \
