@@ -23,7 +23,7 @@ from vheat.train.atomic import atomic_write_json
 from .bench_hco import machine_info
 from .report import SECTION_TABLES, TITLES, hco_share, targets, targets_table, write_docs
 from .suite import kernel, memory, model, plots, resolution
-from .suite.measure import copy_bandwidth_gbs, gemm_peak_gflops
+from .suite.measure import copy_bandwidth_gbs, gemm_peak_gflops, steady_allocator
 
 SECTIONS = {"kernel": kernel.run, "model": model.run, "resolution": resolution.run, "memory": memory.run}
 TIMM_MODELS = ["swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", "deit_small_patch16_224", "convnext_tiny"]
@@ -115,6 +115,7 @@ def main(argv=None):
     os.makedirs(args.out_dir, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
+    steady = steady_allocator()
     load_before = os.getloadavg()
     start = time.time()
     peaks = {"gemm_gflops": gemm_peak_gflops(), "copy_gbs": copy_bandwidth_gbs()}
@@ -133,7 +134,8 @@ def main(argv=None):
     payload = {
         "benchmark": "vheat-kernels suite", "command": "python -m benchmarks " + shlex.join(argv),
         "git": git_revision(), "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "wall_s": time.time() - start,
-        "machine": dict(machine_info(), cpu_count=os.cpu_count(), load_avg_before=load_before, load_avg_after=os.getloadavg()),
+        "machine": dict(machine_info(), cpu_count=os.cpu_count(), load_avg_before=load_before, load_avg_after=os.getloadavg(),
+                        steady_allocator=steady),
         "peaks": peaks, "config": cfg, "results": results, "plots": saved_plots,
         "targets": targets(results, peaks),
     }

@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vheat_kernels as vk  # noqa: E402
 from vheat.train.atomic import atomic_write_json  # noqa: E402
+from benchmarks.suite.measure import steady_allocator  # noqa: E402
 
 # vHeat-T stages at 224 input with batch 8, then high-resolution planes.
 SHAPES = [(8, 56, 56, 96), (8, 28, 28, 192), (8, 14, 14, 384), (8, 7, 7, 768), (1, 128, 128, 96), (1, 256, 256, 96)]
@@ -105,6 +106,7 @@ def main(argv=None):
                    help="wall: elapsed time, all threads; thread: CPU time of one thread (shared machines)")
     p.add_argument("--min-time", type=float, default=None, help="seconds of timing per measurement")
     args = p.parse_args(argv)
+    steady = steady_allocator()
     dtype = getattr(torch, args.dtype)
     if args.timer == "thread":
         torch.set_num_threads(1)
@@ -120,7 +122,7 @@ def main(argv=None):
               f"auto={r['auto_backend']} x{r['forward_speedup'][r['auto_backend']]:.2f}", file=sys.stderr)
     payload = {"benchmark": "hco_kernels", "baseline": "reference (official matmul-DCT: 4x conv1d + einsum)",
                "machine": machine_info(), "dtype": args.dtype, "timer": args.timer,
-               "load_average": os.getloadavg(), "rows": rows}
+               "load_average": os.getloadavg(), "steady_allocator": steady, "rows": rows}
     atomic_write_json(args.json, payload, indent=2)
     print(f"\nHCO {args.dtype} on {payload['machine']['cpu']} ({payload['machine']['threads']} threads, "
           f"{args.timer} clock, load average {payload['load_average'][0]:.1f}); "

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_hco import machine_info  # noqa: E402
-from benchmarks.suite.measure import time_paired  # noqa: E402
+from benchmarks.suite.measure import steady_allocator, time_paired  # noqa: E402
 from vheat.models import fused_linear  # noqa: E402
 from vheat.train.atomic import atomic_write_json  # noqa: E402
 
@@ -39,6 +39,7 @@ def main(argv=None):
     if not fused_linear.onednn_available():
         raise SystemExit("bench_linear: this torch build has no oneDNN (torch.backends.mkldnn); nothing to compare")
     torch.set_num_threads(args.threads)
+    steady = steady_allocator()
     rows = []
     with torch.no_grad():
         for batch in [int(b) for b in args.batches.split(",") if b]:
@@ -56,7 +57,7 @@ def main(argv=None):
                     print(f"  batch {batch} stage {stage} {name}: x{r['speedup']:.2f}", file=sys.stderr)
     chosen = sum(r["fused_ms"] if r["rule_fuses"] else r["plain_ms"] for r in rows)
     payload = {"benchmark": "fused_linear", "baseline": "F.linear (+ F.gelu)", "machine": machine_info(),
-               "load_average": os.getloadavg(), "rows": rows,
+               "load_average": os.getloadavg(), "steady_allocator": steady, "rows": rows,
                "total_ms": {"plain": sum(r["plain_ms"] for r in rows), "fused": sum(r["fused_ms"] for r in rows),
                             "rule": chosen, "best": sum(min(r["plain_ms"], r["fused_ms"]) for r in rows)}}
     atomic_write_json(args.json, payload, indent=2)

@@ -9,6 +9,29 @@ from typing import Callable, Dict
 import torch
 
 
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 << 20  # the largest glibc accepts on 64-bit
+
+
+def steady_allocator() -> bool:
+    """Keep freed blocks of up to 32 MiB in the heap instead of unmapping them (glibc only).
+
+    glibc hands large freed blocks back to the kernel and the next allocation of that size
+    page-faults it in again, until its adaptive mmap threshold has risen past that size,
+    which happens only after such frees. A fresh process and one that has run for a while
+    therefore time the same op differently (the official matmul-DCT, with its large
+    temporaries, measured 36 vs 18 ms at 8x56x56x96 here). Fixing the threshold makes every
+    measurement the steady state a long-running job sees. Returns False where mallopt is
+    missing (not glibc).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+
 def time_paired(fns: Dict[str, Callable[[], object]], min_time: float, min_reps: int = 3, max_reps: int = 50,
                 warm_up: int = 2) -> Dict[str, float]:
     """Median ms of each fn, calls interleaved round-robin after ``warm_up`` calls of each.
