@@ -66,8 +66,8 @@ def test_json_schema(run):
     mem = saved["results"]["memory"]
     assert mem["hco_shape"] == [1, 16, 16, 96]
     assert set(mem["train_step"]) == {mem["fused_backend"], "reference", "official"}
-    # the official code keeps more for backward than ours on either HCO
-    assert mem["official_step_saved_ratio"] > mem["step_saved_ratio"] > 1
+    # the official code keeps at least what ours on the matmul-DCT keeps, more than ours fused
+    assert mem["official_step_saved_ratio"] >= mem["step_saved_ratio"] > 1
     # the fused op keeps x and E only: exactly their bytes
     assert mem["hco_saved_bytes"][mem["fused_backend"]] == (16 * 16 * 96 + 16 * 16 * 96) * 4
     assert mem["hco_saved_bytes"]["reference"] > mem["hco_saved_bytes"][mem["fused_backend"]]
