@@ -91,6 +91,7 @@ def test_no_weight_decay_on_1d_params_and_biases():
     model = timm.create_model("vheat_tiny", depths=[1, 1], dims=8, img_size=16, num_classes=3)
     opt = build_optimizer(cfg, model, 1e-3)
     assert isinstance(opt, torch.optim.AdamW)
+    assert all(g["fused"] for g in opt.param_groups)  # torch's fused step, not the per-parameter loop
     wd_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
     for name, p in model.named_parameters():
         expected = 0.0 if (p.ndim <= 1 or name.endswith(".bias")) else 0.08

