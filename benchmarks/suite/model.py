@@ -34,7 +34,7 @@ def run(cfg: Dict, peaks: Dict) -> Dict:
             print(f"  model {mode} batch {n}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in ms.items()), file=sys.stderr)
     return {"threads": torch.get_num_threads(), "rows": rows,
             "note": "inference: eval + torch.no_grad, vHeat in infer mode (E folded); "
-                    "train: forward + cross-entropy + backward + AdamW step; candidates timed interleaved"}
+                    "train: forward + cross-entropy + backward + AdamW step (torch fused, as vheat train); candidates timed interleaved"}
 
 
 def table(section: Dict) -> str:

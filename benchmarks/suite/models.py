@@ -69,13 +69,15 @@ def infer_step(model, backend, x) -> Callable[[], object]:
 
 
 def train_step(model, backend, x, y) -> Callable[[], object]:
-    """One training step: forward, cross-entropy, backward, AdamW update."""
+    """One training step: forward, cross-entropy, backward, fused AdamW update."""
     if isinstance(model, OfficialVHeat) and model.infer_mode:
         raise ValueError("train_step: this OfficialVHeat was folded for inference; take a fresh one")
     if hasattr(model, "set_infer_mode"):
         model.set_infer_mode(False)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # Every candidate gets the optimizer `vheat train` builds (vheat.train.recipe): torch's
+    # fused AdamW step, the same for all of them.
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
     def run():
         if backend is not None:
