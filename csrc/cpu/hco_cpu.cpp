@@ -11,6 +11,8 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <sys/mman.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -139,6 +141,49 @@ void check_inputs(const at::Tensor& x, const at::Tensor& E, const char* op) {
                 ": unsupported dtype ", st, "; accepted: float32, float64, bfloat16, float16");
   }
   TORCH_CHECK(x.size(1) >= 1 && x.size(2) >= 1 && x.size(3) >= 1, op, ": H, W, C must be >= 1, got ", x.sizes());
+}
+
+// ---- per-thread workspace -----------------------------------------------------------
+// The plane and line scratch of one thread, kept across calls: no allocation and no page
+// faults per call, and from 2 MB on in transparent huge pages (madvise), because a column
+// walk over a plane of 1 MB and more touches a new 4 KB page at every point and the TLB
+// misses cost more than the arithmetic.
+constexpr size_t kHugePage = size_t(2) << 20;
+
+class Workspace {
+ public:
+  template <typename T>
+  T* get(int64_t elems) {
+    const size_t bytes = size_t(elems) * sizeof(T);
+    if (bytes > cap_) {
+      release();
+      const size_t cap = bytes >= kHugePage ? (bytes + kHugePage - 1) / kHugePage * kHugePage : (bytes + 63) / 64 * 64;
+      void* p = std::aligned_alloc(cap >= kHugePage ? kHugePage : 64, cap);
+      TORCH_CHECK(p != nullptr, "vheat: could not allocate a ", cap, "-byte plane workspace");
+#ifdef MADV_HUGEPAGE
+      if (cap >= kHugePage) madvise(p, cap, MADV_HUGEPAGE);  // advisory: ignored where THP is off
+#endif
+      ptr_ = p;
+      cap_ = cap;
+    }
+    return static_cast<T*>(ptr_);
+  }
+  ~Workspace() { release(); }
+
+ private:
+  void release() {
+    std::free(ptr_);
+    ptr_ = nullptr;
+    cap_ = 0;
+  }
+  void* ptr_ = nullptr;
+  size_t cap_ = 0;
+};
+
+template <typename T>
+T* thread_workspace(int64_t elems) {
+  thread_local Workspace ws;
+  return ws.get<T>(elems);
 }
 
 // ---- per-plane helpers ------------------------------------------------------------
@@ -280,8 +325,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y,
   T* sp = spectrum ? spectrum->mutable_data_ptr<T>() : nullptr;
   const int64_t scratch = plane_scratch_elems(int(g.H), int(g.W), Geometry<T>::L);
   at::parallel_for(0, g.B * g.blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> buf(g.plane_elems() + scratch);
-    T* plane = buf.data();
+    T* plane = thread_workspace<T>(g.plane_elems() + scratch);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / g.blocks, blk = task % g.blocks;
       T* work = plane + g.plane_elems();
@@ -313,8 +357,7 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
   const int64_t n = g.plane_elems();
   const int64_t scratch = plane_scratch_elems(int(g.H), int(g.W), Geometry<T>::L);
   at::parallel_for(0, g.blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> buf(2 * n + scratch);
-    T* px = buf.data();
+    T* px = thread_workspace<T>(2 * n + scratch);
     T* pg = px + n;
     T* work = pg + n;
     for (int64_t blk = begin; blk < end; ++blk) {
