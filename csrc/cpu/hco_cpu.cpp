@@ -289,12 +289,15 @@ struct PlaneContext {
 template <typename T>
 void multiply(const Geometry<T>& g, T* plane, const T* e, int64_t Cp) {
   constexpr int L = Geometry<T>::L;
-  for (int64_t h = 0; h < g.H; ++h)
+  for (int64_t h = 0; h < g.H; ++h) {
+    if (h + 1 < g.H)  // E's block is strided by Cp: fetch the next row while this one is multiplied
+      for (int64_t w = 0; w < g.W; ++w) __builtin_prefetch(e + ((h + 1) * g.W + w) * Cp, 0, 2);
     for (int64_t w = 0; w < g.W; ++w) {
       T* p = plane + (h * g.Wp + w) * L;
       const T* f = e + (h * g.W + w) * Cp;
       for (int l = 0; l < L; ++l) p[l] *= f[l];
     }
+  }
 }
 
 // acc += xs * plane for channel block blk: acc = dE.data + blk * L (H, W, Cp) channels-last;
