@@ -294,28 +294,34 @@ inline void prefetch_lines(const T* base, int64_t line, int64_t point, int n, bo
     }
 }
 
-template <typename T>
-void dct_lines(const AxisTables<T>& t, const T* src, int64_t src_line, int64_t src_point, T* dst, int64_t dst_line,
-               int64_t dst_point, int count, T* scratch) {
-  int j = 0;
-  for (; j + kGroup <= count; j += kGroup) {
-    if (j + 2 * kGroup <= count) prefetch_lines<T, kGroup>(src + (j + kGroup) * src_line, src_line, src_point, t.n, false);
-    dct_line<T, kGroup>(t, src + j * src_line, src_point, src_line, dst + j * dst_line, dst_point, dst_line, scratch);
-  }
-  for (; j < count; ++j)
-    dct_line<T, 1>(t, src + j * src_line, src_point, 0, dst + j * dst_line, dst_point, 0, scratch);
+template <typename T, int G, bool Inverse>
+inline void one_line(const AxisTables<T>& t, const T* s, int64_t sp, int64_t sgs, T* o, int64_t op, int64_t ogs,
+                     T* scratch) {
+  if constexpr (Inverse)
+    idct_line<T, G>(t, s, sp, sgs, o, op, ogs, scratch);
+  else
+    dct_line<T, G>(t, s, sp, sgs, o, op, ogs, scratch);
 }
 
-template <typename T>
-void idct_lines(const AxisTables<T>& t, const T* src, int64_t src_line, int64_t src_point, T* dst, int64_t dst_line,
-                int64_t dst_point, int count, T* scratch) {
+// `count` lines (DCT-II, or DCT-III if Inverse): line j starts at src / dst + j * *_line,
+// points *_point apart; kGroup lines at a time, then one at a time. The forward prefetches
+// the next group's source lines, the inverse its destination lines.
+template <typename T, bool Inverse>
+void transform_lines(const AxisTables<T>& t, const T* src, int64_t src_line, int64_t src_point, T* dst,
+                     int64_t dst_line, int64_t dst_point, int count, T* scratch) {
   int j = 0;
   for (; j + kGroup <= count; j += kGroup) {
-    if (j + 2 * kGroup <= count) prefetch_lines<T, kGroup>(dst + (j + kGroup) * dst_line, dst_line, dst_point, t.n, true);
-    idct_line<T, kGroup>(t, src + j * src_line, src_point, src_line, dst + j * dst_line, dst_point, dst_line, scratch);
+    if (j + 2 * kGroup <= count) {
+      if constexpr (Inverse)
+        prefetch_lines<T, kGroup>(dst + (j + kGroup) * dst_line, dst_line, dst_point, t.n, true);
+      else
+        prefetch_lines<T, kGroup>(src + (j + kGroup) * src_line, src_line, src_point, t.n, false);
+    }
+    one_line<T, kGroup, Inverse>(t, src + j * src_line, src_point, src_line, dst + j * dst_line, dst_point, dst_line,
+                                 scratch);
   }
   for (; j < count; ++j)
-    idct_line<T, 1>(t, src + j * src_line, src_point, 0, dst + j * dst_line, dst_point, 0, scratch);
+    one_line<T, 1, Inverse>(t, src + j * src_line, src_point, 0, dst + j * dst_line, dst_point, 0, scratch);
 }
 
 }  // namespace
@@ -330,8 +336,8 @@ void dct2_plane(const AxisTables<T>& th, const AxisTables<T>& tw, const T* src, 
   constexpr int L = kLanes<T>;
   const int H = th.n, W = tw.n;
   const int64_t row = int64_t(padded_width(W)) * L;
-  dct_lines(tw, src, src_row, src_point, plane, row, L, H, scratch);  // along W, row by row
-  dct_lines(th, plane, L, row, plane, L, row, W, scratch);            // along H, columns, in place
+  transform_lines<T, false>(tw, src, src_row, src_point, plane, row, L, H, scratch);  // along W, row by row
+  transform_lines<T, false>(th, plane, L, row, plane, L, row, W, scratch);            // along H, columns, in place
 }
 
 // Inverse: DCT-III over H in place, then over W from the plane into dst (same addressing
@@ -342,8 +348,8 @@ void idct2_plane(const AxisTables<T>& th, const AxisTables<T>& tw, T* plane, T* 
   constexpr int L = kLanes<T>;
   const int H = th.n, W = tw.n;
   const int64_t row = int64_t(padded_width(W)) * L;
-  idct_lines(th, plane, L, row, plane, L, row, W, scratch);
-  idct_lines(tw, plane, row, L, dst, dst_row, dst_point, H, scratch);
+  transform_lines<T, true>(th, plane, L, row, plane, L, row, W, scratch);
+  transform_lines<T, true>(tw, plane, row, L, dst, dst_row, dst_point, H, scratch);
 }
 
 #define VHEAT_INSTANTIATE(T)                                                                            \
