@@ -116,6 +116,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     steady = steady_allocator()
+    revision = git_revision()  # before the run writes its own outputs (tracked plots and JSON)
     load_before = os.getloadavg()
     start = time.time()
     peaks = {"gemm_gflops": gemm_peak_gflops(), "copy_gbs": copy_bandwidth_gbs()}
@@ -133,7 +134,7 @@ def main(argv=None):
         saved_plots["kernel"] = plots.kernel_plot(results["kernel"], os.path.join(args.out_dir, f"{tag}_kernel_speedup.png"))
     payload = {
         "benchmark": "vheat-kernels suite", "command": "python -m benchmarks " + shlex.join(argv),
-        "git": git_revision(), "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "wall_s": time.time() - start,
+        "git": revision, "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "wall_s": time.time() - start,
         "machine": dict(machine_info(), cpu_count=os.cpu_count(), load_avg_before=load_before, load_avg_after=os.getloadavg(),
                         steady_allocator=steady),
         "peaks": peaks, "config": cfg, "results": results, "plots": saved_plots,
