@@ -69,3 +69,26 @@ def test_model_inference_same_with_and_without_fusion(monkeypatch):
         monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "0")
         plain = model(x)
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_replaced_or_hooked_linear_runs_its_own_forward(monkeypatch):
+    monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "always")
+    model = VHeat(depths=(1, 1, 1, 1), dims=16, img_size=64, num_classes=5, drop_path_rate=0.0).eval()
+    op = model.layers[0].blocks[0].op
+    seen = []
+    op.linear.register_forward_hook(lambda m, i, o: seen.append("linear"))
+
+    class Scaled(torch.nn.Linear):  # a stand-in for a LoRA / quantized replacement
+        def forward(self, x):
+            seen.append("out_linear")
+            return 2 * super().forward(x)
+
+    scaled = Scaled(16, 16)
+    scaled.load_state_dict(op.out_linear.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x)
+        op.out_linear = scaled
+        after = model(x)
+    assert seen == ["linear", "linear", "out_linear"]
+    assert not torch.allclose(before, after)

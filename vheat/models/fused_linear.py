@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 ACTIVATIONS = ("none", "gelu")
 
@@ -81,3 +82,13 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], "none" if activation == "gelu" else "")
     y = F.linear(x, weight, bias)
     return F.gelu(y) if activation == "gelu" else y
+
+
+def linear_module(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` for an ``nn.Linear``, through ``linear`` (fused where it applies) when the
+    module is a plain, hook-free ``nn.Linear``. Anything else (a subclass, a LoRA or quantized
+    replacement, a module with forward hooks) runs its own forward, so swapping or hooking
+    the layer keeps working."""
+    if type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks):
+        return linear(x, module.weight, module.bias)
+    return module(x)

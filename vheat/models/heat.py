@@ -120,12 +120,12 @@ class Heat2D(nn.Module):
         x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         # One GEMM then chunk, as the official code: measured faster on CPU than two half-size
         # GEMMs even with the copy that makes the HCO input contiguous (z stays a strided view).
-        x, z = fused_linear.linear(x, self.linear.weight, self.linear.bias).chunk(2, dim=-1)
+        x, z = fused_linear.linear_module(self.linear, x).chunk(2, dim=-1)
         if E is None:
             E = self.attenuation(freq, x.shape[1:3])
         x = heat_conduction(x.contiguous(), E, backend=self.hco_backend)
         x = self.out_norm(x) * F.silu(z)
-        return fused_linear.linear(x, self.out_linear.weight, self.out_linear.bias)
+        return fused_linear.linear_module(self.out_linear, x)
 
     def extra_repr(self) -> str:
         return f"res={self.res}, infer_mode={self.infer_mode}, hco_backend={self.hco_backend!r}"
