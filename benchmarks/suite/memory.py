@@ -67,17 +67,15 @@ def table(section: Dict) -> str:
     fused = section["fused_backend"]
     h, s = section["hco_saved_bytes"], section["train_step"]
     shape = "x".join(map(str, section["hco_shape"]))
-    official = s.get("official")  # absent in runs before the official-code baseline
     lines = ["| scope | fused (" + fused + ") | ours + matmul-DCT | official code | matmul-DCT / fused | official / fused |",
-             "|---|---|---|---|---|---|"]
-    lines.append(f"| HCO saved for backward, {shape} (MB) | {h[fused] / 2**20:.2f} | {h['reference'] / 2**20:.2f} | | "
-                 f"{section['hco_saved_ratio']:.2f} | |")
-
-    def row(name, key, scale, fmt):
-        vals = [s[fused][key] / scale, s["reference"][key] / scale] + ([official[key] / scale] if official else [])
+             "|---|---|---|---|---|---|",
+             f"| HCO saved for backward, {shape} (MB) | {h[fused] / 2**20:.2f} | {h['reference'] / 2**20:.2f} | | "
+             f"{section['hco_saved_ratio']:.2f} | |"]
+    for name, key, scale, fmt in ((f"vHeat-T step saved for backward, batch {section['batch']} @ {section['img_size']} (MB)",
+                                   "saved_bytes", 2**20, ".1f"),
+                                  ("vHeat-T step peak RSS added (MB)", "peak_rss_mb", 1, ".0f")):
+        vals = [s[k][key] / scale for k in (fused, "reference", "official")]
         ratios = [v / max(vals[0], 1e-9) for v in vals[1:]]
-        cells = [format(v, fmt) for v in vals] + ([""] if not official else [])
-        return f"| {name} | " + " | ".join(cells) + " | " + " | ".join(f"{r:.2f}" for r in ratios) + (" |" if official else " | |")
-    lines.append(row(f"vHeat-T step saved for backward, batch {section['batch']} @ {section['img_size']} (MB)", "saved_bytes", 2**20, ".1f"))
-    lines.append(row("vHeat-T step peak RSS added (MB)", "peak_rss_mb", 1, ".0f"))
+        lines.append(f"| {name} | " + " | ".join(format(v, fmt) for v in vals) + " | "
+                     + " | ".join(f"{r:.2f}" for r in ratios) + " |")
     return "\n".join(lines)
