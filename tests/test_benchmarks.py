@@ -4,7 +4,6 @@ Checks the harness (schema, files, target bookkeeping), not timings.
 """
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +13,8 @@ from benchmarks.report import hco_share, render, targets, targets_table
 from benchmarks.suite.official_vheat import OfficialVHeat
 from vheat.models import VHeat
 from vheat_kernels import extension_available
+
+from reference_data import GOLDEN
 
 TINY = ["--quick", "--threads", "1", "--min-time", "0", "--dtypes", "float32", "--kernel-resolutions", "32", "--kernel-batch", "1",
         "--img-size", "64", "--num-classes", "7", "--batch-sizes", "1", "--vheat-models", "vheat_tiny",
@@ -148,14 +149,10 @@ def test_readme_target_block_is_replaced(tmp_path):
 
 
 # --- the official-code baseline ------------------------------------------------------------------
-GOLDEN = [p / "official_micro_golden.pt" for p in (Path(__file__).resolve().parents[2] / "shared" / "reference",
-                                                  Path("/work/shared/reference")) if (p / "official_micro_golden.pt").exists()]
-
-
-@pytest.mark.skipif(not GOLDEN, reason="official golden reference data not present")
+@pytest.mark.skipif(not GOLDEN.exists(), reason="official golden reference data not present")
 @pytest.mark.parametrize("variant", ["micro_prenorm", "micro_postnorm_ls"])
 def test_official_baseline_reproduces_official_logits(variant):
-    entry = torch.load(GOLDEN[0], weights_only=False)[variant]
+    entry = torch.load(GOLDEN, weights_only=False)[variant]
     model = OfficialVHeat(**entry["config"])
     model.load_state_dict(entry["state_dict"], strict=True)
     with torch.no_grad():

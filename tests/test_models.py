@@ -19,10 +19,8 @@ from vheat.checkpoint_io import load_official_checkpoint, save_official_checkpoi
 from vheat.models import VHeat
 from vheat_kernels import extension_available
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-if not REFERENCE.is_dir():
-    REFERENCE = Path("/work/shared/reference")
-GOLDEN = REFERENCE / "official_micro_golden.pt"
+from reference_data import GOLDEN, REFERENCE
+
 
 CPU_BACKENDS = [
     "reference",

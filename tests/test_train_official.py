@@ -2,7 +2,6 @@
 golden official logits reproduced, fine-tuning head swap, wrong-architecture and pickled-extra messages."""
 import argparse
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +11,8 @@ from vheat.train.checkpoint import CheckpointError
 from vheat.train.config import load_config
 from vheat.train.model_factory import build_model, load_weights
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_micro_golden.pt"
-if not GOLDEN.exists():
-    GOLDEN = Path("/work/shared/reference/official_micro_golden.pt")
+from reference_data import GOLDEN
+
 pytestmark = pytest.mark.skipif(not GOLDEN.exists(), reason="official golden reference data not present")
 
 
