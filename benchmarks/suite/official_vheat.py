@@ -1,7 +1,8 @@
 """The official vHeat model as its code runs it: the baseline of the whole-model benchmarks.
 
 A restatement of the official ``vHeat`` class (MzeroMiko/vHeat, classification/models) with
-the official op sequence and memory traffic, and nothing of ours: NCHW activations between
+the official op sequence and memory traffic; of ours it shares only the stem's
+permute-LayerNorm-permute and the constant cosine / decay maps. NCHW activations between
 blocks, ``LayerNorm2d`` as permute -> contiguous copy -> layer_norm -> permute -> contiguous
 copy, the MLP as 1x1 ``Conv2d`` on NCHW, ``Heat2D`` as dwconv -> permute + contiguous ->
 Linear -> chunk -> four ``conv1d`` against the cosine maps with a ``.contiguous()`` around
@@ -15,13 +16,15 @@ Runs only at its training resolution, like the official classifier.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from timm.layers import DropPath
+
+from vheat.models.layers import channels_first_layer_norm  # the official stem norm: permutes are views there too
+from vheat_kernels import dct_matrix, decay_map  # the official cosine and decay maps (constants)
 
 
 class _LayerNorm2d(nn.LayerNorm):
@@ -30,27 +33,14 @@ class _LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2).contiguous()
 
 
-class _Permute(nn.Module):
-    def __init__(self, *dims):
-        super().__init__()
-        self.dims = dims
-
-    def forward(self, x):
-        return x.permute(*self.dims)
-
-
-def _stem_norm(dim):  # official build_norm_layer(dim, 'LN', 'channels_first', 'channels_first'), eps 1e-6
-    return nn.Sequential(_Permute(0, 2, 3, 1), nn.LayerNorm(dim, eps=1e-6), _Permute(0, 3, 1, 2))
-
-
 class _Stem(nn.Module):
     def __init__(self, in_chans, out_chans):
         super().__init__()
         self.conv1 = nn.Conv2d(in_chans, out_chans // 2, 3, stride=2, padding=1)
-        self.norm1 = _stem_norm(out_chans // 2)
+        self.norm1 = channels_first_layer_norm(out_chans // 2)
         self.act = nn.GELU()
         self.conv2 = nn.Conv2d(out_chans // 2, out_chans, 3, stride=2, padding=1)
-        self.norm2 = _stem_norm(out_chans)
+        self.norm2 = channels_first_layer_norm(out_chans)
 
     def forward(self, x):
         return self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))
@@ -65,20 +55,6 @@ class _Mlp(nn.Module):  # channels_first=True: 1x1 convolutions on NCHW
 
     def forward(self, x):
         return self.fc2(self.act(self.fc1(x)))
-
-
-def _cos_map(n, device):
-    pos = (torch.arange(n, device=device, dtype=torch.float32).view(1, -1) + 0.5) / n
-    freq = torch.arange(n, device=device, dtype=torch.float32).view(-1, 1)
-    w = torch.cos(freq * pos * math.pi) * math.sqrt(2 / n)
-    w[0, :] /= math.sqrt(2)
-    return w
-
-
-def _decay_map(h, w, device):
-    n = torch.linspace(0, math.pi, h + 1, device=device)[:h].view(-1, 1)
-    m = torch.linspace(0, math.pi, w + 1, device=device)[:w].view(1, -1)
-    return torch.exp(-(n**2 + m**2))
 
 
 class _Heat2D(nn.Module):
@@ -101,7 +77,9 @@ class _Heat2D(nn.Module):
 
     def _cached_maps(self, h, w, device):
         if self._maps is None or self._maps[:3] != (h, w, device):
-            self._maps = (h, w, device, _cos_map(h, device), _cos_map(w, device), _decay_map(h, w, device))
+            # clones: the official code holds its own maps per module (the project's are shared)
+            maps = (dct_matrix(h, device), dct_matrix(w, device), decay_map(h, w, device))
+            self._maps = (h, w, device, *(m.clone() for m in maps))
         return self._maps[3:]
 
     def forward(self, x, freq_embed=None):
