@@ -181,7 +181,7 @@ def test_flops_counts_the_hco(trained, capsys):
                                                     ("vheat_base", 16.16, 92.13)])
 def test_flops_match_official_train_mode_figures(name, gflops, params_m):
     """fvcore figures of the official train-mode models at 224 (DESIGN.md, 'Known facts')."""
-    from vheat.cli.main import resolve_config_path
+    from vheat.configs import resolve_config_path
     from vheat.train.config import load_config
     from vheat.train.flops import count_flops
 

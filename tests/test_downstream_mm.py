@@ -1,7 +1,7 @@
 """mmdetection / mmsegmentation integration (optional extra, scripts/install_mm_extra.sh).
 
 Run in the overlay environment: ``.venv-mm/bin/python -m pytest tests/test_downstream_mm.py``.
-Builds the shipped configs (configs/downstream) with a tiny vHeat loaded from a fabricated
+Builds the shipped configs (vheat/configs/downstream) with a tiny vHeat loaded from a fabricated
 classification checkpoint, then does one training step and one inference of Mask R-CNN on
 fabricated COCO-format data and of UperNet on fabricated ADE20K-format data.
 """
@@ -23,9 +23,10 @@ from mmengine.optim import build_optim_wrapper  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from vheat.checkpoint_io import save_official_checkpoint  # noqa: E402
+from vheat.configs import downstream_config_dir  # noqa: E402
 from vheat.models import VHeat  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "downstream"
+CONFIGS = downstream_config_dir()
 ARCH = dict(depths=(1, 1, 1, 1), dims=8, post_norm=True, layer_scale=1e-5)
 CHANNELS = [8, 16, 32, 64]
 

@@ -5,7 +5,7 @@ import pytest
 import timm
 import torch
 
-from vheat.cli.main import resolve_config_path
+from vheat.configs import resolve_config_path
 from vheat.train.config import ConfigError, load_config
 from vheat.train.recipe import build_optimizer, build_scheduler, scaled_lrs
 

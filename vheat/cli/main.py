@@ -1,6 +1,6 @@
 """``vheat`` command line: train, eval, throughput and flops, driven by YAML configs.
 
-    python -m vheat train --config configs/demo_digits.yaml
+    python -m vheat train --config demo_digits
     python -m vheat train -c vheat_tiny --data /data/imagenet --set train.base_lr=1e-3
     torchrun --nproc_per_node 8 -m vheat train -c vheat_tiny --data /data/imagenet
     python -m vheat eval -c vheat_tiny --data /data/imagenet --checkpoint vHeat_tiny.pth
@@ -15,20 +15,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
-
-
-def resolve_config_path(name: str) -> str:
-    """A path, or the name of a file in the repository's configs/ (``vheat_tiny``)."""
-    if os.path.isfile(name):
-        return name
-    for candidate in (os.path.join(CONFIG_DIR, name), os.path.join(CONFIG_DIR, name + ".yaml")):
-        if os.path.isfile(candidate):
-            return candidate
-    from vheat.train.config import ConfigError
-
-    shipped = sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".yaml")) if os.path.isdir(CONFIG_DIR) else []
-    raise ConfigError(f"config {name!r} not found (give a YAML path or one of: {', '.join(shipped) or 'none'})")
+from vheat.configs import resolve_config_path
 
 
 def _add_common(p: argparse.ArgumentParser, config_required: bool = True) -> None:
