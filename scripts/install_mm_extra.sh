@@ -23,9 +23,6 @@ cd "$ROOT"
 MAIN_VENV="${MAIN_VENV:-.venv}"
 MM_VENV="${MM_VENV:-.venv-mm}"
 MMCV_VERSION=2.1.0
-MMDET_VERSION=3.3.0
-MMSEG_VERSION=1.2.2
-MMENGINE_VERSION=0.10.7
 export MAX_JOBS="${MAX_JOBS:-2}"
 
 [ -x "$MAIN_VENV/bin/python" ] || { echo "error: $MAIN_VENV/bin/python not found (run scripts/setup_env.sh first)" >&2; exit 1; }
@@ -66,9 +63,11 @@ if [ -z "$WHEEL" ]; then
 fi
 echo "mmcv wheel: $WHEEL"
 
-# 3. The extra. opencv headless (no GUI libs needed); mmseg needs ftfy and regex.
-"${PIP[@]}" install "$WHEEL" "mmengine==$MMENGINE_VERSION" "mmdet==$MMDET_VERSION" "mmsegmentation==$MMSEG_VERSION" \
-  opencv-python-headless ftfy regex pycocotools
+# 3. The extra: the mmcv wheel plus pyproject.toml's [mm] list (mmengine, mmdet, mmseg pins,
+# opencv headless: no GUI libs needed; mmseg needs ftfy and regex).
+mapfile -t MM_EXTRA < <("$MAIN_VENV/bin/python" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["mm"]))')
+[ "${#MM_EXTRA[@]}" -gt 0 ] || { echo "error: cannot read [project.optional-dependencies].mm from pyproject.toml (tomllib: Python 3.11+)" >&2; exit 1; }
+"${PIP[@]}" install "$WHEEL" "${MM_EXTRA[@]}"
 "$MM_VENV/bin/python" - <<'EOF'
 import mmcv, mmdet, mmseg, mmengine
 from mmcv.ops import RoIAlign, nms  # compiled CPU ops

@@ -15,9 +15,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 export MAX_JOBS=${MAX_JOBS:-2}
-# CUDA kernels are built by default only where a GPU driver is present: a CUDA build
-# takes ~7 minutes on 2 cores (docs/cuda.md). VHEAT_BUILD_CUDA=1 forces it.
-export VHEAT_BUILD_CUDA=${VHEAT_BUILD_CUDA:-$(command -v nvidia-smi >/dev/null 2>&1 && echo auto || echo 0)}
+# Whether the CUDA kernels are built is setup.py's decision (VHEAT_BUILD_CUDA: default auto =
+# only where a GPU is visible, 1 forces, 0 skips; README "Install"): a CUDA build takes
+# ~7 minutes on 2 cores (docs/cuda.md).
 # Build outside the package, then rename into place: overwriting a loaded .so in place
 # crashes processes that have it mapped.
 if ! .venv/bin/python setup.py -q build_ext --build-lib build/lib > build.log 2>&1; then

@@ -10,7 +10,7 @@ from .dispatch import ENV_VAR, BackendUnavailableError, available_backends, back
 from .functional import heat_conduction, heat_conduction_from_rates
 from .modules import HeatConduction
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place of the package version (pyproject.toml reads it)
 
 __all__ = [
     "heat_conduction",
