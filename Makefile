@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup build demo selfcheck bench bench-suite bench-quick test test-unit test-slow cuda-check cmake-test triton-aot bytes-model test-mm build-cuda clean
+.PHONY: setup build demo selfcheck bench bench-suite bench-quick test test-unit test-slow cuda-check cmake-test triton-aot bytes-model test-mm test-install build-cuda clean
 
 setup:
 	bash scripts/setup_env.sh
@@ -31,8 +31,9 @@ bench-quick: setup
 	$(PY) benchmarks/bench_hco.py --quick --json benchmarks/results/hco_cpu_quick.json
 
 # What CI runs (.ci/run): unit tests, compile-only checks of the GPU kernels, the LibTorch
-# (CMake) build, and the mm extra (its first run builds mmcv: ~7 minutes here, then cached).
-test: test-unit cuda-check cmake-test test-mm
+# (CMake) build, the mm extra (its first run builds mmcv: ~7 minutes here, then cached) and
+# a user's pip install from the sdist.
+test: test-unit cuda-check cmake-test test-mm test-install
 
 test-unit: setup
 	$(PYTEST) -q
@@ -61,8 +62,13 @@ test-mm: setup
 	bash scripts/install_mm_extra.sh
 	.venv-mm/bin/python -m pytest -q tests/test_downstream_mm.py
 
+# sdist -> wheel (--no-build-isolation, CPU-only) in a fresh temporary venv -> installed
+# packages and the `vheat` command checked from outside the clone (tests/test_install.py).
+test-install: setup
+	$(PYTEST) -q -s -m slow tests/test_install.py
+
 build-cuda: setup
 	VHEAT_BUILD_CUDA=1 MAX_JOBS=2 $(PY) setup.py build_ext --inplace
 
 clean:
-	rm -rf build vheat_kernels/_C*.so
+	rm -rf build dist *.egg-info vheat_kernels/_C*.so
