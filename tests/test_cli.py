@@ -116,7 +116,8 @@ def test_eval_other_architecture_is_a_clear_error(trained, capsys):
 
 
 def test_finetune_keeps_backbone_and_replaces_head(trained):
-    from vheat.train.model_factory import build_model, load_weights
+    from vheat.checkpoint_io import load_weights
+    from vheat.train.model_factory import build_model
 
     best = os.path.join(trained["out"], "best.pth")
     cfg = tiny_config(trained["folder"], str(trained["tmp"] / "ft"), "model.num_classes=5")

@@ -168,7 +168,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     from vheat.data.folders import DatasetError
-    from vheat.train.checkpoint import CheckpointError
+    from vheat.checkpoint_io import CheckpointError
     from vheat.train.config import ConfigError
 
     from vheat_kernels import BackendUnavailableError
