@@ -53,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output folder for checkpoints, metrics and plots (output)")
     p.add_argument("--epochs", type=int, help="train.epochs")
     p.add_argument("--resume", help="resume from this checkpoint (default: newest complete one in the output)")
-    p.add_argument("--no-auto-resume", action="store_true", help="start afresh even if the output has checkpoints")
+    p.add_argument("--no-auto-resume", action="store_true",
+                   help="do not resume from the output folder's checkpoints (a folder that holds some is refused)")
+    p.add_argument("--start-over", action="store_true",
+                   help="move the output folder's run files (checkpoints, best.pth, metrics) into previous-<time>/ "
+                        "and train from scratch")
     p.add_argument("--pretrained", help="start from these weights (official or ours): model.pretrained")
 
     p = sub.add_parser("eval", help="top-1 / top-5 / loss of a checkpoint's model and EMA weights")
@@ -114,7 +118,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "train":
         from vheat.train.trainer import train
 
-        summary = train(cfg, resume=args.resume)
+        summary = train(cfg, resume=args.resume, start_over=args.start_over)
         if du.env_world_size() > 1 and int(os.environ.get("RANK", "0")) != 0:
             return 0
         if summary["status"] == "stopped":

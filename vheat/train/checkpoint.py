@@ -31,6 +31,7 @@ import torch
 from vheat.checkpoint_io import CheckpointError, read_checkpoint, write_checkpoint
 
 from .atomic import atomic_write_text, read_jsonl
+from .config import ConfigError
 from .metrics import METRICS_FILE, PLOT_FILE
 
 __all__ = ["CheckpointError", "read_checkpoint", "save_checkpoint", "list_checkpoints", "find_resume_point"]
@@ -94,6 +95,20 @@ def remove_stale_temp_files(output_dir: str) -> list[str]:
     for path in stale:
         os.unlink(path)
     return stale
+
+
+def check_output_folder(output_dir: str) -> None:
+    """The output must be a folder this process can create or write to: a one-line error otherwise."""
+    path = os.path.abspath(output_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"output {output_dir} is an existing file, not a folder; give a folder path (-o/--output)")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError(f"output {output_dir} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"output {output_dir}: no permission to write in {parent}")
 
 
 def is_training_state(ckpt) -> bool:

@@ -19,9 +19,9 @@ from vheat.data import build_data, resolve_root
 
 from . import distributed as du
 from .atomic import atomic_write_text
-from .checkpoint import (BEST_FILE, CheckpointError, best_of_lineage, check_explicit_resume, claim_metrics,
-                         find_resume_point, is_training_state, list_checkpoints, remove_stale_temp_files, rng_state,
-                         save_checkpoint, set_aside_run, set_rng_state)
+from .checkpoint import (BEST_FILE, CheckpointError, best_of_lineage, check_explicit_resume, check_output_folder,
+                         claim_metrics, find_resume_point, is_training_state, list_checkpoints,
+                         remove_stale_temp_files, rng_state, save_checkpoint, set_aside_run, set_rng_state)
 from .config import ConfigError, dump_config
 from .evaluate import evaluate
 from .metrics import log_epoch, plot_metrics
@@ -39,6 +39,7 @@ def train(cfg: dict, resume: Optional[str] = None, start_over: bool = False) -> 
     readable one, unless train.auto_resume is off). ``start_over``: move the output folder's
     run files into ``previous-<time>/`` and train from scratch.
     """
+    check_output_folder(cfg["output"])
     with run_context(cfg, bool(cfg["train"]["deterministic"]), cfg["output"]) as device, \
             hco_backend(cfg["model"]["hco_backend"]):
         held = {}
