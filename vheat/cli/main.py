@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, help="data.img_size")
     p.add_argument("--json", help="also write the result to this JSON file")
 
-    p = sub.add_parser("flops", help="GFLOPs (fvcore, matmul-DCT formulation) and parameters")
+    p = sub.add_parser("flops", help="GFLOPs (fvcore, official counting, as python -m vheat.flops) and parameters")
     _add_common(p)
     p.add_argument("--img-size", type=int, help="data.img_size")
     p.add_argument("--infer-mode", action="store_true", help="count the model after infer_init() folding")
@@ -111,7 +111,7 @@ def _write_json(path: Optional[str], obj: dict) -> None:
 def run(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from vheat.train import distributed as du
-    from vheat.train.config import load_config
+    from vheat.train.config import ConfigError, load_config
 
     cfg = load_config(resolve_config_path(args.config) if args.config else None, _overrides(args))
 
@@ -158,14 +158,18 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         return 0
 
     if args.command == "flops":
-        from vheat.train.flops import count_flops
+        from vheat.flops import model_figures
+        from vheat.train.model_factory import build_model
 
-        r = count_flops(cfg, infer_mode=args.infer_mode)
-        print(f"{r['model']} at {r['img_size']}px{' (infer mode)' if r['infer_mode'] else ''}: "
-              f"{r['gflops']:.3f} GFLOPs, {r['params_m']:.3f} M params"
-              + (f" + {r['k_exp_buffers_m']:.3f} M k_exp" if r["k_exp_buffers_m"] else ""))
-        if r["unsupported_ops"]:
-            print(f"not counted by fvcore: {r['unsupported_ops']}")
+        model = build_model(cfg, cfg["model"]["num_classes"] or 1000)
+        if args.infer_mode:
+            if not hasattr(model, "set_infer_mode"):
+                raise ConfigError(f"{cfg['model']['name']} has no infer mode (k_exp folding)")
+            model.set_infer_mode(True)
+        r = model_figures(model, cfg["data"]["img_size"])
+        print(f"{cfg['model']['name']} at {cfg['data']['img_size']}px{' (infer mode)' if args.infer_mode else ''}: "
+              f"{r['flops'] / 1e9:.4g} GFLOPs, {r['params'] / 1e6:.3f} M params ({r['params']:,}"
+              + (f", folded k_exp {r['k_exp_params']:,} of them)" if args.infer_mode else ")"))
         return 0
     raise AssertionError(args.command)
 

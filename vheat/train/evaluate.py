@@ -13,7 +13,7 @@ from vheat.checkpoint_io import CheckpointError, load_weights, read_checkpoint
 from vheat.data import build_val_loader, resolve_root
 
 from . import distributed as dist_utils
-from .model_factory import build_model, hco_backend
+from .model_factory import build_model
 from .recipe import amp_dtype
 from .runtime import on_main, run_context
 
@@ -59,7 +59,7 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
     checkpoint = checkpoint or cfg["model"]["pretrained"] or None
     if checkpoint is None:
         raise CheckpointError("eval needs weights: pass --checkpoint PATH (or set model.pretrained)")
-    with run_context(cfg) as device, hco_backend(cfg["model"]["hco_backend"]):
+    with run_context(cfg) as device:
         ckpt = read_checkpoint(checkpoint, cfg["model"]["trust_checkpoint"])
         root = on_main(lambda: resolve_root(cfg))
         classes, _, loader = build_val_loader(cfg, root, dist_utils.rank(), dist_utils.world_size())

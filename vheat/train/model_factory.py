@@ -1,17 +1,12 @@
 """Builds the model named in a config through timm's registry (weights: vheat.checkpoint_io.load_weights)."""
 from __future__ import annotations
 
-import contextlib
 import importlib
-import os
-from typing import Iterator
 
 import timm
 from torch import nn
 
 from .config import ConfigError
-
-HCO_ENV = "VHEAT_HCO_BACKEND"
 
 
 def register_models() -> None:
@@ -21,21 +16,6 @@ def register_models() -> None:
     except ModuleNotFoundError as exc:
         if exc.name not in ("vheat.models", "vheat"):
             raise
-
-
-@contextlib.contextmanager
-def hco_backend(name: str) -> Iterator[None]:
-    """Sets $VHEAT_HCO_BACKEND for the block (the operator's dispatch reads it per call)."""
-    old = os.environ.get(HCO_ENV)
-    if name and name != "auto":
-        os.environ[HCO_ENV] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(HCO_ENV, None)
-        else:
-            os.environ[HCO_ENV] = old
 
 
 def build_model(cfg: dict, num_classes: int) -> nn.Module:
@@ -53,7 +33,7 @@ def build_model(cfg: dict, num_classes: int) -> nn.Module:
         kwargs.setdefault("drop_rate", m["drop_rate"])
     if name.startswith("vheat"):
         kwargs.setdefault("img_size", cfg["data"]["img_size"])  # fixes the freq_embed grids
-        if m["hco_backend"] != "auto":
+        if m["hco_backend"] != "auto":  # the backend is a model setting, nothing process-wide
             kwargs.setdefault("hco_backend", m["hco_backend"])
     try:
         return timm.create_model(name, pretrained=False, **kwargs)

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from .config import ConfigError
-from .model_factory import build_model, hco_backend
+from .model_factory import build_model
 from .recipe import amp_dtype
 from .runtime import run_context
 
@@ -29,7 +29,7 @@ def measure_throughput(cfg: dict, batch_size: int, warmup: int = 5, iters: int =
     t = cfg["train"]
     size = cfg["data"]["img_size"]
     num_classes = cfg["model"]["num_classes"] or num_classes
-    with run_context(cfg) as device, hco_backend(cfg["model"]["hco_backend"]):
+    with run_context(cfg) as device:
         amp = amp_dtype(cfg, device)
         model = build_model(cfg, num_classes).to(device)
         fmt = torch.channels_last if t["channels_last"] else torch.contiguous_format

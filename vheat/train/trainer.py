@@ -25,7 +25,7 @@ from .checkpoint import (BEST_FILE, CheckpointError, best_of_lineage, check_expl
 from .config import ConfigError, dump_config
 from .evaluate import evaluate
 from .metrics import log_epoch, plot_metrics
-from .model_factory import build_model, hco_backend
+from .model_factory import build_model
 from .recipe import amp_dtype, build_mixup, build_optimizer, build_scheduler, build_train_loss, scaled_lrs
 from .runtime import on_main, run_context, seed_all
 
@@ -40,8 +40,7 @@ def train(cfg: dict, resume: Optional[str] = None, start_over: bool = False) -> 
     run files into ``previous-<time>/`` and train from scratch.
     """
     check_output_folder(cfg["output"])
-    with run_context(cfg, bool(cfg["train"]["deterministic"]), cfg["output"]) as device, \
-            hco_backend(cfg["model"]["hco_backend"]):
+    with run_context(cfg, bool(cfg["train"]["deterministic"]), cfg["output"]) as device:
         held = {}
 
         def claim() -> dict:  # the checkpoint stays on rank 0; the others read it from its path
