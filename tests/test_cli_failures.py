@@ -173,6 +173,23 @@ def test_resume_from_weights_only_file_with_trust_names_the_real_problem(run, ou
     assert snapshot(out) == before
 
 
+def test_corrupt_image_fails_before_training(tmp_path):
+    folder = make_image_folder(str(tmp_path / "ds"))
+    bad = os.path.join(folder, "val", "cat", "2.png")
+    with open(bad, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + bytes(range(40)))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(folder, str(tmp_path / "run"))))
+    before = snapshot(folder)
+    proc = subprocess.run([sys.executable, "-m", "vheat", "train", "-c", str(config)], cwd=ROOT, text=True,
+                          capture_output=True, timeout=300, env=dict(_env(), VHEAT_CACHE_DIR=str(tmp_path / "c")))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"1 of 12 images in {folder}/val cannot be read: {bad}" in proc.stderr
+    assert "data.verify_images=skip" in proc.stderr and "Traceback" not in proc.stderr
+    assert os.listdir(tmp_path / "run") == ["log.txt"]  # no config, checkpoint or metrics written
+    assert snapshot(folder) == before
+
+
 # One process per case, started together: each fails in its argument checks before any work.
 def _bad_arguments(run, tmp):
     existing = tmp / "existing.txt"

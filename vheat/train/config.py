@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
         "digits_size": 32,             # side of the exported digits PNGs
+        "verify_images": "fail",       # fail | skip | off: decode every image's header before training
     },
     "aug": {
         "enabled": True,               # False: eval transform for training too (no randomness)
@@ -194,6 +195,7 @@ def _fix_numbers(node: Any) -> Any:
 
 _CHOICES = {
     ("data", "dataset"): ("imagefolder", "digits"),
+    ("data", "verify_images"): ("fail", "skip", "off"),
     ("train", "amp"): ("auto", "bf16", "fp16", "none"),
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("model", "hco_backend"): ("auto", "reference", "fft", "cpu", "triton", "cuda"),

@@ -86,7 +86,6 @@ def claim_output(cfg: dict, resume: Optional[str], start_over: bool) -> dict:
     if dropped:
         log.info(f"dropped {dropped} line(s) of {os.path.join(out, 'metrics.jsonl')} for epochs the resumed run "
                  f"redoes")
-    atomic_write_text(os.path.join(out, "config.yaml"), dump_config(cfg))
     return {"path": path, "checkpoint": ckpt, "run_id": run_id, "best_acc1": best}
 
 
@@ -200,6 +199,8 @@ class _Trainer:
     def run(self, start: dict) -> dict:
         cfg, t = self.cfg, self.cfg["train"]
         resumed = self._resume(start)
+        if du.is_main():  # written once every check has passed: a refused run leaves the old one
+            atomic_write_text(os.path.join(self.out, "config.yaml"), dump_config(cfg))
         if resumed is None:
             seed_all(t["seed"] + self.rank)  # per-rank streams for drop path / Mixup
         n_params = sum(p.numel() for p in self.model.parameters())
