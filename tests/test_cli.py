@@ -198,3 +198,20 @@ def test_flops_match_official_train_mode_figures(name, gflops, params_m, capsys)
     got_gflops, got_params, _ = _flops_line(out)
     assert code == 0 and got_gflops == pytest.approx(gflops, abs=0.006)
     assert got_params / 1e6 == pytest.approx(params_m, abs=0.006)
+
+
+def test_eval_reads_a_trusted_checkpoint_once(trained, capsys, tmp_path, monkeypatch):
+    import argparse
+
+    ckpt = read_checkpoint(list_checkpoints(trained["out"])[-1])
+    path = tmp_path / "swin_style.pth"
+    torch.save({"model": ckpt["model"], "model_ema": ckpt["model_ema"], "args": argparse.Namespace(lr=1)}, path)
+    code, _, err = _cli(["eval", "-c", trained["config"], "--checkpoint", str(path)], capsys)
+    assert code == 2 and "argparse.Namespace" in err and "model.trust_checkpoint=true" in err
+    loads = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    code, out, err = _cli(["eval", "-c", trained["config"], "--checkpoint", str(path),
+                           "--set", "model.trust_checkpoint=true"], capsys)
+    assert code == 0 and "model: top-1" in out and "ema: top-1" in out, err
+    assert loads == [str(path)]  # one read for the model and the EMA weights

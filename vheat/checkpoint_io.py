@@ -90,11 +90,13 @@ def read_checkpoint(path: Union[str, os.PathLike], allow_pickle: bool = False) -
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
-        refused = re.search(r"Unsupported global: (?:GLOBAL )?(\S+)", str(exc))
+        # weights-only loading names what it refused: a class ("Unsupported global: GLOBAL x.Y") or an opcode
+        refused = re.search(r"Unsupported global: (?:GLOBAL )?(\S+)", str(exc)) or \
+            re.search(r"WeightsUnpickler error: ([^\n.]+)", str(exc))
         if refused and not allow_pickle:
             raise CheckpointFormatError(
-                f"checkpoint {path} holds objects beyond tensors ({refused.group(1)}), which weights-only "
-                f"loading refuses. If you trust the file, load it with {TRUST_HINT}.") from None
+                f"checkpoint {path} holds objects beyond tensors ({refused.group(1)}), which "
+                f"weights-only loading refuses. If you trust the file, load it with {TRUST_HINT}.") from None
         raise CheckpointFormatError(f"cannot read checkpoint {path}: a damaged torch.save file "
                                     f"({_first_line(exc)})") from None
     except Exception as exc:  # torn zip archive, bad record, ...
