@@ -68,13 +68,14 @@ def test_explicit_resume_with_accumulation_and_mid_epoch_saves(folder, tmp_path)
 def test_resume_point_skips_torn_files(folder, tmp_path):
     out = str(tmp_path / "run")
     train(tiny_config(folder, out, "train.epochs=1"))
-    good, _ = find_resume_point(out)
-    assert good.endswith("step00000005.pth")
+    good, _, skipped = find_resume_point(out)
+    assert good.endswith("step00000005.pth") and skipped == []
     torn = os.path.join(out, "checkpoint-ep0002-step00000099.pth")
     with open(torn, "wb") as f:
         f.write(b"PK\x03\x04 torn")  # what a non-atomic writer could leave behind
-    assert find_resume_point(out)[0] == good
-    assert open(torn + ".unreadable", "rb").read() == b"PK\x03\x04 torn"  # set aside, not deleted
+    path, _, skipped = find_resume_point(out)
+    assert path == good and [p for p, _ in skipped] == [torn] and "truncated or damaged" in skipped[0][1]
+    assert os.path.exists(torn)  # finding changes nothing; the trainer renames it once it resumes
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
 
 

@@ -34,7 +34,8 @@ from .atomic import atomic_write_text, read_jsonl
 from .config import ConfigError
 from .metrics import METRICS_FILE, PLOT_FILE
 
-__all__ = ["CheckpointError", "read_checkpoint", "save_checkpoint", "list_checkpoints", "find_resume_point"]
+__all__ = ["CheckpointError", "read_checkpoint", "save_checkpoint", "list_checkpoints", "find_resume_point",
+           "set_aside_unreadable"]
 
 FORMAT = "vheat-train-1"
 BEST_FILE = "best.pth"
@@ -121,12 +122,10 @@ def _choices(output_dir: str) -> str:
             f"{os.path.join(output_dir, 'previous-<time>')}/ and train from scratch.")
 
 
-def find_resume_point(output_dir: str) -> Optional[tuple[str, dict]]:
-    """The newest readable training checkpoint in ``output_dir`` and its contents; None if there is none.
-
-    Newer unreadable ones are logged with the reason and renamed ``*.unreadable`` (kept for
-    inspection, out of the run's way); a folder whose checkpoints are all unreadable is refused.
-    """
+def find_resume_point(output_dir: str) -> Optional[tuple[str, dict, list[tuple[str, str]]]]:
+    """The newest readable training checkpoint in ``output_dir``, its contents, and the newer ones
+    that could not be used with the reason (see :func:`set_aside_unreadable`); None if the folder
+    has no checkpoint. A folder whose checkpoints are all unreadable is refused."""
     paths = list_checkpoints(output_dir)
     skipped = []
     for path in reversed(paths):
@@ -138,18 +137,23 @@ def find_resume_point(output_dir: str) -> Optional[tuple[str, dict]]:
         if not is_training_state(ckpt):
             skipped.append((path, "not a training checkpoint (no optimizer state or format tag)"))
             continue
-        for bad, reason in skipped:
-            os.replace(bad, bad + ".unreadable")
-            log.warning(f"falling back past {os.path.basename(bad)} (renamed to *.unreadable): {reason}")
-        if skipped:
-            log.warning(f"resuming from the older {os.path.basename(path)}: {len(skipped)} newer checkpoint(s) "
-                        f"could not be used")
-        return path, ckpt
+        return path, ckpt, skipped
     if paths:
         listing = "\n".join(f"  {os.path.basename(p)}: {reason}" for p, reason in reversed(skipped))
         raise CheckpointError(f"output folder {output_dir} holds {len(paths)} checkpoint(s), none of which can be "
                               f"resumed from:\n{listing}\n{_choices(output_dir)}")
     return None
+
+
+def set_aside_unreadable(skipped: list[tuple[str, str]], resumed: str) -> None:
+    """Renames checkpoints a fallback passed over to ``*.unreadable`` (kept for inspection, out of the
+    run's way: pruning and later resumes ignore them) and logs why."""
+    for bad, reason in skipped:
+        os.replace(bad, bad + ".unreadable")
+        log.warning(f"falling back past {os.path.basename(bad)} (renamed to *.unreadable): {reason}")
+    if skipped:
+        log.warning(f"resuming from the older {os.path.basename(resumed)}: {len(skipped)} newer checkpoint(s) "
+                    f"could not be used")
 
 
 def _run_files(output_dir: str) -> list[str]:

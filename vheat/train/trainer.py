@@ -21,7 +21,8 @@ from . import distributed as du
 from .atomic import atomic_write_text
 from .checkpoint import (BEST_FILE, CheckpointError, best_of_lineage, check_explicit_resume, check_output_folder,
                          claim_metrics, find_resume_point, is_training_state, list_checkpoints,
-                         remove_stale_temp_files, rng_state, save_checkpoint, set_aside_run, set_rng_state)
+                         remove_stale_temp_files, rng_state, save_checkpoint, set_aside_run, set_aside_unreadable,
+                         set_rng_state)
 from .config import ConfigError, dump_config
 from .evaluate import evaluate
 from .metrics import log_epoch, plot_metrics
@@ -61,7 +62,7 @@ def claim_output(cfg: dict, resume: Optional[str], start_over: bool) -> dict:
     out = cfg["output"]
     for path in remove_stale_temp_files(out):
         log.info(f"removed {path}, left by an interrupted write")
-    path, ckpt = None, None
+    path, ckpt, skipped = None, None, []
     if resume:
         ckpt = read_checkpoint(resume, allow_pickle=cfg["model"]["trust_checkpoint"])
         if not is_training_state(ckpt):
@@ -71,7 +72,7 @@ def claim_output(cfg: dict, resume: Optional[str], start_over: bool) -> dict:
         if not start_over:
             check_explicit_resume(out, resume)
     elif cfg["train"]["auto_resume"] and not start_over:
-        path, ckpt = find_resume_point(out) or (None, None)
+        path, ckpt, skipped = find_resume_point(out) or (None, None, [])
     elif list_checkpoints(out) and not start_over:
         raise CheckpointError(f"output folder {out} holds checkpoints of a run and train.auto_resume is off: "
                               f"training from scratch there would replace them. Resume it (drop "
@@ -80,9 +81,12 @@ def claim_output(cfg: dict, resume: Optional[str], start_over: bool) -> dict:
         moved = set_aside_run(out)
         if moved:
             log.info(f"--start-over: moved the previous run's files into {moved}")
+            if path and not os.path.exists(path):  # --resume named a checkpoint of the moved run
+                path = os.path.join(moved, os.path.basename(path))
     run_id = ckpt.get("run_id") if ckpt else uuid.uuid4().hex
     best = best_of_lineage(out, run_id)
     dropped = claim_metrics(out, run_id, int(ckpt["epoch"]) if ckpt else 0)
+    set_aside_unreadable(skipped, path)  # every check passed: from here on the folder changes
     if dropped:
         log.info(f"dropped {dropped} line(s) of {os.path.join(out, 'metrics.jsonl')} for epochs the resumed run "
                  f"redoes")
