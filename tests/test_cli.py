@@ -1,6 +1,7 @@
 """The vheat command line end to end on tiny data: train, eval (ours and official layout), throughput, flops."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -116,7 +117,8 @@ def test_eval_other_architecture_is_a_clear_error(trained, capsys):
 
 
 def test_finetune_keeps_backbone_and_replaces_head(trained):
-    from vheat.train.model_factory import build_model, load_weights
+    from vheat.checkpoint_io import load_weights
+    from vheat.train.model_factory import build_model
 
     best = os.path.join(trained["out"], "best.pth")
     cfg = tiny_config(trained["folder"], str(trained["tmp"] / "ft"), "model.num_classes=5")
@@ -163,27 +165,53 @@ def test_throughput(trained, capsys, tmp_path):
     assert code == 0 and "train on cpu" in out
 
 
-def test_flops_counts_the_hco(trained, capsys):
-    from vheat.train.config import load_config
-    from vheat.train.flops import count_flops
+def _flops_line(out):
+    m = re.search(r"([\d.e+-]+) GFLOPs, [\d.]+ M params \(([\d,]+)(?:, folded k_exp ([\d,]+) of them)?\)", out)
+    assert m, out
+    return float(m.group(1)), int(m.group(2).replace(",", "")), int((m.group(3) or "0").replace(",", ""))
 
-    cfg = load_config(trained["config"])
-    r = count_flops(cfg, num_classes=3)
-    # fvcore skips element-wise ops (as in the official figures); the HCO itself must not be an
-    # opaque op: it runs as the official matmul-DCT, whose matmuls fvcore counts.
-    assert r["gflops"] > 0 and not [op for op in r["unsupported_ops"] if "vheat" in op or "hco" in op]
-    code, out, _ = _cli(["flops", "-c", trained["config"]], capsys)
-    assert code == 0 and "GFLOPs" in out
+
+@pytest.mark.parametrize("infer_mode", [False, True])
+def test_flops_is_the_fvcore_counter_and_counts_k_exp(trained, capsys, infer_mode):
+    from vheat.flops import count_flops
+    from vheat.train.config import load_config
+    from vheat.train.model_factory import build_model
+
+    code, out, _ = _cli(["flops", "-c", trained["config"]] + ["--infer-mode"] * infer_mode, capsys)
+    assert code == 0
+    gflops, params, k_exp = _flops_line(out)
+    model = build_model(load_config(trained["config"]), 1000)
+    if infer_mode:
+        model.set_infer_mode(True)
+    assert params == sum(p.numel() for p in model.parameters())
+    # tiny config: dims 8 -> [8, 16], depths [1, 1], 16 px -> stage grids 4x4 and 2x2: one k_exp per block
+    assert k_exp == (1 * 4 * 4 * 8 + 1 * 2 * 2 * 16 if infer_mode else 0)
+    assert gflops == pytest.approx(count_flops(model, 16) / 1e9, rel=1e-3) and gflops > 0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, gflops, params_m", [("vheat_tiny", 4.94, 30.85), ("vheat_small", 9.17, 52.22),
                                                     ("vheat_base", 16.16, 92.13)])
-def test_flops_match_official_train_mode_figures(name, gflops, params_m):
+def test_flops_match_official_train_mode_figures(name, gflops, params_m, capsys):
     """fvcore figures of the official train-mode models at 224 (DESIGN.md, 'Known facts')."""
-    from vheat.configs import resolve_config_path
-    from vheat.train.config import load_config
-    from vheat.train.flops import count_flops
+    code, out, _ = _cli(["flops", "-c", name], capsys)
+    got_gflops, got_params, _ = _flops_line(out)
+    assert code == 0 and got_gflops == pytest.approx(gflops, abs=0.006)
+    assert got_params / 1e6 == pytest.approx(params_m, abs=0.006)
 
-    r = count_flops(load_config(resolve_config_path(name)))
-    assert r["gflops"] == pytest.approx(gflops, abs=0.006) and r["params_m"] == pytest.approx(params_m, abs=0.006)
+
+def test_eval_reads_a_trusted_checkpoint_once(trained, capsys, tmp_path, monkeypatch):
+    import argparse
+
+    ckpt = read_checkpoint(list_checkpoints(trained["out"])[-1])
+    path = tmp_path / "swin_style.pth"
+    torch.save({"model": ckpt["model"], "model_ema": ckpt["model_ema"], "args": argparse.Namespace(lr=1)}, path)
+    code, _, err = _cli(["eval", "-c", trained["config"], "--checkpoint", str(path)], capsys)
+    assert code == 2 and "argparse.Namespace" in err and "model.trust_checkpoint=true" in err
+    loads = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    code, out, err = _cli(["eval", "-c", trained["config"], "--checkpoint", str(path),
+                           "--set", "model.trust_checkpoint=true"], capsys)
+    assert code == 0 and "model: top-1" in out and "ema: top-1" in out, err
+    assert loads == [str(path)]  # one read for the model and the EMA weights

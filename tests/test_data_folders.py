@@ -117,3 +117,41 @@ def test_too_small_for_a_global_batch(folder, tmp_path):
     cfg = tiny_config(folder, str(tmp_path / "out"), "data.batch_size=64")
     with pytest.raises(DatasetError, match="fewer than one global batch"):
         build_data(cfg, folder, 0, 1)
+
+
+def _corrupt(path):
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + bytes(range(40)))
+
+
+def test_image_check_is_cached_per_folder(folder, tmp_path, monkeypatch):
+    from vheat.data import verify
+
+    monkeypatch.setenv("VHEAT_CACHE_DIR", str(tmp_path / "cache"))
+    opened = []
+    real = verify.check_image
+    monkeypatch.setattr(verify, "check_image", lambda p: opened.append(p) or real(p))
+    ds = image_folder(folder, "train")
+    assert verify.verify_dataset(ds, "fail") == 0 and len(opened) == len(ds.samples) == 24
+    opened.clear()
+    assert verify.verify_dataset(image_folder(folder, "train"), "fail") == 0 and opened == []  # all cached
+    bad = os.path.join(folder, "train", "cat", "3.png")
+    _corrupt(bad)
+    with pytest.raises(DatasetError, match=rf"1 of 24 images in .*train cannot be read: {bad} .*verify_images=skip"):
+        verify.verify_dataset(image_folder(folder, "train"), "fail")
+    assert opened == [bad]  # only the changed file was decoded again
+
+
+def test_skip_drops_unreadable_images_with_a_count(folder, tmp_path, monkeypatch, caplog):
+    from vheat.data import verify
+
+    monkeypatch.setenv("VHEAT_CACHE_DIR", str(tmp_path / "cache"))
+    for name in ("1.png", "2.png"):
+        _corrupt(os.path.join(folder, "train", "bee", name))
+    ds = image_folder(folder, "train")
+    with caplog.at_level("WARNING", logger="vheat.data"):
+        assert verify.verify_dataset(ds, "skip") == 2
+    assert "skipping 2 unreadable image(s)" in caplog.text
+    assert len(ds) == 22 and len(ds.targets) == 22 and not [p for p, _ in ds.samples if p.endswith("bee/1.png")]
+    assert all(ds[i][0].size == (16, 16) for i in range(len(ds)))  # every remaining image loads
+    assert verify.verify_dataset(image_folder(folder, "train"), "off") == 0

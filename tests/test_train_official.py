@@ -9,7 +9,8 @@ import yaml
 
 from vheat.train.checkpoint import CheckpointError
 from vheat.train.config import load_config
-from vheat.train.model_factory import build_model, load_weights
+from vheat.checkpoint_io import load_weights
+from vheat.train.model_factory import build_model
 
 from reference_data import GOLDEN
 

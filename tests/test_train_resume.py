@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from test_train_support import make_image_folder, tiny_config
-from vheat.train.checkpoint import (CheckpointError, list_checkpoints, newest_complete_checkpoint, read_checkpoint,
+from vheat.train.checkpoint import (CheckpointError, find_resume_point, list_checkpoints, read_checkpoint,
                                     save_checkpoint)
 from vheat.train.trainer import train
 
@@ -65,14 +65,17 @@ def test_explicit_resume_with_accumulation_and_mid_epoch_saves(folder, tmp_path)
     _assert_same(_weights(full), _weights(other))
 
 
-def test_newest_complete_checkpoint_skips_torn_files(folder, tmp_path):
+def test_resume_point_skips_torn_files(folder, tmp_path):
     out = str(tmp_path / "run")
     train(tiny_config(folder, out, "train.epochs=1"))
-    good = newest_complete_checkpoint(out)
-    assert good is not None and good.endswith("step00000005.pth")
-    with open(os.path.join(out, "checkpoint-ep0002-step00000099.pth"), "wb") as f:
+    good, _, skipped = find_resume_point(out)
+    assert good.endswith("step00000005.pth") and skipped == []
+    torn = os.path.join(out, "checkpoint-ep0002-step00000099.pth")
+    with open(torn, "wb") as f:
         f.write(b"PK\x03\x04 torn")  # what a non-atomic writer could leave behind
-    assert newest_complete_checkpoint(out) == good
+    path, _, skipped = find_resume_point(out)
+    assert path == good and [p for p, _ in skipped] == [torn] and "truncated or damaged" in skipped[0][1]
+    assert os.path.exists(torn)  # finding changes nothing; the trainer renames it once it resumes
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
 
 
@@ -98,5 +101,5 @@ def test_resume_from_missing_or_garbage_file(folder, tmp_path):
         train(cfg, resume=str(tmp_path / "missing.pth"))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="is not a checkpoint: it holds text"):
         train(cfg, resume=str(junk))

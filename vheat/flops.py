@@ -100,6 +100,14 @@ def count_flops_by_operator(model: nn.Module, img_size: int = 224, batch: int = 
         model.train(was_training)
 
 
+def model_figures(model: nn.Module, img_size: int = 224, hco_backend: Optional[str] = None) -> Dict[str, Any]:
+    """Parameters (infer mode's folded ``k_exp`` included: it is a frozen Parameter) and fvcore flops."""
+    k_exp = sum(p.numel() for name, p in model.named_parameters() if name.endswith("k_exp"))
+    params, flops = count_parameters(model), count_flops(model, img_size, hco_backend=hco_backend)
+    return {"params": params, "params_m": round(params / 1e6, 2), "k_exp_params": k_exp,
+            "flops": flops, "gflops": round(flops / 1e9, 2)}
+
+
 def model_report(variant: str, img_size: int = 224, hco_backend: Optional[str] = None) -> Dict[str, Any]:
     """{'params_train', 'gflops_train', 'params_infer', 'gflops_infer', ...} for a registered variant."""
     import timm
@@ -111,10 +119,9 @@ def model_report(variant: str, img_size: int = 224, hco_backend: Optional[str] =
     for mode in ("train", "infer"):
         if mode == "infer":
             model.set_infer_mode(True)
-        report[f"params_{mode}"] = count_parameters(model)
-        report[f"flops_{mode}"] = count_flops(model, img_size, hco_backend=hco_backend)
-        report[f"params_{mode}_m"] = round(report[f"params_{mode}"] / 1e6, 2)
-        report[f"gflops_{mode}"] = round(report[f"flops_{mode}"] / 1e9, 2)
+        r = model_figures(model, img_size, hco_backend)
+        report.update({f"params_{mode}": r["params"], f"flops_{mode}": r["flops"], f"k_exp_params_{mode}":
+                       r["k_exp_params"], f"params_{mode}_m": r["params_m"], f"gflops_{mode}": r["gflops"]})
     return report
 
 

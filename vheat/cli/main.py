@@ -20,7 +20,7 @@ from vheat.configs import resolve_config_path
 
 def _add_common(p: argparse.ArgumentParser, config_required: bool = True) -> None:
     p.add_argument("-c", "--config", required=config_required,
-                   help="YAML config: a path or a name from configs/ (vheat_tiny, demo_digits, ...)")
+                   help="YAML config: a path or a name shipped in vheat/configs (vheat_tiny, demo_digits, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", nargs="+",
                    help="override config entries, e.g. --set train.base_lr=1e-3 data.batch_size=64")
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
@@ -40,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output folder for checkpoints, metrics and plots (output)")
     p.add_argument("--epochs", type=int, help="train.epochs")
     p.add_argument("--resume", help="resume from this checkpoint (default: newest complete one in the output)")
-    p.add_argument("--no-auto-resume", action="store_true", help="start afresh even if the output has checkpoints")
+    p.add_argument("--no-auto-resume", action="store_true",
+                   help="do not resume from the output folder's checkpoints (a folder that holds some is refused)")
+    p.add_argument("--start-over", action="store_true",
+                   help="move the output folder's run files (checkpoints, best.pth, metrics) into previous-<time>/ "
+                        "and train from scratch")
     p.add_argument("--pretrained", help="start from these weights (official or ours): model.pretrained")
 
     p = sub.add_parser("eval", help="top-1 / top-5 / loss of a checkpoint's model and EMA weights")
@@ -56,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, help="data.img_size")
     p.add_argument("--json", help="also write the result to this JSON file")
 
-    p = sub.add_parser("flops", help="GFLOPs (fvcore, matmul-DCT formulation) and parameters")
+    p = sub.add_parser("flops", help="GFLOPs (fvcore, official counting, as python -m vheat.flops) and parameters")
     _add_common(p)
     p.add_argument("--img-size", type=int, help="data.img_size")
     p.add_argument("--infer-mode", action="store_true", help="count the model after infer_init() folding")
@@ -94,14 +98,14 @@ def _write_json(path: Optional[str], obj: dict) -> None:
 def run(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from vheat.train import distributed as du
-    from vheat.train.config import load_config
+    from vheat.train.config import ConfigError, load_config
 
     cfg = load_config(resolve_config_path(args.config) if args.config else None, _overrides(args))
 
     if args.command == "train":
         from vheat.train.trainer import train
 
-        summary = train(cfg, resume=args.resume)
+        summary = train(cfg, resume=args.resume, start_over=args.start_over)
         if du.env_world_size() > 1 and int(os.environ.get("RANK", "0")) != 0:
             return 0
         if summary["status"] == "stopped":
@@ -141,21 +145,25 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         return 0
 
     if args.command == "flops":
-        from vheat.train.flops import count_flops
+        from vheat.flops import model_figures
+        from vheat.train.model_factory import build_model
 
-        r = count_flops(cfg, infer_mode=args.infer_mode)
-        print(f"{r['model']} at {r['img_size']}px{' (infer mode)' if r['infer_mode'] else ''}: "
-              f"{r['gflops']:.3f} GFLOPs, {r['params_m']:.3f} M params"
-              + (f" + {r['k_exp_buffers_m']:.3f} M k_exp" if r["k_exp_buffers_m"] else ""))
-        if r["unsupported_ops"]:
-            print(f"not counted by fvcore: {r['unsupported_ops']}")
+        model = build_model(cfg, cfg["model"]["num_classes"] or 1000)
+        if args.infer_mode:
+            if not hasattr(model, "set_infer_mode"):
+                raise ConfigError(f"{cfg['model']['name']} has no infer mode (k_exp folding)")
+            model.set_infer_mode(True)
+        r = model_figures(model, cfg["data"]["img_size"])
+        print(f"{cfg['model']['name']} at {cfg['data']['img_size']}px{' (infer mode)' if args.infer_mode else ''}: "
+              f"{r['flops'] / 1e9:.4g} GFLOPs, {r['params'] / 1e6:.3f} M params ({r['params']:,}"
+              + (f", folded k_exp {r['k_exp_params']:,} of them)" if args.infer_mode else ")"))
         return 0
     raise AssertionError(args.command)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     from vheat.data.folders import DatasetError
-    from vheat.train.checkpoint import CheckpointError
+    from vheat.checkpoint_io import CheckpointError
     from vheat.train.config import ConfigError
 
     from vheat_kernels import BackendUnavailableError

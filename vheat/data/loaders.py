@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from .digits import export_digits
 from .folders import DatasetError, check_split, check_train_val, image_folder
 from .samplers import ResumableDistributedSampler, ShardedEvalSampler
+from .verify import verify_dataset
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -91,9 +92,16 @@ def _loader_kwargs(cfg: dict) -> dict:
                 persistent_workers=False, generator=generator)
 
 
+def checked_image_folder(cfg: dict, root: str, split: str, rank: int):
+    """The split's ImageFolder after the up-front image check (data.verify_images)."""
+    ds = image_folder(root, split)
+    verify_dataset(ds, cfg["data"]["verify_images"], progress=bool(cfg["train"]["progress"]) and rank == 0)
+    return ds
+
+
 def build_val_loader(cfg: dict, root: str, rank: int, world: int) -> tuple[list[str], Dataset, DataLoader]:
     classes = check_split(root, "val")
-    val = image_folder(root, "val")
+    val = checked_image_folder(cfg, root, "val", rank)
     val.transform = build_transforms(cfg, is_training=False)
     bs = cfg["data"]["eval_batch_size"] or 2 * cfg["data"]["batch_size"]
     loader = DataLoader(val, batch_size=int(bs), sampler=ShardedEvalSampler(val, world, rank), **_loader_kwargs(cfg))
@@ -103,7 +111,7 @@ def build_val_loader(cfg: dict, root: str, rank: int, world: int) -> tuple[list[
 def build_data(cfg: dict, root: str, rank: int, world: int) -> DataBundle:
     classes = check_train_val(root)
     seed = int(cfg["train"]["seed"])
-    train = SeededTransformDataset(image_folder(root, "train"), build_transforms(cfg, True), seed)
+    train = SeededTransformDataset(checked_image_folder(cfg, root, "train", rank), build_transforms(cfg, True), seed)
     bs = cfg["data"]["batch_size"]
     if len(train) < bs * world:
         raise DatasetError(f"{root}/train holds {len(train)} images, fewer than one global batch "

@@ -15,6 +15,7 @@ Every other entry of the checkpoint is kept as it is.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -22,7 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ..checkpoint_io import CheckpointFormatError, read_checkpoint
+from ..checkpoint_io import CheckpointFormatError, read_checkpoint, write_checkpoint
 from ..train.atomic import atomic_torch_save
 from .freq_embed import FIT_MODES, fit_freq_embed
 
@@ -38,6 +39,8 @@ def stage_grids(img_size: int, num_stages: int, patch_size: int = 4) -> List[int
     """Each stage's freq_embed side for ``img_size``: img_size / patch / 2**i, required to be exact."""
     if img_size < 1:
         raise ConversionError(f"image size must be positive, got {img_size}")
+    if patch_size < 1:
+        raise ConversionError(f"patch size must be >= 1 (vHeat uses 4), got {patch_size}")
     step = patch_size * 2 ** (num_stages - 1)
     if img_size % step:
         lower, upper = img_size - img_size % step, img_size - img_size % step + step
@@ -47,6 +50,26 @@ def stage_grids(img_size: int, num_stages: int, patch_size: int = 4) -> List[int
             f"of that img_size has them; use {max(lower, step)} or {upper}"
         )
     return [img_size // patch_size // 2**i for i in range(num_stages)]
+
+
+def available_memory_bytes() -> int:
+    """Memory the system can still give this process (MemAvailable on Linux)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # not on Linux: do not guess a limit
+        return 2**63
+
+
+def check_fits_in_memory(shapes: Mapping[str, tuple], element_size: int, size: int) -> None:
+    """The fitted freq_embed tensors (and the copies converting and saving make) must fit in memory."""
+    need = sum(math.prod(s) for s in shapes.values()) * element_size
+    have = available_memory_bytes()
+    if 3 * need > have:
+        first = next(iter(shapes.items()))
+        raise ConversionError(
+            f"target size {size} needs {need / 2**30:.1f} GiB of freq_embed tensors ({first[0]}: {list(first[1])}, ...), "
+            f"more than a third of the {have / 2**30:.1f} GiB of memory available; downstream sizes are typically "
+            f"512-1344 px")
 
 
 def _freq_entries(sd: Mapping[str, torch.Tensor]) -> Dict[int, str]:
@@ -80,6 +103,8 @@ def convert_state_dict(
     keys = _freq_entries(sd)
     n = len(keys)
     targets = stage_grids(size, n, patch_size)
+    check_fits_in_memory({keys[i]: (targets[i], targets[i], *sd[keys[i]].shape[2:]) for i in range(n)},
+                         sd[keys[0]].element_size(), size)
     sources = [tuple(sd[keys[i]].shape[:2]) for i in range(n)]
     if source_size is not None:
         expect = stage_grids(source_size, n, patch_size)
@@ -165,9 +190,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if os.path.exists(args.output) and not args.force:
             raise ConversionError(f"{args.output} exists; pass --force to overwrite it")
+        if os.path.isdir(args.output):
+            raise ConversionError(f"--output {args.output} is a folder; give a file path")
+        stage_grids(args.size, 1, args.patch_size)  # bad sizes fail before the input is read
         ckpt = read_checkpoint(args.input, allow_pickle=args.trust_checkpoint)
         out, reports = convert_checkpoint(ckpt, args.size, args.mode, args.keys, args.source_size, args.patch_size)
-        atomic_torch_save(out, args.output)
+        if isinstance(out, Mapping) and all(isinstance(v, torch.Tensor) for v in out.values()):
+            atomic_torch_save(out, args.output)  # a bare state_dict stays bare (no checksum entry)
+        else:
+            write_checkpoint(args.output, out)
     except (ValueError, OSError) as exc:  # ConversionError / CheckpointFormatError are ValueErrors
         print(f"error: {exc}", file=sys.stderr)
         return 2

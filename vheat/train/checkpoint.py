@@ -1,34 +1,46 @@
-"""Training checkpoints: atomic save, newest-complete lookup, RNG capture and restore.
+"""A training run's files and lineage: periodic checkpoints, best.pth, metrics, resume points.
 
-A checkpoint is one ``torch.save`` dict written with temp file + fsync + os.replace:
+Reading and writing a file is vheat.checkpoint_io's job; this module decides which files
+belong to which run and never lets a run discard another's (or its own earlier) work.
+A periodic checkpoint is one dict written by :func:`vheat.checkpoint_io.write_checkpoint`:
 
     model, model_ema         state_dicts (no ``module.`` / ``_orig_mod.`` prefixes), the
                              keys the official vHeat checkpoints use, so both load the same way
     optimizer, scheduler, scaler
     epoch, step_in_epoch     where training resumes (step_in_epoch > 0: a mid-epoch save)
     global_step, best_acc1, config, world_size, arch
+    run_id                   the run lineage: set when a run starts from scratch, kept on resume
     rng                      every rank's torch / cuda / numpy / python RNG states
+
+``best.pth`` and every ``metrics.jsonl`` line carry the same ``run_id``.
 """
 from __future__ import annotations
 
 import glob
+import json
+import logging
 import os
-import pickle
 import random
 import re
+import time
 from typing import Optional
 
 import numpy as np
 import torch
 
-from .atomic import atomic_torch_save
+from vheat.checkpoint_io import CheckpointError, read_checkpoint, write_checkpoint
+
+from .atomic import atomic_write_text, read_jsonl
+from .config import ConfigError
+from .metrics import METRICS_FILE, PLOT_FILE
+
+__all__ = ["CheckpointError", "read_checkpoint", "save_checkpoint", "list_checkpoints", "find_resume_point",
+           "set_aside_unreadable"]
 
 FORMAT = "vheat-train-1"
+BEST_FILE = "best.pth"
 _NAME = re.compile(r"checkpoint-ep(\d+)-step(\d+)\.pth$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read or does not fit the model / run it is loaded into."""
+log = logging.getLogger("vheat.train")
 
 
 def checkpoint_name(epoch: int, global_step: int) -> str:
@@ -59,7 +71,7 @@ def save_checkpoint(output_dir: str, state: dict, keep: int) -> str:
     """Writes ``state`` atomically as the next periodic checkpoint; prunes all but ``keep`` newest."""
     state = dict(state, format=FORMAT)
     path = os.path.join(output_dir, checkpoint_name(state["epoch"], state["global_step"]))
-    atomic_torch_save(state, path)
+    write_checkpoint(path, state)
     if keep > 0:
         for old in list_checkpoints(output_dir)[:-keep]:
             if os.path.abspath(old) != os.path.abspath(path):
@@ -79,84 +91,130 @@ def list_checkpoints(output_dir: str) -> list[str]:
 
 def remove_stale_temp_files(output_dir: str) -> list[str]:
     """Deletes temp files a killed writer left behind (``.<name>.<random>.tmp``, see atomic.py)."""
-    stale = glob.glob(os.path.join(glob.escape(output_dir), ".checkpoint-ep*.tmp"))
+    stale = [p for pattern in (".checkpoint-ep*.tmp", f".{BEST_FILE}.*.tmp")
+             for p in glob.glob(os.path.join(glob.escape(output_dir), pattern))]
     for path in stale:
         os.unlink(path)
     return stale
 
 
-def read_checkpoint(path: str, allow_pickle: bool = False) -> dict:
-    """``torch.load`` on CPU, ``weights_only`` unless ``allow_pickle`` (for trusted files only).
-
-    Our checkpoints hold only tensors and plain containers, so they always load weights-only;
-    a released checkpoint may also carry e.g. a pickled training config.
-    """
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        refused = re.search(r"Unsupported global: (?:GLOBAL )?(\S+)", str(exc))
-        if not refused:  # not a refusal of some class: the file is damaged or not a torch file
-            raise CheckpointError(f"cannot read checkpoint {path}: not a torch checkpoint "
-                                  f"(truncated, corrupt or another format)") from None
-        if not allow_pickle:
-            raise CheckpointError(
-                f"checkpoint {path} holds objects beyond tensors ({refused.group(1)}), which weights-only loading "
-                f"refuses. "
-                f"If you trust the file, set model.trust_checkpoint=true to load it with full pickle.") from None
-    except Exception as exc:  # truncated / not a torch file
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+def check_output_folder(output_dir: str) -> None:
+    """The output must be a folder this process can create or write to: a one-line error otherwise."""
+    path = os.path.abspath(output_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"output {output_dir} is an existing file, not a folder; give a folder path (-o/--output)")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError(f"output {output_dir} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"output {output_dir}: no permission to write in {parent}")
 
 
-def newest_complete_checkpoint(output_dir: str) -> Optional[str]:
-    """The newest periodic checkpoint that loads and carries a full training state."""
-    for path in reversed(list_checkpoints(output_dir)):
+def is_training_state(ckpt) -> bool:
+    return isinstance(ckpt, dict) and ckpt.get("format") == FORMAT and "optimizer" in ckpt and "model" in ckpt
+
+
+def _choices(output_dir: str) -> str:
+    return (f"Nothing was changed. Choose one: resume from a readable checkpoint with --resume PATH, write to a "
+            f"new folder with --output NEW_FOLDER, or pass --start-over to move this folder's run files into "
+            f"{os.path.join(output_dir, 'previous-<time>')}/ and train from scratch.")
+
+
+def find_resume_point(output_dir: str) -> Optional[tuple[str, dict, list[tuple[str, str]]]]:
+    """The newest readable training checkpoint in ``output_dir``, its contents, and the newer ones
+    that could not be used with the reason (see :func:`set_aside_unreadable`); None if the folder
+    has no checkpoint. A folder whose checkpoints are all unreadable is refused."""
+    paths = list_checkpoints(output_dir)
+    skipped = []
+    for path in reversed(paths):
         try:
             ckpt = read_checkpoint(path)
-        except CheckpointError:
+        except CheckpointError as exc:
+            skipped.append((path, str(exc)))
             continue
-        if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT and "optimizer" in ckpt:
-            return path
+        if not is_training_state(ckpt):
+            skipped.append((path, "not a training checkpoint (no optimizer state or format tag)"))
+            continue
+        return path, ckpt, skipped
+    if paths:
+        listing = "\n".join(f"  {os.path.basename(p)}: {reason}" for p, reason in reversed(skipped))
+        raise CheckpointError(f"output folder {output_dir} holds {len(paths)} checkpoint(s), none of which can be "
+                              f"resumed from:\n{listing}\n{_choices(output_dir)}")
     return None
 
 
-def strip_prefixes(state_dict: dict) -> dict:
-    """Drops the ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) key prefixes."""
-    out = {}
-    for k, v in state_dict.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out
+def set_aside_unreadable(skipped: list[tuple[str, str]], resumed: str) -> None:
+    """Renames checkpoints a fallback passed over to ``*.unreadable`` (kept for inspection, out of the
+    run's way: pruning and later resumes ignore them) and logs why."""
+    for bad, reason in skipped:
+        os.replace(bad, bad + ".unreadable")
+        log.warning(f"falling back past {os.path.basename(bad)} (renamed to *.unreadable): {reason}")
+    if skipped:
+        log.warning(f"resuming from the older {os.path.basename(resumed)}: {len(skipped)} newer checkpoint(s) "
+                    f"could not be used")
 
 
-def describe_mismatch(model: torch.nn.Module, state_dict: dict, limit: int = 5) -> Optional[str]:
-    """None when ``state_dict`` fits ``model`` exactly, else what differs."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state_dict and hasattr(state_dict[k], "shape")
-              and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    if not (missing or unexpected or shapes):
+def _run_files(output_dir: str) -> list[str]:
+    names = [BEST_FILE, METRICS_FILE, PLOT_FILE, "config.yaml"]
+    return list_checkpoints(output_dir) + [p for p in (os.path.join(output_dir, n) for n in names)
+                                           if os.path.exists(p)]
+
+
+def set_aside_run(output_dir: str) -> Optional[str]:
+    """--start-over: moves the folder's run files into ``previous-<time>/``; returns that folder."""
+    files = _run_files(output_dir)
+    if not files:
         return None
-    parts = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-        if items:
-            more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
-            parts.append(f"{len(items)} {label}: {', '.join(items[:limit])}{more}")
-    return "; ".join(parts)
+    dest = os.path.join(output_dir, time.strftime("previous-%Y%m%d-%H%M%S"))
+    while os.path.exists(dest):
+        dest += "x"
+    os.makedirs(dest)
+    for path in files:
+        os.replace(path, os.path.join(dest, os.path.basename(path)))
+    return dest
 
 
-def load_state_strict(model: torch.nn.Module, state_dict: dict, source: str, arch: str) -> None:
-    problem = describe_mismatch(model, state_dict)
-    if problem:
-        raise CheckpointError(f"checkpoint {source} does not fit model {arch!r} (another architecture or "
-                              f"size?): {problem}")
-    model.load_state_dict(state_dict, strict=True)
+def check_explicit_resume(output_dir: str, resume: str) -> None:
+    """--resume PATH into a folder that holds other checkpoints would prune or mix them: refused."""
+    found = [os.path.abspath(p) for p in list_checkpoints(output_dir)]
+    target = os.path.abspath(resume)
+    # from one of the folder's own checkpoints: only the ones after it are in the way
+    others = found[found.index(target) + 1:] if target in found else found
+    if others:
+        names = ", ".join(os.path.basename(p) for p in others[:5]) + (" ..." if len(others) > 5 else "")
+        raise CheckpointError(f"--resume {resume}: output folder {output_dir} already holds other or newer "
+                              f"checkpoints ({names}) that this run would prune or mix with. {_choices(output_dir)}")
+
+
+def best_of_lineage(output_dir: str, run_id: Optional[str]) -> float:
+    """Top-1 of the folder's best.pth (-1 if none); refused when it belongs to another run or is unreadable."""
+    path = os.path.join(output_dir, BEST_FILE)
+    if not os.path.exists(path):
+        return -1.0
+    try:
+        best = read_checkpoint(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}\nThis run would replace {path}. {_choices(output_dir)}") from None
+    owner = best.get("run_id") if isinstance(best, dict) else None
+    if owner != run_id:
+        raise CheckpointError(f"{path} belongs to another run (run id {owner}, this run {run_id}); this run would "
+                              f"replace it. {_choices(output_dir)}")
+    return float(best.get("acc1", -1.0))
+
+
+def claim_metrics(output_dir: str, run_id: Optional[str], resume_epoch: int) -> int:
+    """Keeps this lineage's metrics lines of epochs before ``resume_epoch`` (the resumed run redoes the
+    rest); another run's lines are refused. Returns how many lines were dropped."""
+    path = os.path.join(output_dir, METRICS_FILE)
+    records = read_jsonl(path)
+    foreign = [r for r in records if r.get("run_id") != run_id]
+    if foreign:
+        raise CheckpointError(f"{path} holds {len(foreign)} line(s) of another run (run id "
+                              f"{foreign[0].get('run_id')}, this run {run_id}); this run would mix its metrics "
+                              f"into them. {_choices(output_dir)}")
+    keep = [r for r in records if r.get("epoch", -1) < resume_epoch]
+    if len(keep) < len(records):
+        atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+    return len(records) - len(keep)

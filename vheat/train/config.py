@@ -7,6 +7,7 @@ as keyword arguments to the model constructor.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from typing import Any, Iterable, Mapping
 
@@ -39,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
         "digits_size": 32,             # side of the exported digits PNGs
+        "verify_images": "fail",       # fail | skip | off: decode every image's header before training
     },
     "aug": {
         "enabled": True,               # False: eval transform for training too (no randomness)
@@ -193,6 +195,7 @@ def _fix_numbers(node: Any) -> Any:
 
 _CHOICES = {
     ("data", "dataset"): ("imagefolder", "digits"),
+    ("data", "verify_images"): ("fail", "skip", "off"),
     ("train", "amp"): ("auto", "bf16", "fp16", "none"),
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("model", "hco_backend"): ("auto", "reference", "fft", "cpu", "triton", "cuda"),
@@ -203,6 +206,16 @@ _POSITIVE_INTS = [("data", "img_size"), ("data", "batch_size"), ("train", "epoch
                   ("train", "accumulation_steps"), ("train", "eval_every"), ("train", "log_every")]
 _NONNEG_INTS = [("data", "num_workers"), ("train", "save_every_steps"), ("train", "stop_after_steps"),
                 ("train", "keep_checkpoints"), ("train", "seed"), ("train", "threads")]
+
+
+# (key, lower bound, bound allowed, upper bound (excluded) or None)
+_RANGES = [("base_lr", 0.0, False, None), ("warmup_lr", 0.0, True, None), ("min_lr", 0.0, True, None),
+           ("weight_decay", 0.0, True, None), ("opt_eps", 0.0, False, None),
+           ("ema_decay", 0.0, True, 1.0)]  # ema_decay >= 1 never moves the EMA off its start
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def validate(cfg: dict) -> None:
@@ -222,9 +235,14 @@ def validate(cfg: dict) -> None:
     t = cfg["train"]
     if not 0 <= t["warmup_epochs"] < t["epochs"] + (1 if t["warmup_epochs"] == 0 else 0):
         raise ConfigError(f"train.warmup_epochs ({t['warmup_epochs']}) must be >= 0 and < train.epochs ({t['epochs']})")
-    for key in ("base_lr", "warmup_lr", "min_lr", "weight_decay", "ema_decay"):
-        if not isinstance(t[key], (int, float)) or t[key] < 0:
-            raise ConfigError(f"train.{key} must be a non-negative number, got {t[key]!r}")
+    for key, low, low_ok, high in _RANGES:
+        v = t[key]
+        if not _is_number(v) or not math.isfinite(v) or v < low or (v == low and not low_ok) \
+                or (high is not None and v >= high):
+            bound = f"{'>=' if low_ok else '>'} {low:g}" + (f" and < {high:g}" if high is not None else "")
+            raise ConfigError(f"train.{key} must be a finite number {bound}, got {v!r}")
+    if t["clip_grad"] is not None and (not _is_number(t["clip_grad"]) or not 0 <= t["clip_grad"] < math.inf):
+        raise ConfigError(f"train.clip_grad must be a finite number >= 0 (0 or null: off), got {t['clip_grad']!r}")
     if not isinstance(cfg["model"]["name"], str) or not cfg["model"]["name"]:
         raise ConfigError("model.name must be a model name registered in timm (e.g. vheat_tiny)")
     if not isinstance(cfg["output"], str) or not cfg["output"]:

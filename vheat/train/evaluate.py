@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from vheat.checkpoint_io import CheckpointError, load_weights, read_checkpoint
+from vheat.data import build_val_loader, resolve_root
+
 from . import distributed as dist_utils
+from .model_factory import build_model
+from .recipe import amp_dtype
+from .runtime import on_main, run_context
 
 
 @torch.no_grad()
@@ -49,43 +55,27 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
     """Evaluates a checkpoint (ours or official) on data.root/val: model and, if present, EMA.
 
     ``checkpoint`` None falls back to model.pretrained; with neither it is an error (random
-    weights are not worth evaluating)."""
-    from vheat.data import build_val_loader
-
-    from .checkpoint import CheckpointError, read_checkpoint
-    from .model_factory import build_model, hco_backend, load_weights
-    from .recipe import amp_dtype
-    from .trainer import resolve_device, resolve_root_once, run_settings
-
+    weights are not worth evaluating). The file is read once."""
     checkpoint = checkpoint or cfg["model"]["pretrained"] or None
     if checkpoint is None:
         raise CheckpointError("eval needs weights: pass --checkpoint PATH (or set model.pretrained)")
-    device = resolve_device(cfg)
-    already = dist_utils.is_distributed()
-    joined = dist_utils.init_distributed(device.type) and not already
-    try:
-        root = resolve_root_once(cfg)
+    with run_context(cfg) as device:
+        ckpt = read_checkpoint(checkpoint, cfg["model"]["trust_checkpoint"])
+        root = on_main(lambda: resolve_root(cfg))
         classes, _, loader = build_val_loader(cfg, root, dist_utils.rank(), dist_utils.world_size())
         num_classes = cfg["model"]["num_classes"] or len(classes)
         amp = amp_dtype(cfg, device)
         results = {"classes": len(classes)}
-        trust = cfg["model"]["trust_checkpoint"]
-        with hco_backend(cfg["model"]["hco_backend"]), run_settings(cfg):
-            ckpt = read_checkpoint(checkpoint, trust)
-            entries = ["model"] if isinstance(ckpt, dict) and "model" in ckpt else ["auto"]  # bare state_dict
-            if isinstance(ckpt, dict) and ckpt.get("model_ema") is not None:
-                entries.append("model_ema")
-            del ckpt
-            for entry in entries:
-                model = build_model(cfg, num_classes)
-                load_weights(model, checkpoint, entry, arch=cfg["model"]["name"], allow_pickle=trust)
-                model.to(device)
-                if cfg["train"]["channels_last"]:
-                    model.to(memory_format=torch.channels_last)
-                name = "ema" if entry == "model_ema" else "model"
-                results[name] = evaluate(model, loader, device, amp, cfg["train"]["channels_last"],
-                                         cfg["train"]["progress"], desc=f"eval {name}")
+        entries = ["model"] if isinstance(ckpt, dict) and "model" in ckpt else ["auto"]  # bare state_dict
+        if isinstance(ckpt, dict) and ckpt.get("model_ema") is not None:
+            entries.append("model_ema")
+        for entry in entries:
+            model = build_model(cfg, num_classes)
+            load_weights(model, ckpt, entry, arch=cfg["model"]["name"], source=checkpoint)
+            model.to(device)
+            if cfg["train"]["channels_last"]:
+                model.to(memory_format=torch.channels_last)
+            name = "ema" if entry == "model_ema" else "model"
+            results[name] = evaluate(model, loader, device, amp, cfg["train"]["channels_last"],
+                                     cfg["train"]["progress"], desc=f"eval {name}")
         return results
-    finally:
-        if joined:
-            dist_utils.cleanup()

@@ -10,9 +10,9 @@ import torch
 from tqdm import tqdm
 
 from .config import ConfigError
-from .model_factory import build_model, hco_backend
+from .model_factory import build_model
 from .recipe import amp_dtype
-from .trainer import resolve_device, run_settings
+from .runtime import run_context
 
 
 def _peak_rss_bytes() -> int:
@@ -26,12 +26,11 @@ def measure_throughput(cfg: dict, batch_size: int, warmup: int = 5, iters: int =
     """Times ``iters`` forward passes (forward + backward + step with ``train``) on random images."""
     if warmup < 0 or iters < 1 or batch_size < 1:
         raise ConfigError("throughput needs batch_size >= 1, iters >= 1 and warmup >= 0")
-    device = resolve_device(cfg)
     t = cfg["train"]
-    amp = amp_dtype(cfg, device)
     size = cfg["data"]["img_size"]
     num_classes = cfg["model"]["num_classes"] or num_classes
-    with hco_backend(cfg["model"]["hco_backend"]), run_settings(cfg):
+    with run_context(cfg) as device:
+        amp = amp_dtype(cfg, device)
         model = build_model(cfg, num_classes).to(device)
         fmt = torch.channels_last if t["channels_last"] else torch.contiguous_format
         model.to(memory_format=fmt)

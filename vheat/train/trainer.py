@@ -5,113 +5,92 @@ import contextlib
 import logging
 import math
 import os
-import random
-import sys
 import time
-from typing import Iterator, Optional
+import uuid
+from typing import Optional
 
-import numpy as np
 import torch
 from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from vheat.data import DatasetError, build_data, resolve_root
+from vheat.checkpoint_io import load_state_strict, load_weights, read_checkpoint, strip_prefixes, write_checkpoint
+from vheat.data import build_data, resolve_root
 
 from . import distributed as du
-from .atomic import atomic_torch_save, atomic_write_text
-from .checkpoint import (CheckpointError, load_state_strict, newest_complete_checkpoint, read_checkpoint,
-                         remove_stale_temp_files, rng_state, save_checkpoint, set_rng_state, strip_prefixes)
+from .atomic import atomic_write_text
+from .checkpoint import (BEST_FILE, CheckpointError, best_of_lineage, check_explicit_resume, check_output_folder,
+                         claim_metrics, find_resume_point, is_training_state, list_checkpoints,
+                         remove_stale_temp_files, rng_state, save_checkpoint, set_aside_run, set_aside_unreadable,
+                         set_rng_state)
 from .config import ConfigError, dump_config
 from .evaluate import evaluate
 from .metrics import log_epoch, plot_metrics
-from .model_factory import build_model, hco_backend, load_weights
+from .model_factory import build_model
 from .recipe import amp_dtype, build_mixup, build_optimizer, build_scheduler, build_train_loss, scaled_lrs
+from .runtime import on_main, run_context, seed_all
 
 log = logging.getLogger("vheat.train")
 
 
-def resolve_device(cfg: dict) -> torch.device:
-    want = cfg["train"]["device"]
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=cpu (or auto)")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+def train(cfg: dict, resume: Optional[str] = None, start_over: bool = False) -> dict:
+    """Runs the training described by ``cfg``; returns a summary dict (rank 0's view).
+
+    ``resume``: a training checkpoint to continue from (default: the output folder's newest
+    readable one, unless train.auto_resume is off). ``start_over``: move the output folder's
+    run files into ``previous-<time>/`` and train from scratch.
+    """
+    check_output_folder(cfg["output"])
+    with run_context(cfg, bool(cfg["train"]["deterministic"]), cfg["output"]) as device:
+        held = {}
+
+        def claim() -> dict:  # the checkpoint stays on rank 0; the others read it from its path
+            start = claim_output(cfg, resume, start_over)
+            held["checkpoint"] = start.pop("checkpoint")
+            return start
+
+        start = on_main(claim)
+        if start["path"] is not None:
+            start["checkpoint"] = held.get("checkpoint") or read_checkpoint(
+                start["path"], allow_pickle=cfg["model"]["trust_checkpoint"])
+        return _Trainer(cfg, device).run(start)
 
 
-def seed_all(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % (2**32))
-    random.seed(seed)
-
-
-def setup_logging(output_dir: Optional[str]) -> None:
-    """Rank 0 logs INFO to stdout (and output/log.txt); other ranks only warnings."""
-    root = logging.getLogger("vheat")
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
-    root.propagate = False
-    root.setLevel(logging.INFO if du.is_main() else logging.WARNING)
-    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
-    stream = logging.StreamHandler(sys.stdout)
-    stream.setFormatter(fmt)
-    root.addHandler(stream)
-    if output_dir and du.is_main():
-        os.makedirs(output_dir, exist_ok=True)
-        fh = logging.FileHandler(os.path.join(output_dir, "log.txt"))
-        fh.setFormatter(fmt)
-        root.addHandler(fh)
-
-
-def resolve_root_once(cfg: dict) -> str:
-    """Rank 0 resolves (and for digits exports) the dataset; the others get its answer or its error."""
-    answer = None
-    if du.is_main():
-        try:
-            answer = ("ok", resolve_root(cfg))
-        except DatasetError as exc:
-            answer = ("error", str(exc))
-    answer = du.broadcast_object(answer)
-    if answer[0] == "error":
-        raise DatasetError(answer[1])
-    return answer[1]
-
-
-@contextlib.contextmanager
-def run_settings(cfg: dict, deterministic: bool = False) -> Iterator[None]:
-    """Applies train.threads (and deterministic algorithms) for a run, restoring them afterwards,
-    so library callers (and tests sharing one process) get their own settings back."""
-    threads, det, bench = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), \
-        torch.backends.cudnn.benchmark
-    if cfg["train"]["threads"]:
-        torch.set_num_threads(cfg["train"]["threads"])
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.benchmark = not deterministic
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(det)
-        torch.backends.cudnn.benchmark = bench
-
-
-def train(cfg: dict, resume: Optional[str] = None) -> dict:
-    """Runs the training described by ``cfg``; returns a summary dict (rank 0's view)."""
-    device = resolve_device(cfg)
-    already = du.is_distributed()  # a caller (e.g. a test harness) may own the process group
-    joined = du.init_distributed(device.type) and not already
-    try:
-        with hco_backend(cfg["model"]["hco_backend"]), run_settings(cfg, bool(cfg["train"]["deterministic"])):
-            return _Trainer(cfg, device).run(resume)
-    finally:
-        if joined:
-            du.cleanup()
+def claim_output(cfg: dict, resume: Optional[str], start_over: bool) -> dict:
+    """Rank 0, before any work: picks the resume point and makes sure the run can write its files
+    without discarding any other run's (or its own newer) work. Returns what the run starts from."""
+    out = cfg["output"]
+    for path in remove_stale_temp_files(out):
+        log.info(f"removed {path}, left by an interrupted write")
+    path, ckpt, skipped = None, None, []
+    if resume:
+        ckpt = read_checkpoint(resume, allow_pickle=cfg["model"]["trust_checkpoint"])
+        if not is_training_state(ckpt):
+            raise CheckpointError(f"{resume} is not a training checkpoint of this trainer (no optimizer state); "
+                                  f"to start from its weights use model.pretrained={resume}")
+        path = resume
+        if not start_over:
+            check_explicit_resume(out, resume)
+    elif cfg["train"]["auto_resume"] and not start_over:
+        path, ckpt, skipped = find_resume_point(out) or (None, None, [])
+    elif list_checkpoints(out) and not start_over:
+        raise CheckpointError(f"output folder {out} holds checkpoints of a run and train.auto_resume is off: "
+                              f"training from scratch there would replace them. Resume it (drop "
+                              f"--no-auto-resume), write to a new --output, or pass --start-over.")
+    if start_over:
+        moved = set_aside_run(out)
+        if moved:
+            log.info(f"--start-over: moved the previous run's files into {moved}")
+            if path and not os.path.exists(path):  # --resume named a checkpoint of the moved run
+                path = os.path.join(moved, os.path.basename(path))
+    run_id = ckpt.get("run_id") if ckpt else uuid.uuid4().hex
+    best = best_of_lineage(out, run_id)
+    dropped = claim_metrics(out, run_id, int(ckpt["epoch"]) if ckpt else 0)
+    set_aside_unreadable(skipped, path)  # every check passed: from here on the folder changes
+    if dropped:
+        log.info(f"dropped {dropped} line(s) of {os.path.join(out, 'metrics.jsonl')} for epochs the resumed run "
+                 f"redoes")
+    return {"path": path, "checkpoint": ckpt, "run_id": run_id, "best_acc1": best}
 
 
 class _Trainer:
@@ -120,10 +99,9 @@ class _Trainer:
         self.rank, self.world = du.rank(), du.world_size()
         self.out = cfg["output"]
         t = cfg["train"]
-        setup_logging(self.out)
         seed_all(t["seed"])  # identical initial weights on every rank
 
-        root = resolve_root_once(cfg)
+        root = on_main(lambda: resolve_root(cfg))
         self.data = build_data(cfg, root, self.rank, self.world)
         self.num_classes = cfg["model"]["num_classes"] or len(self.data.classes)
         if self.num_classes < len(self.data.classes):
@@ -159,6 +137,7 @@ class _Trainer:
 
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.best_acc1 = -1.0
+        self.run_id = ""
         self.epoch_loss = [0.0, 0.0]  # (sum, count) of this rank's micro-batch losses in the epoch
 
         self.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
@@ -169,16 +148,11 @@ class _Trainer:
         self.forward_model = torch.compile(self.ddp, dynamic=False) if t["compile"] else self.ddp
 
     # ---------------------------------------------------------------- resume
-    def _resume(self, explicit: Optional[str]) -> Optional[str]:
-        path = explicit
-        if path is None and self.cfg["train"]["auto_resume"]:
-            path = newest_complete_checkpoint(self.out)
+    def _resume(self, start: dict) -> Optional[str]:
+        self.run_id, self.best_acc1 = start["run_id"], start["best_acc1"]
+        path, ckpt = start["path"], start.get("checkpoint")
         if path is None:
             return None
-        ckpt = read_checkpoint(path)
-        if not isinstance(ckpt, dict) or "optimizer" not in ckpt or "model" not in ckpt:
-            raise CheckpointError(f"{path} is not a training checkpoint of this trainer (no optimizer state); "
-                                  f"to start from its weights use model.pretrained={path}")
         load_state_strict(self.model, strip_prefixes(ckpt["model"]), path, self.cfg["model"]["name"])
         if self.ema is not None and ckpt.get("model_ema") is not None:
             load_state_strict(self.ema.module, strip_prefixes(ckpt["model_ema"]), path + " [model_ema]",
@@ -187,7 +161,9 @@ class _Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.step_in_epoch = int(ckpt["epoch"]), int(ckpt["step_in_epoch"])
-        self.global_step, self.best_acc1 = int(ckpt["global_step"]), float(ckpt["best_acc1"])
+        self.global_step = int(ckpt["global_step"])
+        # a fallback to an older checkpoint must not let a worse result replace best.pth
+        self.best_acc1 = max(self.best_acc1, float(ckpt["best_acc1"]))
         self.epoch_loss = list(ckpt.get("epoch_loss", [0.0, 0.0]))[self.rank] if self.step_in_epoch else [0.0, 0.0]
         self.scheduler.step_update(self.global_step)
         states = ckpt.get("rng") or []
@@ -212,7 +188,7 @@ class _Trainer:
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "best_acc1": self.best_acc1, "epoch_loss": losses, "rng": rng, "world_size": self.world,
             "arch": self.cfg["model"]["name"], "num_classes": self.num_classes, "classes": self.data.classes,
-            "config": self.cfg,
+            "config": self.cfg, "run_id": self.run_id,
         }
 
     def _save(self) -> Optional[str]:
@@ -224,14 +200,11 @@ class _Trainer:
         return path
 
     # ------------------------------------------------------------------ loop
-    def run(self, resume: Optional[str]) -> dict:
+    def run(self, start: dict) -> dict:
         cfg, t = self.cfg, self.cfg["train"]
-        if du.is_main():
-            os.makedirs(self.out, exist_ok=True)
+        resumed = self._resume(start)
+        if du.is_main():  # written once every check has passed: a refused run leaves the old one
             atomic_write_text(os.path.join(self.out, "config.yaml"), dump_config(cfg))
-            for path in remove_stale_temp_files(self.out):
-                log.info(f"removed {path}, left by an interrupted checkpoint write")
-        resumed = self._resume(resume)
         if resumed is None:
             seed_all(t["seed"] + self.rank)  # per-rank streams for drop path / Mixup
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -319,7 +292,7 @@ class _Trainer:
     def _end_epoch(self) -> dict:
         cfg, t = self.cfg, self.cfg["train"]
         loss_sum, loss_n = du.all_reduce_sum(self.epoch_loss, self.device)
-        record = {"epoch": self.epoch, "global_step": self.global_step, "train_loss": loss_sum / max(loss_n, 1),
+        record = {"epoch": self.epoch, "global_step": self.global_step, "run_id": self.run_id, "train_loss": loss_sum / max(loss_n, 1),
                   "lr": self.optimizer.param_groups[0]["lr"], "time": time.time()}
         out = {}
         if (self.epoch + 1) % t["eval_every"] == 0 or self.epoch + 1 == t["epochs"]:
@@ -335,11 +308,12 @@ class _Trainer:
             if val["acc1"] > self.best_acc1:
                 self.best_acc1 = val["acc1"]
                 if du.is_main():
-                    atomic_torch_save({"model": self.model.state_dict(),
-                                       "model_ema": self.ema.module.state_dict() if self.ema else None,
-                                       "epoch": self.epoch, "acc1": val["acc1"], "arch": cfg["model"]["name"],
-                                       "num_classes": self.num_classes, "classes": self.data.classes,
-                                       "config": cfg}, os.path.join(self.out, "best.pth"))
+                    write_checkpoint(os.path.join(self.out, BEST_FILE), {
+                        "model": self.model.state_dict(),
+                        "model_ema": self.ema.module.state_dict() if self.ema else None,
+                        "epoch": self.epoch, "acc1": val["acc1"], "arch": cfg["model"]["name"],
+                        "num_classes": self.num_classes, "classes": self.data.classes, "config": cfg,
+                        "run_id": self.run_id})
         msg = f"epoch {self.epoch + 1}/{t['epochs']}: train loss {record['train_loss']:.4f}, lr {record['lr']:.3g}"
         if "val_acc1" in record:
             msg += (f"; val loss {record['val_loss']:.4f}, top-1 {record['val_acc1']:.2f}%, "

@@ -1,0 +1,245 @@
+"""Failure cases as a user meets them: the CLI runs in a subprocess; each test checks the exit code,
+the message, and that no file on disk was lost or overwritten (hashes before and after)."""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from test_train_support import make_image_folder, tiny_config
+from vheat.train.atomic import read_jsonl
+from vheat.train.checkpoint import list_checkpoints, read_checkpoint
+from vheat.train.trainer import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHOICES = ("--resume PATH", "--output NEW_FOLDER", "--start-over")
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+
+
+def _start(*args, module="vheat"):
+    return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc, timeout=300):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def _cli(*args, module="vheat"):
+    return _finish(_start(*args, module=module))
+
+
+def snapshot(folder) -> dict:
+    """sha256 of every file under ``folder`` except the append-only log.txt."""
+    found = {}
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            if name != "log.txt":
+                path = os.path.join(dirpath, name)
+                found[os.path.relpath(path, folder)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    return found
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished 2-epoch tiny run (both end-of-epoch checkpoints kept) and its config file."""
+    tmp = tmp_path_factory.mktemp("fail")
+    folder = make_image_folder(str(tmp / "ds"))
+    cfg = tiny_config(folder, str(tmp / "run"), "train.keep_checkpoints=2", "train.threads=1")
+    train(cfg)
+    config = tmp / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    return dict(out=cfg["output"], config=str(config), tmp=tmp)
+
+
+@pytest.fixture
+def out(run, tmp_path):
+    """A private copy of the run folder."""
+    dest = str(tmp_path / "run")
+    shutil.copytree(run["out"], dest)
+    return dest
+
+
+def _truncate(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+
+
+def test_all_checkpoints_unreadable_is_refused_and_nothing_changes(run, out):
+    for path in list_checkpoints(out):
+        _truncate(path)
+    before = snapshot(out)
+    code, stdout, err = _cli("train", "-c", run["config"], "-o", out)
+    assert code == 2, stdout + err
+    assert "holds 2 checkpoint(s), none of which can be resumed from" in err
+    for path in list_checkpoints(out):
+        assert os.path.basename(path) in err
+    assert all(choice in err for choice in CHOICES) and "Traceback" not in err
+    assert snapshot(out) == before
+
+
+def test_start_over_sets_the_old_run_aside_intact(run, out):
+    for path in list_checkpoints(out):
+        _truncate(path)
+    before = snapshot(out)
+    code, stdout, err = _cli("train", "-c", run["config"], "-o", out, "--start-over", "--epochs", "1")
+    assert code == 0, stdout + err
+    aside = [d for d in os.listdir(out) if d.startswith("previous-")]
+    assert len(aside) == 1 and "moved the previous run's files into" in stdout
+    kept = snapshot(os.path.join(out, aside[0]))
+    assert kept == {name: h for name, h in before.items()}  # every old file, byte for byte
+    new_best = read_checkpoint(os.path.join(out, "best.pth"))
+    assert new_best["run_id"] != read_checkpoint(os.path.join(out, aside[0], "best.pth"))["run_id"]
+    assert [r["epoch"] for r in read_jsonl(os.path.join(out, "metrics.jsonl"))] == [0]
+
+
+def test_fallback_to_older_checkpoint_is_logged_and_metrics_not_duplicated(run, out):
+    older, newest = list_checkpoints(out)
+    newest_bytes = open(newest, "rb").read()
+    _truncate(newest)
+    best_before = read_checkpoint(os.path.join(out, "best.pth"))
+    code, stdout, err = _cli("train", "-c", run["config"], "-o", out)
+    assert code == 0, stdout + err
+    assert f"falling back past {os.path.basename(newest)}" in stdout and "truncated or damaged" in stdout
+    assert f"resuming from the older {os.path.basename(older)}" in stdout
+    assert "dropped 1 line(s)" in stdout
+    records = read_jsonl(os.path.join(out, "metrics.jsonl"))
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert len({r["run_id"] for r in records}) == 1
+    assert open(newest + ".unreadable", "rb").read() == newest_bytes[: len(newest_bytes) // 2]
+    best = read_checkpoint(os.path.join(out, "best.pth"))
+    assert best["run_id"] == best_before["run_id"] and best["acc1"] >= best_before["acc1"]
+    if best["acc1"] == best_before["acc1"]:  # not better: the old best.pth was kept as it was
+        assert best["epoch"] == best_before["epoch"]
+        assert all(torch.equal(v, best_before["model"][k]) for k, v in best["model"].items())
+
+
+def test_flipped_bytes_are_refused_by_eval(run, out):
+    path = list_checkpoints(out)[-1]
+    data = bytearray(open(path, "rb").read())
+    start = len(data) // 3
+    data[start:start + 4096] = bytes(b ^ 0xFF for b in data[start:start + 4096])
+    open(path, "wb").write(bytes(data))
+    before = snapshot(out)
+    code, stdout, err = _cli("eval", "-c", run["config"], "--checkpoint", path)
+    assert code == 2, stdout + err
+    assert path in err and ("is damaged: its content checksum does not match" in err or "damaged" in err)
+    assert "Traceback" not in err and snapshot(out) == before
+
+
+def test_best_of_another_run_is_not_replaced(run, tmp_path):
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copy(os.path.join(run["out"], "best.pth"), fresh / "best.pth")
+    before = snapshot(fresh)
+    code, stdout, err = _cli("train", "-c", run["config"], "-o", fresh)
+    assert code == 2, stdout + err
+    assert "best.pth belongs to another run" in err and all(choice in err for choice in CHOICES)
+    assert snapshot(fresh) == before
+
+
+def test_no_auto_resume_in_a_run_folder_is_refused(run, out):
+    before = snapshot(out)
+    code, stdout, err = _cli("train", "-c", run["config"], "-o", out, "--no-auto-resume")
+    assert code == 2, stdout + err
+    assert "holds checkpoints of a run and train.auto_resume is off" in err and "--start-over" in err
+    assert snapshot(out) == before
+
+
+def test_resume_from_an_older_checkpoint_would_prune_newer_ones(run, out):
+    older, newest = list_checkpoints(out)
+    before = snapshot(out)
+    code, stdout, err = _cli("train", "-c", run["config"], "-o", out, "--resume", older)
+    assert code == 2, stdout + err
+    assert os.path.basename(newest) in err and "would prune or mix with" in err
+    assert snapshot(out) == before
+
+
+def test_resume_from_weights_only_file_with_trust_names_the_real_problem(run, out, tmp_path):
+    before = snapshot(out)
+    best = os.path.join(out, "best.pth")
+    code, stdout, err = _cli("train", "-c", run["config"], "-o", tmp_path / "new", "--resume", best,
+                             "--set", "model.trust_checkpoint=true")
+    assert code == 2, stdout + err
+    assert "is not a training checkpoint of this trainer" in err and "trust_checkpoint" not in err
+    assert snapshot(out) == before
+
+
+def test_corrupt_image_fails_before_training(tmp_path):
+    folder = make_image_folder(str(tmp_path / "ds"))
+    bad = os.path.join(folder, "val", "cat", "2.png")
+    with open(bad, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + bytes(range(40)))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(folder, str(tmp_path / "run"))))
+    before = snapshot(folder)
+    proc = subprocess.run([sys.executable, "-m", "vheat", "train", "-c", str(config)], cwd=ROOT, text=True,
+                          capture_output=True, timeout=300, env=dict(_env(), VHEAT_CACHE_DIR=str(tmp_path / "c")))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"1 of 12 images in {folder}/val cannot be read: {bad}" in proc.stderr
+    assert "data.verify_images=skip" in proc.stderr and "Traceback" not in proc.stderr
+    assert os.listdir(tmp_path / "run") == ["log.txt"]  # no config, checkpoint or metrics written
+    assert snapshot(folder) == before
+
+
+# One process per case, started together: each fails in its argument checks before any work.
+def _bad_arguments(run, tmp):
+    existing = tmp / "existing.txt"
+    existing.write_text("keep me\n")
+    text = tmp / "notes.pth"
+    text.write_text("these are notes, not weights\n")
+    trunc = tmp / "truncated.pth"
+    data = open(list_checkpoints(run["out"])[-1], "rb").read()
+    trunc.write_bytes(data[: len(data) // 2])
+    good = list_checkpoints(run["out"])[-1]
+    convert = ("vheat.downstream.convert",)
+    return {
+        "output is a file": ((), ("train", "-c", run["config"], "-o", existing),
+                             "is an existing file, not a folder"),
+        "nan lr": ((), ("train", "-c", run["config"], "-o", tmp / "o1", "--set", "train.base_lr=.nan"),
+                   "train.base_lr must be a finite number > 0, got nan"),
+        "zero lr": ((), ("train", "-c", run["config"], "-o", tmp / "o2", "--set", "train.base_lr=0"),
+                    "train.base_lr must be a finite number > 0"),
+        "ema decay 5": ((), ("train", "-c", run["config"], "-o", tmp / "o3", "--set", "train.ema_decay=5"),
+                        "train.ema_decay must be a finite number >= 0 and < 1, got 5"),
+        "text as checkpoint": ((), ("eval", "-c", run["config"], "--checkpoint", text),
+                               f"{text} is not a checkpoint: it holds text starting 'these are no'"),
+        "convert truncated": (convert, ("--input", trunc, "--output", tmp / "c1.pth", "--size", "64"),
+                              f"cannot read checkpoint {trunc}: a truncated or damaged torch.save file"),
+        "convert text": (convert, ("--input", text, "--output", tmp / "c2.pth"),
+                         f"{text} is not a checkpoint: it holds text"),
+        "convert patch 0": (convert, ("--input", good, "--output", tmp / "c3.pth", "--patch-size", "0"),
+                            "patch size must be >= 1 (vHeat uses 4), got 0"),
+        "convert huge": (convert, ("--input", good, "--output", tmp / "c4.pth", "--size", "100000"),
+                         "target size 100000 needs"),
+    }
+
+
+@pytest.fixture(scope="module")
+def bad_argument_results(run, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("args")
+    cases = _bad_arguments(run, tmp)
+    before = snapshot(tmp), snapshot(run["out"])
+    procs = {name: _start(*args, **({"module": module[0]} if module else {}))
+             for name, (module, args, _) in cases.items()}
+    results = {name: _finish(p) for name, p in procs.items()}
+    return cases, results, before, (snapshot(tmp), snapshot(run["out"]))
+
+
+@pytest.mark.parametrize("case", ["output is a file", "nan lr", "zero lr", "ema decay 5", "text as checkpoint",
+                                  "convert truncated", "convert text", "convert patch 0", "convert huge"])
+def test_bad_argument_is_one_clear_line(bad_argument_results, case):
+    cases, results, before, after = bad_argument_results
+    code, stdout, err = results[case]
+    assert code == 2, stdout + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and cases[case][2] in lines[0], err
+    assert after == before  # no file created (no run folder, no converted output) or changed
