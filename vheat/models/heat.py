@@ -15,9 +15,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from timm.layers import DropPath
 
-from vheat_kernels import attenuation, heat_conduction
+from vheat_kernels import attenuation
 
-from . import fused_linear
+from . import fused_linear, tracing
 from .layers import Mlp
 
 
@@ -113,6 +113,15 @@ class Heat2D(nn.Module):
             )
         return attenuation(rate_net(freq))
 
+    def _traced_attenuation(self, freq: Optional[torch.Tensor]) -> torch.Tensor:
+        # No branching on the input's size while tracing: infer mode uses the folded k_exp (the
+        # HCO rejects another size when the graph runs), train mode derives E from ``freq``.
+        if self.infer_mode:
+            return self.k_exp
+        if freq is None:
+            raise ValueError("Heat2D: train mode needs the stage's freq embedding")
+        return tracing.attenuation_from_rates(self.to_k(freq))
+
     def forward(
         self, x: torch.Tensor, freq: Optional[torch.Tensor] = None, E: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
@@ -122,8 +131,8 @@ class Heat2D(nn.Module):
         # GEMMs even with the copy that makes the HCO input contiguous (z stays a strided view).
         x, z = fused_linear.linear_module(self.linear, x).chunk(2, dim=-1)
         if E is None:
-            E = self.attenuation(freq, x.shape[1:3])
-        x = heat_conduction(x.contiguous(), E, backend=self.hco_backend)
+            E = self._traced_attenuation(freq) if tracing.is_tracing() else self.attenuation(freq, x.shape[1:3])
+        x = tracing.hco(x.contiguous(), E, self.hco_backend)
         x = self.out_norm(x) * F.silu(z)
         return fused_linear.linear_module(self.out_linear, x)
 
