@@ -76,7 +76,7 @@ def _symbolic_spectrum_and_back(g, x, E):
     def const(t):
         return g.op("Constant", value_t=t.contiguous())
 
-    flat, full = const(torch.tensor([0, H, W * C])), const(torch.tensor([0, H, W, C]))
+    flat, full = const(torch.tensor([-1, H, W * C])), const(torch.tensor([-1, H, W, C]))  # batch inferred
     x_hat = g.op("MatMul", const(c_w), g.op("Reshape", g.op("MatMul", const(c_h), g.op("Reshape", x, flat)), full))
     E = g.op("Cast", E, to_i=symbolic_helper.cast_pytorch_to_onnx[x.type().scalarType()])
     y = g.op("MatMul", const(c_w.t()), g.op("Mul", x_hat, E))

@@ -28,10 +28,30 @@ def is_tracing() -> bool:
     return is_fx_symbolic_tracing() or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
 
 
+def _build_maps_outside_jit_trace(h: int, w: int, device: torch.device, dtype: torch.dtype) -> None:
+    # vheat_kernels caches its cosine / decay maps: torch.jit.trace would record how a map is
+    # built on the first call and a constant on the next, and fail its own check ("Graphs
+    # differed across invocations"). Built here with the tracer paused, both calls see constants.
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        vheat_kernels.dct_matrix(h, device, dtype), vheat_kernels.dct_matrix(w, device, dtype)
+        vheat_kernels.decay_map(h, w, device, torch.float64)
+    finally:
+        torch._C._set_tracing_state(state)
+
+
 @register_notrace_function
 @torch.fx.wrap
 def hco(x: torch.Tensor, E: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
     """The Heat Conduction Operator through vheat_kernels (backend chosen when the graph runs)."""
+    if torch.jit.is_tracing():
+        _build_maps_outside_jit_trace(x.shape[1], x.shape[2], x.device, x.dtype)
+        if vheat_kernels.resolve_backend(x, E, backend).name in ("cpu", "cuda"):
+            # The compiled backends pick the training pair (forward + saved DCT2(x)) only when
+            # grad is enabled; trace's check re-runs under no_grad, so record the plain
+            # differentiable op in both (the C++ entry checks shapes and dtypes).
+            return torch.ops.vheat.hco_forward(x, E)
     return vheat_kernels.heat_conduction(x, E, backend=backend)
 
 
@@ -39,6 +59,8 @@ def hco(x: torch.Tensor, E: torch.Tensor, backend: Optional[str] = None) -> torc
 @torch.fx.wrap
 def attenuation_from_rates(k: torch.Tensor) -> torch.Tensor:
     """E = D ** k for a rate map k (H, W, C); D depends on (H, W)."""
+    if torch.jit.is_tracing():
+        _build_maps_outside_jit_trace(k.shape[0], k.shape[1], k.device, k.dtype)
     return vheat_kernels.attenuation(k)
 
 
