@@ -76,11 +76,14 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, activation: str = "none") -> torch.Tensor:
     """``act(x @ weight.T + bias)`` with act in ("none", "gelu"); GELU is the exact (erf) one, as nn.GELU()."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"fused_linear.linear: activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if uses_onednn(x, weight, bias, activation):
-        # algorithm "none" selects oneDNN's erf GELU (tanh would be "tanh"); "" for no post-op.
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], "none" if activation == "gelu" else "")
+    if torch.jit.is_scripting():
+        pass  # TorchScript compiles only the plain path below
+    else:
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"fused_linear.linear: activation must be one of {ACTIVATIONS}, got '{activation}'")
+        if uses_onednn(x, weight, bias, activation):
+            # algorithm "none" selects oneDNN's erf GELU (tanh would be "tanh"); "" for no post-op.
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], "none" if activation == "gelu" else "")
     y = F.linear(x, weight, bias)
     return F.gelu(y) if activation == "gelu" else y
 

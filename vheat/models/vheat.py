@@ -60,6 +60,8 @@ class HeatStage(nn.Sequential):
     downsample (stride 4/8/16/32) and the downsampled output.
     """
 
+    __jit_unused_properties__ = ["blocks", "downsample"]
+
     @property
     def blocks(self) -> List[HeatBlock]:
         return list(self)[:-1]
@@ -71,11 +73,18 @@ class HeatStage(nn.Sequential):
     def forward(
         self, x: torch.Tensor, freq: Optional[torch.Tensor] = None, attenuations: Optional[List[torch.Tensor]] = None
     ) -> Tuple[torch.Tensor, torch.Tensor]:
+        # One loop over the Sequential, telling blocks from the downsample by their ``op``:
+        # TorchScript unrolls the loop and resolves hasattr per module.
         x = x.permute(0, 2, 3, 1)
-        for j, block in enumerate(self.blocks):
-            x = block(x, freq, None if attenuations is None else attenuations[j])
-        feat = x.permute(0, 3, 1, 2)
-        return feat, self.downsample(feat)
+        feat, out, j = x, x, 0
+        for module in self:
+            if hasattr(module, "op"):
+                x = module(x, freq, None if attenuations is None else attenuations[j])
+                j += 1
+            else:
+                feat = x.permute(0, 3, 1, 2)
+                out = module(feat)
+        return feat, out
 
 
 class VHeat(nn.Module):
@@ -198,6 +207,7 @@ class VHeat(nn.Module):
     def infer_mode(self) -> bool:
         return "freq_embed" not in self._modules
 
+    @torch.jit.ignore
     def set_infer_mode(self, enabled: bool = True, keep_train_params: bool = True) -> "VHeat":
         """Fold E = D ** to_k(freq_embed) into per-block ``k_exp`` (official ``infer_init``) or unfold it.
 
@@ -234,6 +244,7 @@ class VHeat(nn.Module):
         self._attenuation_cache.clear()
         return self
 
+    @torch.jit.ignore
     def infer_init(self) -> "VHeat":
         """Official name for folding (keeps the train-mode weights aside, see set_infer_mode)."""
         return self.set_infer_mode(True)
@@ -261,6 +272,20 @@ class VHeat(nn.Module):
         self._attenuation_cache.clear()
         return super().train(mode)
 
+    def __prepare_scriptable__(self) -> "VHeat":
+        # torch.jit.script calls this first: the scripted model calls torch.ops.vheat.hco_forward
+        # directly (the fused kernel of the input's device), which needs the op library.
+        from vheat_kernels import extension_available
+
+        if not extension_available():
+            raise RuntimeError(
+                "VHeat: torch.jit.script needs the compiled vheat ops (the scripted model calls "
+                "torch.ops.vheat.hco_forward); build them (bash scripts/setup_env.sh), or use "
+                "torch.jit.trace / torch.export / torch.fx, which run any hco_backend"
+            )
+        return self
+
+    @torch.jit.ignore
     def load_pretrained(self, path: str, key: str = "model", keep_classifier_if_mismatch: bool = True,
                         allow_pickle: bool = False) -> None:
         """Load an official checkpoint file (``key``: 'model' or 'model_ema') through checkpoint_filter_fn.
@@ -278,6 +303,7 @@ class VHeat(nn.Module):
         self.load_state_dict(sd, strict=True)
 
     # --- configuration ----------------------------------------------------------------------
+    @torch.jit.ignore
     def set_hco_backend(self, backend: Optional[str]) -> "VHeat":
         """Backend for every block's HCO: 'reference', 'fft', 'cpu', ..., or None for auto."""
         for stage in self.layers:
@@ -322,6 +348,7 @@ class VHeat(nn.Module):
         """The pooling module (timm's SelectAdaptivePool2d); its ``pool_type`` is the global_pool name."""
         return self.classifier[1]
 
+    @torch.jit.ignore
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """New Linear for ``num_classes`` (0: none) and, if given, another pooling (see GLOBAL_POOLS)."""
         pool = self.global_pool.pool_type if global_pool is None else global_pool
@@ -373,17 +400,33 @@ class VHeat(nn.Module):
         return {"attenuations": self._attenuation_cache.get((i,) + size, sources, build)}
 
     # --- forward ------------------------------------------------------------------------------
-    def _inputs_for(self, i: int, x: torch.Tensor) -> dict:
-        """Stage i's freq embedding (or cached attenuations) for the NCHW feature map x."""
+    def _inputs_for(self, i: int, x: torch.Tensor) -> Tuple[Optional[torch.Tensor], Optional[List[torch.Tensor]]]:
+        """Stage i's (freq embedding, cached attenuations) for the NCHW feature map x."""
         if tracing.is_tracing():  # one graph for any input size: no cache, no size branches
-            return {"freq": None if self.infer_mode else tracing.freq_embed_like(self.freq_embed[i], x)}
-        return self._stage_inputs(i, tuple(x.shape[-2:]))
+            return (None if self.infer_mode else tracing.freq_embed_like(self.freq_embed[i], x)), None
+        inputs = self._stage_inputs(i, tuple(x.shape[-2:]))
+        return inputs.get("freq"), inputs.get("attenuations")
+
+    def _scripted_stages(self, x: torch.Tensor) -> torch.Tensor:
+        # TorchScript: hasattr is resolved at compile time (train vs infer mode), the stages
+        # are unrolled and zipped with their embeddings (a ParameterList cannot be indexed).
+        if hasattr(self, "freq_embed"):
+            for stage, freq in zip(self.layers, self.freq_embed):
+                x = stage(x, tracing.freq_embed_like(freq, x), None)[1]
+        else:
+            for stage in self.layers:
+                x = stage(x, None, None)[1]
+        return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> last stage's features (B, C, H/32, W/32), before the classifier norm."""
         x = self.patch_embed(x)
-        for i, stage in enumerate(self.layers):
-            _, x = stage(x, **self._inputs_for(i, x))
+        if torch.jit.is_scripting():
+            x = self._scripted_stages(x)
+        else:
+            for i, stage in enumerate(self.layers):
+                freq, attenuations = self._inputs_for(i, x)
+                _, x = stage(x, freq, attenuations)
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -394,6 +437,7 @@ class VHeat(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @torch.jit.ignore
     def forward_intermediates(
         self,
         x: torch.Tensor,
@@ -416,7 +460,8 @@ class VHeat(nn.Module):
         n_run = max_index + 1 if (stop_early or intermediates_only) else len(self.layers)
         for i in range(n_run):
             stage = self.layers[i]
-            feat, x = stage(x, **self._inputs_for(i, x))
+            freq, attenuations = self._inputs_for(i, x)
+            feat, x = stage(x, freq, attenuations)
             if i in take_indices:
                 out = self.classifier[0](feat) if norm and i == last else feat
                 intermediates.append(out.permute(0, 2, 3, 1) if output_fmt == "NHWC" else out)
@@ -424,6 +469,7 @@ class VHeat(nn.Module):
             return intermediates
         return x, intermediates
 
+    @torch.jit.ignore
     def prune_intermediate_layers(
         self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> List[int]:
