@@ -328,6 +328,9 @@ def test_pretrained_with_other_in_chans_and_num_classes(tmp_path, in_chans):
         torch.testing.assert_close(w[:, :3], w0 * 3 / in_chans)
     assert _same_weights(model, source, skip={"patch_embed.conv1.weight", "classifier.3.weight", "classifier.3.bias"})
     assert model(torch.randn(1, in_chans, 64, 64)).shape == (1, 5)
+    direct = timm.create_model("vheat_tiny", in_chans=in_chans, num_classes=5, **MICRO)
+    direct.load_pretrained(str(path))  # the wrapper adapts the first conv the same way
+    torch.testing.assert_close(direct.patch_embed.conv1.weight, w)
 
 
 def test_pretrained_needs_a_source():

@@ -21,12 +21,13 @@ from .freq_embed import resize_freq_embed
 
 
 def is_tracing() -> bool:
-    """True inside torch.fx, torch.jit (trace or script), torch.compile and torch.export tracing.
+    """True inside torch.fx symbolic tracing and torch.jit (trace or script).
 
-    Traced forwards take the shape-independent path (no attenuation cache, no branching on the
+    Their graphs take the shape-independent path (no attenuation cache, no branching on the
     input's size); the shape checks run inside the leaves when the graph executes.
+    torch.compile / torch.export run the eager path: dynamo guards on the size branches.
     """
-    return is_fx_symbolic_tracing() or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+    return is_fx_symbolic_tracing() or torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
 def _build_maps_outside_jit_trace(h: int, w: int, device: torch.device, dtype: torch.dtype) -> None:

@@ -18,6 +18,7 @@ from torch import nn
 from timm.layers import SelectAdaptivePool2d, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
+from timm.models._manipulate import adapt_input_conv
 
 from vheat_kernels import attenuation
 
@@ -291,11 +292,16 @@ class VHeat(nn.Module):
         """Load an official checkpoint file (``key``: 'model' or 'model_ema') through checkpoint_filter_fn.
 
         The one loader for files outside timm's path (same mapping as ``timm.create_model(...,
-        pretrained=True)``); keeps this model's head when the class counts differ.
+        pretrained=True)``, including timm's first-conv adaptation for another ``in_chans``);
+        keeps this model's head when the class counts differ.
         """
         from ..checkpoint_io import CLASSIFIER_KEYS, extract_state_dict, read_checkpoint
 
         sd = checkpoint_filter_fn(extract_state_dict(read_checkpoint(path, allow_pickle=allow_pickle), key), self)
+        stem = "patch_embed.conv1.weight"
+        in_chans = self.patch_embed.conv1.in_channels
+        if stem in sd and sd[stem].shape[1] != in_chans:
+            sd[stem] = adapt_input_conv(in_chans, sd[stem])
         if keep_classifier_if_mismatch:
             own = self.state_dict()
             if any(k in own and sd.get(k, own[k]).shape != own[k].shape for k in CLASSIFIER_KEYS):
@@ -380,6 +386,7 @@ class VHeat(nn.Module):
             and not self.training
             and not torch.is_grad_enabled()
             and not tracing.is_tracing()
+            and not torch.compiler.is_compiling()
         )
 
     def _stage_inputs(self, i: int, size: Tuple[int, int]) -> dict:
