@@ -333,6 +333,23 @@ def test_pretrained_with_other_in_chans_and_num_classes(tmp_path, in_chans):
     torch.testing.assert_close(direct.patch_embed.conv1.weight, w)
 
 
+def test_pretrained_hf_hub_id_resolved_by_timm_offline(tmp_path, monkeypatch):
+    """hf_hub_id in the pretrained_cfg: timm's hub path, served from a local Hugging Face cache."""
+    import huggingface_hub.constants
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never the network
+    source = _micro(seed=13)
+    repo = tmp_path / "models--local--vheat-micro"
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    save_file(source.state_dict(), repo / "snapshots" / ("0" * 40) / "model.safetensors")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    loaded = timm.create_model("vheat_tiny", pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id="local/vheat-micro"),
+                               cache_dir=tmp_path, **MICRO)
+    assert _same_weights(loaded, source)
+
+
 def test_pretrained_needs_a_source():
     with pytest.raises(ValueError, match="needs a source"):
         timm.create_model("vheat_tiny", pretrained=True, **MICRO)
