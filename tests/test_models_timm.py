@@ -6,7 +6,7 @@ import timm
 import torch
 
 import vheat  # noqa: F401  (registers the timm models)
-from vheat.models import MODEL_ARGS, VHeat, checkpoint_env_var
+from vheat.models import MODEL_ARGS, VHeat
 
 MICRO = dict(depths=(1, 1, 2, 1), dims=8, img_size=64)
 VARIANTS = ["vheat_tiny", "vheat_small", "vheat_base"]
@@ -59,13 +59,15 @@ def test_pretrained_from_local_file_only(tmp_path, monkeypatch):
     loaded = timm.create_model("vheat_tiny", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **MICRO)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), source.state_dict().values()))
 
-    monkeypatch.setenv(checkpoint_env_var("vheat_tiny"), str(path))
-    via_env = timm.create_model("vheat_tiny", pretrained=True, num_classes=5, **MICRO)  # fine-tuning head
-    assert via_env.get_classifier().out_features == 5
-    assert torch.equal(via_env.freq_embed[2], source.freq_embed[2])
+    tuned = timm.create_model(  # fine-tuning head: timm drops the 1000-class Linear
+        "vheat_tiny", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), num_classes=5, **MICRO
+    )
+    assert tuned.get_classifier().out_features == 5
+    assert torch.equal(tuned.freq_embed[2], source.freq_embed[2])
 
-    monkeypatch.delenv(checkpoint_env_var("vheat_tiny"))
-    with pytest.raises(ValueError, match="VHEAT_TINY_CHECKPOINT"):
+    # No source: a clear error, whatever the environment says (nothing is read from it).
+    monkeypatch.setenv("VHEAT_TINY_CHECKPOINT", str(path))
+    with pytest.raises(ValueError, match="pretrained_cfg_overlay=dict\\(file="):
         timm.create_model("vheat_tiny", pretrained=True, **MICRO)
 
 

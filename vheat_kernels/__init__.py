@@ -4,6 +4,7 @@
     y = HeatConduction()(x, k)         # E = D ** k with the official decay map D
 """
 from . import ops  # noqa: F401  (registers fake kernels / autograd of the compiled ops)
+from . import onnx  # noqa: F401  (registers the ONNX lowering of the compiled ops)
 from ._extension import ExtensionMissingError, build_info, extension_available
 from .dct import attenuation, dct_matrix, decay_map
 from .dispatch import ENV_VAR, BackendUnavailableError, available_backends, backend_names, resolve_backend

@@ -1,8 +1,7 @@
 """vHeat models; importing this registers vheat_tiny / vheat_small / vheat_base with timm."""
 from .heat import Heat2D, HeatBlock
 from .layers import LayerNorm2d, Mlp, StemLayer
-from .registry import MODEL_ARGS, checkpoint_env_var, vheat_base, vheat_small, vheat_tiny
-from .vheat import HeatStage, VHeat
+from .vheat import MODEL_ARGS, HeatStage, VHeat, checkpoint_filter_fn, vheat_base, vheat_small, vheat_tiny
 
 __all__ = [
     "VHeat",
@@ -13,7 +12,7 @@ __all__ = [
     "Mlp",
     "LayerNorm2d",
     "MODEL_ARGS",
-    "checkpoint_env_var",
+    "checkpoint_filter_fn",
     "vheat_tiny",
     "vheat_small",
     "vheat_base",

@@ -9,22 +9,23 @@ by the identity and version counters of the weights it came from, so that optimi
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Hashable, Iterable, List, Sequence
+from typing import Callable, Hashable, Iterable, List
 
 import torch
 import torch.nn.functional as F
 
 
-def resize_freq_embed(freq: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+def resize_freq_embed(freq: torch.Tensor, size: List[int]) -> torch.Tensor:
     """Bicubic resize (align_corners=False) of a (h, w, C) embedding to (H, W, C); identity if equal.
 
     Half-precision embeddings are resized in fp32 (bicubic has no fp16 CPU kernel) and cast back.
+    Written so that TorchScript compiles it (``size``: any sequence of two ints).
     """
-    size = (int(size[0]), int(size[1]))
-    if tuple(freq.shape[:2]) == size:
+    h, w = int(size[0]), int(size[1])
+    if freq.shape[0] == h and freq.shape[1] == w:
         return freq
-    work = freq if freq.dtype in (torch.float32, torch.float64) else freq.float()
-    out = F.interpolate(work.permute(2, 0, 1).unsqueeze(0), size=size, mode="bicubic", align_corners=False)
+    work = freq if freq.dtype == torch.float32 or freq.dtype == torch.float64 else freq.float()
+    out = F.interpolate(work.permute(2, 0, 1).unsqueeze(0), size=[h, w], mode="bicubic", align_corners=False)
     return out[0].permute(1, 2, 0).to(freq.dtype)
 
 

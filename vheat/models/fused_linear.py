@@ -8,7 +8,7 @@ here on vHeat-T's stage-1 MLP at batch 16, one thread: fc1 + GELU 95 -> 55 ms.
 
 The fused op has no autograd formula, so it runs only where no gradient is needed (eval,
 ``torch.no_grad`` / ``inference_mode``); training, tracing (fvcore FLOP counts), scripting,
-``torch.compile`` (Inductor fuses on its own), non-CPU devices and dtypes other than float32
+``torch.compile`` (Inductor fuses on its own), FX tracing (the graph keeps ``nn.Linear`` calls), non-CPU devices and dtypes other than float32
 take ``F.linear`` (+ ``F.gelu``), which computes the same function; so do the sizes where the
 fusion does not pay (``worth_fusing``). ``VHEAT_ONEDNN_LINEAR=0`` turns the fused path off,
 ``VHEAT_ONEDNN_LINEAR=always`` ignores the size rule (to measure either, or to rule it out).
@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 ACTIVATIONS = ("none", "gelu")
 
@@ -57,7 +58,7 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     mode = _mode()
     if not _AVAILABLE or mode == "0":
         return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+    if is_fx_symbolic_tracing() or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         return False
     tensors = [x, weight] + ([bias] if bias is not None else [])
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
@@ -75,11 +76,14 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, activation: str = "none") -> torch.Tensor:
     """``act(x @ weight.T + bias)`` with act in ("none", "gelu"); GELU is the exact (erf) one, as nn.GELU()."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"fused_linear.linear: activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if uses_onednn(x, weight, bias, activation):
-        # algorithm "none" selects oneDNN's erf GELU (tanh would be "tanh"); "" for no post-op.
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], "none" if activation == "gelu" else "")
+    if torch.jit.is_scripting():
+        pass  # TorchScript compiles only the plain path below
+    else:
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"fused_linear.linear: activation must be one of {ACTIVATIONS}, got '{activation}'")
+        if uses_onednn(x, weight, bias, activation):
+            # algorithm "none" selects oneDNN's erf GELU (tanh would be "tanh"); "" for no post-op.
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], "none" if activation == "gelu" else "")
     y = F.linear(x, weight, bias)
     return F.gelu(y) if activation == "gelu" else y
 
@@ -89,6 +93,6 @@ def linear_module(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     module is a plain, hook-free ``nn.Linear``. Anything else (a subclass, a LoRA or quantized
     replacement, a module with forward hooks) runs its own forward, so swapping or hooking
     the layer keeps working."""
-    if type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks):
+    if type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks or is_fx_symbolic_tracing()):
         return linear(x, module.weight, module.bias)
     return module(x)

@@ -15,9 +15,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from timm.layers import DropPath
 
-from vheat_kernels import attenuation, heat_conduction
+from vheat_kernels import attenuation
 
-from . import fused_linear
+from . import fused_linear, tracing
 from .layers import Mlp
 
 
@@ -29,6 +29,8 @@ class Heat2D(nn.Module):
     ``infer_init``). Folding can keep ``to_k`` aside, out of the state_dict, so the module
     can switch back and can still derive E at other resolutions.
     """
+
+    __jit_unused_properties__ = ["infer_mode", "rate_net"]
 
     def __init__(self, dim: int, res: int, hco_backend: Optional[str] = None):
         super().__init__()
@@ -56,6 +58,7 @@ class Heat2D(nn.Module):
         """``to_k`` whether registered (train mode) or kept aside (infer mode); None if dropped."""
         return self._stashed_to_k if self.infer_mode else self.to_k
 
+    @torch.jit.ignore
     def fold(self, freq: torch.Tensor, keep_train_params: bool = True) -> None:
         """Official ``infer_init_heat2d``: k_exp = D ** to_k(freq), then drop ``to_k``."""
         if self.infer_mode:
@@ -67,6 +70,7 @@ class Heat2D(nn.Module):
         self.k_exp = nn.Parameter(k_exp, requires_grad=False)
         self._set_stash(to_k if keep_train_params else None)
 
+    @torch.jit.ignore
     def unfold(self) -> None:
         """Back to train mode: restore ``to_k`` and drop ``k_exp``."""
         if not self.infer_mode:
@@ -97,6 +101,7 @@ class Heat2D(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
 
     # --- forward --------------------------------------------------------------------------
+    @torch.jit.ignore
     def attenuation(self, freq: Optional[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
         """E (H, W, C) for a feature map of spatial ``size`` given the stage's freq embedding at that size."""
         size = tuple(size)
@@ -113,6 +118,18 @@ class Heat2D(nn.Module):
             )
         return attenuation(rate_net(freq))
 
+    def _traced_attenuation(self, freq: Optional[torch.Tensor]) -> torch.Tensor:
+        # No branching on the input's size while tracing: infer mode uses the folded k_exp (the
+        # HCO rejects another size when the graph runs), train mode derives E from ``freq``.
+        # hasattr, not infer_mode: TorchScript resolves it at compile time.
+        if hasattr(self, "k_exp"):
+            E = self.k_exp
+        else:
+            if freq is None:
+                raise ValueError("Heat2D: train mode needs the stage's freq embedding")
+            E = tracing.attenuation_from_rates(self.to_k(freq))
+        return E
+
     def forward(
         self, x: torch.Tensor, freq: Optional[torch.Tensor] = None, E: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
@@ -120,12 +137,24 @@ class Heat2D(nn.Module):
         x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         # One GEMM then chunk, as the official code: measured faster on CPU than two half-size
         # GEMMs even with the copy that makes the HCO input contiguous (z stays a strided view).
-        x, z = fused_linear.linear_module(self.linear, x).chunk(2, dim=-1)
-        if E is None:
-            E = self.attenuation(freq, x.shape[1:3])
-        x = heat_conduction(x.contiguous(), E, backend=self.hco_backend)
+        if torch.jit.is_scripting():
+            x, z = self.linear(x).chunk(2, dim=-1)
+        else:
+            x, z = fused_linear.linear_module(self.linear, x).chunk(2, dim=-1)
+        if E is not None:
+            att = E
+        elif torch.jit.is_scripting():
+            att = self._traced_attenuation(freq)
+        elif tracing.is_tracing():
+            att = self._traced_attenuation(freq)
+        else:
+            att = self.attenuation(freq, x.shape[1:3])
+        x = tracing.hco(x.contiguous(), att, self.hco_backend)
         x = self.out_norm(x) * F.silu(z)
-        return fused_linear.linear_module(self.out_linear, x)
+        if torch.jit.is_scripting():
+            return self.out_linear(x)
+        else:
+            return fused_linear.linear_module(self.out_linear, x)
 
     def extra_repr(self) -> str:
         return f"res={self.res}, infer_mode={self.infer_mode}, hco_backend={self.hco_backend!r}"
@@ -164,21 +193,25 @@ class HeatBlock(nn.Module):
             self.gamma2 = nn.Parameter(layer_scale * torch.ones(dim))
         self.grad_checkpointing = False
 
-    def _branch(self, x: torch.Tensor, fn, norm: nn.Module, gamma: Optional[torch.Tensor]) -> torch.Tensor:
-        y = norm(fn(x)) if self.post_norm else fn(norm(x))
-        if gamma is not None:
-            y = y * gamma
-        return x + self.drop_path(y)
-
     def _forward(self, x: torch.Tensor, freq: Optional[torch.Tensor], E: Optional[torch.Tensor]) -> torch.Tensor:
-        x = self._branch(x, lambda t: self.op(t, freq, E), self.norm1, self.gamma1 if self.layer_scale else None)
-        if self.mlp_branch:
-            x = self._branch(x, self.mlp, self.norm2, self.gamma2 if self.layer_scale else None)
+        # Written out (no lambdas, hasattr for the optional parts) so that TorchScript compiles it.
+        y = self.norm1(self.op(x, freq, E)) if self.post_norm else self.op(self.norm1(x), freq, E)
+        if hasattr(self, "gamma1"):
+            y = y * self.gamma1
+        x = x + self.drop_path(y)
+        if hasattr(self, "mlp"):
+            y = self.norm2(self.mlp(x)) if self.post_norm else self.mlp(self.norm2(x))
+            if hasattr(self, "gamma2"):
+                y = y * self.gamma2
+            x = x + self.drop_path(y)
         return x
 
     def forward(
         self, x: torch.Tensor, freq: Optional[torch.Tensor] = None, E: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(self._forward, x, freq, E, use_reentrant=False)
-        return self._forward(x, freq, E)
+        if torch.jit.is_scripting():
+            return self._forward(x, freq, E)
+        else:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                return checkpoint(self._forward, x, freq, E, use_reentrant=False)
+            return self._forward(x, freq, E)

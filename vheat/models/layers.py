@@ -30,10 +30,10 @@ class Permute(nn.Module):
 
     def __init__(self, *dims: int):
         super().__init__()
-        self.dims = dims
+        self.dims = list(dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(*self.dims)
+        return x.permute(self.dims)
 
     def extra_repr(self) -> str:
         return f"dims={self.dims}"

@@ -3,21 +3,54 @@
 Same modules, parameter names, shapes and init as the official ``vHeat`` class, so official
 checkpoints load with ``strict=True``; internally the blocks run channels-last. Adds what the
 official class lacks: any input resolution (bicubic freq_embed resize, cached per resolution
-in eval), switching infer mode on and off, a per-model HCO backend, gradient checkpointing
-and timm's model interface (forward_features / forward_head / forward_intermediates).
+in eval), switching infer mode on and off, a per-model HCO backend, gradient checkpointing,
+timm's model interface (forward_features / forward_head / forward_intermediates, global_pool,
+reset_classifier) and timm's registration: ``checkpoint_filter_fn``, ``_create_vheat``,
+``default_cfgs`` and ``vheat_tiny`` / ``vheat_small`` / ``vheat_base`` (as timm/models/convnext.py).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from timm.layers import trunc_normal_
+from timm.layers import SelectAdaptivePool2d, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
+from timm.models._manipulate import adapt_input_conv
 
+from vheat_kernels import attenuation
+
+from . import tracing
 from .freq_embed import AttenuationCache, resize_freq_embed
 from .heat import HeatBlock
 from .layers import LayerNorm2d, StemLayer, make_downsample
+
+GLOBAL_POOLS = ("", "avg", "max", "avgmax", "catavgmax")
+
+
+def _check_global_pool(global_pool: str, num_classes: int) -> None:
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"VHeat: global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+    if not global_pool and num_classes > 0:
+        raise ValueError("VHeat: global_pool='' (no pooling) needs num_classes=0: the Linear classifier takes pooled features")
+
+
+def _pool_and_fc(num_features: int, num_classes: int, global_pool: str) -> List[nn.Module]:
+    """classifier[1:]: pooling (flattened) and the Linear, at the official Sequential positions."""
+    pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=False)
+    fc = nn.Linear(num_features * pool.feat_mult(), num_classes) if num_classes > 0 else nn.Identity()
+    return [pool, nn.Flatten(1) if global_pool else nn.Identity(), fc]
+
+
+def _contiguous_state_dict(module: nn.Module, state_dict: Dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    # Conv weights are channels_last in memory (see _channels_last_conv_weights); savers such
+    # as safetensors and timm's save_for_hf take only contiguous tensors. state_dict(keep_vars=True)
+    # (torch.jit.trace finds the parameters through it) keeps the Parameters themselves.
+    for key, value in state_dict.items():
+        if key.startswith(prefix) and not isinstance(value, nn.Parameter) and not value.is_contiguous():
+            state_dict[key] = value.contiguous()
 
 
 class HeatStage(nn.Sequential):
@@ -27,6 +60,8 @@ class HeatStage(nn.Sequential):
     blocks' (B, H, W, C) are views) and returns both the stage features before the
     downsample (stride 4/8/16/32) and the downsampled output.
     """
+
+    __jit_unused_properties__ = ["blocks", "downsample"]
 
     @property
     def blocks(self) -> List[HeatBlock]:
@@ -39,11 +74,18 @@ class HeatStage(nn.Sequential):
     def forward(
         self, x: torch.Tensor, freq: Optional[torch.Tensor] = None, attenuations: Optional[List[torch.Tensor]] = None
     ) -> Tuple[torch.Tensor, torch.Tensor]:
+        # One loop over the Sequential, telling blocks from the downsample by their ``op``:
+        # TorchScript unrolls the loop and resolves hasattr per module.
         x = x.permute(0, 2, 3, 1)
-        for j, block in enumerate(self.blocks):
-            x = block(x, freq, None if attenuations is None else attenuations[j])
-        feat = x.permute(0, 3, 1, 2)
-        return feat, self.downsample(feat)
+        feat, out, j = x, x, 0
+        for module in self:
+            if hasattr(module, "op"):
+                x = module(x, freq, None if attenuations is None else attenuations[j])
+                j += 1
+            else:
+                feat = x.permute(0, 3, 1, 2)
+                out = module(feat)
+        return feat, out
 
 
 class VHeat(nn.Module):
@@ -58,7 +100,13 @@ class VHeat(nn.Module):
         hco_backend: HCO backend for every block (None: $VHEAT_HCO_BACKEND, then auto).
         use_checkpoint: gradient checkpointing per block (timm: set_grad_checkpointing).
         drop_rate: dropout before the final Linear (not in the official model; default 0).
+        global_pool: timm's pooling before the Linear: 'avg' (official), 'max', 'avgmax',
+            'catavgmax' (2x wide Linear input) or '' (none: forward_head returns the normed 4-D map,
+            only with num_classes=0).
     """
+
+    # Properties TorchScript must not compile (they return modules or Python objects).
+    __jit_unused_properties__ = ["global_pool", "infer_mode"]
 
     def __init__(
         self,
@@ -76,8 +124,10 @@ class VHeat(nn.Module):
         infer_mode: bool = False,
         hco_backend: Optional[str] = None,
         drop_rate: float = 0.0,
+        global_pool: str = "avg",
     ):
         super().__init__()
+        _check_global_pool(global_pool, num_classes)
         num_layers = len(depths)
         if isinstance(dims, int):
             dims = [int(dims * 2**i) for i in range(num_layers)]
@@ -92,7 +142,7 @@ class VHeat(nn.Module):
         self.depths = list(depths)
         self.dims = list(dims)
         self.embed_dim = dims[0]
-        self.num_features = self.head_hidden_size = dims[-1]
+        self.num_features = dims[-1]
         self.drop_rate = drop_rate
         res0 = img_size / patch_size
         self.res = [int(res0 // 2**i) if i else int(res0) for i in range(num_layers)]
@@ -116,12 +166,14 @@ class VHeat(nn.Module):
             ]
             down = make_downsample(dims[i], dims[i + 1]) if i < num_layers - 1 else nn.Identity()
             self.layers.append(HeatStage(*blocks, down))
-        self.classifier = nn.Sequential(
-            LayerNorm2d(self.num_features), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(self.num_features, num_classes)
-        )
+        # Official head: Sequential(LayerNorm2d, pool, Flatten, Linear), so the state_dict keeps
+        # classifier.0.* and classifier.3.*; the pool is timm's SelectAdaptivePool2d.
+        self.classifier = nn.Sequential(LayerNorm2d(self.num_features), *_pool_and_fc(self.num_features, num_classes, global_pool))
+        self.head_hidden_size = self.num_features * self.classifier[1].feat_mult()
         self.head_drop = nn.Dropout(drop_rate)
         self.apply(self._init_weights)
         self._channels_last_conv_weights()
+        self.register_state_dict_post_hook(_contiguous_state_dict)
 
         object.__setattr__(self, "_stashed_freq_embed", None)
         object.__setattr__(self, "_attenuation_cache", AttenuationCache())
@@ -135,7 +187,7 @@ class VHeat(nn.Module):
         # the rest are permuted views of (B, H, W, C) tensors); with contiguous NCHW weights
         # oneDNN lays the weight out again on every call (measured: 6.3 ms -> 2.3 ms for the
         # 384 -> 768 downsample at batch 1). load_state_dict copies into these tensors, so
-        # the layout persists.
+        # the layout persists; state_dict() hands out contiguous copies (_contiguous_state_dict).
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
@@ -156,6 +208,7 @@ class VHeat(nn.Module):
     def infer_mode(self) -> bool:
         return "freq_embed" not in self._modules
 
+    @torch.jit.ignore
     def set_infer_mode(self, enabled: bool = True, keep_train_params: bool = True) -> "VHeat":
         """Fold E = D ** to_k(freq_embed) into per-block ``k_exp`` (official ``infer_init``) or unfold it.
 
@@ -192,6 +245,7 @@ class VHeat(nn.Module):
         self._attenuation_cache.clear()
         return self
 
+    @torch.jit.ignore
     def infer_init(self) -> "VHeat":
         """Official name for folding (keeps the train-mode weights aside, see set_infer_mode)."""
         return self.set_infer_mode(True)
@@ -207,17 +261,55 @@ class VHeat(nn.Module):
         self._attenuation_cache.clear()
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        # A block whose stashed to_k was dropped (another k_exp loaded) makes the stashed
+        # freq_embed useless: forget it too, so unfolding reports that the train weights are gone.
+        if self.infer_mode and any(b.op.rate_net is None for s in self.layers for b in s.blocks):
+            object.__setattr__(self, "_stashed_freq_embed", None)
+        return result
+
     def train(self, mode: bool = True) -> "VHeat":
         self._attenuation_cache.clear()
         return super().train(mode)
 
-    def load_pretrained(self, path: str, key: str = "model") -> None:
-        """timm ``custom_load`` hook: an official checkpoint file, head kept if the class count differs."""
-        from ..checkpoint_io import load_official_checkpoint
+    def __prepare_scriptable__(self) -> "VHeat":
+        # torch.jit.script calls this first: the scripted model calls torch.ops.vheat.hco_forward
+        # directly (the fused kernel of the input's device), which needs the op library.
+        from vheat_kernels import extension_available
 
-        load_official_checkpoint(self, path, key=key, keep_classifier_if_mismatch=True)
+        if not extension_available():
+            raise RuntimeError(
+                "VHeat: torch.jit.script needs the compiled vheat ops (the scripted model calls "
+                "torch.ops.vheat.hco_forward); build them (bash scripts/setup_env.sh), or use "
+                "torch.jit.trace / torch.export / torch.fx, which run any hco_backend"
+            )
+        return self
+
+    @torch.jit.ignore
+    def load_pretrained(self, path: str, key: str = "model", keep_classifier_if_mismatch: bool = True,
+                        allow_pickle: bool = False) -> None:
+        """Load an official checkpoint file (``key``: 'model' or 'model_ema') through checkpoint_filter_fn.
+
+        The one loader for files outside timm's path (same mapping as ``timm.create_model(...,
+        pretrained=True)``, including timm's first-conv adaptation for another ``in_chans``);
+        keeps this model's head when the class counts differ.
+        """
+        from ..checkpoint_io import CLASSIFIER_KEYS, extract_state_dict, read_checkpoint
+
+        sd = checkpoint_filter_fn(extract_state_dict(read_checkpoint(path, allow_pickle=allow_pickle), key), self)
+        stem = "patch_embed.conv1.weight"
+        in_chans = self.patch_embed.conv1.in_channels
+        if stem in sd and sd[stem].shape[1] != in_chans:
+            sd[stem] = adapt_input_conv(in_chans, sd[stem])
+        if keep_classifier_if_mismatch:
+            own = self.state_dict()
+            if any(k in own and sd.get(k, own[k]).shape != own[k].shape for k in CLASSIFIER_KEYS):
+                sd.update({k: own[k] for k in CLASSIFIER_KEYS if k in own})
+        self.load_state_dict(sd, strict=True)
 
     # --- configuration ----------------------------------------------------------------------
+    @torch.jit.ignore
     def set_hco_backend(self, backend: Optional[str]) -> "VHeat":
         """Backend for every block's HCO: 'reference', 'fft', 'cpu', ..., or None for auto."""
         for stage in self.layers:
@@ -257,11 +349,23 @@ class VHeat(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.classifier[3]
 
+    @property
+    def global_pool(self) -> SelectAdaptivePool2d:
+        """The pooling module (timm's SelectAdaptivePool2d); its ``pool_type`` is the global_pool name."""
+        return self.classifier[1]
+
+    @torch.jit.ignore
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"VHeat.reset_classifier: only global_pool='avg' is supported, got {global_pool!r}")
+        """New Linear for ``num_classes`` (0: none) and, if given, another pooling (see GLOBAL_POOLS)."""
+        pool = self.global_pool.pool_type if global_pool is None else global_pool
+        _check_global_pool(pool, num_classes)
+        device, dtype = self.patch_embed.conv1.weight.device, self.patch_embed.conv1.weight.dtype
         self.num_classes = num_classes
-        self.classifier[3] = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        for idx, module in enumerate(_pool_and_fc(self.num_features, num_classes, pool), start=1):
+            self.classifier[idx] = module
+        self.classifier[3].apply(self._init_weights)
+        self.classifier.to(device=device, dtype=dtype)
+        self.head_hidden_size = self.num_features * self.classifier[1].feat_mult()
 
     # --- attenuation per stage -------------------------------------------------------------
     def _freq_source(self, i: int) -> Optional[torch.Tensor]:
@@ -281,7 +385,7 @@ class VHeat(nn.Module):
             self.cache_attenuation
             and not self.training
             and not torch.is_grad_enabled()
-            and not torch.jit.is_tracing()
+            and not tracing.is_tracing()
             and not torch.compiler.is_compiling()
         )
 
@@ -303,11 +407,33 @@ class VHeat(nn.Module):
         return {"attenuations": self._attenuation_cache.get((i,) + size, sources, build)}
 
     # --- forward ------------------------------------------------------------------------------
+    def _inputs_for(self, i: int, x: torch.Tensor) -> Tuple[Optional[torch.Tensor], Optional[List[torch.Tensor]]]:
+        """Stage i's (freq embedding, cached attenuations) for the NCHW feature map x."""
+        if tracing.is_tracing():  # one graph for any input size: no cache, no size branches
+            return (None if self.infer_mode else tracing.freq_embed_like(self.freq_embed[i], x)), None
+        inputs = self._stage_inputs(i, tuple(x.shape[-2:]))
+        return inputs.get("freq"), inputs.get("attenuations")
+
+    def _scripted_stages(self, x: torch.Tensor) -> torch.Tensor:
+        # TorchScript: hasattr is resolved at compile time (train vs infer mode), the stages
+        # are unrolled and zipped with their embeddings (a ParameterList cannot be indexed).
+        if hasattr(self, "freq_embed"):
+            for stage, freq in zip(self.layers, self.freq_embed):
+                x = stage(x, tracing.freq_embed_like(freq, x), None)[1]
+        else:
+            for stage in self.layers:
+                x = stage(x, None, None)[1]
+        return x
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> last stage's features (B, C, H/32, W/32), before the classifier norm."""
         x = self.patch_embed(x)
-        for i, stage in enumerate(self.layers):
-            _, x = stage(x, **self._stage_inputs(i, tuple(x.shape[-2:])))
+        if torch.jit.is_scripting():
+            x = self._scripted_stages(x)
+        else:
+            for i, stage in enumerate(self.layers):
+                freq, attenuations = self._inputs_for(i, x)
+                _, x = stage(x, freq, attenuations)
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -318,6 +444,7 @@ class VHeat(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @torch.jit.ignore
     def forward_intermediates(
         self,
         x: torch.Tensor,
@@ -340,7 +467,8 @@ class VHeat(nn.Module):
         n_run = max_index + 1 if (stop_early or intermediates_only) else len(self.layers)
         for i in range(n_run):
             stage = self.layers[i]
-            feat, x = stage(x, **self._stage_inputs(i, tuple(x.shape[-2:])))
+            freq, attenuations = self._inputs_for(i, x)
+            feat, x = stage(x, freq, attenuations)
             if i in take_indices:
                 out = self.classifier[0](feat) if norm and i == last else feat
                 intermediates.append(out.permute(0, 2, 3, 1) if output_fmt == "NHWC" else out)
@@ -348,6 +476,7 @@ class VHeat(nn.Module):
             return intermediates
         return x, intermediates
 
+    @torch.jit.ignore
     def prune_intermediate_layers(
         self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> List[int]:
@@ -360,3 +489,116 @@ class VHeat(nn.Module):
         if prune_head:
             self.reset_classifier(0)
         return take_indices
+
+
+# --- pretrained weights and timm registration ------------------------------------------------
+
+def _fold_state_dict(state_dict: Dict[str, torch.Tensor], model: VHeat) -> Dict[str, torch.Tensor]:
+    """Train layout -> infer layout: k_exp = D ** ReLU(to_k(freq_embed)) per block, as Heat2D.fold."""
+    sd = dict(state_dict)
+    for i, stage in enumerate(model.layers):
+        freq = sd.pop(f"freq_embed.{i}")
+        for j in range(len(stage.blocks)):
+            p = f"layers.{i}.{j}.op."
+            k = F.relu(F.linear(freq, sd.pop(p + "to_k.0.weight"), sd.pop(p + "to_k.0.bias")))
+            sd[p + "k_exp"] = attenuation(k).to(freq.dtype)
+    return sd
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: VHeat) -> Dict[str, torch.Tensor]:
+    """Official vHeat checkpoint -> ``model``'s state_dict (timm's ``pretrained_filter_fn``).
+
+    Takes a checkpoint dict (its ``model`` entry) or a state_dict; strips ``module.``; resizes
+    freq_embed (bicubic) to the model's img_size; maps the layout: an infer-mode checkpoint
+    (k_exp) switches a train-mode model to infer mode (k_exp cannot give back freq_embed /
+    to_k), a train-mode checkpoint into an infer-mode model is folded into k_exp here. timm's
+    loader then adapts the first conv for ``in_chans != 3`` and drops the head for another class count.
+    """
+    from ..checkpoint_io import CheckpointFormatError, convert_official_state_dict, extract_state_dict, is_infer_layout
+
+    sd = convert_official_state_dict(extract_state_dict(state_dict, "model"), model)
+    if is_infer_layout(sd):
+        for i, res in enumerate(model.res):
+            key = f"layers.{i}.0.op.k_exp"
+            if key in sd and tuple(sd[key].shape[:2]) != (res, res):
+                raise CheckpointFormatError(
+                    f"{key}: the infer-mode checkpoint is folded for a {tuple(sd[key].shape[:2])} grid, the model "
+                    f"has {(res, res)}: build the model with the checkpoint's img_size, or load a train-mode checkpoint"
+                )
+        if not model.infer_mode:
+            model.set_infer_mode(True, keep_train_params=False)
+        return sd
+    if model.infer_mode:
+        return _fold_state_dict(sd, model)
+    return sd
+
+
+# Official configs (classification/configs/vHeat/*.yaml and DESIGN.md).
+MODEL_ARGS: Dict[str, Dict[str, Any]] = {
+    "vheat_tiny": dict(depths=(2, 2, 6, 2), dims=96, drop_path_rate=0.1, post_norm=False, layer_scale=None),
+    "vheat_small": dict(depths=(2, 2, 18, 2), dims=96, drop_path_rate=0.3, post_norm=True, layer_scale=1e-5),
+    "vheat_base": dict(depths=(2, 2, 18, 2), dims=128, drop_path_rate=0.5, post_norm=True, layer_scale=1e-5),
+}
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    # No url / hf_hub_id: nothing is downloaded unless the caller names a source (file=,
+    # hf_hub_id= in pretrained_cfg_overlay, or create_model("local-dir:...") / "hf-hub:...").
+    return dict(
+        url="",
+        num_classes=1000,
+        input_size=(3, 224, 224),
+        pool_size=(7, 7),
+        crop_pct=0.875,
+        interpolation="bicubic",
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        first_conv="patch_embed.conv1",
+        classifier="classifier.3",
+        license="apache-2.0",
+        paper_ids="arXiv:2405.16555",
+        **kwargs,
+    )
+
+
+default_cfgs = generate_default_cfgs({f"{name}.official": _cfg() for name in MODEL_ARGS})
+
+_SOURCE_KEYS = ("url", "file", "state_dict", "hf_hub_id")
+
+
+def _create_vheat(variant: str, pretrained: bool = False, **kwargs: Any) -> VHeat:
+    if pretrained:
+        cfg = resolve_pretrained_cfg(
+            variant, pretrained_cfg=kwargs.get("pretrained_cfg"), pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay")
+        ).to_dict()
+        if not any(cfg.get(k) for k in _SOURCE_KEYS):
+            raise ValueError(
+                f"{variant}: pretrained=True needs a source (nothing is downloaded by default): pass "
+                f"pretrained_cfg_overlay=dict(file='/path/{variant}.pth') (or .safetensors), "
+                f"or create_model('local-dir:/path/to/dir') / create_model('hf-hub:org/repo')"
+            )
+    if "backend" in kwargs:  # short alias of hco_backend
+        kwargs["hco_backend"] = kwargs.pop("backend")
+    return build_model_with_cfg(
+        VHeat,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
+        **dict(MODEL_ARGS[variant], **kwargs),
+    )
+
+
+@register_model
+def vheat_tiny(pretrained: bool = False, **kwargs) -> VHeat:
+    return _create_vheat("vheat_tiny", pretrained, **kwargs)
+
+
+@register_model
+def vheat_small(pretrained: bool = False, **kwargs) -> VHeat:
+    return _create_vheat("vheat_small", pretrained, **kwargs)
+
+
+@register_model
+def vheat_base(pretrained: bool = False, **kwargs) -> VHeat:
+    return _create_vheat("vheat_base", pretrained, **kwargs)

@@ -1,0 +1,82 @@
+"""What graph tracers (torch.fx, TorchScript, torch.export / compile) see of the vHeat models.
+
+The three functions below are FX leaves: their bodies check shapes, pick a backend or resize
+to the input's size, so ``torch.fx.symbolic_trace`` and timm's FX feature extraction record one
+call instead of tracing into them (``torch.fx.wrap`` for plain symbolic_trace, timm's
+``register_notrace_function`` for timm's tracer). Callers use them as ``tracing.hco(...)``:
+``torch.fx.wrap`` patches this module's globals, so the attribute look-up is what gets wrapped.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from timm.layers import register_notrace_function
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+
+import vheat_kernels
+from vheat_kernels.dct import _decay_map_build
+
+from .freq_embed import resize_freq_embed
+
+
+def is_tracing() -> bool:
+    """True inside torch.fx symbolic tracing and torch.jit (trace or script).
+
+    Their graphs take the shape-independent path (no attenuation cache, no branching on the
+    input's size); the shape checks run inside the leaves when the graph executes.
+    torch.compile / torch.export run the eager path: dynamo guards on the size branches.
+    """
+    return is_fx_symbolic_tracing() or torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+def _build_maps_outside_jit_trace(h: int, w: int, device: torch.device, dtype: torch.dtype) -> None:
+    # vheat_kernels caches its cosine / decay maps: torch.jit.trace would record how a map is
+    # built on the first call and a constant on the next, and fail its own check ("Graphs
+    # differed across invocations"). Built here with the tracer paused, both calls see constants.
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        vheat_kernels.dct_matrix(h, device, dtype), vheat_kernels.dct_matrix(w, device, dtype)
+        vheat_kernels.decay_map(h, w, device, torch.float64)
+    finally:
+        torch._C._set_tracing_state(state)
+
+
+@register_notrace_function
+@torch.fx.wrap
+def hco(x: torch.Tensor, E: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+    """The Heat Conduction Operator through vheat_kernels (backend chosen when the graph runs)."""
+    if torch.jit.is_scripting():  # the fused kernel of x's device (see VHeat.__prepare_scriptable__)
+        return torch.ops.vheat.hco_forward(x, E)
+    else:
+        if torch.jit.is_tracing():
+            _build_maps_outside_jit_trace(x.shape[1], x.shape[2], x.device, x.dtype)
+            if vheat_kernels.resolve_backend(x, E, backend).name in ("cpu", "cuda"):
+                # The compiled backends pick the training pair (forward + saved DCT2(x)) only when
+                # grad is enabled; trace's check re-runs under no_grad, so record the plain
+                # differentiable op in both (the C++ entry checks shapes and dtypes).
+                return torch.ops.vheat.hco_forward(x, E)
+        return vheat_kernels.heat_conduction(x, E, backend=backend)
+
+
+@register_notrace_function
+@torch.fx.wrap
+def attenuation_from_rates(k: torch.Tensor) -> torch.Tensor:
+    """E = D ** k for a rate map k (H, W, C); D depends on (H, W)."""
+    if torch.jit.is_scripting():  # the uncached form of vheat_kernels.attenuation
+        compute_dtype = torch.float64 if k.dtype == torch.float64 else torch.float32
+        log_d = torch.log(_decay_map_build(k.shape[0], k.shape[1], k.device, torch.float64)).to(compute_dtype)
+        return torch.exp(k.to(compute_dtype) * log_d[:, :, None])
+    else:
+        if torch.jit.is_tracing():
+            _build_maps_outside_jit_trace(k.shape[0], k.shape[1], k.device, k.dtype)
+        return vheat_kernels.attenuation(k)
+
+
+@register_notrace_function
+@torch.fx.wrap
+def freq_embed_like(freq: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The (h, w, C) embedding resized (bicubic) to the spatial size of the NCHW feature map x."""
+    return resize_freq_embed(freq, [x.shape[-2], x.shape[-1]])
+

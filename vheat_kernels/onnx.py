@@ -1,0 +1,114 @@
+"""ONNX lowering of the compiled ``vheat`` ops, for both ``torch.onnx.export`` exporters.
+
+In ONNX terms the Heat Conduction Operator on x (B, H, W, C) is four MatMuls against the
+orthonormal DCT-II matrices and one Mul:
+
+    y = C_H^T @ (C_W^T @ ((C_W @ (C_H @ x)) * E) )     (C_H along H, C_W along W)
+
+with the matrices stored as constants (H, W and C are fixed by the exported shapes; the
+batch stays dynamic). Registered on import of vheat_kernels, so that a plain
+``torch.onnx.export(model, (x,), dynamo=True)`` or ``dynamo=False`` works with the default
+backend:
+
+- ``dynamo=True`` (torch.export + onnxscript): an aten decomposition of ``vheat::hco_forward``
+  and ``vheat::hco_forward_spectrum`` in torch's decomposition table, which the ONNX exporter
+  applies to every op it has no ONNX function for.
+- ``dynamo=False`` (TorchScript-based): ``torch.onnx.register_custom_op_symbolic`` for both ops.
+
+Nothing here runs outside export; eager and compiled runs keep the fused kernels.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+from ._extension import extension_available
+from .dct import dct_matrix
+
+OPSET = 17
+
+
+def _dct_constants(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    # Real tensors even while export traces with fake tensors: they become graph constants
+    # (ONNX initializers) instead of an arange/cos subgraph.
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+    from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing
+
+    with unset_fake_temporarily(), disable_proxy_modes_tracing():
+        return dct_matrix(h, device, dtype).clone(), dct_matrix(w, device, dtype).clone()
+
+
+def _spectrum_and_back(x: torch.Tensor, E: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(HCO(x, E), DCT2(x)) as four matmuls and a multiply (aten ops only)."""
+    B, H, W, C = x.shape
+    c_h, c_w = _dct_constants(H, W, x.device, x.dtype)
+    x_hat = torch.matmul(c_w, torch.matmul(c_h, x.reshape(B, H, W * C)).reshape(B, H, W, C))
+    y = torch.matmul(c_w.t(), x_hat * E.to(x.dtype))
+    y = torch.matmul(c_h.t(), y.reshape(B, H, W * C)).reshape(B, H, W, C)
+    return y, x_hat
+
+
+def hco_forward_decomposition(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
+    return _spectrum_and_back(x, E)[0]
+
+
+def hco_forward_spectrum_decomposition(x: torch.Tensor, E: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    y, x_hat = _spectrum_and_back(x, E)
+    return y, x_hat.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+
+
+def _symbolic_spectrum_and_back(g, x, E):
+    """TorchScript-exporter graph of ``_spectrum_and_back``: Reshape/MatMul x4/Mul, batch left dynamic."""
+    from torch.onnx import symbolic_helper
+    from torch.onnx.errors import SymbolicValueError
+
+    # E (H, W, C) carries the static sizes; x's channel count can be symbolic after a chunk.
+    sizes = symbolic_helper._get_tensor_sizes(E)
+    if sizes is None or len(sizes) != 3 or any(s is None for s in sizes):
+        raise SymbolicValueError(
+            f"vheat::hco ONNX export needs E of static shape (H, W, C) (only the batch is dynamic); got {sizes}", E
+        )
+    H, W, C = sizes
+    dtype = torch.float64 if x.type().scalarType() == "Double" else torch.float32
+    c_h, c_w = dct_matrix(H, "cpu", dtype), dct_matrix(W, "cpu", dtype)
+
+    def const(t):
+        return g.op("Constant", value_t=t.contiguous())
+
+    flat, full = const(torch.tensor([-1, H, W * C])), const(torch.tensor([-1, H, W, C]))  # batch inferred
+    x_hat = g.op("MatMul", const(c_w), g.op("Reshape", g.op("MatMul", const(c_h), g.op("Reshape", x, flat)), full))
+    E = g.op("Cast", E, to_i=symbolic_helper.cast_pytorch_to_onnx[x.type().scalarType()])
+    y = g.op("MatMul", const(c_w.t()), g.op("Mul", x_hat, E))
+    y = g.op("Reshape", g.op("MatMul", const(c_h.t()), g.op("Reshape", y, flat)), full)
+    return y, x_hat
+
+
+def _symbolic_hco_forward(g, x, E):
+    return _symbolic_spectrum_and_back(g, x, E)[0]
+
+
+def _symbolic_hco_forward_spectrum(g, x, E):
+    return _symbolic_spectrum_and_back(g, x, E)
+
+
+_registered = False
+
+
+def register() -> None:
+    """Register both lowerings (idempotent); a no-op when the op library is not built."""
+    global _registered
+    if _registered or not extension_available():
+        return
+    from torch._decomp import register_decomposition
+
+    ops = torch.ops.vheat
+    register_decomposition(ops.hco_forward.default)(hco_forward_decomposition)
+    torch.onnx.register_custom_op_symbolic("vheat::hco_forward", _symbolic_hco_forward, OPSET)
+    if hasattr(ops, "hco_forward_spectrum"):
+        register_decomposition(ops.hco_forward_spectrum.default)(hco_forward_spectrum_decomposition)
+        torch.onnx.register_custom_op_symbolic("vheat::hco_forward_spectrum", _symbolic_hco_forward_spectrum, OPSET)
+    _registered = True
+
+
+register()
