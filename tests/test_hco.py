@@ -121,12 +121,77 @@ def test_forward_spectrum_is_dct2_of_x():
     assert_close_to(x_hat, torch.from_numpy(dct2(x.double().numpy())), torch.float32, what="x_hat")
 
 
-def test_empty_batch():
-    x, E = _inputs((0, 5, 4, 3), torch.float32, requires_grad=True)
-    y = heat_conduction(x, E, backend="cpu")
-    assert y.shape == x.shape
-    y.sum().backward()
-    assert torch.equal(E.grad, torch.zeros_like(E))
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("shape", [(0, 5, 4, 3), (2, 1, 6, 3), (2, 5, 1, 3), (2, 5, 4, 1), (1, 1, 1, 1), (0, 1, 1, 1)], ids=str)
+def test_degenerate_shapes_forward_and_backward(backend, shape):
+    # B = 0 (an empty batch), H = 1, W = 1, C = 1: values and both gradients vs scipy.
+    x, E = _inputs(shape, torch.float64, requires_grad=True)
+    y = heat_conduction(x, E, backend=backend)
+    dy = torch.randn(shape, dtype=torch.float64)
+    y.backward(dy)
+    dx_ref, dE_ref = hco_grad_oracle(x, E, dy)
+    for got, want, what in ((y, hco_oracle(x, E), "y"), (x.grad, dx_ref, "dx"), (E.grad, dE_ref, "dE")):
+        assert got.shape == want.shape, what
+        if want.numel():  # an empty batch has no values to compare, but dE is defined: zeros
+            assert_close_to(got, want, torch.float64, what=f"{backend} {what}")
+
+
+# ---- higher-order gradients ---------------------------------------------------------
+
+# Small: a full gradgradcheck costs O(numel^2) evaluations.
+GRADGRAD_SHAPES = [(2, 3, 4, 2), (1, 1, 5, 3), (2, 4, 1, 3), (0, 3, 2, 2), (1, 1, 1, 1)]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS + ["auto"])
+@pytest.mark.parametrize("shape", GRADGRAD_SHAPES, ids=str)
+def test_gradgradcheck_float64(backend, shape, recwarn):
+    x, E = _inputs(shape, torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda a, b: heat_conduction(a, b, backend=backend), (x, E))
+    # Before double backward was registered torch only warned ("autograd kernel ... not registered").
+    assert not [w for w in recwarn if "autograd" in str(w.message)], [str(w.message) for w in recwarn]
+
+
+@pytest.mark.parametrize("use_spectrum", [False, True], ids=["hco_forward", "hco_forward_spectrum"])
+def test_gradgradcheck_compiled_op_pairs(use_spectrum):
+    # Both CPU op pairs directly: the plain one (inference-style forward, then backward
+    # with create_graph) and the training pair that saves DCT2(x) instead of x.
+    ops = vk.ops.compiled_ops()
+    fn = (lambda a, b: ops.hco_forward_spectrum(a, b)[0]) if use_spectrum else ops.hco_forward
+    x, E = _inputs((2, 4, 3, 2), torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(fn, (x, E))
+
+
+@pytest.mark.parametrize("backend", ["fft", "cpu"])
+def test_second_derivatives_match_reference(backend):
+    # d/d(x, E) of <grad_x(HCO), v>: an explicit second-order quantity vs the reference.
+    x0, E0 = _inputs((2, 9, 7, 5), torch.float64)
+    dy, v = torch.randn_like(x0), torch.randn_like(x0)
+    out = {}
+    for name in (backend, "reference"):
+        x, E = x0.clone().requires_grad_(True), E0.clone().requires_grad_(True)
+        (gx, gE) = torch.autograd.grad(heat_conduction(x, E, backend=name), (x, E), dy, create_graph=True)
+        out[name] = torch.autograd.grad((gx * v).sum() + gE.square().sum(), (x, E))
+    for got, want in zip(out[backend], out["reference"]):
+        torch.testing.assert_close(got, want)
+
+
+def test_third_order_gradients_cpu():
+    x, E = _inputs((2, 3, 2, 2), torch.float64, requires_grad=True)
+
+    def grads(a, b):
+        return torch.autograd.grad((heat_conduction(a, b, backend="cpu") ** 2).sum(), (a, b), create_graph=True)
+
+    assert torch.autograd.gradgradcheck(grads, (x, E), fast_mode=True)
+
+
+def test_gradgradcheck_triton_interpreter(monkeypatch):
+    # Triton's interpreter on CPU tensors (tests/test_triton.py); fast mode keeps it ~10 s.
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    x, E = _inputs((2, 3, 4, 2), torch.float64, requires_grad=True)
+    fn = lambda a, b: heat_conduction(a, b, backend="triton")
+    assert torch.autograd.gradcheck(fn, (x, E), fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, (x, E), fast_mode=True)
 
 
 # ---- module and helpers -------------------------------------------------------------

@@ -1,14 +1,16 @@
 """Python side of the compiled ``vheat`` ops: fake kernels and autograd.
 
 The schema lives in csrc/ops.cpp (TORCH_LIBRARY) and the device kernels in csrc/cpu and
-csrc/cuda. Registering fake kernels and autograd here keeps ``torch.compile(fullgraph=True)``
-and ``torch.export`` tracing through the op, and makes ``torch.library.opcheck`` pass.
+csrc/cuda. Registering fake kernels and autograd (vheat_kernels/autograd.py, any order)
+here keeps ``torch.compile(fullgraph=True)`` and ``torch.export`` tracing through the op,
+and makes ``torch.library.opcheck`` pass.
 """
 from __future__ import annotations
 
 import torch
 
 from ._extension import extension_available, require_extension
+from .autograd import register_hco_autograd, register_spectrum_autograd
 
 _registered = False
 
@@ -29,27 +31,8 @@ def _register() -> None:
         return dx, dE
 
     torch.library.register_fake("vheat::hco_backward", _backward_fake)
-
-    def _backward_through(backward_op):
-        """Autograd backward calling `backward_op(grad_y, saved, E, need_dx, need_dE)`."""
-
-        def backward(ctx, grad_y, *_grads_of_non_differentiable_outputs):
-            saved, E = ctx.saved_tensors
-            need_dx, need_dE = ctx.needs_input_grad
-            if not (need_dx or need_dE):
-                return None, None
-            dx, dE = backward_op(grad_y.contiguous(), saved, E, need_dx, need_dE)
-            return (dx if need_dx else None), (dE if need_dE else None)
-
-        return backward
-
-    def _setup_context(ctx, inputs, output):
-        x, E = inputs
-        ctx.save_for_backward(x, E)
-
-    torch.library.register_autograd(
-        "vheat::hco_forward", _backward_through(torch.ops.vheat.hco_backward), setup_context=_setup_context
-    )
+    ops = torch.ops.vheat
+    register_hco_autograd(ops.hco_forward, ops.hco_backward)
 
     if not has_spectrum_ops():  # op library built before the pair existed: plain forward only
         _registered = True
@@ -66,18 +49,7 @@ def _register() -> None:
         return y, torch.empty_like(x, dtype=_spectrum_dtype(x), memory_format=torch.contiguous_format)
 
     torch.library.register_fake("vheat::hco_backward_spectrum", _backward_fake)
-
-    def _setup_spectrum(ctx, inputs, output):
-        _, E = inputs
-        _, x_hat = output
-        ctx.mark_non_differentiable(x_hat)
-        ctx.save_for_backward(x_hat, E)
-
-    torch.library.register_autograd(
-        "vheat::hco_forward_spectrum",
-        _backward_through(torch.ops.vheat.hco_backward_spectrum),
-        setup_context=_setup_spectrum,
-    )
+    register_spectrum_autograd(ops.hco_forward_spectrum, ops.hco_backward_spectrum, ops.hco_forward, ops.hco_backward)
     _registered = True
 
 

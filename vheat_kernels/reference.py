@@ -18,15 +18,15 @@ from .dct import dct_matrix
 
 def hco_matmul_dct(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
     """Official vHeat formulation: x (B, H, W, C), E (H, W, C) -> (B, H, W, C)."""
-    B, H, W, C = x.shape
+    B, H, W, C = x.shape  # explicit sizes, not -1: the views must also work for B = 0
     cos_h = dct_matrix(H, x.device, x.dtype)
     cos_w = dct_matrix(W, x.device, x.dtype)
     # Same sequence of ops (and contiguous copies) as the official Heat2D.forward.
-    y = F.conv1d(x.contiguous().view(B, H, -1), cos_h.contiguous().view(H, H, 1))
-    y = F.conv1d(y.contiguous().view(-1, W, C), cos_w.contiguous().view(W, W, 1)).contiguous().view(B, H, W, -1)
+    y = F.conv1d(x.contiguous().view(B, H, W * C), cos_h.contiguous().view(H, H, 1))
+    y = F.conv1d(y.contiguous().view(B * H, W, C), cos_w.contiguous().view(W, W, 1)).contiguous().view(B, H, W, C)
     y = torch.einsum("bnmc,nmc->bnmc", y, E.to(x.dtype))
-    y = F.conv1d(y.contiguous().view(B, H, -1), cos_h.t().contiguous().view(H, H, 1))
-    y = F.conv1d(y.contiguous().view(-1, W, C), cos_w.t().contiguous().view(W, W, 1)).contiguous().view(B, H, W, -1)
+    y = F.conv1d(y.contiguous().view(B, H, W * C), cos_h.t().contiguous().view(H, H, 1))
+    y = F.conv1d(y.contiguous().view(B * H, W, C), cos_w.t().contiguous().view(W, W, 1)).contiguous().view(B, H, W, C)
     return y
 
 
@@ -69,10 +69,23 @@ def idct2_ortho(X: torch.Tensor, dim: int) -> torch.Tensor:
     return out.movedim(-1, dim)
 
 
+def dct2_2d(x: torch.Tensor) -> torch.Tensor:
+    """Orthonormal DCT-II over H and W of (B, H, W, C), in fp32 (fp64 for fp64 inputs)."""
+    x = x.to(_fft_dtype(x.dtype))
+    if x.numel() == 0:  # MKL rejects empty transforms; the transform of nothing is nothing
+        return x.clone()
+    return dct2_ortho(dct2_ortho(x, 1), 2)
+
+
+def idct2_2d(X: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`dct2_2d` (orthonormal DCT-III over H and W)."""
+    X = X.to(_fft_dtype(X.dtype))
+    if X.numel() == 0:
+        return X.clone()
+    return idct2_ortho(idct2_ortho(X, 2), 1)
+
+
 def hco_fft(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
     """HCO with DCTs through torch.fft; computed in fp32 (fp64 for fp64 inputs)."""
     work = _fft_dtype(x.dtype)
-    y = dct2_ortho(dct2_ortho(x.to(work), 1), 2)
-    y = y * E.to(work)
-    y = idct2_ortho(idct2_ortho(y, 2), 1)
-    return y.to(x.dtype)
+    return idct2_2d(dct2_2d(x) * E.to(work)).to(x.dtype)

@@ -21,6 +21,7 @@ import triton.language as tl
 from torch._subclasses.fake_tensor import is_fake
 from torch.library import triton_op, wrap_triton
 
+from ..autograd import register_hco_autograd
 from . import configs as cfg
 from .chunks import backward_chunks
 from . import kernels as _kernels_module
@@ -201,18 +202,5 @@ def _hco_triton_backward(
     return backward(grad_y, x, E, need_dx, need_dE)
 
 
-def _setup_context(ctx, inputs, output):
-    x, E = inputs
-    ctx.save_for_backward(x, E)
-
-
-def _hco_triton_grad(ctx, grad_y):
-    x, E = ctx.saved_tensors
-    need_dx, need_dE = ctx.needs_input_grad
-    if not (need_dx or need_dE):
-        return None, None
-    dx, dE = torch.ops.vheat.hco_triton_backward(grad_y, x, E, need_dx, need_dE)
-    return (dx if need_dx else None), (dE if need_dE else None)
-
-
-torch.library.register_autograd("vheat::hco_triton", _hco_triton_grad, setup_context=_setup_context)
+# Autograd to any order (double backward through the same two ops): vheat_kernels/autograd.py.
+register_hco_autograd(torch.ops.vheat.hco_triton, torch.ops.vheat.hco_triton_backward)
