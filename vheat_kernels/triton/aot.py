@@ -138,7 +138,7 @@ def _source(b: Build):
         fn = k.hco_bwd_kernel
         sig = {"x_ptr": p, "dy_ptr": p, "e_ptr": "*fp32", "ch_ptr": "*fp32", "cw_ptr": "*fp32", "dx_ptr": p,
                "de_ptr": "*fp32", "B": "i32", "H": "i32", "W": "i32", "C": "i32", "B_PER_PROG": "i32"}
-        consts.update(NEED_DX=b.need[0], NEED_DE=b.need[1])
+        consts.update(NEED_DX=b.need[0], NEED_DE=b.need[1], NUM_STAGES=hco.BWD_STAGES)
     sig.update({name: "constexpr" for name in consts})
     # torch allocations are 16-byte aligned: launches specialise pointers the same way.
     n_ptrs = sum(1 for v in sig.values() if v.startswith("*"))

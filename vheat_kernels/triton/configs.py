@@ -1,13 +1,14 @@
 """Block configurations and on-chip limits of the fused HCO kernels (no triton import).
 
-A program holds a whole (HP, WP) plane for BC channels in registers, where HP and WP are
+Two schedules (docs/triton.md). Register-resident: a program holds a whole (HP, WP) plane
+for BC channels in registers, where HP and WP are
 H and W rounded up to a power of two and at least 16 (the ``tl.dot`` minimum). How many
 plane elements each thread may hold without register spills was measured with the
 ahead-of-time compile check (benchmarks/triton_resources.py, tests/test_triton_compile.py:
 ``ptxas -v`` on sm_80 and sm_90); every configuration ``prune`` can return is inside those
-limits, and the compile check fails if one ever spills. Planes with a side above
-``MAX_SIDE``, or without an entry in ``SPILL_FREE``, are refused with a reason (``auto``
-then takes the fft backend).
+limits, and the compile check fails if one ever spills. Streamed: planes with a side
+above ``MAX_SIDE`` or without an entry in ``SPILL_FREE`` run as 1-D transforms along one
+axis at a time (``streamed.py``), tiled by ``AxisConfig``; sides up to ``MAX_STREAMED_SIDE``.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 DOT_MIN = 16  # smallest M / N / K that tl.dot accepts
 MAX_SIDE = 64  # largest padded H or W held on-chip
+MAX_STREAMED_SIDE = 1024  # largest H or W of the streamed schedule (tested up to here)
 PADDED_SIDES = (16, 32, 64)  # every HP / WP the kernels are compiled for
 
 BLOCKS = (1, 2, 4, 8, 16, 32)  # channel blocks BC
@@ -94,6 +96,51 @@ def all_configs(elem_bytes: int, backward: bool) -> list[tuple[int, int, BlockCo
         for WP in PADDED_SIDES:
             for bc, nw in SPILL_FREE.get(_table_key(HP, WP, elem_bytes, backward), ()):
                 out.append((HP, WP, BlockConfig(bc, nw)))
+    return out
+
+
+@dataclass(frozen=True)
+class AxisConfig:
+    """Tile of the streamed 1-D transform: BM outputs along the axis by TZ * BN columns
+    (TZ rows of the batch-like axis times BN of the contiguous one), K-loop step BK."""
+
+    BM: int
+    BK: int
+    TZ: int
+    BN: int
+    num_warps: int
+    num_stages: int
+
+
+# Best guess first: (BM, BK, columns TZ * BN, warps, pipeline stages). Sizes sit on
+# tensor-core tile multiples; the compile check (aot.py) verifies every one that
+# ``axis_configs`` can return is spill-free and within shared memory.
+AXIS_TILES = ((64, 32, 128, 4, 3), (128, 32, 128, 8, 3), (64, 32, 64, 4, 3), (32, 32, 64, 4, 2))
+MAX_AXIS_CONFIGS = 4
+
+
+def axis_configs(N: int, R: int) -> list[AxisConfig]:
+    """Tiles worth trying for a transform of length N over R contiguous columns.
+
+    BM and BK shrink to the padded side (no all-masked rows); BN is R rounded up to a
+    power of two, capped by the tile's columns, the rest of the columns go to TZ.
+    """
+    side = max(DOT_MIN, _pow2_at_least(N))
+    out: list[AxisConfig] = []
+    for bm, bk, cols, warps, stages in AXIS_TILES:
+        bn = min(_pow2_at_least(R), cols)
+        c = AxisConfig(min(bm, side), min(bk, side), cols // bn, bn, warps, stages)
+        if c not in out:
+            out.append(c)
+    return out[:MAX_AXIS_CONFIGS]
+
+
+def every_axis_config() -> list[AxisConfig]:
+    """Every tile ``axis_configs`` can return for some shape (the autotuner's list)."""
+    out: list[AxisConfig] = []
+    for N in (2**i for i in range(0, 8)):
+        for R in (2**i for i in range(0, 8)):
+            out += [c for c in axis_configs(N, R) if c not in out]
     return out
 
 

@@ -1,0 +1,108 @@
+"""Streamed Triton kernels of the HCO for planes too large to hold on-chip (see docs/triton.md).
+
+A 2-D DCT is two 1-D transforms; each one here is a tiled matrix product along one axis
+of a contiguous (Z, N, R) view of a channels-last tensor, with the cosine matrix streamed
+in (BM, BK) tiles through a K-loop over ``tl.dot``:
+
+- along H: (Z, N, R) = (B, H, W * C)
+- along W: (Z, N, R) = (B * H, W, C)
+
+so one kernel serves both axes, forward and inverse (``TRANSPOSE``). Between the passes
+the spectrum sits in a global scratch (L2 when it fits). The elementwise multiply by E
+is fused into the epilogue of the pass that produces the spectrum; the dE reduction over
+the batch is its own kernel (``hco_de_kernel``), fixed order, no atomics.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from . import configs as cfg
+from .kernels import _mma, _round
+
+
+@triton.jit
+def hco_axis_kernel(src_ptr, mat_ptr, e_ptr, dst_ptr, Z, N, R, E_PERIOD,
+                    BM: tl.constexpr, BK: tl.constexpr, TZ: tl.constexpr, BN: tl.constexpr,
+                    TRANSPOSE: tl.constexpr, HAS_E: tl.constexpr, ROUND_OUT: tl.constexpr,
+                    ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                    PRECISION: tl.constexpr):
+    """dst[z, n, r] = sum_k M[n, k] src[z, k, r]  (* E[z % E_PERIOD, n, r] if HAS_E).
+
+    M is the N x N orthonormal DCT-II matrix (row-major, fp32) or, with TRANSPOSE, its
+    transpose (the inverse). One program computes a (BM, TZ * BN) output tile: BM
+    frequencies (or positions) by TZ consecutive z times BN consecutive r, so that a
+    narrow R (few channels) still fills the dot's N dimension. Programs are ordered r
+    fastest, then n, then z: neighbours share the cosine tile and read adjacent memory.
+    """
+    pid = tl.program_id(0)
+    tiles_r = tl.cdiv(R, BN)
+    tiles_n = tl.cdiv(N, BM)
+    r0 = (pid % tiles_r) * BN
+    n0 = ((pid // tiles_r) % tiles_n) * BM
+    z0 = pid // (tiles_r * tiles_n) * TZ
+
+    n = n0 + tl.arange(0, BM)
+    z = z0 + tl.arange(0, TZ)[:, None]
+    r = r0 + tl.arange(0, BN)[None, :]
+    col = (z.to(tl.int64) * N * R + r)  # (TZ, BN) offset of column (z, r) at row 0
+    col_ok = (z < Z) & (r < R)
+    acc = tl.full((BM, TZ * BN), 0, dtype=ACC_DTYPE)
+    for k0 in range(0, N, BK):
+        k = k0 + tl.arange(0, BK)
+        if TRANSPOSE:
+            m_offs = k[None, :] * N + n[:, None]
+        else:
+            m_offs = n[:, None] * N + k[None, :]
+        m = tl.load(mat_ptr + m_offs, mask=(n[:, None] < N) & (k[None, :] < N), other=0.0)
+        s_offs = k[:, None, None].to(tl.int64) * R + col[None, :, :]
+        s = tl.load(src_ptr + s_offs, mask=(k[:, None, None] < N) & col_ok[None, :, :], other=0.0)
+        s = tl.reshape(s, (BK, TZ * BN))
+        acc = _mma(_round(m, ROUND_DTYPE, DOT_DTYPE), _round(s, ROUND_DTYPE, DOT_DTYPE), acc, PRECISION)
+
+    acc = tl.reshape(acc, (BM, TZ, BN))
+    out_offs = n[:, None, None].to(tl.int64) * R + col[None, :, :]
+    out_ok = (n[:, None, None] < N) & col_ok[None, :, :]
+    if HAS_E:
+        e_offs = n[:, None, None].to(tl.int64) * R + (z % E_PERIOD).to(tl.int64)[None, :, :] * N * R + r[None, :, :]
+        acc = acc * tl.load(e_ptr + e_offs, mask=out_ok, other=0.0).to(ACC_DTYPE)
+    if ROUND_OUT:
+        acc = _round(acc, ROUND_DTYPE, DOT_DTYPE)
+    tl.store(dst_ptr + out_offs, acc.to(dst_ptr.dtype.element_ty), mask=out_ok)
+
+
+@triton.jit
+def hco_de_kernel(g_ptr, xf_ptr, e_ptr, de_ptr, B, P, SCALE_G: tl.constexpr, BLOCK: tl.constexpr,
+                  NUM_STAGES: tl.constexpr):
+    """de[p] = sum_b g[b, p] * xf[b, p] over b in order (deterministic, any GPU); with
+    SCALE_G, g[b, p] *= E[p] in place afterwards (the input of dx's inverse transform)."""
+    p = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = p < P
+    acc = tl.full((BLOCK,), 0, dtype=de_ptr.dtype.element_ty)
+    if SCALE_G:
+        e = tl.load(e_ptr + p, mask=ok, other=0.0).to(g_ptr.dtype.element_ty)
+    g_ptrs, xf_ptrs = g_ptr + p, xf_ptr + p  # advanced by one plane per batch element
+    for _ in tl.range(0, B, num_stages=NUM_STAGES):
+        g = tl.load(g_ptrs, mask=ok, other=0.0)
+        acc += g * tl.load(xf_ptrs, mask=ok, other=0.0)
+        if SCALE_G:
+            tl.store(g_ptrs, g * e, mask=ok)
+        g_ptrs += P
+        xf_ptrs += P
+    tl.store(de_ptr + p, acc, mask=ok)
+
+
+def _prune_axis(configs, nargs, **kwargs):
+    """Autotune pruning: the tile shapes ``configs.axis_configs`` allows for this pass."""
+    nargs = {**nargs, **kwargs}  # torch's wrap_triton passes keyword arguments apart
+    allowed = set(cfg.axis_configs(nargs["N"], nargs["R"]))
+    return [c for c in configs if cfg.AxisConfig(c.kwargs["BM"], c.kwargs["BK"], c.kwargs["TZ"], c.kwargs["BN"],
+                                                 c.num_warps, c.num_stages) in allowed]
+
+
+hco_axis_tuned = triton.autotune(
+    [triton.Config(dict(BM=c.BM, BK=c.BK, TZ=c.TZ, BN=c.BN), num_warps=c.num_warps, num_stages=c.num_stages)
+     for c in cfg.every_axis_config()],
+    key=["N", "R", "TRANSPOSE", "HAS_E"],
+    prune_configs_by={"early_config_prune": _prune_axis},
+)(hco_axis_kernel)
