@@ -139,11 +139,13 @@ def test_full_matrix(shape, dtype):
 
 @pytest.mark.parametrize(
     "shape, dtype, backward",
-    [((1, 57, 43, 5), torch.float32, True), ((3, 65, 1, 4), torch.bfloat16, True), ((2, 1, 130, 3), torch.float16, False),
-     ((2, 56, 56, 3), torch.float32, False)],
+    [((1, 57, 43, 5), torch.float32, True), ((3, 65, 1, 4), torch.bfloat16, True), ((2, 1, 130, 3), torch.float16, True),
+     ((2, 56, 56, 3), torch.float32, False), ((2, 66, 65, 2), torch.float32, True), ((1, 66, 65, 2), torch.bfloat16, False)],
 )
 def test_streamed_planes(shape, dtype, backward, interpreter):
-    """Representative subset of STREAMED_SHAPES (the whole matrix is in test_full_matrix)."""
+    """Representative subset of STREAMED_SHAPES (the whole matrix is in test_full_matrix):
+    the line pass along W (57 x 43, 65 x 1, 56 x 56), along H (1 x 130), and four streamed
+    passes (66 x 65: both sides pad to 128)."""
     x, _ = inputs(shape, dtype)
     assert not interpreter.register_resident(x)
     check_forward(shape, dtype)
@@ -151,8 +153,9 @@ def test_streamed_planes(shape, dtype, backward, interpreter):
         check_backward(shape, dtype)
 
 
-def test_streamed_gradcheck_float64(interpreter):
-    x, E = inputs((2, 33, 5, 3), torch.float64, e_dtype=torch.float64, seed=10)
+@pytest.mark.parametrize("shape", [(2, 33, 5, 3), (1, 66, 65, 1)])
+def test_streamed_gradcheck_float64(interpreter, shape):
+    x, E = inputs(shape, torch.float64, e_dtype=torch.float64, seed=10)
     assert not interpreter.register_resident(x)
     x.requires_grad_(True)
     E.requires_grad_(True)
@@ -163,14 +166,15 @@ def test_streamed_gradcheck_float64(interpreter):
 @pytest.mark.parametrize("every", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_every_axis_config(interpreter, every):
     """Each tile the streamed schedule may autotune to gives the same answer (default run:
-    the widest and the narrowest)."""
-    shape = (2, 33, 5, 2)
+    the first, on a single channel; the interpreter is slow on the narrow tiles)."""
+    shape = (2, 66, 65, 2) if every else (1, 66, 65, 1)
+    B, H, W, C = shape
     x, E = inputs(shape, torch.float32, seed=11)
     g = torch.randn_like(x)
     want_y, want_dx, want_dE = oracle(x, E), oracle(g, E), oracle_dE(x, g)
-    tiles = sorted({c for n, r in ((33, 10), (5, 2)) for c in cfg.axis_configs(n, r)}, key=str)
+    tiles = list(dict.fromkeys(cfg.axis_configs(H, W * C, 4) + cfg.axis_configs(W, C, 4)))
     assert len(tiles) > 2
-    tiles = tiles if every else [tiles[0], tiles[-1]]
+    tiles = tiles if every else tiles[:2]
     for c in tiles:
         assert rel_err(interpreter.forward(x, E, config=c), want_y) <= TOL[torch.float32], c
         dx, dE = interpreter.backward(g, x, E, True, True, config=c)
@@ -229,16 +233,33 @@ def test_every_block_config(interpreter):
         assert rel_err(dE, want_dE) <= 4e-6, c
 
 
-@pytest.mark.parametrize("shape", [(7, 9, 9, 4), (5, 33, 3, 2)])
+@pytest.mark.parametrize("shape", [(7, 9, 9, 4), (5, 33, 3, 2), (3, 66, 65, 1)])
 def test_backward_is_deterministic_with_batch_chunks(interpreter, shape):
     # B = 7 with the interpreter's chunking gives uneven chunks (and a masked tail); the
-    # second shape takes the streamed schedule (its dE reduction loops over the batch).
+    # other shapes take the streamed schedule, whose dE reductions (line pass, or the
+    # separate reduction of four-pass planes) loop over the batch in order.
     x, E = inputs(shape, torch.float32, seed=8)
     g = torch.randn_like(x)
     first = interpreter.backward(g, x, E, True, True)
     second = interpreter.backward(g, x, E, True, True)
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     assert rel_err(first[1], oracle_dE(x, g)) <= 2 * TOL[torch.float32]
+
+
+def test_every_line_config(interpreter):
+    """Each column tile the line pass may autotune to gives the same answer."""
+    shape = (3, 33, 5, 2)
+    x, E = inputs(shape, torch.float32, seed=13)
+    g = torch.randn_like(x)
+    want_y, want_dx, want_dE = oracle(x, E), oracle(g, E), oracle_dE(x, g)
+    fwd, bwd = cfg.line_configs(5, 2, False, 4), cfg.line_configs(5, 2, True, 4)
+    assert len(fwd) > 1 and len(bwd) > 1
+    for c in fwd:
+        assert rel_err(interpreter.forward(x, E, config=c), want_y) <= TOL[torch.float32], c
+    for c in bwd:
+        dx, dE = interpreter.backward(g, x, E, True, True, config=c)
+        assert rel_err(dx, want_dx) <= TOL[torch.float32], c
+        assert rel_err(dE, want_dE) <= 2 * TOL[torch.float32], c
 
 
 def test_chunks_do_not_depend_on_the_gpu(interpreter, monkeypatch):
@@ -250,7 +271,7 @@ def test_chunks_do_not_depend_on_the_gpu(interpreter, monkeypatch):
     assert de.shape[0] == interpreter.backward_plan(x, x, E, torch.empty_like(x), True, True)[1].shape[0]
 
 
-@pytest.mark.parametrize("shape", [(70000, 8, 8, 4), (70000, 57, 43, 4)])
+@pytest.mark.parametrize("shape", [(70000, 8, 8, 4), (70000, 57, 43, 4), (70000, 66, 65, 4), (70000, 1, 130, 4)])
 def test_forward_grid_is_1d(interpreter, shape):
     """No launch exceeds CUDA's 65535 limit on grid.y: the forward and the streamed
     kernels have 1-D grids; the register-resident backward caps its chunks."""
@@ -361,3 +382,5 @@ def test_interpreter_is_effective(interpreter):
     assert isinstance(interpreter.kernels().hco_bwd_kernel, InterpretedFunction)
     assert isinstance(interpreter.streamed().hco_axis_kernel, InterpretedFunction)
     assert isinstance(interpreter.streamed().hco_de_kernel, InterpretedFunction)
+    assert isinstance(interpreter.streamed().hco_line_kernel, InterpretedFunction)
+    assert isinstance(interpreter.streamed().hco_line_bwd_kernel, InterpretedFunction)

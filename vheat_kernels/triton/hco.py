@@ -166,11 +166,13 @@ class Launch:
         """(constexprs, num_warps, num_stages) of configuration ``c``."""
         if isinstance(c, cfg.BlockConfig):
             return dict(BC=c.BC), c.num_warps, 1
+        if isinstance(c, cfg.LineConfig):
+            return dict(TZ=c.TZ, BN=c.BN), c.num_warps, 1
         return dict(BM=c.BM, BK=c.BK, TZ=c.TZ, BN=c.BN), c.num_warps, c.num_stages
 
 
 def _module_of(kernel: str):
-    return streamed() if kernel in ("hco_axis", "hco_de") else kernels()
+    return streamed() if kernel in ("hco_axis", "hco_de", "hco_line", "hco_line_bwd") else kernels()
 
 
 def _device_guard(t: torch.Tensor):
@@ -182,7 +184,8 @@ def _device_guard(t: torch.Tensor):
 
 
 def run(plan: list[Launch], config=None) -> None:
-    """Launch a plan: autotuned on a GPU, the first (or the forced) configuration otherwise."""
+    """Launch a plan: autotuned on a GPU, else the first configuration of each launch, or
+    ``config`` on the launches whose autotuner could pick it (tests)."""
     interpreted = kernels().INTERPRETED
     for launch in plan:
         module = _module_of(launch.kernel)
@@ -193,7 +196,7 @@ def run(plan: list[Launch], config=None) -> None:
             continue
         extra, warps, stages = {}, launch.num_warps, 1
         if launch.configs:
-            chosen = config if (config is not None and type(config) is type(launch.configs[0])) else launch.configs[0]
+            chosen = config if config in launch.configs else launch.configs[0]
             extra, warps, stages = launch.config_kwargs(chosen)
             grid = launch.grid(chosen)
         else:
@@ -205,6 +208,8 @@ def run(plan: list[Launch], config=None) -> None:
 def _meta_config(meta: dict):
     if "BC" in meta:
         return cfg.BlockConfig(meta["BC"], 0)
+    if "BM" not in meta:
+        return cfg.LineConfig(meta["TZ"], meta["BN"], 0)
     return cfg.AxisConfig(meta["BM"], meta["BK"], meta["TZ"], meta["BN"], 0, 0)
 
 
@@ -225,7 +230,7 @@ def _axis(src, mat, e, dst, Z, N, R, e_period, transpose, consts) -> Launch:
     grid = lambda c: (triton.cdiv(Z, c.TZ) * triton.cdiv(N, c.BM) * triton.cdiv(R, c.BN),)
     round_out = dst.element_size() < 4
     return Launch("hco_axis", args, dict(TRANSPOSE=transpose, HAS_E=has_e, ROUND_OUT=round_out, **consts), grid,
-                  cfg.axis_configs(N, R))
+                  cfg.axis_configs(N, R, consts["ROUND_DTYPE"].primitive_bitwidth // 8))
 
 
 def _dct2(src, dst, tmp, ch, cw, e, B, H, W, C, consts, inverse=False) -> list[Launch]:
@@ -238,34 +243,68 @@ def _dct2(src, dst, tmp, ch, cw, e, B, H, W, C, consts, inverse=False) -> list[L
     return [h_pass(src, tmp), w_pass(tmp, dst, e)]
 
 
-def forward_plan(x: torch.Tensor, E: torch.Tensor, y: torch.Tensor) -> list[Launch]:
-    """Launches computing y = HCO(x, E) (x, E contiguous)."""
+def _line_views(B, H, W, C, ch, cw):
+    """(outer pass, line view) of the streamed schedule when one side is short: the line
+    axis's (matrix, Z, N, R, E period) and a function making the outer axis's pass."""
+    side = cfg.line_side(H, W)
+    if side is None:
+        return None
+    if side == "W":
+        outer = lambda a, b, inverse, consts: _axis(a, ch, None, b, B, H, W * C, 1, inverse, consts)
+        return outer, (cw, B * H, W, C, H)
+    outer = lambda a, b, inverse, consts: _axis(a, cw, None, b, B * H, W, C, H, inverse, consts)
+    return outer, (ch, B, H, W * C, 1)
+
+
+def _streamed_forward(x, E, y, ch, cw, consts) -> list[Launch]:
+    B, H, W, C = x.shape
+    # Spectrum and scratch in the input dtype: every dot rounds its operand to it anyway.
+    s1 = torch.empty_like(x)
+    views = _line_views(B, H, W, C, ch, cw)
+    if views is None:
+        s2 = torch.empty_like(x)
+        return (_dct2(x, s2, s1, ch, cw, E, B, H, W, C, consts)
+                + _dct2(s2, y, s1, ch, cw, None, B, H, W, C, consts, inverse=True))
+    outer, (mat, Z, N, R, period) = views
+    return [outer(x, s1, False, consts), _line(s1, mat, E, Z, N, R, period, consts), outer(s1, y, True, consts)]
+
+
+def _line(s, mat, E, Z, N, R, period, consts) -> Launch:
+    """The line pass in place on s: DCT, times E, inverse, along N of (Z, N, R)."""
+    args = dict(src_ptr=s, mat_ptr=mat, e_ptr=E, dst_ptr=s, Z=Z, N=N, R=R, E_PERIOD=period)
+    configs = cfg.line_configs(N, R, False, consts["ROUND_DTYPE"].primitive_bitwidth // 8)
+    return Launch("hco_line", args, dict(NP=cfg.padded(N), **consts),
+                  lambda c: (triton.cdiv(Z, c.TZ) * triton.cdiv(R, c.BN),), configs)
+
+
+def forward_plan(x: torch.Tensor, E: torch.Tensor, y: torch.Tensor, resident: Optional[bool] = None) -> list[Launch]:
+    """Launches computing y = HCO(x, E) (x, E contiguous); ``resident`` forces the schedule
+    (the compile check's sweep of candidate configurations)."""
     B, H, W, C = x.shape
     consts = _consts(x)
     ch, cw = _cos(H, x), _cos(W, x)
-    if register_resident(x):
+    if register_resident(x) if resident is None else resident:
         args = dict(x_ptr=x, e_ptr=E, ch_ptr=ch, cw_ptr=cw, y_ptr=y, H=H, W=W, C=C)
         grid = lambda c: (triton.cdiv(C, c.BC) * B,)
         return [Launch("hco_fwd", args, dict(HP=cfg.padded(H), WP=cfg.padded(W), **consts), grid,
                        cfg.prune(H, W, C, x.element_size(), backward=False))]
-    # Spectrum and scratch in the input dtype: every dot rounds its operand to it anyway.
-    s1, s2 = torch.empty_like(x), torch.empty_like(x)
-    return _dct2(x, s2, s1, ch, cw, E, B, H, W, C, consts) + _dct2(s2, y, s1, ch, cw, None, B, H, W, C, consts, True)
+    return _streamed_forward(x, E, y, ch, cw, consts)
 
 
 def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def backward_plan(grad_y, x, E, dx, need_dx: bool, need_dE: bool) -> tuple[list[Launch], torch.Tensor]:
+def backward_plan(grad_y, x, E, dx, need_dx: bool, need_dE: bool,
+                  resident: Optional[bool] = None) -> tuple[list[Launch], torch.Tensor]:
     """Launches computing dx (into ``dx``) and dE (returned buffer: per-chunk partials of
     shape (chunks, H, W, C), or dE itself (H, W, C)); the caller sums the partials."""
     B, H, W, C = x.shape
     consts = _consts(x)
     ch, cw = _cos(H, x), _cos(W, x)
     acc = _acc_dtype(x)
-    if register_resident(x):
-        widest = cfg.prune(H, W, C, x.element_size(), backward=True)[0].BC
+    if register_resident(x) if resident is None else resident:
+        widest = (cfg.prune(H, W, C, x.element_size(), backward=True) or [cfg.BlockConfig(max(cfg.BLOCKS), 0)])[0].BC
         wanted = INTERPRETER_PROGRAMS_WANTED if x.device.type == "cpu" else PROGRAMS_WANTED
         chunks = backward_chunks(B, C, wanted, widest) if need_dE else min(B, MAX_GRID_Y)
         per_prog = math.ceil(B / chunks)
@@ -278,13 +317,29 @@ def backward_plan(grad_y, x, E, dx, need_dx: bool, need_dE: bool) -> tuple[list[
         consts = dict(HP=cfg.padded(H), WP=cfg.padded(W), NEED_DX=need_dx, NEED_DE=need_dE, NUM_STAGES=BWD_STAGES,
                       **consts)
         return [Launch("hco_bwd", args, consts, grid, cfg.prune(H, W, C, x.element_size(), backward=True))], de
-    tmp = torch.empty_like(x)
     if not need_dE:
         # dx = IDCT2(DCT2(dy) * E): the forward's plan on dy.
-        return forward_plan(grad_y, E, dx), x.new_empty(0, dtype=acc)
+        return _streamed_forward(grad_y, E, dx, ch, cw, consts), x.new_empty(0, dtype=acc)
+    de = torch.empty((H, W, C), device=x.device, dtype=acc)
+    views = _line_views(B, H, W, C, ch, cw)
+    if views is not None:
+        # Outer transforms of dy and x streamed; the line pass does the rest on-chip.
+        outer, (mat, Z, N, R, period) = views
+        t1, t2 = torch.empty_like(x), torch.empty_like(x)
+        eb = consts["ROUND_DTYPE"].primitive_bitwidth // 8
+        fuse_dx = need_dx and cfg.LINE_BWD_FUSES_DX[min(eb, 4)]
+        args = dict(g_ptr=t1, x_ptr=t2, mat_ptr=mat, e_ptr=E, de_ptr=de, B=B, N=N, R=R, E_PERIOD=period)
+        line = Launch("hco_line_bwd", args, dict(NP=cfg.padded(N), NEED_DX=fuse_dx, NUM_STAGES=BWD_STAGES, **consts),
+                      lambda c: (triton.cdiv(period, c.TZ) * triton.cdiv(R, c.BN),), cfg.line_configs(N, R, True, eb))
+        plan = [outer(grad_y, t1, False, consts), outer(x, t2, False, consts), line]
+        if need_dx and not fuse_dx:
+            plan.append(_line(t1, mat, E, Z, N, R, period, consts))
+        if need_dx:
+            plan.append(outer(t1, dx, True, consts))
+        return plan, de
+    tmp = torch.empty_like(x)
     # Both spectra in the accumulation dtype: dE multiplies them unrounded.
     g, xf = torch.empty(x.shape, device=x.device, dtype=acc), torch.empty(x.shape, device=x.device, dtype=acc)
-    de = torch.empty((H, W, C), device=x.device, dtype=acc)
     P = H * W * C
     reduce = Launch("hco_de", dict(g_ptr=g, xf_ptr=xf, e_ptr=E, de_ptr=de, B=B, P=P),
                     dict(SCALE_G=need_dx, BLOCK=DE_BLOCK, NUM_STAGES=DE_STAGES), lambda c: (triton.cdiv(P, DE_BLOCK),),

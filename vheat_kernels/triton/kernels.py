@@ -167,7 +167,9 @@ def hco_fwd_kernel(x_ptr, e_ptr, ch_ptr, cw_ptr, y_ptr, H, W, C,
                  ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
 
 
-@triton.jit
+# B_PER_PROG is not specialised: as 1 (every dx-only launch) Triton would unroll the
+# pipelined batch loop into a body that spills where the loop does not.
+@triton.jit(do_not_specialize=["B_PER_PROG"])
 def hco_bwd_kernel(x_ptr, dy_ptr, e_ptr, ch_ptr, cw_ptr, dx_ptr, de_ptr, B, H, W, C, B_PER_PROG,
                    HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr,
                    NEED_DX: tl.constexpr, NEED_DE: tl.constexpr, NUM_STAGES: tl.constexpr,
