@@ -63,16 +63,15 @@ def main() -> int:
     else:
         items = list(aot.every_build(archs, dtypes, args.shapes or tuple(aot.SHAPES)).items())
     print(f"ptxas: {aot.find_ptxas()}; {len(items)} builds", flush=True)
-    if args.jobs > 1:
-        # spawn, not fork: a forked child of a process that already ran Triton's MLIR can crash.
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows = list(pool.map(_build, items))
-    else:
-        rows = []
-        for i, item in enumerate(items):
-            rows.append(_build(item))
-            if rows[-1].problems:
-                print(f"[{i + 1}/{len(items)}] {item[0].name}: {'; '.join(rows[-1].problems)}", flush=True)
+    # spawn, not fork: a forked child of a process that already ran Triton's MLIR can crash.
+    pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) if args.jobs > 1 else None
+    rows = []
+    for i, row in enumerate(pool.map(_build, items) if pool else map(_build, items)):
+        rows.append(row)
+        if row.problems or (i + 1) % 100 == 0:
+            print(f"[{i + 1}/{len(items)}] {row.build.name}: {'; '.join(row.problems) or 'ok'}", flush=True)
+    if pool:
+        pool.shutdown()
     print(aot.table(rows))
     bad = [r for r in rows if r.problems]
     worst_regs = max(r.registers for r in rows)

@@ -338,11 +338,14 @@ def backward_plan(grad_y, x, E, dx, need_dx: bool, need_dE: bool,
             plan.append(outer(t1, dx, True, consts))
         return plan, de
     tmp = torch.empty_like(x)
-    # Both spectra in the accumulation dtype: dE multiplies them unrounded.
-    g, xf = torch.empty(x.shape, device=x.device, dtype=acc), torch.empty(x.shape, device=x.device, dtype=acc)
+    # Both spectra kept in fp32 (fp64) for fp32 (fp64) inputs, so dE multiplies them
+    # unrounded; for bf16 / fp16 in the input dtype, as the official formulation keeps
+    # them: half the bytes of the two largest scratch tensors.
+    g, xf = torch.empty_like(x), torch.empty_like(x)
     P = H * W * C
     reduce = Launch("hco_de", dict(g_ptr=g, xf_ptr=xf, e_ptr=E, de_ptr=de, B=B, P=P),
-                    dict(SCALE_G=need_dx, BLOCK=DE_BLOCK, NUM_STAGES=DE_STAGES), lambda c: (triton.cdiv(P, DE_BLOCK),),
+                    dict(SCALE_G=need_dx, BLOCK=DE_BLOCK, NUM_STAGES=DE_STAGES, ROUND_TO=consts["DOT_DTYPE"]),
+                    lambda c: (triton.cdiv(P, DE_BLOCK),),
                     num_warps=4)
     plan = _dct2(grad_y, g, tmp, ch, cw, None, B, H, W, C, consts) + _dct2(x, xf, tmp, ch, cw, None, B, H, W, C, consts)
     plan.append(reduce)

@@ -79,20 +79,23 @@ def hco_axis_kernel(src_ptr, mat_ptr, e_ptr, dst_ptr, Z, N, R, E_PERIOD,
 
 @triton.jit
 def hco_de_kernel(g_ptr, xf_ptr, e_ptr, de_ptr, B, P, SCALE_G: tl.constexpr, BLOCK: tl.constexpr,
-                  NUM_STAGES: tl.constexpr):
-    """de[p] = sum_b g[b, p] * xf[b, p] over b in order (deterministic, any GPU); with
-    SCALE_G, g[b, p] *= E[p] in place afterwards (the input of dx's inverse transform)."""
+                  NUM_STAGES: tl.constexpr, ROUND_TO: tl.constexpr):
+    """de[p] = sum_b g[b, p] * xf[b, p] over b in order, in de's dtype (deterministic, any
+    GPU); with SCALE_G, g[b, p] *= E[p] in place afterwards (the input of dx's inverse
+    transform), rounded to g's dtype (``ROUND_TO``: fp32 under the interpreter for bf16,
+    whose cast truncates, see kernels._round)."""
     p = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = p < P
-    acc = tl.full((BLOCK,), 0, dtype=de_ptr.dtype.element_ty)
+    acc_dtype = de_ptr.dtype.element_ty
+    acc = tl.full((BLOCK,), 0, dtype=acc_dtype)
     if SCALE_G:
-        e = tl.load(e_ptr + p, mask=ok, other=0.0).to(g_ptr.dtype.element_ty)
+        e = tl.load(e_ptr + p, mask=ok, other=0.0).to(acc_dtype)
     g_ptrs, xf_ptrs = g_ptr + p, xf_ptr + p  # advanced by one plane per batch element
     for _ in tl.range(0, B, num_stages=NUM_STAGES):
-        g = tl.load(g_ptrs, mask=ok, other=0.0)
-        acc += g * tl.load(xf_ptrs, mask=ok, other=0.0)
+        g = tl.load(g_ptrs, mask=ok, other=0.0).to(acc_dtype)
+        acc += g * tl.load(xf_ptrs, mask=ok, other=0.0).to(acc_dtype)
         if SCALE_G:
-            tl.store(g_ptrs, g * e, mask=ok)
+            tl.store(g_ptrs, _round(g * e, g_ptr.dtype.element_ty, ROUND_TO), mask=ok)
         g_ptrs += P
         xf_ptrs += P
     tl.store(de_ptr + p, acc, mask=ok)
