@@ -54,7 +54,7 @@ triton-aot: setup
 	$(PY) benchmarks/triton_resources.py --jobs 2
 
 bytes-model: setup
-	$(PY) benchmarks/bytes_model.py
+	$(PY) benchmarks/bytes_model.py --update
 
 # Optional mm extra (mmcv 2.1.0 CPU ops built from source, wheel cached in
 # ~/.cache/vheat-kernels/wheels): one Mask R-CNN and one UperNet training step + inference.

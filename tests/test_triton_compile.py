@@ -1,9 +1,12 @@
 """Ahead-of-time build of the fused Triton kernels for sm_80 / sm_90, sized by ``ptxas -v``.
 
-No GPU needed. The default run builds the most register-hungry configuration per (arch,
-kernel) and dtype size; the slow run builds every kernel x dtype x plane x autotune
-configuration (the same set ``benchmarks/triton_resources.py`` prints). A build fails on
-any register spill or on shared memory above the architecture's per-block limit.
+No GPU needed. Builds come from the launch plans vHeat's shapes produce (aot.SHAPES), with
+the specialisation Triton gives a real launch. The default run builds the launches of
+vHeat-T's 56 x 56 stage (streamed schedule) and 28 x 28 stage (register-resident) in fp32
+for sm_90; the slow run builds every shape x dtype x autotune configuration x arch (what
+``make triton-aot`` prints). A build fails on any register spill, on shared memory above
+the architecture's per-block limit, or, for a vHeat-T stage at 224, on fewer than 8
+resident warps per SM.
 """
 from __future__ import annotations
 
@@ -29,16 +32,22 @@ def compiler_mode():
         os.environ["TRITON_INTERPRET"] = old
 
 
-def _check(builds):
-    rows = [aot.build(b) for b in builds]
+def _check(builds: dict):
+    rows = [aot.build(b, shapes=shapes) for b, shapes in builds.items()]
     print("\n" + aot.table(rows))
     bad = [f"{r.build.name}: {'; '.join(r.problems)}" for r in rows if r.problems]
     assert not bad, "builds over budget:\n" + "\n".join(bad)
 
 
-def test_hungriest_builds_fit():
-    builds = [b for b in aot.largest_builds(dtypes=("bf16", "fp32"))]
-    assert {b.arch for b in builds} == set(aot.ARCHS) and {b.kernel for b in builds} == {"fwd", "bwd"}
+def _stage_builds(shape, dtype, arch, first_only=True) -> dict:
+    label = f"T/S@224 {'x'.join(map(str, shape))}"
+    return {b: [label] for b in aot.shape_builds(shape, dtype, arch, first_only)}
+
+
+def test_vheat_t_stage_builds_fit():
+    builds = {**_stage_builds((8, 56, 56, 96), "fp32", 90), **_stage_builds((8, 28, 28, 192), "fp32", 90)}
+    kernels = {b.kernel for b in builds}
+    assert {"hco_axis", "hco_line", "hco_line_bwd", "hco_fwd", "hco_bwd"} <= kernels
     _check(builds)
 
 
@@ -47,8 +56,29 @@ def test_every_build_fits():
     _check(aot.every_build())
 
 
+def test_builds_carry_the_runtime_specialisation():
+    """Integers divisible by 16 get tt.divisibility, 1 becomes a constant, pointers are
+    16-byte aligned, and B_PER_PROG stays unspecialised (as the JIT does at launch)."""
+    builds = aot.shape_builds((8, 56, 56, 96), "fp32", 90, first_only=True)
+    axis_h = next(b for b in builds if b.kernel == "hco_axis" and dict(b.signature).get("E_PERIOD") == "constexpr")
+    sig, attrs, consts = dict(axis_h.signature), dict(axis_h.attrs), dict(axis_h.constexprs)
+    names = [n for n, _ in axis_h.signature]
+    assert consts["E_PERIOD"] == 1 and sig["src_ptr"] == "*fp32"
+    assert attrs[names.index("src_ptr")] == "D" and attrs[names.index("R")] == "D"  # R = 56 * 96
+    assert attrs[names.index("N")] == ""  # N = 56
+    bwd = aot.shape_builds((3, 28, 28, 192), "fp32", 90, first_only=True)
+    dx_only = next(b for b in bwd if b.kernel == "hco_bwd" and dict(b.constexprs)["NEED_DE"] is False)
+    assert dict(dx_only.signature)["B_PER_PROG"] == "i32"  # 1 here, but not made a constant
+
+
+def test_shape_table_covers_the_issue():
+    shapes = {s for rows in aot.SHAPES.values() for s in rows}
+    for want in [(8, 56, 56, 96), (2, 128, 128, 96), (1, 256, 256, 128), (2, 200, 334, 96), (2, 100, 167, 192)]:
+        assert want in shapes
+
+
 def test_table_covers_vheat_shapes():
-    """Every padded plane up to the supported side has configurations for both kernels."""
+    """Every padded plane up to the register-resident side has configurations for both kernels."""
     for eb in (2, 4):
         side = cfg.max_side(eb)
         assert side >= 32, f"{eb}-byte dtypes: fused planes only up to {side}"
@@ -62,6 +92,10 @@ def test_table_covers_vheat_shapes():
                         assert {(c.BC, c.num_warps) for c in configs} <= table
 
 
+def _build(arch=80, warps=8):
+    return aot.Build("hco_fwd", "bf16", arch, (("HP", "constexpr"),), (("HP", 32), ("WP", 32), ("BC", 8)), (), warps, 1)
+
+
 def test_parse_ptxas_and_problems():
     log = (
         "ptxas info    : Function properties for k\n"
@@ -70,10 +104,23 @@ def test_parse_ptxas_and_problems():
     )
     parsed = aot.parse_ptxas(log)
     assert parsed == dict(registers=255, spill_bytes=28, stack_bytes=24)
-    b = aot.Build("fwd", "bf16", 32, 32, cfg.BlockConfig(8, 8), 80)
+    b = _build()
     assert aot.Resources(b, 128, 0, 0, 160 * 1024).problems == []
     too_big = aot.Resources(b, 128, 0, 0, 164 * 1024).problems
     assert len(too_big) == 1 and "shared memory" in too_big[0]
     assert "spills" in aot.Resources(b, 255, 28, 24, 1024).problems[0]
     with pytest.raises(RuntimeError, match="register count"):
         aot.parse_ptxas("garbage")
+
+
+def test_occupancy():
+    # 128 registers x 8 warps: 32 Ki registers per block, two blocks per SM by registers.
+    assert aot.Resources(_build(), 128, 0, 0, 0).blocks_per_sm == 2
+    # 100 KiB shared (+1 KiB reserved) on sm_80's 164 KiB: one block of 4 warps.
+    low = aot.Resources(_build(warps=4), 64, 0, 0, 100 * 1024, shapes=["T/S@224 8x56x56x96"])
+    assert low.blocks_per_sm == 1 and low.resident_warps == 4
+    assert any("resident warps" in p for p in low.problems)
+    # The same kernel on sm_90 (228 KiB): two blocks, 8 warps, fine.
+    assert aot.Resources(_build(arch=90, warps=4), 64, 0, 0, 100 * 1024, shapes=["T/S@224 x"]).problems == []
+    # Outside the vHeat-T 224 shapes the warp target is not a problem.
+    assert aot.Resources(_build(warps=4), 64, 0, 0, 100 * 1024, shapes=["det B 2x200x334x128"]).problems == []

@@ -13,6 +13,6 @@ def backward_chunks(B: int, C: int, programs_wanted: int, block: int) -> int:
     channel block the autotuner may pick for this shape (programs per chunk >= C / block).
     """
     per_chunk = max(1, math.ceil(C / block))
-    chunks = max(1, min(B, math.ceil(programs_wanted / per_chunk)))
+    chunks = max(1, min(B, 65535, math.ceil(programs_wanted / per_chunk)))  # 65535: CUDA's grid.y limit
     per_prog = math.ceil(B / chunks)
     return math.ceil(B / per_prog)

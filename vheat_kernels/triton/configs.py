@@ -1,13 +1,14 @@
 """Block configurations and on-chip limits of the fused HCO kernels (no triton import).
 
-A program holds a whole (HP, WP) plane for BC channels in registers, where HP and WP are
+Two schedules (docs/triton.md). Register-resident: a program holds a whole (HP, WP) plane
+for BC channels in registers, where HP and WP are
 H and W rounded up to a power of two and at least 16 (the ``tl.dot`` minimum). How many
 plane elements each thread may hold without register spills was measured with the
 ahead-of-time compile check (benchmarks/triton_resources.py, tests/test_triton_compile.py:
 ``ptxas -v`` on sm_80 and sm_90); every configuration ``prune`` can return is inside those
-limits, and the compile check fails if one ever spills. Planes with a side above
-``MAX_SIDE``, or without an entry in ``SPILL_FREE``, are refused with a reason (``auto``
-then takes the fft backend).
+limits, and the compile check fails if one ever spills. Streamed: planes with a side
+above ``MAX_SIDE`` or without an entry in ``SPILL_FREE`` run as 1-D transforms along one
+axis at a time (``streamed.py``), tiled by ``AxisConfig``; sides up to ``MAX_STREAMED_SIDE``.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 DOT_MIN = 16  # smallest M / N / K that tl.dot accepts
 MAX_SIDE = 64  # largest padded H or W held on-chip
+MAX_STREAMED_SIDE = 1024  # largest H or W of the streamed schedule (tested up to here)
 PADDED_SIDES = (16, 32, 64)  # every HP / WP the kernels are compiled for
 
 BLOCKS = (1, 2, 4, 8, 16, 32)  # channel blocks BC
@@ -94,6 +96,119 @@ def all_configs(elem_bytes: int, backward: bool) -> list[tuple[int, int, BlockCo
         for WP in PADDED_SIDES:
             for bc, nw in SPILL_FREE.get(_table_key(HP, WP, elem_bytes, backward), ()):
                 out.append((HP, WP, BlockConfig(bc, nw)))
+    return out
+
+
+@dataclass(frozen=True)
+class AxisConfig:
+    """Tile of the streamed 1-D transform: BM outputs along the axis by TZ * BN columns
+    (TZ rows of the batch-like axis times BN of the contiguous one), K-loop step BK."""
+
+    BM: int
+    BK: int
+    TZ: int
+    BN: int
+    num_warps: int
+    num_stages: int
+
+
+# Best guess first, per dot operand size: (BM, BK, columns TZ * BN, warps, pipeline
+# stages). fp32 dots run as tf32x3 (hi / lo operand splits), so fp32 tiles are smaller;
+# candidates were measured with benchmarks/triton_resources.py (no spills on sm_80 and
+# sm_90 at 8 resident warps or more), and the compile check re-verifies every tile that
+# ``axis_configs`` can return for vHeat's shapes.
+AXIS_TILES = {
+    4: ((64, 16, 128, 8, 2), (128, 16, 64, 8, 3), (32, 16, 128, 4, 3), (32, 16, 64, 4, 3)),
+    2: ((64, 16, 128, 8, 3), (64, 32, 64, 4, 3), (32, 32, 128, 4, 3), (128, 32, 64, 8, 3)),
+}
+MAX_AXIS_CONFIGS = 4
+
+
+def axis_configs(N: int, R: int, elem_bytes: int) -> list[AxisConfig]:
+    """Tiles worth trying for a transform of length N over R contiguous columns, with dot
+    operands of ``elem_bytes`` (fp64, interpreter only, uses fp32's).
+
+    BM and BK shrink to the padded side (no all-masked rows); BN is R rounded up to a
+    power of two, capped by the tile's columns, the rest of the columns go to TZ.
+    """
+    side = max(DOT_MIN, _pow2_at_least(N))
+    out: list[AxisConfig] = []
+    for bm, bk, cols, warps, stages in AXIS_TILES[min(elem_bytes, 4)]:
+        bn = min(_pow2_at_least(R), cols)
+        c = AxisConfig(min(bm, side), min(bk, side), cols // bn, bn, warps, stages)
+        if c not in out:
+            out.append(c)
+    return out[:MAX_AXIS_CONFIGS]
+
+
+def every_axis_config() -> list[AxisConfig]:
+    """Every tile ``axis_configs`` can return for some shape (the autotuner's list)."""
+    out: list[AxisConfig] = []
+    for eb in AXIS_TILES:
+        for N in (2**i for i in range(0, 8)):
+            for R in (2**i for i in range(0, 8)):
+                out += [c for c in axis_configs(N, R, eb) if c not in out]
+    return out
+
+
+MAX_LINE_SIDE = 64  # longest padded line the streamed schedule's middle pass holds on-chip
+# Line elements per thread (NP * TZ * BN / (32 * num_warps)) of the line kernels: the
+# register-resident kernels' measured range (PER_THREAD), the backward holding two lines.
+LINE_PER_THREAD = {"fwd": (16, 8), "bwd": (4, 2)}
+# Candidates of that rule that spilled in benchmarks/triton_resources.py (sm_80 or sm_90):
+# {(kernel, dtype bytes, NP): {(columns TZ * BN, num_warps), ...}}.
+LINE_SPILLED = {
+    ("fwd", 4, 64): {(32, 4), (64, 8), (32, 8)},
+    ("fwd", 2, 64): {(32, 8)},
+}
+# fp32's line backward spills with dx fused at NP = 64 (tf32x3 splits of three planes):
+# it computes dE alone and dx's line pass runs as the forward line kernel on dy.
+LINE_BWD_FUSES_DX = {2: True, 4: False}
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    """Columns of the line kernels: TZ rows of the batch-like axis times BN contiguous."""
+
+    TZ: int
+    BN: int
+    num_warps: int
+
+
+def line_side(H: int, W: int) -> str | None:
+    """The axis ("W" or "H") whose transforms the streamed schedule fuses on-chip, if any."""
+    if padded(W) <= MAX_LINE_SIDE:
+        return "W"
+    if padded(H) <= MAX_LINE_SIDE:
+        return "H"
+    return None
+
+
+def line_configs(N: int, R: int, backward: bool, elem_bytes: int) -> list[LineConfig]:
+    """Column tiles of the line kernels for lines of length N over R contiguous columns."""
+    NP = padded(N)
+    kernel = "bwd" if backward else "fwd"
+    spilled = LINE_SPILLED.get((kernel, min(elem_bytes, 4), NP), set())
+    out: list[LineConfig] = []
+    for per in LINE_PER_THREAD[kernel]:
+        for warps in WARPS:
+            cols = per * 32 * warps // NP
+            if cols < DOT_MIN or cols > 256 or (cols, warps) in spilled:
+                continue
+            bn = min(_pow2_at_least(R), cols)
+            c = LineConfig(cols // bn, bn, warps)
+            if c not in out:
+                out.append(c)
+    return out[:MAX_CONFIGS]
+
+
+def every_line_config(backward: bool) -> list[LineConfig]:
+    """Every column tile ``line_configs`` can return (the autotuner's list)."""
+    out: list[LineConfig] = []
+    for eb in (2, 4):
+        for N in PADDED_SIDES:
+            for R in (2**i for i in range(0, 9)):
+                out += [c for c in line_configs(N, R, backward, eb) if c not in out]
     return out
 
 

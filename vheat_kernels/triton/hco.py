@@ -3,6 +3,12 @@
 ``vheat_kernels.backends`` imports this module lazily and calls exactly two functions:
 ``unavailable_reason(x, E)`` and ``heat_conduction_triton(x, E)``.
 
+Each call is planned as a list of ``Launch`` (kernel, grid, arguments, candidate
+configurations) and then run; ``aot.py`` compiles the same plans, so the compile check
+builds exactly the kernels that run. Planes that fit the register-resident kernels
+(``configs.fits``) take them; every other plane takes the streamed schedule
+(``streamed.py``: one 1-D transform per pass through a global scratch).
+
 The forward and backward are ``torch.library.triton_op`` ops launched through
 ``wrap_triton``, so ``torch.compile`` sees the kernels instead of graph-breaking. On a GPU
 the block configuration is autotuned per (H, W, C, dtypes); under ``TRITON_INTERPRET=1``
@@ -10,10 +16,12 @@ the block configuration is autotuned per (H, W, C, dtypes); under ``TRITON_INTER
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import torch
 import triton
@@ -25,6 +33,7 @@ from ..autograd import register_hco_autograd
 from . import configs as cfg
 from .chunks import backward_chunks
 from . import kernels as _kernels_module
+from . import streamed as _streamed_module
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # The interpreter runs fp64 too (exact enough for gradcheck); GPU builds are not checked for it.
@@ -43,12 +52,20 @@ def kernels():
 
     ``@triton.jit`` picks interpreter or compiler when it decorates, so a process that
     imported this package before setting TRITON_INTERPRET=1 would otherwise keep GPU-only
-    kernels (and the other way round).
+    kernels (and the other way round). ``streamed`` builds on ``kernels``' helpers and is
+    reloaded with it.
     """
-    global _kernels_module
+    global _kernels_module, _streamed_module
     if _kernels_module.INTERPRETED != interpreting():
         _kernels_module = importlib.reload(_kernels_module)
+        _streamed_module = importlib.reload(_streamed_module)
     return _kernels_module
+
+
+def streamed():
+    """The streamed kernels module, current with TRITON_INTERPRET (see ``kernels``)."""
+    kernels()
+    return _streamed_module
 
 
 def dtype_constants(dtype: torch.dtype, interpreted: bool) -> dict:
@@ -58,7 +75,8 @@ def dtype_constants(dtype: torch.dtype, interpreted: bool) -> dict:
     # The interpreter's dot multiplies bf16 bit patterns as integers: feed it fp32 values
     # already rounded to bf16 instead.
     dot = tl.float32 if (interpreted and dtype == torch.bfloat16) else round_dt
-    precision = "tf32x3" if dtype == torch.float32 else "ieee"
+    # The interpreter's fp32 dot is exact: emulate the GPU's tf32x3 splitting instead.
+    precision = ("tf32x3_emulated" if interpreted else "tf32x3") if dtype == torch.float32 else "ieee"
     return dict(ROUND_DTYPE=round_dt, DOT_DTYPE=dot, ACC_DTYPE=acc, PRECISION=precision)
 
 
@@ -74,11 +92,10 @@ def unavailable_reason(x: torch.Tensor, E: torch.Tensor) -> Optional[str]:
         names = ", ".join(str(d).replace("torch.", "") for d in accepted)
         return f"x has dtype {x.dtype}; the Triton kernels accept {names}"
     _, H, W, _ = x.shape
-    if not cfg.fits(H, W, x.element_size()):
-        side = cfg.max_side(x.element_size())
+    if max(H, W) > cfg.MAX_STREAMED_SIDE:
         return (
-            f"H x W = {H} x {W} exceeds the fused kernel's on-chip plane for {x.dtype} (sides up to {side}, "
-            "padded to a power of two); use the 'fft' backend ('auto' picks it)"
+            f"H x W = {H} x {W}: the Triton kernels take sides up to {cfg.MAX_STREAMED_SIDE}; "
+            "use the 'fft' backend ('auto' picks it)"
         )
     return None
 
@@ -91,21 +108,32 @@ def heat_conduction_triton(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
     return torch.ops.vheat.hco_triton(x, E)
 
 
-# --- launchers -------------------------------------------------------------------------
+# --- plans and launchers -----------------------------------------------------------------
 
 
 _COS_CACHE: dict[tuple, torch.Tensor] = {}
+
+# Programs the register-resident backward aims for (two per SM of a 132-SM H100). A
+# constant, not the device's SM count, so the chunking, and with it dE's bits, is the
+# same on every GPU. Under the interpreter a handful, so tests see uneven chunks.
+PROGRAMS_WANTED = 264
+INTERPRETER_PROGRAMS_WANTED = 4
+# Batch-loop software pipelining of the register-resident backward (tl.range num_stages).
+BWD_STAGES = 2
+MAX_GRID_Y = 65535  # CUDA's limit on grid.y (the register-resident backward's chunks)
+DE_BLOCK = 1024  # elements of dE per program of the streamed dE reduction
+DE_STAGES = 3
 
 
 def _cos(n: int, like: torch.Tensor) -> torch.Tensor:
     """Orthonormal DCT-II matrix (n, n) in fp32 (fp64 for fp64 inputs), cached per device.
 
-    Traced calls (torch.compile, opcheck under FakeTensorMode) build it uncached (a graph
-    op), so a fake tensor never reaches later eager calls; ``dct.dct_matrix`` follows the
-    same rule.
+    Traced calls (torch.compile, opcheck under FakeTensorMode) and meta tensors (the
+    compile check's plans) build it uncached, so neither reaches later eager calls;
+    ``dct.dct_matrix`` follows the same rule.
     """
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-    tracing = is_fake(like) or torch.compiler.is_compiling()
+    tracing = is_fake(like) or torch.compiler.is_compiling() or like.device.type == "meta"
     key = (n, like.device, dtype)
     if not tracing and key in _COS_CACHE:
         return _COS_CACHE[key]
@@ -118,30 +146,223 @@ def _cos(n: int, like: torch.Tensor) -> torch.Tensor:
     return mat
 
 
-def _programs_wanted(device: torch.device) -> int:
-    # Two programs per SM on a GPU; a handful under the interpreter, so tests see chunking.
-    if device.type == "cuda":
-        return 2 * torch.cuda.get_device_properties(device).multi_processor_count
-    return 4
+@dataclass
+class Launch:
+    """One kernel launch of a plan.
+
+    ``kernel`` names the @triton.jit function (``<kernel>_kernel`` in kernels.py or
+    streamed.py; ``<kernel>_tuned`` is its autotuned wrapper when ``configs`` is not
+    empty). ``configs`` lists what autotuning may pick (BlockConfig / AxisConfig); the
+    interpreter and forced runs take the first. ``grid`` maps a config to the grid.
+    """
+
+    kernel: str
+    args: dict
+    consts: dict
+    grid: Callable[[object], tuple]
+    configs: list = field(default_factory=list)
+    num_warps: int = 4  # for launches without configs
+
+    def config_kwargs(self, c) -> tuple[dict, int, int]:
+        """(constexprs, num_warps, num_stages) of configuration ``c``."""
+        if isinstance(c, cfg.BlockConfig):
+            return dict(BC=c.BC), c.num_warps, 1
+        if isinstance(c, cfg.LineConfig):
+            return dict(TZ=c.TZ, BN=c.BN), c.num_warps, 1
+        return dict(BM=c.BM, BK=c.BK, TZ=c.TZ, BN=c.BN), c.num_warps, c.num_stages
 
 
-def forward(x: torch.Tensor, E: torch.Tensor, config: Optional[cfg.BlockConfig] = None) -> torch.Tensor:
-    """Launch the fused forward; ``config`` forces a block configuration (tests)."""
-    x, E = x.contiguous(), E.contiguous()
+def _module_of(kernel: str):
+    return streamed() if kernel in ("hco_axis", "hco_de", "hco_line", "hco_line_bwd") else kernels()
+
+
+def _device_guard(t: torch.Tensor):
+    """Launch on t's GPU, whatever the current device (Triton launches on the current one).
+    Skipped while tracing: compiled graphs guard their own launches."""
+    if t.device.type != "cuda" or is_fake(t) or torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    return torch.cuda.device(t.device)
+
+
+def run(plan: list[Launch], config=None) -> None:
+    """Launch a plan: autotuned on a GPU, else the first configuration of each launch, or
+    ``config`` on the launches whose autotuner could pick it (tests)."""
+    interpreted = kernels().INTERPRETED
+    for launch in plan:
+        module = _module_of(launch.kernel)
+        if launch.configs and config is None and not interpreted:
+            fn = getattr(module, launch.kernel + "_tuned")
+            grid = lambda meta, g=launch.grid: g(_meta_config(meta))
+            wrap_triton(fn)[grid](**launch.args, **launch.consts)
+            continue
+        extra, warps, stages = {}, launch.num_warps, 1
+        if launch.configs:
+            chosen = config if config in launch.configs else launch.configs[0]
+            extra, warps, stages = launch.config_kwargs(chosen)
+            grid = launch.grid(chosen)
+        else:
+            grid = launch.grid(None)
+        fn = getattr(module, launch.kernel + "_kernel")
+        wrap_triton(fn)[grid](**launch.args, **launch.consts, **extra, num_warps=warps, num_stages=stages)
+
+
+def _meta_config(meta: dict):
+    if "BC" in meta:
+        return cfg.BlockConfig(meta["BC"], 0)
+    if "BM" not in meta:
+        return cfg.LineConfig(meta["TZ"], meta["BN"], 0)
+    return cfg.AxisConfig(meta["BM"], meta["BK"], meta["TZ"], meta["BN"], 0, 0)
+
+
+def _consts(x: torch.Tensor) -> dict:
+    return dtype_constants(x.dtype, kernels().INTERPRETED)
+
+
+def register_resident(x: torch.Tensor) -> bool:
+    """Whether (x's plane, dtype) runs on the register-resident kernels."""
+    _, H, W, _ = x.shape
+    return cfg.fits(H, W, x.element_size())
+
+
+def _axis(src, mat, e, dst, Z, N, R, e_period, transpose, consts) -> Launch:
+    """One streamed 1-D transform: dst (Z, N, R) = M or M^T along N of src (times E)."""
+    has_e = e is not None
+    args = dict(src_ptr=src, mat_ptr=mat, e_ptr=e if has_e else mat, dst_ptr=dst, Z=Z, N=N, R=R, E_PERIOD=e_period)
+    grid = lambda c: (triton.cdiv(Z, c.TZ) * triton.cdiv(N, c.BM) * triton.cdiv(R, c.BN),)
+    round_out = dst.element_size() < 4
+    return Launch("hco_axis", args, dict(TRANSPOSE=transpose, HAS_E=has_e, ROUND_OUT=round_out, **consts), grid,
+                  cfg.axis_configs(N, R, consts["ROUND_DTYPE"].primitive_bitwidth // 8))
+
+
+def _dct2(src, dst, tmp, ch, cw, e, B, H, W, C, consts, inverse=False) -> list[Launch]:
+    """2-D (I)DCT of src into dst through tmp, in two streamed passes; E multiplies the
+    forward's output (after the W pass) or the inverse's input (before it, by the caller)."""
+    h_pass = lambda a, b: _axis(a, ch, None, b, B, H, W * C, 1, inverse, consts)
+    w_pass = lambda a, b, ee: _axis(a, cw, ee, b, B * H, W, C, H, inverse, consts)
+    if inverse:
+        return [w_pass(src, tmp, None), h_pass(tmp, dst)]
+    return [h_pass(src, tmp), w_pass(tmp, dst, e)]
+
+
+def _line_views(B, H, W, C, ch, cw):
+    """(outer pass, line view) of the streamed schedule when one side is short: the line
+    axis's (matrix, Z, N, R, E period) and a function making the outer axis's pass."""
+    side = cfg.line_side(H, W)
+    if side is None:
+        return None
+    if side == "W":
+        outer = lambda a, b, inverse, consts: _axis(a, ch, None, b, B, H, W * C, 1, inverse, consts)
+        return outer, (cw, B * H, W, C, H)
+    outer = lambda a, b, inverse, consts: _axis(a, cw, None, b, B * H, W, C, H, inverse, consts)
+    return outer, (ch, B, H, W * C, 1)
+
+
+def _streamed_forward(x, E, y, ch, cw, consts) -> list[Launch]:
     B, H, W, C = x.shape
+    # Spectrum and scratch in the input dtype: every dot rounds its operand to it anyway.
+    s1 = torch.empty_like(x)
+    views = _line_views(B, H, W, C, ch, cw)
+    if views is None:
+        s2 = torch.empty_like(x)
+        return (_dct2(x, s2, s1, ch, cw, E, B, H, W, C, consts)
+                + _dct2(s2, y, s1, ch, cw, None, B, H, W, C, consts, inverse=True))
+    outer, (mat, Z, N, R, period) = views
+    return [outer(x, s1, False, consts), _line(s1, mat, E, Z, N, R, period, consts), outer(s1, y, True, consts)]
+
+
+def _line(s, mat, E, Z, N, R, period, consts) -> Launch:
+    """The line pass in place on s: DCT, times E, inverse, along N of (Z, N, R)."""
+    args = dict(src_ptr=s, mat_ptr=mat, e_ptr=E, dst_ptr=s, Z=Z, N=N, R=R, E_PERIOD=period)
+    configs = cfg.line_configs(N, R, False, consts["ROUND_DTYPE"].primitive_bitwidth // 8)
+    return Launch("hco_line", args, dict(NP=cfg.padded(N), **consts),
+                  lambda c: (triton.cdiv(Z, c.TZ) * triton.cdiv(R, c.BN),), configs)
+
+
+def forward_plan(x: torch.Tensor, E: torch.Tensor, y: torch.Tensor, resident: Optional[bool] = None) -> list[Launch]:
+    """Launches computing y = HCO(x, E) (x, E contiguous); ``resident`` forces the schedule
+    (the compile check's sweep of candidate configurations)."""
+    B, H, W, C = x.shape
+    consts = _consts(x)
+    ch, cw = _cos(H, x), _cos(W, x)
+    if register_resident(x) if resident is None else resident:
+        args = dict(x_ptr=x, e_ptr=E, ch_ptr=ch, cw_ptr=cw, y_ptr=y, H=H, W=W, C=C)
+        grid = lambda c: (triton.cdiv(C, c.BC) * B,)
+        return [Launch("hco_fwd", args, dict(HP=cfg.padded(H), WP=cfg.padded(W), **consts), grid,
+                       cfg.prune(H, W, C, x.element_size(), backward=False))]
+    return _streamed_forward(x, E, y, ch, cw, consts)
+
+
+def _acc_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def backward_plan(grad_y, x, E, dx, need_dx: bool, need_dE: bool,
+                  resident: Optional[bool] = None) -> tuple[list[Launch], torch.Tensor]:
+    """Launches computing dx (into ``dx``) and dE (returned buffer: per-chunk partials of
+    shape (chunks, H, W, C), or dE itself (H, W, C)); the caller sums the partials."""
+    B, H, W, C = x.shape
+    consts = _consts(x)
+    ch, cw = _cos(H, x), _cos(W, x)
+    acc = _acc_dtype(x)
+    if register_resident(x) if resident is None else resident:
+        widest = (cfg.prune(H, W, C, x.element_size(), backward=True) or [cfg.BlockConfig(max(cfg.BLOCKS), 0)])[0].BC
+        wanted = INTERPRETER_PROGRAMS_WANTED if x.device.type == "cpu" else PROGRAMS_WANTED
+        chunks = backward_chunks(B, C, wanted, widest) if need_dE else min(B, MAX_GRID_Y)
+        per_prog = math.ceil(B / chunks)
+        chunks = math.ceil(B / per_prog)
+        de = torch.empty((chunks, H, W, C), device=x.device, dtype=acc) if need_dE else x.new_empty(0, dtype=acc)
+        # Unused pointers still need a valid tensor of the right dtype: pass x / grad_y.
+        args = dict(x_ptr=x if need_dE else grad_y, dy_ptr=grad_y, e_ptr=E, ch_ptr=ch, cw_ptr=cw,
+                    dx_ptr=dx if need_dx else grad_y, de_ptr=de, B=B, H=H, W=W, C=C, B_PER_PROG=per_prog)
+        grid = lambda c: (triton.cdiv(C, c.BC), chunks)
+        consts = dict(HP=cfg.padded(H), WP=cfg.padded(W), NEED_DX=need_dx, NEED_DE=need_dE, NUM_STAGES=BWD_STAGES,
+                      **consts)
+        return [Launch("hco_bwd", args, consts, grid, cfg.prune(H, W, C, x.element_size(), backward=True))], de
+    if not need_dE:
+        # dx = IDCT2(DCT2(dy) * E): the forward's plan on dy.
+        return _streamed_forward(grad_y, E, dx, ch, cw, consts), x.new_empty(0, dtype=acc)
+    de = torch.empty((H, W, C), device=x.device, dtype=acc)
+    views = _line_views(B, H, W, C, ch, cw)
+    if views is not None:
+        # Outer transforms of dy and x streamed; the line pass does the rest on-chip.
+        outer, (mat, Z, N, R, period) = views
+        t1, t2 = torch.empty_like(x), torch.empty_like(x)
+        eb = consts["ROUND_DTYPE"].primitive_bitwidth // 8
+        fuse_dx = need_dx and cfg.LINE_BWD_FUSES_DX[min(eb, 4)]
+        args = dict(g_ptr=t1, x_ptr=t2, mat_ptr=mat, e_ptr=E, de_ptr=de, B=B, N=N, R=R, E_PERIOD=period)
+        line = Launch("hco_line_bwd", args, dict(NP=cfg.padded(N), NEED_DX=fuse_dx, NUM_STAGES=BWD_STAGES, **consts),
+                      lambda c: (triton.cdiv(period, c.TZ) * triton.cdiv(R, c.BN),), cfg.line_configs(N, R, True, eb))
+        plan = [outer(grad_y, t1, False, consts), outer(x, t2, False, consts), line]
+        if need_dx and not fuse_dx:
+            plan.append(_line(t1, mat, E, Z, N, R, period, consts))
+        if need_dx:
+            plan.append(outer(t1, dx, True, consts))
+        return plan, de
+    tmp = torch.empty_like(x)
+    # Both spectra kept in fp32 (fp64) for fp32 (fp64) inputs, so dE multiplies them
+    # unrounded; for bf16 / fp16 in the input dtype, as the official formulation keeps
+    # them: half the bytes of the two largest scratch tensors.
+    g, xf = torch.empty_like(x), torch.empty_like(x)
+    P = H * W * C
+    reduce = Launch("hco_de", dict(g_ptr=g, xf_ptr=xf, e_ptr=E, de_ptr=de, B=B, P=P),
+                    dict(SCALE_G=need_dx, BLOCK=DE_BLOCK, NUM_STAGES=DE_STAGES, ROUND_TO=consts["DOT_DTYPE"]),
+                    lambda c: (triton.cdiv(P, DE_BLOCK),),
+                    num_warps=4)
+    plan = _dct2(grad_y, g, tmp, ch, cw, None, B, H, W, C, consts) + _dct2(x, xf, tmp, ch, cw, None, B, H, W, C, consts)
+    plan.append(reduce)
+    if need_dx:
+        plan += _dct2(g, dx, tmp, ch, cw, None, B, H, W, C, consts, inverse=True)
+    return plan, de
+
+
+def forward(x: torch.Tensor, E: torch.Tensor, config=None) -> torch.Tensor:
+    """Fused forward; ``config`` forces a block / tile configuration (tests)."""
+    x, E = x.contiguous(), E.contiguous()
     y = torch.empty_like(x)
     if y.numel() == 0:
         return y
-    k = kernels()
-    consts = dict(HP=cfg.padded(H), WP=cfg.padded(W), **dtype_constants(x.dtype, k.INTERPRETED))
-    args = (x, E, _cos(H, x), _cos(W, x), y, H, W, C)
-    if config is None and not k.INTERPRETED:
-        wrap_triton(k.hco_fwd_tuned)[lambda meta: (triton.cdiv(C, meta["BC"]), B)](*args, **consts)
-    else:
-        config = config or cfg.prune(H, W, C, x.element_size(), backward=False)[0]
-        wrap_triton(k.hco_fwd_kernel)[(triton.cdiv(C, config.BC), B)](
-            *args, BC=config.BC, num_warps=config.num_warps, num_stages=1, **consts
-        )
+    with _device_guard(x):
+        run(forward_plan(x, E, y), config)
     return y
 
 
@@ -151,40 +372,23 @@ def backward(
     E: torch.Tensor,
     need_dx: bool,
     need_dE: bool,
-    config: Optional[cfg.BlockConfig] = None,
+    config=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """dx = HCO(grad_y, E) and dE = sum_b DCT2(x) * DCT2(grad_y); unneeded ones are empty."""
     grad_y, x, E = grad_y.contiguous(), x.contiguous(), E.contiguous()
-    B, H, W, C = x.shape
     dx = torch.empty_like(x) if need_dx else x.new_empty(0)
     if not (need_dx or need_dE) or x.numel() == 0:
         dE = torch.zeros_like(E) if need_dE else E.new_empty(0)
         return dx, dE
-    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    widest = cfg.prune(H, W, C, x.element_size(), backward=True)[0].BC
-    chunks = backward_chunks(B, C, _programs_wanted(x.device), widest) if need_dE else min(B, 65535)
-    per_prog = math.ceil(B / chunks)
-    chunks = math.ceil(B / per_prog)
-    partials = torch.empty((chunks, H, W, C), device=x.device, dtype=acc_dtype) if need_dE else x.new_empty(0, dtype=acc_dtype)
-    k = kernels()
-    consts = dict(
-        HP=cfg.padded(H), WP=cfg.padded(W), NEED_DX=need_dx, NEED_DE=need_dE, **dtype_constants(x.dtype, k.INTERPRETED)
-    )
-    # Unused pointers still need a valid tensor of the right dtype: pass x / grad_y.
-    args = (x if need_dE else grad_y, grad_y, E, _cos(H, x), _cos(W, x), dx if need_dx else grad_y,
-            partials, B, H, W, C, per_prog)
-    if config is None and not k.INTERPRETED:
-        wrap_triton(k.hco_bwd_tuned)[lambda meta: (triton.cdiv(C, meta["BC"]), chunks)](*args, **consts)
-    else:
-        config = config or cfg.prune(H, W, C, x.element_size(), backward=True)[0]
-        wrap_triton(k.hco_bwd_kernel)[(triton.cdiv(C, config.BC), chunks)](
-            *args, BC=config.BC, num_warps=config.num_warps, num_stages=1, **consts
-        )
+    with _device_guard(x):
+        plan, de = backward_plan(grad_y, x, E, dx, need_dx, need_dE)
+        run(plan, config)
     if not need_dE:
         return dx, E.new_empty(0)
-    # Fixed-order reduction over chunks: deterministic run to run.
-    dE = partials[0] if chunks == 1 else partials.sum(dim=0)
-    return dx, dE.to(E.dtype)
+    # Chunk partials summed in a fixed order: deterministic run to run and GPU to GPU.
+    if de.dim() == 4:
+        de = de[0] if de.shape[0] == 1 else de.sum(dim=0)
+    return dx, de.to(E.dtype)
 
 
 # --- ops and autograd ------------------------------------------------------------------

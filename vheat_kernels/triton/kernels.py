@@ -66,9 +66,43 @@ def _cos(ptr, N, NP: tl.constexpr, TRANSPOSE: tl.constexpr, ROUND_DTYPE: tl.cons
 
 
 @triton.jit
+def _tf32(v, TRUNCATE: tl.constexpr):
+    """fp32 v with its mantissa cut to tf32's 10 bits: rounded to nearest (ties away, as
+    ``cvt.rna.tf32.f32``) or truncated (what a tensor core does to its tf32 inputs)."""
+    bits = v.to(tl.uint32, bitcast=True)
+    if not TRUNCATE:
+        bits = bits + 0x1000
+    return (bits & 0xFFFFE000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _mma(a, b, acc, PRECISION: tl.constexpr):
+    """acc + a @ b. PRECISION "tf32x3_emulated" reproduces, in exact fp32 dots, what Triton's
+    tf32x3 does on a GPU (F32DotTC): a = hi + lo with hi = rna_tf32(a), lo = a - hi as the
+    tensor core reads it (truncated to tf32); small = lo_a @ hi_b + hi_a @ lo_b;
+    result = acc + (hi_a @ hi_b + small). The interpreter uses it for fp32 so that the
+    tests check the GPU's arithmetic instead of an exact fp32 dot."""
+    if PRECISION == "tf32x3_emulated":
+        a_hi = _tf32(a, False)
+        b_hi = _tf32(b, False)
+        a_lo = _tf32(a - a_hi, True)
+        b_lo = _tf32(b - b_hi, True)
+        small = tl.dot(a_lo, b_hi, input_precision="ieee", out_dtype=tl.float32)
+        small = tl.dot(a_hi, b_lo, small, input_precision="ieee", out_dtype=tl.float32)
+        return acc + tl.dot(a_hi, b_hi, small, input_precision="ieee", out_dtype=tl.float32)
+    else:
+        return tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=acc.dtype)
+
+
+@triton.jit
 def _apply(mat, plane, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
     """mat (P, P) @ plane (P, rest): a 1-D transform along the plane's leading axis."""
-    return tl.dot(mat, _round(plane, ROUND_DTYPE, DOT_DTYPE), input_precision=PRECISION, out_dtype=ACC_DTYPE)
+    if PRECISION == "tf32x3_emulated":
+        acc = tl.full((mat.shape[0], plane.shape[1]), 0, dtype=ACC_DTYPE)
+        return _mma(mat, _round(plane, ROUND_DTYPE, DOT_DTYPE), acc, PRECISION)
+    else:
+        # No zero accumulator operand: it costs registers that the planes need.
+        return tl.dot(mat, _round(plane, ROUND_DTYPE, DOT_DTYPE), input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
 
 @triton.jit
@@ -119,19 +153,26 @@ def hco_fwd_kernel(x_ptr, e_ptr, ch_ptr, cw_ptr, y_ptr, H, W, C,
                    HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr,
                    ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr,
                    PRECISION: tl.constexpr):
-    """y[b] = IDCT2(DCT2(x[b]) * E) for one (channel block, batch element) per program."""
-    c0 = tl.program_id(0) * BC
-    base = tl.program_id(1).to(tl.int64) * H * W * C
+    """y[b] = IDCT2(DCT2(x[b]) * E) for one (channel block, batch element) per program.
+
+    1-D grid (channel block fastest): no 65535 limit on the batch.
+    """
+    blocks = tl.cdiv(C, BC)
+    pid = tl.program_id(0)
+    c0 = (pid % blocks) * BC
+    base = (pid // blocks).to(tl.int64) * H * W * C
     f = _dct2(x_ptr, base, ch_ptr, cw_ptr, H, W, C, c0, True, HP, WP, BC, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
     f = f * _load_freq(e_ptr, H, W, C, c0, HP, WP, BC, ACC_DTYPE)
     _idct2_store(f, y_ptr, base, ch_ptr, cw_ptr, H, W, C, c0, True, HP, WP, BC,
                  ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
 
 
-@triton.jit
+# B_PER_PROG is not specialised: as 1 (every dx-only launch) Triton would unroll the
+# pipelined batch loop into a body that spills where the loop does not.
+@triton.jit(do_not_specialize=["B_PER_PROG"])
 def hco_bwd_kernel(x_ptr, dy_ptr, e_ptr, ch_ptr, cw_ptr, dx_ptr, de_ptr, B, H, W, C, B_PER_PROG,
                    HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr,
-                   NEED_DX: tl.constexpr, NEED_DE: tl.constexpr,
+                   NEED_DX: tl.constexpr, NEED_DE: tl.constexpr, NUM_STAGES: tl.constexpr,
                    ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr,
                    PRECISION: tl.constexpr):
     """dx[b] = HCO(dy[b], E) and per-chunk partials de[chunk] = sum_b DCT2(x[b]) * DCT2(dy[b]).
@@ -139,7 +180,11 @@ def hco_bwd_kernel(x_ptr, dy_ptr, e_ptr, ch_ptr, cw_ptr, dx_ptr, de_ptr, B, H, W
     Program (channel block, chunk) walks batch elements chunk * B_PER_PROG ... in order;
     the host sums the chunk partials in a fixed order, so dE is deterministic (no atomics).
     E and the cosine matrices are re-read (L1 / L2 hits) each iteration instead of being
-    kept live across the loop, leaving the registers to the planes.
+    kept live across the loop, leaving the registers to the planes. The batch loop is
+    software-pipelined (``NUM_STAGES``): the next element's loads are issued while the
+    current one is transformed. Grid (channel blocks, chunks): chunks <= 65535 by
+    construction (hco.backward_plan), and a 2-D grid keeps the 255-register kernel free of
+    the index arithmetic a 1-D one costs (measured: 16 B of spills at fp32 32 x 32).
     """
     c0 = tl.program_id(0) * BC
     chunk = tl.program_id(1)
@@ -147,7 +192,7 @@ def hco_bwd_kernel(x_ptr, dy_ptr, e_ptr, ch_ptr, cw_ptr, dx_ptr, de_ptr, B, H, W
     # tl.full, not tl.zeros: zeros is @jit in triton.language.standard and stays compiled-only
     # if triton was imported before TRITON_INTERPRET=1; the interpreter cannot call it.
     acc = tl.full((WP, HP * BC), 0, dtype=ACC_DTYPE)
-    for i in range(B_PER_PROG):
+    for i in tl.range(0, B_PER_PROG, num_stages=NUM_STAGES):
         b = chunk * B_PER_PROG + i
         valid = b < B
         base = b.to(tl.int64) * plane
@@ -169,6 +214,7 @@ def _prune(backward):
     """Autotune pruning: the configurations ``configs.prune`` allows for this call's shape."""
 
     def prune(configs, nargs, **kwargs):
+        nargs = {**nargs, **kwargs}  # torch's wrap_triton passes keyword arguments apart
         x = nargs["x_ptr"]
         allowed = set(cfg.prune(nargs["H"], nargs["W"], nargs["C"], x.element_size(), backward))
         return [c for c in configs if cfg.BlockConfig(c.kwargs["BC"], c.num_warps) in allowed]
