@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup build demo selfcheck bench bench-suite bench-quick test test-unit test-slow cuda-check cmake-test triton-aot bytes-model test-mm build-cuda clean
+.PHONY: setup build demo selfcheck bench bench-suite bench-quick test test-unit test-slow cuda-check cmake-test triton-aot bytes-model test-mm build-cuda gpu-check clean
 
 setup:
 	bash scripts/setup_env.sh
@@ -60,6 +60,12 @@ bytes-model: setup
 test-mm: setup
 	bash scripts/install_mm_extra.sh
 	.venv-mm/bin/python -m pytest -q tests/test_downstream_mm.py
+
+# GPU acceptance run (one CUDA GPU, < 8 min on H100/A100): build for this GPU, gpu-marked
+# tests, bench_gpu.py, vHeat-T step per backend; PASS/FAIL per part, build/gpu_check/*.
+# Without a GPU: a "no GPU" message and exit 0. No `setup` prerequisite: the script builds.
+gpu-check:
+	bash scripts/gpu_check.sh
 
 build-cuda: setup
 	VHEAT_BUILD_CUDA=1 MAX_JOBS=2 $(PY) setup.py build_ext --inplace
