@@ -51,23 +51,28 @@ def no_gpu_reason() -> str | None:
 # ---- part: model ----------------------------------------------------------------------
 
 
-def _median_ms(fn, reps: int = 3) -> float:
+def _median_ms(fn, device: str, reps: int = 3) -> float:
     import torch
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     fn()  # warm-up (compiles, autotunes)
     times = []
     for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        sync()
+        start = time.perf_counter()
         fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
+        sync()
+        times.append(1e3 * (time.perf_counter() - start))
     return sorted(times)[len(times) // 2]
 
 
-def model_part(json_path: str) -> int:
-    """vHeat-T inference and one training step per backend; writes json_path."""
+def model_part(json_path: str, device: str = "cuda", backends=MODEL_BACKENDS, batch: int = MODEL_BATCH,
+               res: int = 224) -> int:
+    """vHeat-T inference and one training step per backend; writes json_path. (Tests run
+    it on CPU backends at a small resolution.)"""
     import torch
 
     from vheat.models import MODEL_ARGS, VHeat
@@ -75,32 +80,32 @@ def model_part(json_path: str) -> int:
     from vheat_kernels.dispatch import BackendUnavailableError
 
     torch.manual_seed(0)
-    model = VHeat(num_classes=1000, **MODEL_ARGS["vheat_tiny"]).cuda()
-    images = torch.randn(MODEL_BATCH, 3, 224, 224, device="cuda")
-    labels = torch.randint(0, 1000, (MODEL_BATCH,), device="cuda")
+    model = VHeat(num_classes=1000, img_size=res, **MODEL_ARGS["vheat_tiny"]).to(device)
+    images = torch.randn(batch, 3, res, res, device=device)
+    labels = torch.randint(0, 1000, (batch,), device=device)
 
     def step():
         model.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=torch.bfloat16):
             loss = torch.nn.functional.cross_entropy(model(images), labels)
         loss.backward()
         return loss
 
     rows, logits = [], {}
-    for name in MODEL_BACKENDS:
+    for name in backends:
         model.set_hco_backend(name)
         row = dict(backend=name)
         try:
             model.eval()
             with torch.no_grad():
                 logits[name] = model(images).float()
-                row["infer_ms"] = _median_ms(lambda: model(images))
+                row["infer_ms"] = _median_ms(lambda: model(images), device)
             model.train()
             torch.manual_seed(1)  # the same drop-path draws for every backend
             row["loss"] = step().item()
             row["grads_finite"] = all(bool(torch.isfinite(p.grad).all()) for p in model.parameters()
                                       if p.grad is not None)
-            row["train_step_ms"] = _median_ms(step)
+            row["train_step_ms"] = _median_ms(step, device)
         except BackendUnavailableError as exc:
             row["skipped"] = str(exc)
         except Exception as exc:  # a failing backend is a result; the others still run
@@ -118,7 +123,7 @@ def model_part(json_path: str) -> int:
             r["loss_rel_err"] = abs(r["loss"] - ref["loss"]) / abs(ref["loss"])
             ok = ok and r["logits_rel_err"] <= LOGITS_RTOL and r["loss_rel_err"] <= LOSS_RTOL
         r["ok"] = bool(ok)
-    atomic_write_json(json_path, dict(model="vheat_tiny", batch=MODEL_BATCH, rows=rows,
+    atomic_write_json(json_path, dict(model="vheat_tiny", batch=batch, res=res, device=device, rows=rows,
                                       tolerances=dict(logits=LOGITS_RTOL, loss=LOSS_RTOL)), indent=1)
     print(json.dumps(rows, indent=1))
     return 0 if ref is not None and all(r["ok"] for r in rows) else 1
@@ -186,7 +191,7 @@ def summary_markdown(report: dict, out: Path) -> str:
         lines.append(f"| {p['part']} | {p['status']} | {p['seconds']} | {p.get('why') or p.get('detail', '')} |")
     model = report.get("model")
     if model:
-        lines += ["", "## vHeat-T (batch %d, 224)" % model["batch"], "",
+        lines += ["", f"## vHeat-T (batch {model['batch']}, {model.get('res', 224)} px)", "",
                   "| backend | inference ms | train step ms (bf16 autocast) | logits err vs reference | ok |",
                   "|---|---:|---:|---:|---|"]
         for r in model["rows"]:

@@ -111,3 +111,18 @@ def test_run_part_records_exit_codes_and_timeouts(tmp_path):
     assert bad["status"] == "FAIL" and bad["why"] == "exit code 3"
     slow = gpu_check.run_part("c", [sys.executable, "-c", "import time; time.sleep(30)"], 1, tmp_path)
     assert slow["status"] == "FAIL" and slow["why"] == "timed out after 1 s" and slow["seconds"] < 10
+
+
+@pytest.mark.slow  # ~1 min on the shared 2-core machine (a 30M-parameter model, 3 backends)
+def test_model_part_runs_and_compares_backends_on_cpu(tmp_path):
+    """The model part's code path on CPU backends (on the GPU it runs cuda/triton/fft/reference)."""
+    import json
+
+    path = tmp_path / "model.json"
+    rc = gpu_check.model_part(str(path), device="cpu", backends=("cpu", "reference", "triton"), batch=2, res=32)
+    report = json.loads(path.read_text())
+    rows = {r["backend"]: r for r in report["rows"]}
+    assert rc == 0, report
+    assert rows["reference"]["logits_rel_err"] == 0.0 and rows["cpu"]["logits_rel_err"] < 1e-3
+    assert rows["cpu"]["grads_finite"] and rows["cpu"]["train_step_ms"] > 0
+    assert "skipped" in rows["triton"] and rows["triton"]["ok"]
