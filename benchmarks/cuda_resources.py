@@ -66,6 +66,7 @@ class KernelResources:
     static_smem: int
     mma: int = 0  # HMMA instructions in the SASS
     fma: int = 0  # FFMA + DFMA instructions in the SASS
+    ldg128: int = 0  # 16-byte global loads (LDG.E.128) in the SASS
 
     def needs_mma(self) -> bool:
         """Fused kernels of fp32 / bf16 / fp16 inputs must run their transforms on tensor cores."""
@@ -81,6 +82,8 @@ class KernelResources:
         out = []
         if self.needs_mma() and self.mma == 0:
             out.append("no tensor-core MMA (HMMA) instruction in the SASS")
+        if self.kernel.startswith("hco_fused_") and self.ldg128 == 0:
+            out.append("no 16-byte global load (LDG.E.128) in the SASS: the plane tile loads are not vectorised")
         if self.spill_stores or self.spill_loads or self.stack_bytes:
             out.append(f"spills ({self.spill_stores} B stores, {self.spill_loads} B loads, {self.stack_bytes} B stack)")
         if self.registers > MAX_REGISTERS:
@@ -167,7 +170,8 @@ def compile_kernels(archs=ARCHS, nvcc: str | None = None) -> tuple[str, str]:
 
 
 def count_sass(sass: str) -> dict[tuple[str, str], dict[str, int]]:
-    """{(arch, mangled kernel): {"mma": HMMA count, "fma": FFMA + DFMA count}} from cuobjdump -sass."""
+    """{(arch, mangled kernel): {"mma": HMMA, "fma": FFMA + DFMA, "ldg128": LDG.E.128 count}} from
+    cuobjdump -sass."""
     counts: dict[tuple[str, str], dict[str, int]] = {}
     arch, current = None, None
     for line in sass.splitlines():
@@ -177,13 +181,15 @@ def count_sass(sass: str) -> dict[tuple[str, str], dict[str, int]]:
             continue
         m = re.search(r"Function : (\S+)", line)
         if m and arch:
-            current = counts.setdefault((arch, m.group(1)), {"mma": 0, "fma": 0})
+            current = counts.setdefault((arch, m.group(1)), {"mma": 0, "fma": 0, "ldg128": 0})
             continue
         if current is not None:
             if re.search(r"\bHMMA\.", line):
                 current["mma"] += 1
             elif re.search(r"\b[DF]FMA\b", line):
                 current["fma"] += 1
+            elif re.search(r"\bLDG\.E\.128\b", line):
+                current["ldg128"] += 1
     return counts
 
 
@@ -239,7 +245,7 @@ def parse_ptxas(log: str, sass_counts: dict | None = None) -> list[KernelResourc
             counts = sass_counts.get((r.arch, r.kernel))
             if counts is None:
                 raise RuntimeError(f"kernel {r.kernel} for sm_{r.arch} is missing from the SASS listing")
-            r.mma, r.fma = counts["mma"], counts["fma"]
+            r.mma, r.fma, r.ldg128 = counts["mma"], counts["fma"], counts["ldg128"]
         r.kernel = names[r.kernel]
     return rows
 
@@ -304,10 +310,10 @@ def add_residency(plans: list[LaunchPlan], kernels: list[KernelResources]) -> No
 
 
 def kernel_table(rows: list[KernelResources]) -> str:
-    lines = [f"{'arch':<6}{'regs':>5}{'spill':>7}{'stack':>6}{'smem':>6}{'MMA':>6}{'FMA':>6}{'blk/SM':>7}  kernel"]
+    lines = [f"{'arch':<6}{'regs':>5}{'spill':>7}{'stack':>6}{'smem':>6}{'MMA':>6}{'FMA':>6}{'LDG128':>7}{'blk/SM':>7}  kernel"]
     for r in sorted(rows, key=lambda r: (r.arch, r.kernel)):
         lines.append(f"sm_{r.arch:<3}{r.registers:>5}{r.spill_stores + r.spill_loads:>7}{r.stack_bytes:>6}"
-                     f"{r.static_smem:>6}{r.mma:>6}{r.fma:>6}{r.resident_blocks():>7}  {r.kernel}")
+                     f"{r.static_smem:>6}{r.mma:>6}{r.fma:>6}{r.ldg128:>7}{r.resident_blocks():>7}  {r.kernel}")
     return "\n".join(lines)
 
 
@@ -338,7 +344,7 @@ def main(argv=None) -> int:
     if args.json:
         atomic_write_json(args.json, {"kernels": [dataclasses.asdict(r) for r in kernels],
                                        "plans": [dataclasses.asdict(r) for r in plans], "problems": problems}, indent=1)
-    print("\n" + ("\n".join(["PROBLEMS:"] + problems) if problems else "no spills; MMA in every fp32/bf16/fp16 fused kernel; shared memory within limits"))
+    print("\n" + ("\n".join(["PROBLEMS:"] + problems) if problems else "no spills; MMA in every fp32/bf16/fp16 fused kernel; 16-byte tile loads; shared memory within limits"))
     return 1 if (problems and args.check) else 0
 
 

@@ -41,6 +41,7 @@ def test_nvcc_sm80_sm90_no_spills_smem_within_limits_and_mma_in_fused_kernels():
     assert len([r for r in fused if r.needs_mma()]) == 2 * 3 * len(res.ARCHS)  # 2 kernels x fp32/bf16/fp16
     assert all(r.mma > 0 for r in fused if r.needs_mma())
     assert all(r.mma == 0 and r.fma > 0 for r in fused if not r.needs_mma())  # fp64 stays on DFMA
+    assert all(r.ldg128 > 0 for r in fused)  # 16-byte plane tile loads
 
 
 @pytest.mark.slow
@@ -92,6 +93,7 @@ SASS = """
         /*0100*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;
         /*0110*/                   HMMA.1688.F32.TF32 R4, R8, R12, R4 ;
         /*0120*/                   FFMA R1, R2, R3, R1 ;
+        /*0130*/                   LDG.E.128.CONSTANT R8, desc[UR4][R2.64] ;
 		..........
 		Function : _Z1jv
         /*0100*/                   DFMA R2, R4, R6, R2 ;
@@ -100,11 +102,13 @@ SASS = """
 
 def test_sass_counts_mma_requirement_and_residency():
     counts = res.count_sass(SASS)
-    assert counts == {("90", "_Z1kv"): {"mma": 2, "fma": 1}, ("90", "_Z1jv"): {"mma": 0, "fma": 1}}
+    assert counts == {("90", "_Z1kv"): {"mma": 2, "fma": 1, "ldg128": 1},
+                      ("90", "_Z1jv"): {"mma": 0, "fma": 1, "ldg128": 0}}
 
-    def kernel(name, mma, regs=64):
-        return res.KernelResources("90", name, regs, 0, 0, 0, 0, mma=mma, fma=10)
+    def kernel(name, mma, regs=64, ldg128=2):
+        return res.KernelResources("90", name, regs, 0, 0, 0, 0, mma=mma, fma=10, ldg128=ldg128)
 
+    assert "not vectorised" in kernel("hco_fused_forward_kernel<float, float>", 4, ldg128=0).problems()[0]
     assert kernel("hco_fused_forward_kernel<BFloat16, float>", 0).problems() == [
         "no tensor-core MMA (HMMA) instruction in the SASS"]
     assert kernel("hco_fused_grad_E_kernel<float, float>", 4).problems() == []

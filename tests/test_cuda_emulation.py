@@ -37,7 +37,7 @@ def _run(exe, *args) -> str:
 def test_cuda_kernels_on_block_emulator(emulator):
     out = _run(emulator)
     assert out.count("\nok ") >= 30
-    assert out.count("ok bf16 ") == 6 and out.count("forward bf16 fused") == 6
+    assert out.count("ok bf16 ") == 7 and out.count("forward bf16 fused") == 7
 
 
 @pytest.mark.slow  # ~1 min here: 256 emulated threads per block, 200 x 334 lines

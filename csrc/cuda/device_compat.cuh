@@ -53,6 +53,13 @@ VHEAT_DEVICE double rsqrt_of(double v) { return ::rsqrt(v); }
 
 VHEAT_DEVICE int lane_index() { return static_cast<int>(threadIdx.x) & 31; }
 
+// One 16-byte global load (LDG.128) into `out`; src must be 16-byte aligned.
+template <typename T>
+VHEAT_DEVICE void load_16_bytes(const T* src, T* out) {
+  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src));
+  memcpy(out, &raw, 16);
+}
+
 // Two floats rounded to nearest-even 16-bit values in one register (lo in the low half).
 template <MmaKind K>
 VHEAT_DEVICE uint32_t pack_16x2(float lo, float hi) {
@@ -176,6 +183,15 @@ inline float rsqrt_of(float v) { return static_cast<float>(1.0 / std::sqrt(stati
 inline double rsqrt_of(double v) { return 1.0 / std::sqrt(v); }
 
 inline int lane_index() { return emu::ctx.thread & 31; }
+
+template <typename T>
+inline void load_16_bytes(const T* src, T* out) {
+  if (reinterpret_cast<uintptr_t>(src) % 16 != 0) {
+    std::fprintf(stderr, "emulated load_16_bytes: misaligned address\n");
+    std::abort();
+  }
+  std::memcpy(out, src, 16);
+}
 
 template <MmaKind K>
 inline uint32_t pack_16x2(float lo, float hi) {

@@ -212,9 +212,24 @@ VHEAT_DEVICE void fused_transform(const acc_t* in, int n_other, int so, int n, i
 }
 
 // Gathers the (H*W, tc) channel tile starting at channel c0 of one channels-last plane
-// into tile[p * tc + c] in acc_t; channels past C are zero.
+// into tile[p * tc + c] in acc_t; channels past C are zero. When whole 16-byte vectors of
+// channels line up (tc and C multiples of 16 / sizeof(scalar_t), plane 16-byte aligned:
+// the usual vHeat case), each thread loads 16 bytes at once (LDG.128), so consecutive
+// threads read consecutive 16-byte pieces of the pixel's channel row.
 template <typename scalar_t, typename acc_t>
 VHEAT_DEVICE void load_plane_tile(const scalar_t* plane, int hw, int C, int c0, int tc, acc_t* tile) {
+  constexpr int V = 16 / sizeof(scalar_t);
+  if (tc % V == 0 && C % V == 0 && reinterpret_cast<uintptr_t>(plane) % 16 == 0) {
+    const int vt = tc / V;
+    for (int idx = thread_index(); idx < hw * vt; idx += block_size()) {
+      const int p = idx / vt, c = (idx - p * vt) * V;
+      scalar_t v[V];
+      if (c0 + c < C) load_16_bytes(plane + int64_t(p) * C + c0 + c, v);  // C % V == 0: all V in range
+#pragma unroll
+      for (int k = 0; k < V; ++k) tile[p * tc + c + k] = c0 + c < C ? static_cast<acc_t>(v[k]) : acc_t(0);
+    }
+    return;
+  }
   for (int idx = thread_index(); idx < hw * tc; idx += block_size()) {
     const int p = idx / tc, c = idx - p * tc;
     tile[idx] = c0 + c < C ? static_cast<acc_t>(plane[int64_t(p) * C + c0 + c]) : acc_t(0);

@@ -170,7 +170,9 @@ void check_plans() {
 }
 
 void run_small_shapes(size_t big, size_t tiny, std::mt19937& rng) {
-  const HcoShape shapes[] = {{2, 5, 7, 3}, {1, 1, 6, 5}, {3, 13, 1, 2}, {2, 8, 8, 37}, {1, 11, 17, 9}, {5, 3, 2, 1}};
+  // {2, 6, 5, 24}: C and the channel tile multiples of 16 bytes (vectorised tile loads).
+  const HcoShape shapes[] = {{2, 5, 7, 3}, {1, 1, 6, 5}, {3, 13, 1, 2}, {2, 8, 8, 37}, {1, 11, 17, 9}, {5, 3, 2, 1},
+                             {2, 6, 5, 24}};
   // Threads per block: the planned count (64-256) for float, a prime cap for double so
   // block-stride loops wrap unevenly (and the emulation stays fast).
   for (const auto& s : shapes) {
