@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup build demo selfcheck bench bench-suite bench-quick test test-unit test-slow cuda-check cmake-test triton-aot bytes-model test-mm test-install build-cuda clean
+.PHONY: setup build demo selfcheck bench bench-suite bench-quick test test-unit test-slow cuda-check cmake-test triton-aot bytes-model test-mm test-install build-cuda gpu-check clean
 
 setup:
 	bash scripts/setup_env.sh
@@ -66,6 +66,12 @@ test-mm: setup
 # packages and the `vheat` command checked from outside the clone (tests/test_install.py).
 test-install: setup
 	$(PYTEST) -q -s -m slow tests/test_install.py
+
+# GPU acceptance run (one CUDA GPU, < 8 min on H100/A100): build for this GPU, gpu-marked
+# tests, bench_gpu.py, vHeat-T step per backend; PASS/FAIL per part, build/gpu_check/*.
+# Without a GPU: a "no GPU" message and exit 0. No `setup` prerequisite: the script builds.
+gpu-check:
+	bash scripts/gpu_check.sh
 
 build-cuda: setup
 	VHEAT_BUILD_CUDA=1 MAX_JOBS=2 $(PY) setup.py build_ext --inplace

@@ -1,14 +1,20 @@
 """Resource report of the CUDA HCO kernels without a GPU.
 
 1. Compiles csrc/cuda/hco_cuda_kernels.cu with nvcc for sm_80 and sm_90 and ``-Xptxas -v``
-   and tabulates registers, spills, stack and static shared memory per kernel.
+   and tabulates registers, spills, stack and static shared memory per kernel, the
+   tensor-core MMA (HMMA) and FMA (FFMA / DFMA) instructions in its SASS (cuobjdump
+   -sass; the cuobjdump that ships with triton when the toolkit has none) and the blocks
+   of 256 threads its registers let reside on one SM.
 2. Compiles a tiny host program around csrc/cuda/hco_plan.h (the launch planner the op
    uses) and tabulates the dynamic shared memory, channels per block and threads it asks
-   for on vHeat's shapes, per architecture limit.
+   for on vHeat's shapes, per architecture limit, with the resident blocks per SM that
+   registers, threads and shared memory allow together.
 
 Problems (exit code 1 with --check): any spill or stack frame, more than 128 registers
 (kernels promise two resident blocks of 256 threads), static shared memory above 48 KiB,
-dynamic shared memory above the architecture's opt-in per-block limit.
+a fused kernel for fp32 / bf16 / fp16 without MMA instructions in its SASS (the
+tensor-core transforms are gone), dynamic shared memory above the architecture's opt-in
+per-block limit, a plan with no resident block.
 
     python benchmarks/cuda_resources.py [--arch 80 90] [--check] [--json out.json]
 """
@@ -32,6 +38,12 @@ KERNELS_CU = ROOT / "csrc" / "cuda" / "hco_cuda_kernels.cu"
 ARCHS = ("80", "90")
 # Opt-in dynamic shared memory per block (cudaDevAttrMaxSharedMemoryPerBlockOptin).
 SMEM_OPTIN = {"80": 163 * 1024, "90": 227 * 1024}
+# Shared memory per SM for resident blocks (1 KiB of it reserved per block by the driver).
+SMEM_PER_SM = {"80": 164 * 1024, "90": 228 * 1024}
+SMEM_RESERVED_PER_BLOCK = 1024
+REGS_PER_SM = 65536
+THREADS_PER_SM = 2048
+MAX_BLOCKS_PER_SM = 32
 STATIC_SMEM_LIMIT = 48 * 1024
 MAX_REGISTERS = 128  # __launch_bounds__(256, 2)
 MAX_THREADS = 256
@@ -52,9 +64,26 @@ class KernelResources:
     spill_loads: int
     stack_bytes: int
     static_smem: int
+    mma: int = 0  # HMMA instructions in the SASS
+    fma: int = 0  # FFMA + DFMA instructions in the SASS
+    ldg128: int = 0  # 16-byte global loads (LDG.E.128) in the SASS
+
+    def needs_mma(self) -> bool:
+        """Fused kernels of fp32 / bf16 / fp16 inputs must run their transforms on tensor cores."""
+        return self.kernel.startswith("hco_fused_") and not self.kernel.split("<", 1)[1].startswith("double")
+
+    def resident_blocks(self, threads: int = MAX_THREADS) -> int:
+        """Blocks of `threads` one SM holds by registers and threads (shared memory aside)."""
+        warps = -(-threads // 32)
+        regs_per_warp = -(-max(self.registers, 1) * 32 // 256) * 256  # allocated per warp in 256s
+        return min(REGS_PER_SM // (warps * regs_per_warp), THREADS_PER_SM // threads, MAX_BLOCKS_PER_SM)
 
     def problems(self) -> list[str]:
         out = []
+        if self.needs_mma() and self.mma == 0:
+            out.append("no tensor-core MMA (HMMA) instruction in the SASS")
+        if self.kernel.startswith("hco_fused_") and self.ldg128 == 0:
+            out.append("no 16-byte global load (LDG.E.128) in the SASS: the plane tile loads are not vectorised")
         if self.spill_stores or self.spill_loads or self.stack_bytes:
             out.append(f"spills ({self.spill_stores} B stores, {self.spill_loads} B loads, {self.stack_bytes} B stack)")
         if self.registers > MAX_REGISTERS:
@@ -75,9 +104,12 @@ class LaunchPlan:
     threads: int
     smem: int
     blocks: int
+    resident: int = -1  # blocks per SM by registers, threads and shared memory (-1: unknown)
 
     def problems(self) -> list[str]:
         out = []
+        if self.resident == 0:
+            out.append("not even one block fits an SM")
         if self.kernel_tc <= 0:
             out.append("no channel tile fits in shared memory")
         if self.smem > SMEM_OPTIN[self.arch]:
@@ -102,19 +134,63 @@ def _include_flags() -> list[str]:
     return [f"-I{d}" for d in dirs]
 
 
-def compile_ptxas_log(archs=ARCHS, nvcc: str | None = None) -> str:
-    """nvcc -c of the kernels file for each arch with -Xptxas -v; returns the report."""
+def find_cuobjdump(nvcc: str | None = None) -> str | None:
+    """The toolkit's cuobjdump, else the one bundled with triton (this machine's case)."""
+    if nvcc and os.access(os.path.join(os.path.dirname(nvcc), "cuobjdump"), os.X_OK):
+        return os.path.join(os.path.dirname(nvcc), "cuobjdump")
+    found = shutil.which("cuobjdump")
+    if found:
+        return found
+    try:
+        import triton
+    except ImportError:
+        return None
+    bundled = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    return str(bundled) if os.access(bundled, os.X_OK) else None
+
+
+def compile_kernels(archs=ARCHS, nvcc: str | None = None) -> tuple[str, str]:
+    """nvcc -c of the kernels file for each arch with -Xptxas -v; returns (ptxas report, SASS)."""
     nvcc = nvcc or find_nvcc()
     if nvcc is None:
         raise RuntimeError("nvcc not found: set CUDA_HOME to the CUDA toolkit")
+    cuobjdump = find_cuobjdump(nvcc)
+    if cuobjdump is None:
+        raise RuntimeError("cuobjdump not found (neither in the CUDA toolkit nor bundled with triton)")
     gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [nvcc, "-c", str(KERNELS_CU), "-o", os.path.join(tmp, "k.o"), "-std=c++20", "-O3", "--use_fast_math",
+        obj = os.path.join(tmp, "k.o")
+        cmd = [nvcc, "-c", str(KERNELS_CU), "-o", obj, "-std=c++20", "-O3", "--use_fast_math",
                "--expt-relaxed-constexpr", "-DNDEBUG", "-Xptxas=-v", *gencode, *_include_flags()]
         proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"nvcc failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc.stdout + proc.stderr
+        if proc.returncode != 0:
+            raise RuntimeError(f"nvcc failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        sass = subprocess.run([cuobjdump, "-sass", obj], capture_output=True, text=True, check=True).stdout
+    return proc.stdout + proc.stderr, sass
+
+
+def count_sass(sass: str) -> dict[tuple[str, str], dict[str, int]]:
+    """{(arch, mangled kernel): {"mma": HMMA, "fma": FFMA + DFMA, "ldg128": LDG.E.128 count}} from
+    cuobjdump -sass."""
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    arch, current = None, None
+    for line in sass.splitlines():
+        m = re.search(r"code for sm_(\d+)", line)
+        if m:
+            arch = m.group(1)
+            continue
+        m = re.search(r"Function : (\S+)", line)
+        if m and arch:
+            current = counts.setdefault((arch, m.group(1)), {"mma": 0, "fma": 0, "ldg128": 0})
+            continue
+        if current is not None:
+            if re.search(r"\bHMMA\.", line):
+                current["mma"] += 1
+            elif re.search(r"\b[DF]FMA\b", line):
+                current["fma"] += 1
+            elif re.search(r"\bLDG\.E\.128\b", line):
+                current["ldg128"] += 1
+    return counts
 
 
 def check_op_wrapper_compiles(cxx: str = "g++") -> None:
@@ -142,8 +218,8 @@ def _demangle(names: list[str]) -> dict[str, str]:
     return dict(zip(names, short))
 
 
-def parse_ptxas(log: str) -> list[KernelResources]:
-    """One row per (arch, kernel) from a ``ptxas -v`` report."""
+def parse_ptxas(log: str, sass_counts: dict | None = None) -> list[KernelResources]:
+    """One row per (arch, kernel) from a ``ptxas -v`` report (+ SASS instruction counts)."""
     rows, current = [], None
     for line in log.splitlines():
         m = re.search(r"Compiling entry function '(\S+)' for 'sm_(\d+)'", line)
@@ -165,6 +241,11 @@ def parse_ptxas(log: str) -> list[KernelResources]:
         raise RuntimeError("could not find a register count for every kernel in the ptxas report")
     names = _demangle(sorted({r.kernel for r in rows}))
     for r in rows:
+        if sass_counts is not None:
+            counts = sass_counts.get((r.arch, r.kernel))
+            if counts is None:
+                raise RuntimeError(f"kernel {r.kernel} for sm_{r.arch} is missing from the SASS listing")
+            r.mma, r.fma, r.ldg128 = counts["mma"], counts["fma"], counts["ldg128"]
         r.kernel = names[r.kernel]
     return rows
 
@@ -210,20 +291,38 @@ def launch_plans(archs=ARCHS, shapes=PLAN_SHAPES, cxx: str = "g++") -> list[Laun
     return rows
 
 
+_PLAN_KERNELS = {"fused": {"forward": "hco_fused_forward_kernel", "grad_E": "hco_fused_grad_E_kernel"}}
+
+
+def add_residency(plans: list[LaunchPlan], kernels: list[KernelResources]) -> None:
+    """Resident blocks per SM of each plan: registers (the most any kernel of that op and
+    accumulator uses), threads, and dynamic + reserved shared memory."""
+    for p in plans:
+        name = _PLAN_KERNELS.get(p.path, {}).get(p.op, "hco_line_kernel")
+        acc_double = p.acc_bytes == 8
+        matching = [k for k in kernels if k.arch == p.arch and k.kernel.startswith(name + "<")
+                    and ("double" in k.kernel) == acc_double]
+        if not matching or p.threads <= 0:
+            continue
+        by_regs = min(k.resident_blocks(p.threads) for k in matching)
+        by_smem = SMEM_PER_SM[p.arch] // (p.smem + SMEM_RESERVED_PER_BLOCK)
+        p.resident = min(by_regs, by_smem)
+
+
 def kernel_table(rows: list[KernelResources]) -> str:
-    lines = [f"{'arch':<6}{'regs':>5}{'spill':>7}{'stack':>6}{'smem':>6}  kernel"]
+    lines = [f"{'arch':<6}{'regs':>5}{'spill':>7}{'stack':>6}{'smem':>6}{'MMA':>6}{'FMA':>6}{'LDG128':>7}{'blk/SM':>7}  kernel"]
     for r in sorted(rows, key=lambda r: (r.arch, r.kernel)):
         lines.append(f"sm_{r.arch:<3}{r.registers:>5}{r.spill_stores + r.spill_loads:>7}{r.stack_bytes:>6}"
-                     f"{r.static_smem:>6}  {r.kernel}")
+                     f"{r.static_smem:>6}{r.mma:>6}{r.fma:>6}{r.ldg128:>7}{r.resident_blocks():>7}  {r.kernel}")
     return "\n".join(lines)
 
 
 def plan_table(rows: list[LaunchPlan]) -> str:
     lines = [f"{'arch':<6}{'acc':>4} {'shape (B,H,W,C)':<22}{'op':<8}{'path':<9}{'tc':>3}{'thr':>5}{'smem KiB':>10}"
-             f"{'blocks':>10}"]
+             f"{'blocks':>10}{'res/SM':>7}"]
     for r in rows:
         lines.append(f"sm_{r.arch:<3}{'fp' + str(8 * r.acc_bytes):>4} {str(r.shape):<22}{r.op:<8}{r.path:<9}"
-                     f"{r.kernel_tc:>3}{r.threads:>5}{r.smem / 1024:>10.1f}{r.blocks:>10}")
+                     f"{r.kernel_tc:>3}{r.threads:>5}{r.smem / 1024:>10.1f}{r.blocks:>10}{r.resident:>7}")
     return "\n".join(lines)
 
 
@@ -233,8 +332,10 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="exit 1 on spills or shared memory over the limits")
     p.add_argument("--json", help="also write the tables to this JSON file")
     args = p.parse_args(argv)
-    kernels = parse_ptxas(compile_ptxas_log(args.arch))
+    log, sass = compile_kernels(args.arch)
+    kernels = parse_ptxas(log, count_sass(sass))
     plans = launch_plans(args.arch)
+    add_residency(plans, kernels)
     print(kernel_table(kernels))
     print()
     print(plan_table(plans))
@@ -243,7 +344,7 @@ def main(argv=None) -> int:
     if args.json:
         atomic_write_json(args.json, {"kernels": [dataclasses.asdict(r) for r in kernels],
                                        "plans": [dataclasses.asdict(r) for r in plans], "problems": problems}, indent=1)
-    print("\n" + ("\n".join(["PROBLEMS:"] + problems) if problems else "no spills; shared memory within limits"))
+    print("\n" + ("\n".join(["PROBLEMS:"] + problems) if problems else "no spills; MMA in every fp32/bf16/fp16 fused kernel; 16-byte tile loads; shared memory within limits"))
     return 1 if (problems and args.check) else 0
 
 

@@ -19,6 +19,14 @@ py::dict build_info() {
 #else
   info["cuda"] = false;
 #endif
+  // TORCH_CUDA_ARCH_LIST the CUDA kernels were compiled for (setup.py passes it as a
+  // string literal, e.g. "8.0;9.0+PTX"); None when the build did not say (older or
+  // CPU-only builds). vheat_kernels/cuda_arch.py parses it.
+#ifdef VHEAT_CUDA_ARCH_LIST
+  info["cuda_arch_list"] = VHEAT_CUDA_ARCH_LIST;
+#else
+  info["cuda_arch_list"] = py::none();
+#endif
   return info;
 }
 }  // namespace

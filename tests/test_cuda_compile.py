@@ -2,7 +2,8 @@
 
 The slow test compiles csrc/cuda/hco_cuda_kernels.cu with nvcc for sm_80 and sm_90 and
 ``-Xptxas -v`` (about a minute on two cores), prints the per-kernel table and fails on any
-spill, more than 128 registers or static shared memory above 48 KiB. The fast tests check
+spill, more than 128 registers, static shared memory above 48 KiB, or a fp32 / bf16 / fp16
+fused kernel whose SASS has no tensor-core MMA (HMMA) instruction. The fast tests check
 the launch planner (csrc/cuda/hco_plan.h, compiled with g++) on vHeat's shapes against the
 per-block dynamic shared-memory limits, and the ptxas report parser.
 """
@@ -27,14 +28,20 @@ needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 
 @pytest.mark.slow
 @pytest.mark.skipif(res.find_nvcc() is None, reason="needs nvcc (CUDA toolkit)")
-def test_nvcc_sm80_sm90_no_spills_and_smem_within_limits():
-    rows = res.parse_ptxas(res.compile_ptxas_log(res.ARCHS))
+def test_nvcc_sm80_sm90_no_spills_smem_within_limits_and_mma_in_fused_kernels():
+    log, sass = res.compile_kernels(res.ARCHS)
+    rows = res.parse_ptxas(log, res.count_sass(sass))
     print("\n" + res.kernel_table(rows))
     assert {r.arch for r in rows} == set(res.ARCHS)
     kernels = {r.kernel.split("<")[0] for r in rows}
     assert {"hco_fused_forward_kernel", "hco_fused_grad_E_kernel", "hco_line_kernel"} <= kernels, kernels
     bad = [f"sm_{r.arch} {r.kernel}: {'; '.join(r.problems())}" for r in rows if r.problems()]
     assert not bad, "kernels over budget:\n" + "\n".join(bad)
+    fused = [r for r in rows if r.kernel.startswith("hco_fused_")]
+    assert len([r for r in fused if r.needs_mma()]) == 2 * 3 * len(res.ARCHS)  # 2 kernels x fp32/bf16/fp16
+    assert all(r.mma > 0 for r in fused if r.needs_mma())
+    assert all(r.mma == 0 and r.fma > 0 for r in fused if not r.needs_mma())  # fp64 stays on DFMA
+    assert all(r.ldg128 > 0 for r in fused)  # 16-byte plane tile loads
 
 
 @pytest.mark.slow
@@ -77,3 +84,38 @@ def test_parse_ptxas_and_problems():
         res.parse_ptxas("ptxas info    : Compiling entry function '_Z1kv' for 'sm_90'\n")
     plan = res.LaunchPlan("80", (1, 1, 1, 1), 4, "forward", "fused", 1, 64, 164 * 1024, 1)
     assert "dynamic shared memory" in plan.problems()[0]
+
+
+SASS = """
+	code for sm_90
+		Function : _Z1kv
+	.headerflags	@"EF_CUDA_SM90 EF_CUDA_VIRTUAL_SM(EF_CUDA_SM90)"
+        /*0100*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;
+        /*0110*/                   HMMA.1688.F32.TF32 R4, R8, R12, R4 ;
+        /*0120*/                   FFMA R1, R2, R3, R1 ;
+        /*0130*/                   LDG.E.128.CONSTANT R8, desc[UR4][R2.64] ;
+		..........
+		Function : _Z1jv
+        /*0100*/                   DFMA R2, R4, R6, R2 ;
+"""
+
+
+def test_sass_counts_mma_requirement_and_residency():
+    counts = res.count_sass(SASS)
+    assert counts == {("90", "_Z1kv"): {"mma": 2, "fma": 1, "ldg128": 1},
+                      ("90", "_Z1jv"): {"mma": 0, "fma": 1, "ldg128": 0}}
+
+    def kernel(name, mma, regs=64, ldg128=2):
+        return res.KernelResources("90", name, regs, 0, 0, 0, 0, mma=mma, fma=10, ldg128=ldg128)
+
+    assert "not vectorised" in kernel("hco_fused_forward_kernel<float, float>", 4, ldg128=0).problems()[0]
+    assert kernel("hco_fused_forward_kernel<BFloat16, float>", 0).problems() == [
+        "no tensor-core MMA (HMMA) instruction in the SASS"]
+    assert kernel("hco_fused_grad_E_kernel<float, float>", 4).problems() == []
+    assert kernel("hco_fused_forward_kernel<double, double>", 0).problems() == []  # fp64 on FMA
+    assert kernel("hco_line_kernel<float, float, float>", 0).problems() == []
+    # 64 registers x 256 threads = 16384 per block: 4 per SM; 128 registers: 2.
+    assert kernel("k<float>", 0, 64).resident_blocks() == 4 and kernel("k<float>", 0, 128).resident_blocks() == 2
+    plan = res.LaunchPlan("90", (1, 56, 56, 8), 4, "forward", "fused", 8, 256, 100 * 1024, 1)
+    res.add_residency([plan], [kernel("hco_fused_forward_kernel<float, float>", 4)])
+    assert plan.resident == 2  # 228 KiB / (100 + 1) KiB

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 
+from .cuda_arch import parse_arch_list
+
 
 class ExtensionMissingError(RuntimeError):
     """The compiled vheat op library is not built or failed to load."""
@@ -14,7 +16,23 @@ def _load():
         module = importlib.import_module("vheat_kernels._C")
     except ImportError as exc:  # not built, or built against another torch
         return None, f"{type(exc).__name__}: {exc}", {}
-    return module, None, dict(module.build_info())
+    return module, None, _with_cuda_archs(dict(module.build_info()))
+
+
+def _with_cuda_archs(info: dict) -> dict:
+    """Adds cuda_sass / cuda_ptx (lists like ["8.0", "9.0"]) parsed from cuda_arch_list;
+    both None when the build did not record its architectures (older or CPU-only builds)."""
+    text = info.setdefault("cuda_arch_list", None)
+    info["cuda_sass"] = info["cuda_ptx"] = None
+    if text:
+        try:
+            archs = parse_arch_list(text)
+        except ValueError as exc:
+            info["cuda_arch_error"] = str(exc)
+        else:
+            info["cuda_sass"] = [str(a) for a in archs.sass]
+            info["cuda_ptx"] = [str(a) for a in archs.ptx]
+    return info
 
 
 _MODULE, _LOAD_ERROR, _BUILD_INFO = _load()
@@ -25,7 +43,8 @@ def extension_available() -> bool:
 
 
 def build_info() -> dict:
-    """What the op library was compiled with ({} when it is not built)."""
+    """What the op library was compiled with ({} when it is not built): openmp, cuda, and for
+    CUDA the arch list (cuda_arch_list) with its SASS (cuda_sass) and PTX (cuda_ptx) entries."""
     return _BUILD_INFO
 
 

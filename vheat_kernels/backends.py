@@ -8,6 +8,7 @@ import torch
 
 from . import reference
 from ._extension import build_info, extension_available, require_extension
+from .cuda_arch import arch_reason, device_capability
 from .dispatch import Backend, register_backend
 
 
@@ -26,6 +27,19 @@ def _compiled_reason(x: torch.Tensor, E: torch.Tensor, device_type: str) -> Opti
     if device_type == "cuda" and not build_info().get("cuda", False):
         return "the op library was built without CUDA kernels (see README: building the CUDA backend)"
     return None
+
+
+# Longest axis the CUDA kernels accept (== kMaxAxis in csrc/cuda/hco_plan.h).
+CUDA_MAX_AXIS = 8192
+
+
+def _cuda_reason(x: torch.Tensor, E: torch.Tensor) -> Optional[str]:
+    reason = _compiled_reason(x, E, "cuda")
+    if reason is not None:
+        return reason
+    if x.dim() == 4 and max(x.shape[1], x.shape[2]) > CUDA_MAX_AXIS:
+        return f"H and W must be <= {CUDA_MAX_AXIS} for the CUDA kernels, got H={x.shape[1]}, W={x.shape[2]}"
+    return arch_reason(device_capability(x.device), build_info())
 
 
 def _compiled_hco(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
@@ -68,4 +82,4 @@ register_backend(Backend("reference", _always, reference.hco_matmul_dct))
 register_backend(Backend("fft", _always, reference.hco_fft))
 register_backend(Backend("cpu", lambda x, E: _compiled_reason(x, E, "cpu"), _compiled_hco))
 register_backend(Backend("triton", _triton_reason, _triton_hco))
-register_backend(Backend("cuda", lambda x, E: _compiled_reason(x, E, "cuda"), _compiled_hco))
+register_backend(Backend("cuda", _cuda_reason, _compiled_hco))

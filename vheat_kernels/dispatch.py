@@ -51,9 +51,34 @@ def available_backends(x: torch.Tensor, E: torch.Tensor) -> list[str]:
     return [name for name, b in _BACKENDS.items() if b.unavailable_reason(x, E) is None]
 
 
+# On CUDA tensors (rule derived in docs/cuda.md, "Which backend auto picks"):
+#  * float64: triton has no fp64 GPU kernels, so cuda (fp64 FMA) then fft;
+#  * float32 / bfloat16 / float16: triton first wherever its predicate accepts the plane
+#    (tensor-core tl.dot, one read of x and one write of y per the bytes model), then
+#    cuda, then fft;
+#  * cuda goes behind fft once H + W > CUDA_LINES_MAX_HW: beyond shared memory the CUDA
+#    kernel runs 1-D transforms on FMA units, 2(H + W) FMAs per element at about a third
+#    of the FMA peak, while the fft backend's ~320 B/element of traffic is independent
+#    of the plane; on A100 (3.3 TFMA/s effective, 1.6-2.0 TB/s) and H100 SXM (11 TFMA/s,
+#    3.35 TB/s) they meet at H + W of about 335 and 535. fp64 halves both rates there.
+# Each backend's unavailable_reason (device capability against the compiled CUDA archs,
+# triton's sm_80 minimum and plane limits, dtype) then removes what cannot run, so auto
+# never picks one. `make gpu-check` reports where measured times disagree with this rule.
+CUDA_LINES_MAX_HW = 384
+
+
+def cuda_order(x: torch.Tensor) -> list[str]:
+    """Backends auto tries, in order, for a CUDA tensor x (B, H, W, C)."""
+    big = x.dim() == 4 and x.shape[1] + x.shape[2] > CUDA_LINES_MAX_HW
+    cuda_then_fft = ["fft", "cuda"] if big else ["cuda", "fft"]
+    if x.dtype == torch.float64:
+        return cuda_then_fft + ["reference"]
+    return ["triton"] + cuda_then_fft + ["reference"]
+
+
 def _auto(x: torch.Tensor, E: torch.Tensor) -> str:
     if x.device.type == "cuda":
-        order = ["cuda", "triton", "fft", "reference"]
+        order = cuda_order(x)
     elif x.device.type == "cpu":
         order = ["cpu", "fft", "reference"]
     else:

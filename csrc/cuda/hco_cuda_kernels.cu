@@ -10,6 +10,17 @@
 #include "hco_launch.cuh"
 
 namespace vheat::cuda {
+
+// bf16 / fp16 transforms of the fused kernels run on tensor cores (hco_kernels.cuh).
+template <>
+struct MmaKindOf<c10::BFloat16> {
+  static constexpr MmaKind value = MmaKind::kBf16;
+};
+template <>
+struct MmaKindOf<c10::Half> {
+  static constexpr MmaKind value = MmaKind::kFp16;
+};
+
 namespace {
 
 // <<<>>> on one stream, checked right after the launch.

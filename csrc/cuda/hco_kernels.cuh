@@ -92,10 +92,144 @@ VHEAT_DEVICE void transform_axis(const acc_t* in, int n_other, int so, int n, in
   }
 }
 
+// How the fused kernels multiply for each input type: fp64 on FMA units (transform_axis),
+// fp32 as 3xTF32 on tensor cores, bf16 / fp16 on tensor cores with fp32 accumulation
+// (transform_axis_mma). hco_cuda_kernels.cu adds the 16-bit types (c10::BFloat16, Half).
+template <typename scalar_t>
+struct MmaKindOf {
+  static constexpr MmaKind value = MmaKind::kFma;
+};
+template <>
+struct MmaKindOf<float> {
+  static constexpr MmaKind value = MmaKind::kTf32x3;
+};
+
+// Columns (n tiles of 8) of one warp's output strip: the A fragments of a k step are
+// loaded once for all of them.
+constexpr int kMmaStripTiles = 4;
+
+// transform_axis on tensor cores: the same contract (out(o, j, c) = sum_i M(j, i) in(o, i, c),
+// results to epi), as the GEMM D (n x N) = M (n x n) * In (n x N) with N = n_other * tc
+// columns q = o * tc + c. A warp owns a 16 x (8 * kMmaStripTiles) strip of D and walks k
+// in steps of the MMA depth; rows, k and columns past the end are zero-filled and their
+// results dropped. Precision: the cosine matrix M is split into hi + lo parts of the
+// MMA type (both multiplied), so only the data operand is rounded: to bf16 / fp16 for
+// those kinds; for kTf32x3 both operands are split and hi*lo + lo*hi + hi*hi summed
+// (3xTF32: about fp32 accuracy). Must be called by whole warps (block of 32k threads).
+template <MmaKind K, typename acc_t, typename Epilogue>
+VHEAT_DEVICE void transform_axis_mma(const acc_t* in, int n_other, int so, int n, int si, int tc,
+                                     const acc_t* mat, int mj, int mi, Epilogue epi) {
+  constexpr int kDepth = K == MmaKind::kTf32x3 ? 8 : 16;
+  constexpr int NT = kMmaStripTiles;
+  const int N = n_other * tc;
+  const int mtiles = (n + 15) / 16, strips = (N + 8 * NT - 1) / (8 * NT);
+  const int lane = lane_index(), g = lane >> 2, t = lane & 3;
+  const int warps = block_size() >> 5;
+  auto A = [&](int row, int k) -> float { return row < n && k < n ? float(mat[row * mj + k * mi]) : 0.0f; };
+  for (int item = thread_index() >> 5; item < mtiles * strips; item += warps) {
+    const int j0 = (item % mtiles) * 16, q0 = (item / mtiles) * 8 * NT;
+    // This lane's B column in each n tile: q = q0 + 8 nt + g.
+    int colbase[NT];
+    bool colok[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const int q = q0 + 8 * nt + g;
+      colok[nt] = q < N;
+      const int o = q / tc, c = q - o * tc;
+      colbase[nt] = colok[nt] ? o * so + c : 0;
+    }
+    float acc[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+    for (int k0 = 0; k0 < n; k0 += kDepth) {
+      uint32_t ahi[4], alo[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int row = j0 + g + 8 * (r & 1);
+        if constexpr (K == MmaKind::kTf32x3) {
+          const float v = A(row, k0 + t + 4 * (r >> 1));
+          ahi[r] = to_tf32(v);
+          alo[r] = to_tf32(v - tf32_value(ahi[r]));
+        } else {
+          const int k = k0 + 2 * t + 8 * (r >> 1);
+          const float v0 = A(row, k), v1 = A(row, k + 1);
+          const float h0 = round_16<K>(v0), h1 = round_16<K>(v1);
+          ahi[r] = pack_16x2<K>(h0, h1);
+          alo[r] = pack_16x2<K>(v0 - h0, v1 - h1);
+        }
+      }
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        auto Bv = [&](int k) -> float { return colok[nt] && k < n ? float(in[colbase[nt] + k * si]) : 0.0f; };
+        uint32_t bhi[2];
+        if constexpr (K == MmaKind::kTf32x3) {
+          uint32_t blo[2];
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const float v = Bv(k0 + t + 4 * r);
+            bhi[r] = to_tf32(v);
+            blo[r] = to_tf32(v - tf32_value(bhi[r]));
+          }
+          mma_sync<K>(acc[nt], alo, bhi);  // small terms first
+          mma_sync<K>(acc[nt], ahi, blo);
+          mma_sync<K>(acc[nt], ahi, bhi);
+        } else {
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const int k = k0 + 2 * t + 8 * r;
+            bhi[r] = pack_16x2<K>(Bv(k), Bv(k + 1));
+          }
+          mma_sync<K>(acc[nt], alo, bhi);
+          mma_sync<K>(acc[nt], ahi, bhi);
+        }
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = j0 + g + 8 * (e >> 1), q = q0 + 8 * nt + 2 * t + (e & 1);
+        if (row < n && q < N) {
+          const int o = q / tc;
+          epi(o, row, q - o * tc, static_cast<acc_t>(acc[nt][e]));
+        }
+      }
+  }
+}
+
+// One 1-D transform of the fused kernels, on the units MmaKindOf<scalar_t> names.
+template <typename scalar_t, typename acc_t, typename Epilogue>
+VHEAT_DEVICE void fused_transform(const acc_t* in, int n_other, int so, int n, int si, int tc, const acc_t* mat,
+                                  int mj, int mi, Epilogue epi) {
+  constexpr MmaKind K = MmaKindOf<scalar_t>::value;
+  if constexpr (K == MmaKind::kFma) {
+    transform_axis<kFusedOtherTile>(in, n_other, so, n, si, tc, mat, mj, mi, epi);
+  } else {
+    transform_axis_mma<K>(in, n_other, so, n, si, tc, mat, mj, mi, epi);
+  }
+}
+
 // Gathers the (H*W, tc) channel tile starting at channel c0 of one channels-last plane
-// into tile[p * tc + c] in acc_t; channels past C are zero.
+// into tile[p * tc + c] in acc_t; channels past C are zero. When whole 16-byte vectors of
+// channels line up (tc and C multiples of 16 / sizeof(scalar_t), plane 16-byte aligned:
+// the usual vHeat case), each thread loads 16 bytes at once (LDG.128), so consecutive
+// threads read consecutive 16-byte pieces of the pixel's channel row.
 template <typename scalar_t, typename acc_t>
 VHEAT_DEVICE void load_plane_tile(const scalar_t* plane, int hw, int C, int c0, int tc, acc_t* tile) {
+  constexpr int V = 16 / sizeof(scalar_t);
+  if (tc % V == 0 && C % V == 0 && reinterpret_cast<uintptr_t>(plane) % 16 == 0) {
+    const int vt = tc / V;
+    for (int idx = thread_index(); idx < hw * vt; idx += block_size()) {
+      const int p = idx / vt, c = (idx - p * vt) * V;
+      scalar_t v[V];
+      if (c0 + c < C) load_16_bytes(plane + int64_t(p) * C + c0 + c, v);  // C % V == 0: all V in range
+#pragma unroll
+      for (int k = 0; k < V; ++k) tile[p * tc + c + k] = c0 + c < C ? static_cast<acc_t>(v[k]) : acc_t(0);
+    }
+    return;
+  }
   for (int idx = thread_index(); idx < hw * tc; idx += block_size()) {
     const int p = idx / tc, c = idx - p * tc;
     tile[idx] = c0 + c < C ? static_cast<acc_t>(plane[int64_t(p) * C + c0 + c]) : acc_t(0);
@@ -127,22 +261,22 @@ VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
   load_plane_tile(x + plane, H * W, C, c0, tc, buf_a);
   VHEAT_SYNC();
   // DCT along W: b(h, m, c) = sum_w C_W[m, w] a(h, w, c)
-  transform_axis<kFusedOtherTile>(buf_a, H, W * tc, W, tc, tc, cos_w, ldw, 1,
+  fused_transform<scalar_t>(buf_a, H, W * tc, W, tc, tc, cos_w, ldw, 1,
                  [&](int h, int m, int c, acc_t v) { buf_b[(h * W + m) * tc + c] = v; });
   VHEAT_SYNC();
   // DCT along H, then attenuate: a(n, m, c) = E[n, m, c] * sum_h C_H[n, h] b(h, m, c)
-  transform_axis<kFusedOtherTile>(buf_b, W, tc, H, W * tc, tc, cos_h, ldh, 1, [&](int m, int n, int c, acc_t v) {
+  fused_transform<scalar_t>(buf_b, W, tc, H, W * tc, tc, cos_h, ldh, 1, [&](int m, int n, int c, acc_t v) {
     const int gc = c0 + c;
     const acc_t e = gc < C ? E[(int64_t(n) * W + m) * C + gc] : acc_t(0);
     buf_a[(n * W + m) * tc + c] = v * e;
   });
   VHEAT_SYNC();
   // inverse DCT along H: b(h, m, c) = sum_n C_H[n, h] a(n, m, c)
-  transform_axis<kFusedOtherTile>(buf_a, W, tc, H, W * tc, tc, cos_h, 1, ldh,
+  fused_transform<scalar_t>(buf_a, W, tc, H, W * tc, tc, cos_h, 1, ldh,
                  [&](int m, int h, int c, acc_t v) { buf_b[(h * W + m) * tc + c] = v; });
   VHEAT_SYNC();
   // inverse DCT along W, straight to global memory: y(h, w, c) = sum_m C_W[m, w] b(h, m, c)
-  transform_axis<kFusedOtherTile>(buf_b, H, W * tc, W, tc, tc, cos_w, 1, ldw, [&](int h, int w, int c, acc_t v) {
+  fused_transform<scalar_t>(buf_b, H, W * tc, W, tc, tc, cos_w, 1, ldw, [&](int h, int w, int c, acc_t v) {
     if (c0 + c < C) y[plane + int64_t(h * W + w) * C + c0 + c] = static_cast<scalar_t>(v);
   });
 }
@@ -175,18 +309,18 @@ VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
   for (int64_t b = b_begin; b < b_end; ++b) {
     load_plane_tile(x + b * plane_size, H * W, C, c0, tc, buf_p);
     VHEAT_SYNC();
-    transform_axis<kFusedOtherTile>(buf_p, H, W * tc, W, tc, tc, cos_w, ldw, 1,
+    fused_transform<scalar_t>(buf_p, H, W * tc, W, tc, tc, cos_w, ldw, 1,
                    [&](int h, int m, int c, acc_t v) { buf_q[(h * W + m) * tc + c] = v; });
     VHEAT_SYNC();
-    transform_axis<kFusedOtherTile>(buf_q, W, tc, H, W * tc, tc, cos_h, ldh, 1,
+    fused_transform<scalar_t>(buf_q, W, tc, H, W * tc, tc, cos_h, ldh, 1,
                    [&](int m, int n, int c, acc_t v) { buf_p[(n * W + m) * tc + c] = v; });
     VHEAT_SYNC();  // buf_p = DCT2(x_b); buf_q is free again
     load_plane_tile(gy + b * plane_size, H * W, C, c0, tc, buf_q);
     VHEAT_SYNC();
-    transform_axis<kFusedOtherTile>(buf_q, H, W * tc, W, tc, tc, cos_w, ldw, 1,
+    fused_transform<scalar_t>(buf_q, H, W * tc, W, tc, tc, cos_w, ldw, 1,
                    [&](int h, int m, int c, acc_t v) { buf_r[(h * W + m) * tc + c] = v; });
     VHEAT_SYNC();
-    transform_axis<kFusedOtherTile>(buf_r, W, tc, H, W * tc, tc, cos_h, ldh, 1, [&](int m, int n, int c, acc_t v) {
+    fused_transform<scalar_t>(buf_r, W, tc, H, W * tc, tc, cos_h, ldh, 1, [&](int m, int n, int c, acc_t v) {
       const int idx = (n * W + m) * tc + c;
       acc[idx] += buf_p[idx] * v;
     });

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/hco_launch.cuh"
@@ -15,6 +17,20 @@
 using vheat::cuda::EmulatedLaunch;
 using vheat::cuda::HcoPath;
 using vheat::cuda::HcoShape;
+
+// bfloat16 on the host (round to nearest even, as the device conversions), so the fused
+// kernels run their bf16 tensor-core path on the emulator.
+struct HostBf16 {
+  uint16_t bits = 0;
+  HostBf16() = default;
+  HostBf16(float v) : bits(vheat::cuda::emu::bf16_bits(v)) {}
+  HostBf16(double v) : HostBf16(static_cast<float>(v)) {}
+  operator float() const { return vheat::cuda::emu::bf16_value(bits); }
+};
+template <>
+struct vheat::cuda::MmaKindOf<HostBf16> {
+  static constexpr MmaKind value = MmaKind::kBf16;
+};
 
 namespace {
 
@@ -63,26 +79,36 @@ template <typename T>
 double max_err(const std::vector<T>& got, const std::vector<double>& want) {
   double e = 0;
   for (size_t i = 0; i < want.size(); ++i) {
-    const double g = static_cast<double>(got[i]);
+    const double g = static_cast<double>(static_cast<std::conditional_t<std::is_same_v<T, double>, double, float>>(got[i]));
     e = std::isfinite(g) ? std::max(e, std::abs(g - want[i])) : INFINITY;
   }
   return e;
 }
 
+// Max error allowed relative to 1 + max |oracle| (tests/hco_oracle.py RTOL_OF_MAX).
+template <typename T>
+constexpr double tolerance() {
+  if constexpr (std::is_same_v<T, double>) return 1e-12;
+  else if constexpr (std::is_same_v<T, float>) return 2e-6;
+  else return 1.6e-2;
+}
+
 template <typename T>
 void check_shape(const HcoShape& s, size_t smem_limit, bool force_lines, int max_threads, std::mt19937& rng) {
+  using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
   const int failures_before = failures;
-  const double tol = std::is_same_v<T, float> ? 2e-6 : 1e-12;
-  const char* tname = std::is_same_v<T, float> ? "float" : "double";
+  const double tol = tolerance<T>();
+  const char* tname = std::is_same_v<T, float> ? "float" : std::is_same_v<T, double> ? "double" : "bf16";
   std::normal_distribution<double> normal;
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   std::vector<double> x(s.numel()), gy(s.numel()), E(s.plane());
   for (auto& v : x) v = normal(rng);
   for (auto& v : gy) v = normal(rng);
   for (auto& v : E) v = unit(rng);
-  std::vector<T> xt(x.begin(), x.end()), gyt(gy.begin(), gy.end()), Et(E.begin(), E.end());
+  std::vector<T> xt(x.begin(), x.end()), gyt(gy.begin(), gy.end());
+  std::vector<acc_t> Et(E.begin(), E.end());
   // Rounded inputs feed the oracle too, so only the kernel's arithmetic is measured.
-  for (size_t i = 0; i < x.size(); ++i) x[i] = xt[i], gy[i] = gyt[i];
+  for (size_t i = 0; i < x.size(); ++i) x[i] = acc_t(xt[i]), gy[i] = acc_t(gyt[i]);
   for (size_t i = 0; i < E.size(); ++i) E[i] = Et[i];
 
   // oracle
@@ -93,30 +119,36 @@ void check_shape(const HcoShape& s, size_t smem_limit, bool force_lines, int max
     for (int64_t p = 0; p < s.plane(); ++p) dE[p] += X[b * s.plane() + p] * G[b * s.plane() + p];
 
   const EmulatedLaunch launch{max_threads};
-  char detail[96];
+  char detail[96], fwd_detail[96] = "";
+  double rel_fwd = 0, rel_dE = 0;  // error / bound, reported on success
   {
-    const auto plan = vheat::cuda::plan_forward(s, sizeof(T), smem_limit, force_lines);
-    std::vector<T> out(s.numel(), T(NAN)), ws(plan.workspace_elems);
+    const auto plan = vheat::cuda::plan_forward(s, sizeof(acc_t), smem_limit, force_lines);
+    std::vector<T> out(s.numel(), T(NAN));
+    std::vector<acc_t> ws(plan.workspace_elems);
     vheat::cuda::run_forward(launch, s, plan, xt.data(), Et.data(), out.data(), ws.data());
     std::snprintf(detail, sizeof detail, "%s %s tc=%d", tname, plan.path == HcoPath::kFused ? "fused" : "lines",
                   plan.path == HcoPath::kFused ? plan.fused.tc : plan.line_w.tc);
     const double err = max_err(out, y), bound = tol * (1 + max_abs(y));
     expect(err <= bound, "forward", s, detail, err, bound);
+    rel_fwd = err / bound;
+    std::snprintf(fwd_detail, sizeof fwd_detail, "%s", detail);
     if (force_lines) expect(plan.path == HcoPath::kLines, "forward plan", s, "expected the line path");
   }
   {
     // A low block target makes several batches share a chunk (bchunk > 1).
-    const auto plan = vheat::cuda::plan_grad_E(s, sizeof(T), smem_limit, force_lines, s.B > 2 ? 2 : 1024);
-    std::vector<T> out(s.plane(), T(NAN)), ws(plan.workspace_elems);
+    const auto plan = vheat::cuda::plan_grad_E(s, sizeof(acc_t), smem_limit, force_lines, s.B > 2 ? 2 : 1024);
+    std::vector<acc_t> out(s.plane(), acc_t(NAN)), ws(plan.workspace_elems);
     vheat::cuda::run_grad_E(launch, s, plan, xt.data(), gyt.data(), out.data(), ws.data());
     std::snprintf(detail, sizeof detail, "%s %s chunks=%ld x %ld", tname,
                   plan.path == HcoPath::kFused ? "fused" : "lines", long(plan.nchunks), long(plan.bchunk));
     const double err = max_err(out, dE), bound = tol * (1 + max_abs(dE)) * std::sqrt(double(s.B));
     expect(err <= bound, "grad_E", s, detail, err, bound);
+    rel_dE = err / bound;
   }
   if (failures == failures_before)
-    std::printf("ok %s (%ld, %ld, %ld, %ld) smem_limit=%zu force_lines=%d max_threads=%d\n", tname, long(s.B),
-                long(s.H), long(s.W), long(s.C), smem_limit, int(force_lines), max_threads);
+    std::printf("ok %s (%ld, %ld, %ld, %ld) smem_limit=%zu force_lines=%d max_threads=%d: forward %s, dE %s; "
+                "error / bound forward %.3f, dE %.3f\n", tname, long(s.B), long(s.H), long(s.W), long(s.C), smem_limit,
+                int(force_lines), max_threads, fwd_detail, detail, rel_fwd, rel_dE);
 }
 
 void check_plans() {
@@ -137,21 +169,40 @@ void check_plans() {
   expect(d8.line_w.tc == 1 && d8.line_h.tc == 1, "plan", {1, 8192, 8192, 1}, "kMaxAxis fp64 lines must fit");
 }
 
-}  // namespace
-
-int main() {
-  std::mt19937 rng(20240525u);
-  check_plans();
-  const size_t big = 227 * 1024, tiny = 2 * 1024;
-  const HcoShape shapes[] = {{2, 5, 7, 3}, {1, 1, 6, 5}, {3, 13, 1, 2}, {2, 8, 8, 37}, {1, 11, 17, 9}, {5, 3, 2, 1}};
+void run_small_shapes(size_t big, size_t tiny, std::mt19937& rng) {
+  // {2, 6, 5, 24}: C and the channel tile multiples of 16 bytes (vectorised tile loads).
+  const HcoShape shapes[] = {{2, 5, 7, 3}, {1, 1, 6, 5}, {3, 13, 1, 2}, {2, 8, 8, 37}, {1, 11, 17, 9}, {5, 3, 2, 1},
+                             {2, 6, 5, 24}};
   // Threads per block: the planned count (64-256) for float, a prime cap for double so
   // block-stride loops wrap unevenly (and the emulation stays fast).
   for (const auto& s : shapes) {
-    check_shape<float>(s, big, false, 0, rng);
+    check_shape<float>(s, big, false, 0, rng);  // fused: 3xTF32 tensor-core transforms
     check_shape<float>(s, big, true, 0, rng);
+    check_shape<HostBf16>(s, big, false, 0, rng);  // fused: bf16 tensor-core transforms
     check_shape<double>(s, big, false, 7, rng);
     check_shape<double>(s, tiny, false, 7, rng);  // 2 KiB: the larger planes take the line path
     check_shape<double>(s, big, true, 7, rng);
+  }
+}
+
+}  // namespace
+
+// No argument: the small awkward shapes. "vheat": the vHeat-size plans.
+int main(int argc, char** argv) {
+  std::mt19937 rng(20240525u);
+  const size_t big = 227 * 1024, tiny = 2 * 1024;
+  if (argc > 1 && std::string(argv[1]) == "vheat") {
+    // Stage planes of 56 x 56 and 28 x 28 (fused, tensor cores) and a 200 x 334 detection
+    // plane (line path), in fp32 and bf16.
+    for (const HcoShape& s : {HcoShape{1, 56, 56, 8}, HcoShape{2, 28, 28, 12}}) {
+      check_shape<float>(s, big, false, 0, rng);
+      check_shape<HostBf16>(s, big, false, 0, rng);
+    }
+    check_shape<float>({1, 200, 334, 2}, big, false, 32, rng);
+    check_shape<HostBf16>({1, 200, 334, 2}, big, false, 32, rng);
+  } else {
+    check_plans();
+    run_small_shapes(big, tiny, rng);
   }
   if (failures) {
     std::printf("%d check(s) failed\n", failures);

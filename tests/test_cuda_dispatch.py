@@ -1,0 +1,178 @@
+"""Dispatch on CUDA tensors without a GPU: the compiled-architecture check of the cuda
+backend and auto's order, with the device capability and the build info mocked.
+
+CUDA tensors cannot be created here, so the dispatcher gets a stand-in with the
+attributes the backends' predicates read (device, dtype, shape, dim, element_size).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vheat_kernels.backends as backends
+from vheat_kernels import BackendUnavailableError, _extension
+from vheat_kernels.cuda_arch import Arch, arch_reason, parse_arch_list
+from vheat_kernels.dispatch import CUDA_LINES_MAX_HW, _auto, cuda_order, resolve_backend
+from vheat_kernels.triton import configs as triton_configs
+
+
+class FakeCudaTensor:
+    def __init__(self, shape, dtype):
+        self.shape = torch.Size(shape)
+        self.dtype = dtype
+        self.device = torch.device("cuda", 0)
+
+    def dim(self):
+        return len(self.shape)
+
+    def element_size(self):
+        return torch.empty((), dtype=self.dtype).element_size()
+
+
+# (name, compute capability) of GPUs users have.
+DEVICES = [("T4", (7, 5)), ("V100", (7, 0)), ("A100", (8, 0)), ("A10", (8, 6)), ("L4", (8, 9)),
+           ("H100", (9, 0)), ("B200", (10, 0)), ("RTX 5090", (12, 0))]
+# Which of them each arch list runs on, written out from NVIDIA's compatibility rules
+# (SASS: same major, minor <= device; PTX: any arch <= device, JIT by the driver).
+RUNS_ON = {
+    "8.0;9.0": {"A100", "A10", "L4", "H100"},
+    "8.0;9.0+PTX": {"A100", "A10", "L4", "H100", "B200", "RTX 5090"},
+    "7.5": {"T4"},
+    "7.0+PTX": {"V100", "T4", "A100", "A10", "L4", "H100", "B200", "RTX 5090"},
+    "9.0a": {"H100"},
+    "Ampere": {"A100", "A10", "L4", "H100", "B200", "RTX 5090"},  # 8.0;8.6+PTX
+}
+
+
+def test_parse_arch_list():
+    archs = parse_arch_list("8.0;9.0+PTX")
+    assert archs.sass == (Arch(8, 0), Arch(9, 0)) and archs.ptx == (Arch(9, 0),)
+    assert parse_arch_list("8.6 9.0a").sass == (Arch(8, 6), Arch(9, 0, "a"))
+    assert parse_arch_list("Ampere;Hopper").ptx == (Arch(8, 6), Arch(9, 0))
+    with pytest.raises(ValueError, match="cannot parse CUDA architecture 'sm_80'"):
+        parse_arch_list("sm_80")
+
+
+@pytest.mark.parametrize("arch_list", sorted(RUNS_ON))
+@pytest.mark.parametrize("device, cap", DEVICES)
+def test_arch_reason_follows_the_compatibility_rules(arch_list, device, cap):
+    reason = arch_reason(cap, {"cuda_arch_list": arch_list})
+    if device in RUNS_ON[arch_list]:
+        assert reason is None
+    else:
+        assert f"none of which runs on this sm_{cap[0]}{cap[1]} GPU" in reason
+        assert f'TORCH_CUDA_ARCH_LIST="{cap[0]}.{cap[1]}"' in reason
+
+
+def test_arch_reason_when_the_build_did_not_record_its_archs():
+    for info in ({}, {"cuda_arch_list": None}):
+        reason = arch_reason((9, 0), info)
+        assert "does not record which CUDA architectures" in reason and "TORCH_CUDA_ARCH_LIST" in reason
+    assert "unreadable" in arch_reason((9, 0), {"cuda_arch_list": "sm_90"})
+
+
+def test_build_info_parses_the_arch_list():
+    info = _extension._with_cuda_archs({"cuda": True, "cuda_arch_list": "8.0;9.0+PTX"})
+    assert info["cuda_sass"] == ["8.0", "9.0"] and info["cuda_ptx"] == ["9.0"]
+    old = _extension._with_cuda_archs({"cuda": True})
+    assert old["cuda_arch_list"] is None and old["cuda_sass"] is None and old["cuda_ptx"] is None
+    bad = _extension._with_cuda_archs({"cuda": True, "cuda_arch_list": "sm_90"})
+    assert bad["cuda_sass"] is None and "sm_90" in bad["cuda_arch_error"]
+
+
+def test_build_info_of_this_build_says_what_it_knows():
+    if not _extension.extension_available():
+        pytest.skip("op library not built")
+    info = _extension.build_info()
+    for key in ("cuda", "cuda_arch_list", "cuda_sass", "cuda_ptx"):
+        assert key in info
+    if not info["cuda"]:
+        assert info["cuda_sass"] is None or info["cuda_arch_list"]
+
+
+@pytest.mark.parametrize(
+    "shape, dtype, expected",
+    [
+        ((2, 56, 56, 96), torch.float32, ["triton", "cuda", "fft", "reference"]),
+        ((2, 56, 56, 96), torch.bfloat16, ["triton", "cuda", "fft", "reference"]),
+        ((2, 200, 334, 96), torch.float16, ["triton", "fft", "cuda", "reference"]),
+        ((2, 56, 56, 96), torch.float64, ["cuda", "fft", "reference"]),
+        ((2, 200, 334, 96), torch.float64, ["fft", "cuda", "reference"]),
+    ],
+)
+def test_cuda_order_per_plane_size_and_dtype(shape, dtype, expected):
+    assert cuda_order(FakeCudaTensor(shape, dtype)) == expected
+
+
+def test_cuda_order_threshold_is_on_h_plus_w():
+    at = FakeCudaTensor((1, CUDA_LINES_MAX_HW // 2, CUDA_LINES_MAX_HW // 2, 1), torch.float32)
+    above = FakeCudaTensor((1, CUDA_LINES_MAX_HW // 2, CUDA_LINES_MAX_HW // 2 + 1, 1), torch.float32)
+    assert cuda_order(at).index("cuda") < cuda_order(at).index("fft")
+    assert cuda_order(above).index("fft") < cuda_order(above).index("cuda")
+
+
+@pytest.fixture
+def mock_gpu(monkeypatch):
+    """mock_gpu(capability, build_info): a CUDA device and an op library as given."""
+
+    def apply(cap, info, triton_importable=True):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: cap)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"mock sm_{cap[0]}{cap[1]}")
+        monkeypatch.setattr(backends, "build_info", lambda: info)
+        monkeypatch.setattr(backends, "extension_available", lambda: True)
+        monkeypatch.setattr(backends, "_triton_state", [] if triton_importable else [(None, "ImportError: mocked")])
+
+    return apply
+
+
+def _can_run(name, cap, info, x) -> bool:
+    """Ground truth, independent of the predicates: can `name` run x on this device?"""
+    H, W = x.shape[1], x.shape[2]
+    if name in ("fft", "reference"):
+        return True
+    if name == "triton":
+        return cap >= (8, 0) and x.dtype != torch.float64 and triton_configs.fits(H, W, x.element_size())
+    if name == "cuda":
+        listed = info.get("cuda_arch_list")
+        caps = {dict(DEVICES)[name] for name in RUNS_ON.get(listed, ())}
+        return bool(info.get("cuda")) and cap in caps and max(H, W) <= 8192
+    raise AssertionError(name)
+
+
+BUILDS = [{"cuda": False, "cuda_arch_list": None}, {"cuda": True, "cuda_arch_list": None}] + [
+    {"cuda": True, "cuda_arch_list": a} for a in sorted(RUNS_ON)]
+SHAPES = [(4, 7, 7, 768), (4, 56, 56, 96), (1, 200, 334, 96), (1, 1024, 1024, 8), (1, 9000, 2, 1)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("device, cap", DEVICES)
+def test_auto_never_selects_a_backend_that_cannot_run_on_the_mocked_device(mock_gpu, device, cap, dtype):
+    for info in BUILDS:
+        for triton_importable in (True, False):
+            mock_gpu(cap, info, triton_importable)
+            for shape in SHAPES:
+                x = FakeCudaTensor(shape, dtype)
+                chosen = _auto(x, None)
+                assert _can_run(chosen, cap, info, x) and (chosen != "triton" or triton_importable), (
+                    device, info, shape, chosen)
+                # ... and it is the first runnable one of the written order.
+                runnable = [n for n in cuda_order(x) if _can_run(n, cap, info, x)
+                            and (n != "triton" or triton_importable)]
+                assert chosen == runnable[0], (device, info, shape, chosen, runnable)
+
+
+def test_auto_takes_cuda_when_triton_is_missing_and_the_arch_matches(mock_gpu):
+    mock_gpu((9, 0), {"cuda": True, "cuda_arch_list": "8.0;9.0+PTX"}, triton_importable=False)
+    assert _auto(FakeCudaTensor((2, 56, 56, 96), torch.bfloat16), None) == "cuda"
+    mock_gpu((10, 0), {"cuda": True, "cuda_arch_list": "8.0;9.0"}, triton_importable=False)
+    assert _auto(FakeCudaTensor((2, 56, 56, 96), torch.bfloat16), None) == "fft"
+
+
+def test_requesting_cuda_on_an_uncovered_device_says_what_to_rebuild_with(mock_gpu):
+    mock_gpu((7, 5), {"cuda": True, "cuda_arch_list": "8.0;9.0+PTX"})
+    x = FakeCudaTensor((2, 14, 14, 8), torch.float32)
+    with pytest.raises(BackendUnavailableError, match=r'TORCH_CUDA_ARCH_LIST="7.5"'):
+        resolve_backend(x, None, "cuda")
+    mock_gpu((9, 0), {"cuda": True, "cuda_arch_list": "8.0;9.0+PTX"})
+    with pytest.raises(BackendUnavailableError, match="H and W must be <= 8192"):
+        resolve_backend(FakeCudaTensor((1, 9000, 2, 1), torch.float32), None, "cuda")
