@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -190,7 +191,7 @@ def test_corrupt_image_fails_before_training(tmp_path):
     assert snapshot(folder) == before
 
 
-# One process per case, started together: each fails in its argument checks before any work.
+# One process per case: each fails in its argument checks before any work.
 def _bad_arguments(run, tmp):
     existing = tmp / "existing.txt"
     existing.write_text("keep me\n")
@@ -220,6 +221,10 @@ def _bad_arguments(run, tmp):
                             "patch size must be >= 1 (vHeat uses 4), got 0"),
         "convert huge": (convert, ("--input", good, "--output", tmp / "c4.pth", "--size", "100000"),
                          "target size 100000 needs"),
+        "throughput huge": ((), ("throughput", "-c", run["config"], "--img-size", "100000", "--batch-size", "8"),
+                            "data.img_size=100000 at batch 8: one input batch alone is 894.1 GiB"),
+        "flops huge": ((), ("flops", "-c", run["config"], "--img-size", "200000"),
+                       "data.img_size=200000 at batch 1: one input batch alone is 447.0 GiB"),
     }
 
 
@@ -228,14 +233,17 @@ def bad_argument_results(run, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("args")
     cases = _bad_arguments(run, tmp)
     before = snapshot(tmp), snapshot(run["out"])
-    procs = {name: _start(*args, **({"module": module[0]} if module else {}))
-             for name, (module, args, _) in cases.items()}
-    results = {name: _finish(p) for name, p in procs.items()}
+    # three at a time: each process imports torch (~300 MB), and the machine's memory is shared
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {name: pool.submit(_cli, *args, **({"module": module[0]} if module else {}))
+                   for name, (module, args, _) in cases.items()}
+        results = {name: f.result() for name, f in futures.items()}
     return cases, results, before, (snapshot(tmp), snapshot(run["out"]))
 
 
 @pytest.mark.parametrize("case", ["output is a file", "nan lr", "zero lr", "ema decay 5", "text as checkpoint",
-                                  "convert truncated", "convert text", "convert patch 0", "convert huge"])
+                                  "convert truncated", "convert text", "convert patch 0", "convert huge",
+                                  "throughput huge", "flops huge"])
 def test_bad_argument_is_one_clear_line(bad_argument_results, case):
     cases, results, before, after = bad_argument_results
     code, stdout, err = results[case]
