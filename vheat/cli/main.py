@@ -145,6 +145,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         return 0
 
     if args.command == "flops":
+        from vheat.train.runtime import check_input_fits
+
+        check_input_fits(1, cfg["data"]["img_size"])
         from vheat.flops import model_figures
         from vheat.train.model_factory import build_model
 

@@ -25,6 +25,7 @@ import torch
 
 from ..checkpoint_io import CheckpointFormatError, read_checkpoint, write_checkpoint
 from ..train.atomic import atomic_torch_save
+from ..train.runtime import available_memory_bytes
 from .freq_embed import FIT_MODES, fit_freq_embed
 
 FREQ_KEY = re.compile(r"^(?P<prefix>.*?)freq_embed\.(?P<stage>\d+)$")
@@ -50,14 +51,6 @@ def stage_grids(img_size: int, num_stages: int, patch_size: int = 4) -> List[int
             f"of that img_size has them; use {max(lower, step)} or {upper}"
         )
     return [img_size // patch_size // 2**i for i in range(num_stages)]
-
-
-def available_memory_bytes() -> int:
-    """Memory the system can still give this process (MemAvailable on Linux)."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):  # not on Linux: do not guess a limit
-        return 2**63
 
 
 def check_fits_in_memory(shapes: Mapping[str, tuple], element_size: int, size: int) -> None:

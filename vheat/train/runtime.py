@@ -57,6 +57,32 @@ def setup_logging(output_dir: Optional[str]) -> None:
         root.addHandler(fh)
 
 
+def available_memory_bytes() -> int:
+    """Memory the system can still give this process: MemAvailable on Linux (free pages plus
+    reclaimable cache), else free pages, else no limit."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**63
+
+
+def check_input_fits(batch_size: int, img_size: int, what: str = "data.img_size") -> None:
+    """A float32 batch of ``img_size`` images must fit a quarter of the available memory (the network's
+    feature maps of that size come on top): a one-line error instead of an allocation failure."""
+    need, have = 4 * 3 * batch_size * img_size**2, available_memory_bytes()
+    if 4 * need > have:
+        raise ConfigError(f"{what}={img_size} at batch {batch_size}: one input batch alone is {need / 2**30:.1f} GiB, "
+                          f"more than a quarter of the {have / 2**30:.1f} GiB of memory available (ImageNet models "
+                          f"use 224-384)")
+
+
 def on_main(fn: Callable[[], T]) -> T:
     """Rank 0 runs ``fn`` (file checks, dataset export); every rank gets its answer or its error."""
     if not du.is_distributed():

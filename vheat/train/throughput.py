@@ -12,7 +12,7 @@ from tqdm import tqdm
 from .config import ConfigError
 from .model_factory import build_model
 from .recipe import amp_dtype
-from .runtime import run_context
+from .runtime import check_input_fits, run_context
 
 
 def _peak_rss_bytes() -> int:
@@ -28,6 +28,7 @@ def measure_throughput(cfg: dict, batch_size: int, warmup: int = 5, iters: int =
         raise ConfigError("throughput needs batch_size >= 1, iters >= 1 and warmup >= 0")
     t = cfg["train"]
     size = cfg["data"]["img_size"]
+    check_input_fits(batch_size, size)
     num_classes = cfg["model"]["num_classes"] or num_classes
     with run_context(cfg) as device:
         amp = amp_dtype(cfg, device)

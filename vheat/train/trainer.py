@@ -28,7 +28,7 @@ from .evaluate import evaluate
 from .metrics import log_epoch, plot_metrics
 from .model_factory import build_model
 from .recipe import amp_dtype, build_mixup, build_optimizer, build_scheduler, build_train_loss, scaled_lrs
-from .runtime import on_main, run_context, seed_all
+from .runtime import check_input_fits, on_main, run_context, seed_all
 
 log = logging.getLogger("vheat.train")
 
@@ -41,6 +41,7 @@ def train(cfg: dict, resume: Optional[str] = None, start_over: bool = False) -> 
     run files into ``previous-<time>/`` and train from scratch.
     """
     check_output_folder(cfg["output"])
+    check_input_fits(cfg["data"]["batch_size"], cfg["data"]["img_size"])
     with run_context(cfg, bool(cfg["train"]["deterministic"]), cfg["output"]) as device:
         held = {}
 
