@@ -13,16 +13,19 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <type_traits>
 #include <vector>
 
+#include "fft_path.h"
 #include "plane_kernels.h"
 
 namespace vheat::cpu {
@@ -117,14 +120,59 @@ std::shared_ptr<const AxisStorage<T>> build_axis(int n) {
   return s;
 }
 
+// Bounded LRU cache of axis tables: a long-running process that sees many sizes (detection
+// inputs of every aspect ratio) keeps the most recently used lengths up to kCachedTableBytes
+// per dtype; an evicted table still in use by a running call stays alive through its
+// shared_ptr. An entry is O(N) rotation cosines plus dense blocks of at most
+// 4 kDenseBlockMax^2 values (2.4 MB in fp32), since larger blocks take the FFT path.
+constexpr size_t kCachedTableBytes = size_t(32) << 20;
+
+template <typename T>
+size_t table_bytes(const AxisStorage<T>& s) {
+  return sizeof(T) * (s.even.size() + s.odd.size() + s.even_t.size() + s.odd_t.size() + s.rot_cos.size() +
+                      s.rot_sin.size());
+}
+
 template <typename T>
 std::shared_ptr<const AxisStorage<T>> axis_tables(int n) {
   static std::recursive_mutex mutex;  // build_axis recurses into axis_tables(n / 2)
-  static std::map<int, std::shared_ptr<const AxisStorage<T>>> cache;
+  static std::list<std::pair<int, std::shared_ptr<const AxisStorage<T>>>> lru;  // most recent first
+  static size_t bytes = 0;
   std::lock_guard<std::recursive_mutex> lock(mutex);
-  auto& slot = cache[n];
-  if (!slot) slot = build_axis<T>(n);
-  return slot;
+  for (auto it = lru.begin(); it != lru.end(); ++it)
+    if (it->first == n) {
+      lru.splice(lru.begin(), lru, it);
+      return lru.front().second;
+    }
+  auto tables = build_axis<T>(n);
+  lru.emplace_front(n, tables);
+  bytes += table_bytes(*tables);
+  while (bytes > kCachedTableBytes && lru.size() > 1) {
+    bytes -= table_bytes(*lru.back().second);
+    lru.pop_back();
+  }
+  return tables;
+}
+
+// Side of the largest dense DCT block build_axis would make for length n (the even/odd
+// split recurses for even n >= kRecurseMin; what remains is dense).
+int largest_dense_block(int n) {
+  if (n % 2 != 0 || n < kRecurseMin) return (n + 1) / 2;
+  const int no = n / 2;
+  const int odd = no % 2 == 0 ? largest_dense_block(no / 2) : no;
+  return std::max(largest_dense_block(n / 2), odd);
+}
+
+// Sides whose dense blocks exceed kDenseBlockMax (odd lengths above about 2 x that, or 2^k
+// times one) run through ATen's FFT (fft_path.h): O(N log N) time, O(N) tables. A dense
+// block costs O(side) per point but runs at full SIMD width across channels; measured with
+// one thread (thread CPU time, (1, H, W, 96) fp32 forward, 2-core AMD EPYC, AVX-512):
+// 127 x 127 (block 64) 4.3 ms fused vs 60 ms FFT, 129 x 129 through the FFT 97 ms, and at
+// 7 x 1001 (block 501) 17.8 ms fused vs 15.3 ms FFT: the crossover is near a block of 450.
+constexpr int kDenseBlockMax = 384;
+
+bool uses_fft_path(int64_t H, int64_t W) {
+  return largest_dense_block(int(H)) > kDenseBlockMax || largest_dense_block(int(W)) > kDenseBlockMax;
 }
 
 // ---- input checks ---------------------------------------------------------------
@@ -144,13 +192,15 @@ void check_inputs(const at::Tensor& x, const at::Tensor& E, const char* op) {
 }
 
 // ---- per-thread workspace -----------------------------------------------------------
-// The plane and line scratch of one thread, kept (and held) across calls: no allocation,
-// zero fill or page faults per call, which made 128 x 128 and 256 x 256 planes 8-10 %
-// faster. From 2 MB on the buffer is advised into transparent huge pages, since a column
+// The plane and line scratch of one thread, kept across calls up to kKeptWorkspace bytes
+// (a 256 x 256 plane of 16 fp32 channels is 4.2 MB): no allocation, zero fill or page
+// faults per call, which made 128 x 128 and 256 x 256 planes 8-10 % faster. A larger
+// buffer (4096 x 4096 planes: about 1 GB per thread) is freed when the call ends. From 2 MB on the buffer is advised into transparent huge pages, since a column
 // walk touches a new 4 KB page at every point (no gain measured here, where THP is
 // madvise-only). Every element a pass reads was written by an earlier pass of the same
 // call; the padding column of a plane is never read.
 constexpr size_t kHugePage = size_t(2) << 20;
+constexpr size_t kKeptWorkspace = size_t(16) << 20;
 
 class Workspace {
  public:
@@ -170,6 +220,10 @@ class Workspace {
     }
     return static_cast<T*>(ptr_);
   }
+  // Called by a thread at the end of its share of a call.
+  void trim() {
+    if (cap_ > kKeptWorkspace) release();
+  }
   ~Workspace() { release(); }
 
  private:
@@ -182,10 +236,14 @@ class Workspace {
   size_t cap_ = 0;
 };
 
+Workspace& thread_workspace() {
+  thread_local Workspace ws;
+  return ws;
+}
+
 template <typename T>
 T* thread_workspace(int64_t elems) {
-  thread_local Workspace ws;
-  return ws.get<T>(elems);
+  return thread_workspace().get<T>(elems);
 }
 
 // ---- per-plane helpers ------------------------------------------------------------
@@ -339,6 +397,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y,
       multiply(g, plane, ep + blk * Geometry<T>::L, Cp);
       ctx.idct2_to(plane, yp, b, blk, work);
     }
+    thread_workspace().trim();
   });
 }
 
@@ -386,6 +445,7 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
         }
       }
     }
+    thread_workspace().trim();
   });
 }
 
@@ -409,8 +469,13 @@ at::Tensor run_forward(const at::Tensor& x_in, const at::Tensor& E_in, const cha
   check_inputs(x_in, E_in, op);
   const at::Tensor x = x_in.contiguous();
   at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
-  if (spectrum) *spectrum = at::empty(x.sizes(), x.options().dtype(accumulation_type(x.scalar_type())));
+  const auto acc = accumulation_type(x.scalar_type());
+  if (spectrum) *spectrum = at::empty(x.sizes(), x.options().dtype(acc));
   if (x.numel() == 0) return y;
+  if (uses_fft_path(x.size(1), x.size(2))) {
+    hco_forward_fft(x, E_in, acc, y, spectrum);
+    return y;
+  }
   dispatch_storage(x.scalar_type(), [&](auto acc_tag, auto storage_tag) {
     using T = decltype(acc_tag);
     using S = decltype(storage_tag);
@@ -433,6 +498,11 @@ std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const a
     return {dx, dE};
   }
   const at::Tensor x = x_in.contiguous(), dy = dy_in.contiguous();
+  if (uses_fft_path(dy.size(1), dy.size(2))) {
+    if (need_dx) dx = at::empty_like(dy, at::MemoryFormat::Contiguous);
+    dE = hco_backward_fft(dy, x, E_in, accumulation_type(dy.scalar_type()), x_is_spectrum, need_dx ? &dx : nullptr);
+    return {dx, dE};
+  }
   if (need_dx) dx = at::empty_like(dy, at::MemoryFormat::Contiguous);
   dispatch_storage(dy.scalar_type(), [&](auto acc_tag, auto storage_tag) {
     using T = decltype(acc_tag);
