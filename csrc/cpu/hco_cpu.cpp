@@ -36,6 +36,7 @@ template <typename T>
 struct PlaneOps {
   void (*dct2)(const AxisTables<T>&, const AxisTables<T>&, const T*, int64_t, int64_t, T*, T*);
   void (*idct2)(const AxisTables<T>&, const AxisTables<T>&, T*, T*, int64_t, int64_t, T*);
+  void (*small)(int, int, const SmallPlaneArgs<T>&);
 };
 
 bool cpu_has(const char* isa) {
@@ -56,9 +57,9 @@ PlaneOps<T> select_plane_ops() {
   TORCH_CHECK(isa == "generic" || isa == "avx2" || isa == "avx512", "VHEAT_CPU_ISA=", isa,
               " is not an instruction set of the CPU kernels; accepted: generic, avx2, avx512");
   TORCH_CHECK(cpu_has(isa.c_str()), "VHEAT_CPU_ISA=", isa, " but this CPU does not support it");
-  if (isa == "avx512") return {avx512::dct2_plane<T>, avx512::idct2_plane<T>};
-  if (isa == "avx2") return {avx2::dct2_plane<T>, avx2::idct2_plane<T>};
-  return {generic::dct2_plane<T>, generic::idct2_plane<T>};
+  if (isa == "avx512") return {avx512::dct2_plane<T>, avx512::idct2_plane<T>, avx512::small_plane_hco<T>};
+  if (isa == "avx2") return {avx2::dct2_plane<T>, avx2::idct2_plane<T>, avx2::small_plane_hco<T>};
+  return {generic::dct2_plane<T>, generic::idct2_plane<T>, generic::small_plane_hco<T>};
 }
 
 template <typename T>
@@ -70,7 +71,7 @@ const PlaneOps<T>& plane_ops() {
 // ---- cosine tables, built in double once per (N, type) ----------------------------
 template <typename T>
 struct AxisStorage {
-  std::vector<T> even, odd, even_t, odd_t, rot_cos, rot_sin;
+  std::vector<T> even, odd, even_t, odd_t, rot_cos, rot_sin, dense;
   std::shared_ptr<const AxisStorage<T>> half, quarter;
   AxisTables<T> tables;
 };
@@ -113,10 +114,16 @@ std::shared_ptr<const AxisStorage<T>> build_axis(int n) {
   } else {
     dense_block(n, no, 1, s->odd, s->odd_t);
   }
+  if (n <= kSmallMax) {
+    s->dense.resize(size_t(n) * n);
+    for (int k = 0; k < n; ++k)
+      for (int i = 0; i < n; ++i)
+        s->dense[size_t(k) * n + i] = T((k == 0 ? std::sqrt(1.0 / n) : std::sqrt(2.0 / n)) * std::cos(M_PI * (i + 0.5) * k / n));
+  }
   auto ptr = [](const std::vector<T>& v) { return v.empty() ? nullptr : v.data(); };
   s->tables = {n, ne, no, ptr(s->even), ptr(s->odd), ptr(s->even_t), ptr(s->odd_t),
                s->half ? &s->half->tables : nullptr, s->quarter ? &s->quarter->tables : nullptr,
-               ptr(s->rot_cos), ptr(s->rot_sin)};
+               ptr(s->rot_cos), ptr(s->rot_sin), ptr(s->dense)};
   return s;
 }
 
@@ -130,7 +137,7 @@ constexpr size_t kCachedTableBytes = size_t(32) << 20;
 template <typename T>
 size_t table_bytes(const AxisStorage<T>& s) {
   return sizeof(T) * (s.even.size() + s.odd.size() + s.even_t.size() + s.odd_t.size() + s.rot_cos.size() +
-                      s.rot_sin.size());
+                      s.rot_sin.size() + s.dense.size());
 }
 
 template <typename T>
@@ -316,6 +323,16 @@ struct PlaneContext {
   explicit PlaneContext(const Geometry<T>& geo)
       : g(geo), th(axis_tables<T>(int(geo.H))), tw(axis_tables<T>(int(geo.W))) {}
   bool full_block(int64_t blk) const { return (blk + 1) * Geometry<T>::L <= g.C; }
+  // The fused small-plane sweep applies to full channel blocks of a tensor already in T.
+  template <typename S>
+  bool small(int64_t blk) const {
+    return std::is_same_v<S, T> && full_block(blk) && small_plane_supported(int(g.H), int(g.W));
+  }
+  SmallPlaneArgs<T> small_args(const T* src, const T* e, int64_t Cp, T* dst) const {
+    const int64_t row = g.W * g.C, point = g.C;
+    return {th->tables.dense, tw->tables.dense, src, row, point, e, g.W * Cp, Cp, dst, row, point,
+            nullptr, 0, 0, nullptr, 0, 0, nullptr, 0, 0};
+  }
   int64_t offset(int64_t b, int64_t blk) const { return b * g.H * g.W * g.C + blk * Geometry<T>::L; }
 
   // plane <- DCT2 of plane (b, blk) of the channels-last src.
@@ -391,6 +408,18 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y,
     T* plane = thread_workspace<T>(g.plane_elems() + scratch);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / g.blocks, blk = task % g.blocks;
+      if constexpr (std::is_same_v<S, T>) {
+        if (ctx.template small<S>(blk)) {
+          auto args = ctx.small_args(xp + ctx.offset(b, blk), ep + blk * Geometry<T>::L, Cp, yp + ctx.offset(b, blk));
+          if (sp) {
+            args.spec = sp + ctx.offset(b, blk);
+            args.spec_row = args.src_row;
+            args.spec_point = args.src_point;
+          }
+          ctx.ops.small(int(g.H), int(g.W), args);
+          continue;
+        }
+      }
       T* work = plane + g.plane_elems();
       ctx.dct2_from(xp, b, blk, plane, work);
       if (sp) scatter(g, plane, b, blk, sp);
@@ -428,6 +457,21 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
       T* acc = dep + blk * L;
       const T* e = ep + blk * L;
       for (int64_t p = 0; p < g.H * g.W; ++p) std::fill(acc + p * Cp, acc + p * Cp + L, T(0));
+      if constexpr (std::is_same_v<S, T> && std::is_same_v<X, T>) {
+        if (x_is_spectrum && ctx.template small<S>(blk)) {
+          for (int64_t b = 0; b < g.B; ++b) {
+            auto args = ctx.small_args(gp + ctx.offset(b, blk), e, Cp, dxp ? dxp + ctx.offset(b, blk) : nullptr);
+            args.xs = xp + ctx.offset(b, blk);
+            args.xs_row = args.src_row;
+            args.xs_point = args.src_point;
+            args.acc = acc;
+            args.acc_row = g.W * Cp;
+            args.acc_point = Cp;
+            ctx.ops.small(int(g.H), int(g.W), args);
+          }
+          continue;
+        }
+      }
       for (int64_t b = 0; b < g.B; ++b) {
         ctx.dct2_from(gp, b, blk, pg, work);
         if (x_is_spectrum && ctx.full_block(blk)) {  // the saved spectrum, read in place
