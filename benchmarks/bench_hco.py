@@ -1,15 +1,20 @@
-"""HCO kernel benchmark on this machine: every available backend vs the official
-matmul-DCT formulation (four conv1d + einsum, vheat_kernels.reference.hco_matmul_dct),
-forward and forward+backward, measured in one run; prints a table, writes JSON.
+"""HCO kernel benchmark on this machine: our CPU backends against everything a user could
+run instead (the official matmul-DCT, the plain channels-last 4-matmul formulation, scipy's
+dctn/idctn; benchmarks/peers.py), forward and forward+backward, with 1 and 2 threads, all
+candidates of a shape timed interleaved in one run. Beside the times: the best peer and the
+fused kernel's speedup over it, and two floors: the time of copying the input to the output
+(x -> y; with the backward also dy -> dx), and the dense matmul-DCT's flops at this run's
+measured GEMM peak (the best a matmul-based peer could do). Prints tables; writes JSON to
+build/bench/hco_cpu.json, or where --json says (--update: the tracked
+benchmarks/results/hco_cpu.json).
 
-    python benchmarks/bench_hco.py [--quick] [--json benchmarks/results/hco_cpu.json]
+    python benchmarks/bench_hco.py [--quick] [--threads 1,2] [--json PATH | --update]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -18,57 +23,58 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vheat_kernels as vk  # noqa: E402
 from vheat.train.atomic import atomic_write_json  # noqa: E402
-from benchmarks.suite.measure import steady_allocator  # noqa: E402
+from benchmarks.peers import PEERS, candidates  # noqa: E402
+from benchmarks.suite.kernel import matmul_dct_flops  # noqa: E402
+from benchmarks.suite.measure import steady_allocator, time_paired  # noqa: E402
 
-# vHeat-T stages at 224 input with batch 8, then high-resolution planes.
-SHAPES = [(8, 56, 56, 96), (8, 28, 28, 192), (8, 14, 14, 384), (8, 7, 7, 768), (1, 128, 128, 96), (1, 256, 256, 96)]
+# vHeat-T/S and vHeat-B stages at 224 input with batch 8, high-resolution planes, and a
+# detection plane (stage 1 of an 800 x 1333 input).
+SHAPES = [(8, 56, 56, 96), (8, 28, 28, 192), (8, 14, 14, 384), (8, 7, 7, 768),
+          (8, 56, 56, 128), (8, 28, 28, 256), (8, 14, 14, 512), (8, 7, 7, 1024),
+          (1, 128, 128, 96), (1, 256, 256, 96), (2, 200, 334, 96)]
 QUICK_SHAPES = [(2, 56, 56, 96), (2, 14, 14, 384), (1, 128, 128, 32)]
+DEFAULT_JSON = "build/bench/hco_cpu.json"
+TRACKED_JSON = "benchmarks/results/hco_cpu.json"
+OFFICIAL = "reference"
+PASSES = ("forward", "fwd_bwd")
 
 
-# "wall": elapsed time with torch's thread pool. "thread": CPU time of the calling thread
-# with one torch thread; it counts only this process's work, so ratios stay meaningful on a
-# machine shared with other jobs (cache sharing still perturbs them somewhat).
-CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+def clock_for(threads: int, timer: str):
+    """Thread CPU time with one thread (counts only this process on a shared machine); wall
+    clock with more, where the work of the other threads must count."""
+    if timer == "thread" or (timer == "auto" and threads == 1):
+        return time.thread_time
+    return time.perf_counter
 
 
-def time_ms(fn, min_time=0.5, max_reps=50, clock=time.perf_counter) -> float:
-    """Median time of fn() in ms after warm-up calls (at least 2, and 0.2 s or min_time)."""
-    warm_start, warm_calls = time.perf_counter(), 0
-    while warm_calls < 2 or time.perf_counter() - warm_start < min(0.2, min_time):
-        fn()
-        warm_calls += 1
-    times = []
-    start = time.perf_counter()
-    while len(times) < 3 or (time.perf_counter() - start < min_time and len(times) < max_reps):
-        t0 = clock()
-        fn()
-        times.append(clock() - t0)
-    return statistics.median(times) * 1e3
+def gemm_peak_gflops(clock, min_time: float) -> float:
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    return 2 * 1024**3 / (time_paired({"mm": lambda: torch.matmul(a, b)}, min_time, clock=clock)["mm"] * 1e-3) / 1e9
 
 
-def bench_shape(shape, backends, dtype, min_time, clock=time.perf_counter):
+def bench_shape(shape, backends, dtype, min_time, clock, peak_gflops):
     x = torch.randn(shape, dtype=dtype)
     E = torch.rand(shape[1:], dtype=torch.float32)
     dy = torch.randn(shape, dtype=dtype)
-    row = {"shape": list(shape), "dtype": str(dtype).replace("torch.", ""), "forward_ms": {}, "fwd_bwd_ms": {}}
-    row["auto_backend"] = vk.resolve_backend(x, E, "auto").name
-    for name in backends:
-        def fwd():
-            with torch.no_grad():
-                vk.heat_conduction(x, E, backend=name)
-
-        xg = x.clone().requires_grad_(True)
-        Eg = E.clone().requires_grad_(True)
-
-        def fwd_bwd():
-            xg.grad = Eg.grad = None
-            vk.heat_conduction(xg, Eg, backend=name).backward(dy)
-
-        row["forward_ms"][name] = time_ms(fwd, min_time, clock=clock)
-        row["fwd_bwd_ms"][name] = time_ms(fwd_bwd, min_time, clock=clock)
-    base_f, base_b = row["forward_ms"]["reference"], row["fwd_bwd_ms"]["reference"]
-    row["forward_speedup"] = {k: base_f / v for k, v in row["forward_ms"].items()}
-    row["fwd_bwd_speedup"] = {k: base_b / v for k, v in row["fwd_bwd_ms"].items()}
+    out, dx = torch.empty_like(x), torch.empty_like(x)
+    pairs = candidates(x, E, dy, backends)
+    copies = (lambda: out.copy_(x), lambda: (out.copy_(x), dx.copy_(dy)))
+    row = {"shape": list(shape), "dtype": str(dtype).replace("torch.", ""),
+           "auto_backend": vk.resolve_backend(x, E, "auto").name}
+    for i, pass_name in enumerate(PASSES):
+        fns = {name: pair[i] for name, pair in pairs.items()}
+        fns["copy"] = copies[i]
+        ms = time_paired(fns, min_time, clock=clock)
+        copy_ms = ms.pop("copy")
+        peers = {n: ms[n] for n in (OFFICIAL,) + PEERS if n in ms}
+        best = min(peers, key=peers.get)
+        row[pass_name] = {
+            "ms": ms, "best_peer": best,
+            "speedup_vs_best_peer": {n: peers[best] / t for n, t in ms.items()},
+            "speedup_vs_official": {n: ms[OFFICIAL] / t for n, t in ms.items()},
+            "copy_floor_ms": copy_ms,
+            "gemm_floor_ms": matmul_dct_flops(shape, i == 1) / (peak_gflops * 1e9) * 1e3,
+        }
     return row
 
 
@@ -83,16 +89,18 @@ def machine_info():
             "python": platform.python_version(), "build_info": vk.build_info()}
 
 
-def format_table(rows, backends):
-    head = ["shape", "auto"] + [f"{b} fwd ms" for b in backends] + [f"{b} fwd x" for b in backends if b != "reference"]
-    head += [f"{b} f+b ms" for b in backends] + [f"{b} f+b x" for b in backends if b != "reference"]
+def format_table(rows, names, pass_name, ours="cpu"):
+    """One markdown table: ms of every candidate, best peer, our speedup over it, floors."""
+    head = ["shape", "auto"] + [f"{n} ms" for n in names] + ["best peer", f"{ours} x best peer",
+                                                           "copy floor ms", f"{ours} / copy", "GEMM floor ms"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
+        p = r[pass_name]
         cells = ["x".join(map(str, r["shape"])), r["auto_backend"]]
-        cells += [f"{r['forward_ms'][b]:.2f}" for b in backends]
-        cells += [f"{r['forward_speedup'][b]:.2f}" for b in backends if b != "reference"]
-        cells += [f"{r['fwd_bwd_ms'][b]:.2f}" for b in backends]
-        cells += [f"{r['fwd_bwd_speedup'][b]:.2f}" for b in backends if b != "reference"]
+        cells += [f"{p['ms'][n]:.2f}" if n in p["ms"] else "-" for n in names]
+        cells += [p["best_peer"], f"{p['speedup_vs_best_peer'].get(ours, float('nan')):.2f}",
+                  f"{p['copy_floor_ms']:.2f}", f"{p['ms'].get(ours, float('nan')) / p['copy_floor_ms']:.1f}",
+                  f"{p['gemm_floor_ms']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -101,33 +109,54 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small shapes, short timing (smoke run)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--json", default="benchmarks/results/hco_cpu.json")
-    p.add_argument("--timer", default="wall", choices=sorted(CLOCKS),
-                   help="wall: elapsed time, all threads; thread: CPU time of one thread (shared machines)")
-    p.add_argument("--min-time", type=float, default=None, help="seconds of timing per measurement")
+    p.add_argument("--threads", default="1,2", help="comma-separated torch thread counts, each a table")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", default=None, help=f"where to write the JSON (default {DEFAULT_JSON}, untracked)")
+    out.add_argument("--update", action="store_true", help=f"write the tracked {TRACKED_JSON}")
+    p.add_argument("--timer", default="auto", choices=["auto", "wall", "thread"],
+                   help="auto: thread CPU time with 1 thread, wall clock with more; thread needs --threads 1")
+    p.add_argument("--min-time", type=float, default=None, help="seconds of timing per candidate and pass")
     args = p.parse_args(argv)
+    threads = [int(t) for t in args.threads.split(",")]
+    if args.timer == "thread" and threads != [1]:
+        p.error("--timer thread measures one thread's CPU time; use it with --threads 1")
+    json_path = TRACKED_JSON if args.update else (args.json or DEFAULT_JSON)
     steady = steady_allocator()
     dtype = getattr(torch, args.dtype)
-    if args.timer == "thread":
-        torch.set_num_threads(1)
     shapes = QUICK_SHAPES if args.quick else SHAPES
-    min_time = args.min_time if args.min_time is not None else (0.05 if args.quick else 1.0)
+    min_time = args.min_time if args.min_time is not None else (0.05 if args.quick else 0.4)
     probe = (torch.randn(1, 4, 4, 2), torch.rand(4, 4, 2))
     backends = [b for b in ("reference", "fft", "cpu") if b in vk.available_backends(*probe)]
-    rows = []
-    for shape in shapes:
-        rows.append(bench_shape(shape, backends, dtype, min_time, CLOCKS[args.timer]))
-        r = rows[-1]
-        print(f"  {shape}: fwd x{r['forward_speedup'].get('cpu', float('nan')):.2f} (cpu), "
-              f"auto={r['auto_backend']} x{r['forward_speedup'][r['auto_backend']]:.2f}", file=sys.stderr)
-    payload = {"benchmark": "hco_kernels", "baseline": "reference (official matmul-DCT: 4x conv1d + einsum)",
-               "machine": machine_info(), "dtype": args.dtype, "timer": args.timer,
-               "load_average": os.getloadavg(), "steady_allocator": steady, "rows": rows}
-    atomic_write_json(args.json, payload, indent=2)
-    print(f"\nHCO {args.dtype} on {payload['machine']['cpu']} ({payload['machine']['threads']} threads, "
-          f"{args.timer} clock, load average {payload['load_average'][0]:.1f}); "
-          f"speedups (x) are vs the official matmul-DCT measured in this run. JSON: {args.json}\n")
-    print(format_table(rows, backends))
+    names = [OFFICIAL] + list(PEERS) + [b for b in backends if b != OFFICIAL]
+    runs, saved_threads = [], torch.get_num_threads()
+    try:
+        for t in threads:
+            torch.set_num_threads(t)
+            clock = clock_for(t, args.timer)
+            peak = gemm_peak_gflops(clock, min_time)
+            rows = []
+            for shape in shapes:
+                rows.append(bench_shape(shape, backends, dtype, min_time, clock, peak))
+                f = rows[-1]["forward"]
+                print(f"  {t} thr {shape}: fwd cpu x{f['speedup_vs_best_peer'].get('cpu', float('nan')):.2f} "
+                      f"vs {f['best_peer']}", file=sys.stderr)
+            runs.append({"threads": t, "clock": "thread" if clock is time.thread_time else "wall",
+                         "gemm_peak_gflops": peak, "rows": rows})
+    finally:
+        torch.set_num_threads(saved_threads)
+    payload = {"benchmark": "hco_kernels", "official": "reference (matmul-DCT: 4x conv1d + einsum)",
+               "peers": [OFFICIAL] + list(PEERS), "machine": machine_info(), "dtype": args.dtype,
+               "command": "python benchmarks/bench_hco.py " + " ".join(sys.argv[1:] if argv is None else argv),
+               "load_average": os.getloadavg(), "steady_allocator": steady, "runs": runs}
+    atomic_write_json(json_path, payload, indent=2)
+    print(f"\nHCO {args.dtype} on {payload['machine']['cpu']} (load average {payload['load_average'][0]:.1f}). "
+          f"Peers: official matmul-DCT (reference), channels-last 4-matmul (matmul4), scipy dctn/idctn "
+          f"(scipy); 'x best peer' = best peer time / our time. JSON: {json_path}")
+    for run in runs:
+        for pass_name in PASSES:
+            print(f"\n{run['threads']} thread(s), {run['clock']} clock, {pass_name.replace('_', '+')} "
+                  f"(GEMM peak {run['gemm_peak_gflops']:.0f} GFLOP/s):\n")
+            print(format_table(run["rows"], names, pass_name))
     return payload
 
 

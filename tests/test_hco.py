@@ -1,6 +1,10 @@
 """The Heat Conduction Operator on every CPU-runnable backend vs scipy (float64) and vs
 the official matmul-DCT reference: values, gradients, identities, errors, dispatch."""
 import itertools
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -194,6 +198,98 @@ def test_gradgradcheck_triton_interpreter(monkeypatch):
     assert torch.autograd.gradgradcheck(fn, (x, E), fast_mode=True)
 
 
+# ---- long odd / prime sides: the cpu kernel's FFT path, bounded memory -----------------
+
+# Sides whose dense DCT block would exceed kDenseBlockMax = 384 (csrc/cpu/hco_cpu.cpp):
+# primes 797 and 787, 2 x 773; plus the largest odd side still on the dense path (767).
+FFT_PATH_SHAPES = [(2, 1, 797, 3), (1, 787, 3, 2), (2, 2, 1546, 3), (1, 3, 767, 17)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", FFT_PATH_SHAPES, ids=str)
+def test_cpu_long_odd_sides_match_scipy(shape, dtype):
+    x, E = _inputs(shape, dtype, requires_grad=True)
+    E32 = E if dtype == torch.float64 else E.detach().float().requires_grad_(True)
+    y = heat_conduction(x, E32, backend="cpu")
+    assert_close_to(y, hco_oracle(x, E32), dtype, what=f"y {shape}")
+    dy = torch.randn(shape, dtype=torch.float64).to(dtype)
+    y.backward(dy)
+    dx_ref, dE_ref = hco_grad_oracle(x, E32, dy)
+    assert_close_to(x.grad, dx_ref, dtype, what="dx")
+    assert_close_to(E32.grad, dE_ref, dtype, what="dE")
+    if dtype != torch.float64:
+        x_hat = torch.ops.vheat.hco_forward_spectrum(x.detach(), E32.detach())[1]
+        from hco_oracle import dct2
+
+        assert_close_to(x_hat, torch.from_numpy(dct2(x.detach().double().numpy())), torch.float32, what="x_hat")
+
+
+def test_cpu_fft_path_gradgradcheck():
+    x, E = _inputs((1, 1, 797, 2), torch.float64, requires_grad=True)
+    fn = lambda a, b: heat_conduction(a, b, backend="cpu")
+    assert torch.autograd.gradgradcheck(fn, (x, E), fast_mode=True)
+
+
+def _measure_in_subprocess(body: str) -> float:
+    """Run `body` in a fresh interpreter after warm-up; return the number it prints (MB)."""
+    script = textwrap.dedent("""
+        import resource, torch, vheat_kernels as vk
+        def run(shape):
+            x = torch.randn(shape, requires_grad=True)
+            E = torch.rand(shape[1:], requires_grad=True)
+            vk.heat_conduction(x, E, backend="cpu").backward(torch.randn(shape))
+        def peak_growth_mb():
+            return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+        def resident_mb():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+        torch.set_num_threads(1)
+        run((1, 1, 1009, 2)); run((2, 9, 9, 20))  # load the FFT and kernel code paths first
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """) + textwrap.dedent(body)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return float(out.stdout.split()[-1])
+
+
+# Library overhead measured here: MKL's plan and Bluestein buffers for a 10^5 prime add
+# about 60 MB to the first call of any backend (torch.fft too). O(N^2) tables would need
+# 40 GB for 99991 and 1.6 GB for 20011.
+LIBRARY_MB = 96
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 99991, 1), (1, 20011, 1, 1), (1, 1, 1, 20011), (2, 1, 20011, 16)], ids=str)
+def test_cpu_prime_sides_run_in_bounded_memory(shape):
+    input_mb = torch.Size(shape).numel() * 4 / 2**20
+    growth = _measure_in_subprocess(f"run({shape!r}); print(peak_growth_mb())")
+    assert growth <= 16 * input_mb + LIBRARY_MB, f"{shape}: peak RSS grew {growth:.1f} MB for a {input_mb:.2f} MB input"
+
+
+def test_cpu_table_cache_is_bounded():
+    # 84 odd sides on the dense path, each with about 2 MB of tables: an unbounded cache
+    # holds about 180 MB, the LRU at most 32 MB (kCachedTableBytes).
+    growth = _measure_in_subprocess("""
+        for n in range(601, 769, 2):
+            vk.heat_conduction(torch.randn(1, 1, n, 16), torch.rand(1, n, 16), backend="cpu")
+        print(peak_growth_mb())
+    """)
+    assert growth <= 96, f"peak RSS grew {growth:.1f} MB over 84 distinct sides"
+
+
+def test_cpu_large_plane_workspace_is_released():
+    # A 2048 x 2048 plane of 16 channels needs 268 MB of per-thread workspace; above
+    # kKeptWorkspace (16 MB) it is freed when the call ends. Current (not peak) RSS.
+    held = _measure_in_subprocess("""
+        x, E = torch.randn(1, 2048, 2048, 16), torch.rand(2048, 2048, 16)
+        before = resident_mb()
+        with torch.no_grad():
+            vk.heat_conduction(x, E, backend="cpu")  # y (256 MB) is dropped at once
+        print(resident_mb() - before)
+    """)
+    assert held <= 64, f"{held:.1f} MB still resident after the call"
+
+
 # ---- module and helpers -------------------------------------------------------------
 
 def test_module_rates_match_official_decay():
@@ -292,8 +388,10 @@ def test_cpu_op_rejects_bad_input_with_clear_message():
 def test_dispatch_precedence(monkeypatch):
     x, E = torch.randn(1, 6, 6, 4), torch.rand(6, 6, 4)
     assert vk.resolve_backend(x, E).name == "cpu"  # auto on CPU with the extension built
-    big = torch.randn(1, 256, 256, 1)
-    assert vk.resolve_backend(big, torch.rand(256, 256, 1)).name == "cpu"
+    # the measured rule in dispatch.py: fft for large single-channel planes
+    assert vk.resolve_backend(torch.randn(1, 256, 256, 1), torch.rand(256, 256, 1)).name == "fft"
+    assert vk.resolve_backend(torch.randn(1, 256, 256, 2), torch.rand(256, 256, 2)).name == "cpu"
+    assert vk.resolve_backend(torch.randn(1, 16, 16, 1), torch.rand(16, 16, 1)).name == "cpu"
     cpu = vk.dispatch._BACKENDS["cpu"]
     monkeypatch.setitem(vk.dispatch._BACKENDS, "cpu", vk.dispatch.Backend("cpu", lambda a, b: "not built", cpu.fn))
     assert vk.resolve_backend(x, E).name == "fft"  # auto without the op library

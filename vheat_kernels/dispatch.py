@@ -15,11 +15,22 @@ import torch
 
 ENV_VAR = "VHEAT_HCO_BACKEND"
 
-# On CPU tensors auto always prefers the fused kernel: with benchmarks/bench_hco.py on the
-# 2-core development machine the fft backend (torch.fft, pocketfft/MKL) was slower than
-# the fused kernel at every measured plane, 7x7 up to 256x256 (2.2x slower at 256x256,
-# where the fused kernel's recursive butterfly is still 2.2x faster than matmul-DCT).
-# fft stays the choice where the op library is missing, and on devices without a kernel.
+# On CPU tensors auto prefers the fused kernel, except for single-channel planes from 64 x 64
+# to 2048 x 2048, where it picks fft. The fused kernel vectorises across 16 channels (8 in
+# fp64), so one channel leaves 15 of 16 lanes idle, while torch.fft (MKL) transforms the
+# contiguous plane directly. Measured with one thread (thread CPU time, fp32 forward, 2-core
+# AMD EPYC with AVX-512, shared machine), cpu / fft time: (1, 128, 128, 1) 0.75 / 0.35 ms,
+# (1, 256, 256, 1) 2.2 / 1.0, (4, 512, 512, 1) 44 / 25, (1, 1000, 1000, 1) 102 / 21,
+# (1, 2048, 2048, 1) 371 / 299, but (1, 4096, 4096, 1) 1653 / 2256 (memory bound), and with
+# two channels (1, 512, 512, 2) 12.0 / 14.2, (1, 256, 256, 2) 2.2 / 2.4; every vHeat shape
+# (C >= 96) is 3-20x faster fused. Long odd or prime sides need no rule: the cpu backend
+# itself takes an FFT path there (csrc/cpu/fft_path.cpp). fft stays the choice where the op
+# library is missing, and on devices without a kernel.
+_CPU_FFT_PLANE = (64 * 64, 2048 * 2048)
+
+
+def _cpu_prefers_fft(x: torch.Tensor) -> bool:
+    return x.shape[3] == 1 and _CPU_FFT_PLANE[0] <= x.shape[1] * x.shape[2] <= _CPU_FFT_PLANE[1]
 
 
 class BackendUnavailableError(RuntimeError):
@@ -80,7 +91,7 @@ def _auto(x: torch.Tensor, E: torch.Tensor) -> str:
     if x.device.type == "cuda":
         order = cuda_order(x)
     elif x.device.type == "cpu":
-        order = ["cpu", "fft", "reference"]
+        order = ["fft", "cpu", "reference"] if _cpu_prefers_fft(x) else ["cpu", "fft", "reference"]
     else:
         order = ["fft", "reference"]
     for name in order:

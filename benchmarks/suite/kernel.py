@@ -1,5 +1,8 @@
 """Kernel section: every CPU backend vs the official matmul-DCT ('reference') on vHeat stage shapes.
 
+Beside the official code, the peers a user could pick instead (benchmarks/peers.py: the
+channels-last 4-matmul formulation and scipy's dctn/idctn) are timed in the same interleaved
+rounds; each row names the best of them and the fused kernel's speedup over it.
 Throughput is put against this machine's own ceilings measured in the same run: GFLOP/s
 (matmul-DCT-equivalent flops) vs a large torch.matmul, GB/s (minimum traffic) vs a tensor copy.
 """
@@ -12,6 +15,7 @@ import torch
 
 import vheat_kernels as vk
 
+from ..peers import PEERS, candidates
 from .measure import time_paired
 
 # Stage-1 channels of each family: vHeat-S has vHeat-T's stage shapes (depth differs, not width).
@@ -53,30 +57,21 @@ def bench_plane(shape, dtype, backends, min_time, peaks) -> List[Dict]:
     x = torch.randn(shape, dtype=dtype)
     E = torch.rand(shape[1:], dtype=torch.float32)
     dy = torch.randn(shape, dtype=dtype)
-    xg, Eg = x.clone().requires_grad_(True), E.clone().requires_grad_(True)
     elem = x.element_size()
-
-    def fwd(name):
-        def run():
-            with torch.no_grad():
-                vk.heat_conduction(x, E, backend=name)
-        return run
-
-    def fwd_bwd(name):
-        def run():
-            xg.grad = Eg.grad = None
-            vk.heat_conduction(xg, Eg, backend=name).backward(dy)
-        return run
-
+    pairs = candidates(x, E, dy, backends)
     rows = []
-    for pass_name, make, is_bwd in (("forward", fwd, False), ("fwd+bwd", fwd_bwd, True)):
-        ms = time_paired({b: make(b) for b in backends}, min_time)
+    for i, (pass_name, is_bwd) in enumerate((("forward", False), ("fwd+bwd", True))):
+        every = time_paired({n: pair[i] for n, pair in pairs.items()}, min_time)
+        ms = {b: every[b] for b in backends}
+        peer_ms = {n: t for n, t in every.items() if n in PEERS}
+        best = min(peer_ms.items() | {"reference": ms["reference"]}.items(), key=lambda kv: kv[1])
         flops, nbytes = matmul_dct_flops(shape, is_bwd), min_bytes(shape, elem, is_bwd)
         gflops = {b: flops / (t * 1e-3) / 1e9 for b, t in ms.items()}
         gbs = {b: nbytes / (t * 1e-3) / 1e9 for b, t in ms.items()}
         rows.append({
-            "pass": pass_name, "ms": ms,
+            "pass": pass_name, "ms": ms, "peer_ms": peer_ms, "best_peer": best[0],
             "speedup": {b: ms["reference"] / t for b, t in ms.items()},
+            "speedup_vs_best_peer": {b: best[1] / t for b, t in ms.items()},
             "gflops": gflops, "pct_gemm_peak": {b: 100 * g / peaks["gemm_gflops"] for b, g in gflops.items()},
             "gbs": gbs, "pct_copy_bw": {b: 100 * g / peaks["copy_gbs"] for b, g in gbs.items()},
         })
@@ -95,7 +90,7 @@ def run(cfg: Dict, peaks: Dict) -> Dict:
                 rows.append({"family": fam, "input_res": res, "stage": stage, "shape": list(shape), "dtype": dtype_name, **r})
                 print(f"  kernel {fam} {res} s{stage} {shape} {dtype_name} {r['pass']}: "
                       + ", ".join(f"{b} x{s:.2f}" for b, s in r["speedup"].items() if b != "reference"), file=sys.stderr)
-    return {"backends": backends, "baseline": "reference (official matmul-DCT: 4x conv1d + einsum)",
+    return {"backends": backends, "peers": list(PEERS), "baseline": "reference (official matmul-DCT: 4x conv1d + einsum)",
             "flops_note": "matmul-DCT-equivalent flops (2 per multiply-add); fwd+bwd = 3x forward",
             "bytes_note": "minimum traffic: fwd reads x, E and writes y; bwd adds dy, x, E reads and dx, dE writes",
             "rows": rows}
@@ -103,13 +98,19 @@ def run(cfg: Dict, peaks: Dict) -> Dict:
 
 def table(section: Dict) -> str:
     backends = section["backends"]
+    peers = section.get("peers", [])
     others = [b for b in backends if b != "reference"]
     head = ["family", "input", "stage", "shape", "dtype", "pass"] + [f"{b} ms" for b in backends]
+    head += [f"{p} ms" for p in peers] + ["best peer"] * bool(peers) + [f"{b} x best peer" for b in others if peers]
     head += [f"{b} x" for b in others] + [f"{b} %GEMM" for b in backends] + [f"{b} %copy" for b in backends]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in section["rows"]:
         cells = [r["family"], str(r["input_res"]), str(r["stage"]), "x".join(map(str, r["shape"])), r["dtype"], r["pass"]]
-        cells += [f"{r['ms'][b]:.2f}" for b in backends] + [f"{r['speedup'][b]:.2f}" for b in others]
+        cells += [f"{r['ms'][b]:.2f}" for b in backends]
+        if peers:
+            cells += [f"{r['peer_ms'][p]:.2f}" if p in r["peer_ms"] else "-" for p in peers] + [r["best_peer"]]
+            cells += [f"{r['speedup_vs_best_peer'][b]:.2f}" for b in others]
+        cells += [f"{r['speedup'][b]:.2f}" for b in others]
         cells += [f"{r['pct_gemm_peak'][b]:.1f}" for b in backends] + [f"{r['pct_copy_bw'][b]:.1f}" for b in backends]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -33,14 +33,15 @@ def steady_allocator() -> bool:
 
 
 def time_paired(fns: Dict[str, Callable[[], object]], min_time: float, min_reps: int = 3, max_reps: int = 50,
-                warm_up: int = 2) -> Dict[str, float]:
+                warm_up: int = 2, clock: Callable[[], float] = time.perf_counter) -> Dict[str, float]:
     """Median ms of each fn, calls interleaved round-robin after ``warm_up`` calls of each.
 
     Two warm-up calls, not one: the second call of a whole model was still measurably slower
     than later ones here (allocator growth, oneDNN primitive caches).
 
     Interleaving makes the ratios fair on a shared, noisy machine: load spikes hit every
-    candidate alike instead of whichever happened to run at the time.
+    candidate alike instead of whichever happened to run at the time. ``clock`` times each
+    call (time.thread_time: CPU time of this thread, for one-thread runs on a shared machine).
     """
     for _ in range(warm_up):
         for fn in fns.values():
@@ -50,9 +51,9 @@ def time_paired(fns: Dict[str, Callable[[], object]], min_time: float, min_reps:
     reps = 0
     while reps < min_reps or (time.perf_counter() - start < min_time * len(fns) and reps < max_reps):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
         reps += 1
     return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 

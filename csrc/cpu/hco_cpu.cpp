@@ -13,16 +13,19 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <type_traits>
 #include <vector>
 
+#include "fft_path.h"
 #include "plane_kernels.h"
 
 namespace vheat::cpu {
@@ -33,6 +36,7 @@ template <typename T>
 struct PlaneOps {
   void (*dct2)(const AxisTables<T>&, const AxisTables<T>&, const T*, int64_t, int64_t, T*, T*);
   void (*idct2)(const AxisTables<T>&, const AxisTables<T>&, T*, T*, int64_t, int64_t, T*);
+  void (*small)(int, int, const SmallPlaneArgs<T>&);
 };
 
 bool cpu_has(const char* isa) {
@@ -53,9 +57,9 @@ PlaneOps<T> select_plane_ops() {
   TORCH_CHECK(isa == "generic" || isa == "avx2" || isa == "avx512", "VHEAT_CPU_ISA=", isa,
               " is not an instruction set of the CPU kernels; accepted: generic, avx2, avx512");
   TORCH_CHECK(cpu_has(isa.c_str()), "VHEAT_CPU_ISA=", isa, " but this CPU does not support it");
-  if (isa == "avx512") return {avx512::dct2_plane<T>, avx512::idct2_plane<T>};
-  if (isa == "avx2") return {avx2::dct2_plane<T>, avx2::idct2_plane<T>};
-  return {generic::dct2_plane<T>, generic::idct2_plane<T>};
+  if (isa == "avx512") return {avx512::dct2_plane<T>, avx512::idct2_plane<T>, avx512::small_plane_hco<T>};
+  if (isa == "avx2") return {avx2::dct2_plane<T>, avx2::idct2_plane<T>, avx2::small_plane_hco<T>};
+  return {generic::dct2_plane<T>, generic::idct2_plane<T>, generic::small_plane_hco<T>};
 }
 
 template <typename T>
@@ -67,7 +71,7 @@ const PlaneOps<T>& plane_ops() {
 // ---- cosine tables, built in double once per (N, type) ----------------------------
 template <typename T>
 struct AxisStorage {
-  std::vector<T> even, odd, even_t, odd_t, rot_cos, rot_sin;
+  std::vector<T> even, odd, even_t, odd_t, rot_cos, rot_sin, dense;
   std::shared_ptr<const AxisStorage<T>> half, quarter;
   AxisTables<T> tables;
 };
@@ -110,21 +114,72 @@ std::shared_ptr<const AxisStorage<T>> build_axis(int n) {
   } else {
     dense_block(n, no, 1, s->odd, s->odd_t);
   }
+  if (n <= kSmallMax) {
+    s->dense.resize(size_t(n) * n);
+    for (int k = 0; k < n; ++k)
+      for (int i = 0; i < n; ++i)
+        s->dense[size_t(k) * n + i] = T((k == 0 ? std::sqrt(1.0 / n) : std::sqrt(2.0 / n)) * std::cos(M_PI * (i + 0.5) * k / n));
+  }
   auto ptr = [](const std::vector<T>& v) { return v.empty() ? nullptr : v.data(); };
   s->tables = {n, ne, no, ptr(s->even), ptr(s->odd), ptr(s->even_t), ptr(s->odd_t),
                s->half ? &s->half->tables : nullptr, s->quarter ? &s->quarter->tables : nullptr,
-               ptr(s->rot_cos), ptr(s->rot_sin)};
+               ptr(s->rot_cos), ptr(s->rot_sin), ptr(s->dense)};
   return s;
+}
+
+// Bounded LRU cache of axis tables: a long-running process that sees many sizes (detection
+// inputs of every aspect ratio) keeps the most recently used lengths up to kCachedTableBytes
+// per dtype; an evicted table still in use by a running call stays alive through its
+// shared_ptr. An entry is O(N) rotation cosines plus dense blocks of at most
+// 4 kDenseBlockMax^2 values (2.4 MB in fp32), since larger blocks take the FFT path.
+constexpr size_t kCachedTableBytes = size_t(32) << 20;
+
+template <typename T>
+size_t table_bytes(const AxisStorage<T>& s) {
+  return sizeof(T) * (s.even.size() + s.odd.size() + s.even_t.size() + s.odd_t.size() + s.rot_cos.size() +
+                      s.rot_sin.size() + s.dense.size());
 }
 
 template <typename T>
 std::shared_ptr<const AxisStorage<T>> axis_tables(int n) {
   static std::recursive_mutex mutex;  // build_axis recurses into axis_tables(n / 2)
-  static std::map<int, std::shared_ptr<const AxisStorage<T>>> cache;
+  static std::list<std::pair<int, std::shared_ptr<const AxisStorage<T>>>> lru;  // most recent first
+  static size_t bytes = 0;
   std::lock_guard<std::recursive_mutex> lock(mutex);
-  auto& slot = cache[n];
-  if (!slot) slot = build_axis<T>(n);
-  return slot;
+  for (auto it = lru.begin(); it != lru.end(); ++it)
+    if (it->first == n) {
+      lru.splice(lru.begin(), lru, it);
+      return lru.front().second;
+    }
+  auto tables = build_axis<T>(n);
+  lru.emplace_front(n, tables);
+  bytes += table_bytes(*tables);
+  while (bytes > kCachedTableBytes && lru.size() > 1) {
+    bytes -= table_bytes(*lru.back().second);
+    lru.pop_back();
+  }
+  return tables;
+}
+
+// Side of the largest dense DCT block build_axis would make for length n (the even/odd
+// split recurses for even n >= kRecurseMin; what remains is dense).
+int largest_dense_block(int n) {
+  if (n % 2 != 0 || n < kRecurseMin) return (n + 1) / 2;
+  const int no = n / 2;
+  const int odd = no % 2 == 0 ? largest_dense_block(no / 2) : no;
+  return std::max(largest_dense_block(n / 2), odd);
+}
+
+// Sides whose dense blocks exceed kDenseBlockMax (odd lengths above about 2 x that, or 2^k
+// times one) run through ATen's FFT (fft_path.h): O(N log N) time, O(N) tables. A dense
+// block costs O(side) per point but runs at full SIMD width across channels; measured with
+// one thread (thread CPU time, (1, H, W, 96) fp32 forward, 2-core AMD EPYC, AVX-512):
+// 127 x 127 (block 64) 4.3 ms fused vs 60 ms FFT, 129 x 129 through the FFT 97 ms, and at
+// 7 x 1001 (block 501) 17.8 ms fused vs 15.3 ms FFT: the crossover is near a block of 450.
+constexpr int kDenseBlockMax = 384;
+
+bool uses_fft_path(int64_t H, int64_t W) {
+  return largest_dense_block(int(H)) > kDenseBlockMax || largest_dense_block(int(W)) > kDenseBlockMax;
 }
 
 // ---- input checks ---------------------------------------------------------------
@@ -144,13 +199,15 @@ void check_inputs(const at::Tensor& x, const at::Tensor& E, const char* op) {
 }
 
 // ---- per-thread workspace -----------------------------------------------------------
-// The plane and line scratch of one thread, kept (and held) across calls: no allocation,
-// zero fill or page faults per call, which made 128 x 128 and 256 x 256 planes 8-10 %
-// faster. From 2 MB on the buffer is advised into transparent huge pages, since a column
+// The plane and line scratch of one thread, kept across calls up to kKeptWorkspace bytes
+// (a 256 x 256 plane of 16 fp32 channels is 4.2 MB): no allocation, zero fill or page
+// faults per call, which made 128 x 128 and 256 x 256 planes 8-10 % faster. A larger
+// buffer (4096 x 4096 planes: about 1 GB per thread) is freed when the call ends. From 2 MB on the buffer is advised into transparent huge pages, since a column
 // walk touches a new 4 KB page at every point (no gain measured here, where THP is
 // madvise-only). Every element a pass reads was written by an earlier pass of the same
 // call; the padding column of a plane is never read.
 constexpr size_t kHugePage = size_t(2) << 20;
+constexpr size_t kKeptWorkspace = size_t(16) << 20;
 
 class Workspace {
  public:
@@ -170,6 +227,10 @@ class Workspace {
     }
     return static_cast<T*>(ptr_);
   }
+  // Called by a thread at the end of its share of a call.
+  void trim() {
+    if (cap_ > kKeptWorkspace) release();
+  }
   ~Workspace() { release(); }
 
  private:
@@ -182,10 +243,14 @@ class Workspace {
   size_t cap_ = 0;
 };
 
+Workspace& thread_workspace() {
+  thread_local Workspace ws;
+  return ws;
+}
+
 template <typename T>
 T* thread_workspace(int64_t elems) {
-  thread_local Workspace ws;
-  return ws.get<T>(elems);
+  return thread_workspace().get<T>(elems);
 }
 
 // ---- per-plane helpers ------------------------------------------------------------
@@ -258,6 +323,16 @@ struct PlaneContext {
   explicit PlaneContext(const Geometry<T>& geo)
       : g(geo), th(axis_tables<T>(int(geo.H))), tw(axis_tables<T>(int(geo.W))) {}
   bool full_block(int64_t blk) const { return (blk + 1) * Geometry<T>::L <= g.C; }
+  // The fused small-plane sweep applies to full channel blocks of a tensor already in T.
+  template <typename S>
+  bool small(int64_t blk) const {
+    return std::is_same_v<S, T> && full_block(blk) && small_plane_supported(int(g.H), int(g.W));
+  }
+  SmallPlaneArgs<T> small_args(const T* src, const T* e, int64_t Cp, T* dst) const {
+    const int64_t row = g.W * g.C, point = g.C;
+    return {th->tables.dense, tw->tables.dense, src, row, point, e, g.W * Cp, Cp, dst, row, point,
+            nullptr, 0, 0, nullptr, 0, 0, nullptr, 0, 0};
+  }
   int64_t offset(int64_t b, int64_t blk) const { return b * g.H * g.W * g.C + blk * Geometry<T>::L; }
 
   // plane <- DCT2 of plane (b, blk) of the channels-last src.
@@ -333,12 +408,25 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y,
     T* plane = thread_workspace<T>(g.plane_elems() + scratch);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / g.blocks, blk = task % g.blocks;
+      if constexpr (std::is_same_v<S, T>) {
+        if (ctx.template small<S>(blk)) {
+          auto args = ctx.small_args(xp + ctx.offset(b, blk), ep + blk * Geometry<T>::L, Cp, yp + ctx.offset(b, blk));
+          if (sp) {
+            args.spec = sp + ctx.offset(b, blk);
+            args.spec_row = args.src_row;
+            args.spec_point = args.src_point;
+          }
+          ctx.ops.small(int(g.H), int(g.W), args);
+          continue;
+        }
+      }
       T* work = plane + g.plane_elems();
       ctx.dct2_from(xp, b, blk, plane, work);
       if (sp) scatter(g, plane, b, blk, sp);
       multiply(g, plane, ep + blk * Geometry<T>::L, Cp);
       ctx.idct2_to(plane, yp, b, blk, work);
     }
+    thread_workspace().trim();
   });
 }
 
@@ -369,6 +457,21 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
       T* acc = dep + blk * L;
       const T* e = ep + blk * L;
       for (int64_t p = 0; p < g.H * g.W; ++p) std::fill(acc + p * Cp, acc + p * Cp + L, T(0));
+      if constexpr (std::is_same_v<S, T> && std::is_same_v<X, T>) {
+        if (x_is_spectrum && ctx.template small<S>(blk)) {
+          for (int64_t b = 0; b < g.B; ++b) {
+            auto args = ctx.small_args(gp + ctx.offset(b, blk), e, Cp, dxp ? dxp + ctx.offset(b, blk) : nullptr);
+            args.xs = xp + ctx.offset(b, blk);
+            args.xs_row = args.src_row;
+            args.xs_point = args.src_point;
+            args.acc = acc;
+            args.acc_row = g.W * Cp;
+            args.acc_point = Cp;
+            ctx.ops.small(int(g.H), int(g.W), args);
+          }
+          continue;
+        }
+      }
       for (int64_t b = 0; b < g.B; ++b) {
         ctx.dct2_from(gp, b, blk, pg, work);
         if (x_is_spectrum && ctx.full_block(blk)) {  // the saved spectrum, read in place
@@ -386,6 +489,7 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
         }
       }
     }
+    thread_workspace().trim();
   });
 }
 
@@ -409,8 +513,13 @@ at::Tensor run_forward(const at::Tensor& x_in, const at::Tensor& E_in, const cha
   check_inputs(x_in, E_in, op);
   const at::Tensor x = x_in.contiguous();
   at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
-  if (spectrum) *spectrum = at::empty(x.sizes(), x.options().dtype(accumulation_type(x.scalar_type())));
+  const auto acc = accumulation_type(x.scalar_type());
+  if (spectrum) *spectrum = at::empty(x.sizes(), x.options().dtype(acc));
   if (x.numel() == 0) return y;
+  if (uses_fft_path(x.size(1), x.size(2))) {
+    hco_forward_fft(x, E_in, acc, y, spectrum);
+    return y;
+  }
   dispatch_storage(x.scalar_type(), [&](auto acc_tag, auto storage_tag) {
     using T = decltype(acc_tag);
     using S = decltype(storage_tag);
@@ -433,6 +542,11 @@ std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const a
     return {dx, dE};
   }
   const at::Tensor x = x_in.contiguous(), dy = dy_in.contiguous();
+  if (uses_fft_path(dy.size(1), dy.size(2))) {
+    if (need_dx) dx = at::empty_like(dy, at::MemoryFormat::Contiguous);
+    dE = hco_backward_fft(dy, x, E_in, accumulation_type(dy.scalar_type()), x_is_spectrum, need_dx ? &dx : nullptr);
+    return {dx, dE};
+  }
   if (need_dx) dx = at::empty_like(dy, at::MemoryFormat::Contiguous);
   dispatch_storage(dy.scalar_type(), [&](auto acc_tag, auto storage_tag) {
     using T = decltype(acc_tag);

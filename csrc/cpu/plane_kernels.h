@@ -35,9 +35,31 @@ struct AxisTables {
   const AxisTables* quarter = nullptr;
   const T* rot_cos = nullptr;  // (M/2): cos g_n, with `quarter`
   const T* rot_sin = nullptr;  // (M/2): sin g_n
+  const T* dense = nullptr;    // (N x N) C[k][i], for the small-plane path (N <= kSmallMax)
 };
 
-constexpr int kRecurseMin = 16;
+// Small planes (vHeat's 7 x 7 and 14 x 14 stages) take one fused sweep per channel block:
+// rows transformed from the input into a plane of registers-sized vectors on the stack,
+// each column transformed, attenuated and transformed back while it is in registers, rows
+// back out to the output. No workspace, no line scratch, no second pass over the columns.
+constexpr int kSmallMax = 16;
+inline bool small_plane_supported(int H, int W) { return (H == 7 && W == 7) || (H == 14 && W == 14); }
+
+// Addresses of one (batch, channel block) plane for small_plane_hco: point (h, w) of a
+// tensor at base + h * row + w * point. Optional parts are null.
+template <typename T>
+struct SmallPlaneArgs {
+  const T* ch;  // dense C_H, C_W (AxisTables::dense)
+  const T* cw;
+  const T* src; int64_t src_row, src_point;  // x (or grad_y)
+  const T* e; int64_t e_row, e_point;        // E's channel block
+  T* dst; int64_t dst_row, dst_point;        // IDCT2(DCT2(src) * E); null: not wanted
+  T* spec; int64_t spec_row, spec_point;     // DCT2(src) written here, if not null
+  const T* xs; int64_t xs_row, xs_point;     // with acc: acc += xs * DCT2(src)
+  T* acc; int64_t acc_row, acc_point;
+};
+
+constexpr int kRecurseMin = 8;
 
 // Row stride of a plane in lane groups. Odd, so that walking a column (one 64-byte lane
 // group per row) visits distinct cache sets; with W a multiple of 8 (56, 128, 256) an
@@ -63,6 +85,8 @@ inline int64_t plane_scratch_elems(int H, int W, int lanes) {
   template <typename T>                                                                     \
   void idct2_plane(const AxisTables<T>& th, const AxisTables<T>& tw, T* plane, T* dst,       \
                    int64_t dst_row, int64_t dst_point, T* scratch);                         \
+  template <typename T>                                                                     \
+  void small_plane_hco(int H, int W, const SmallPlaneArgs<T>& a);                           \
   }
 
 VHEAT_DECLARE_PLANE_KERNELS(generic)

@@ -324,7 +324,105 @@ void transform_lines(const AxisTables<T>& t, const T* src, int64_t src_line, int
     one_line<T, 1, Inverse>(t, src + j * src_line, src_point, 0, dst + j * dst_line, dst_point, 0, scratch);
 }
 
+// ---- small planes: whole HCO of one channel block in one sweep ------------------------
+
+// y = DCT-II_N(x) of N vectors with the dense matrix C (row k, column i), even/odd split:
+// C[k][N-1-i] = (-1)^k C[k][i], so even rows need x_i + x_{N-1-i}, odd rows the difference.
+template <typename T, int N>
+inline void small_dct(const T* __restrict C, const Vec<T> (&x)[N], Vec<T> (&y)[N]) {
+  constexpr int no = N / 2, ne = (N + 1) / 2;
+  Vec<T> a[ne], d[no > 0 ? no : 1];
+#pragma GCC unroll 16
+  for (int i = 0; i < no; ++i) {
+    a[i] = x[i] + x[N - 1 - i];
+    d[i] = x[i] - x[N - 1 - i];
+  }
+  if constexpr (N % 2 == 1) a[no] = x[no];
+#pragma GCC unroll 16
+  for (int k = 0; k < N; ++k) {
+    Vec<T> acc = Vec<T>{};
+    if (k % 2 == 0) {
+#pragma GCC unroll 16
+      for (int i = 0; i < ne; ++i) acc += C[k * N + i] * a[i];
+    } else {
+#pragma GCC unroll 16
+      for (int i = 0; i < no; ++i) acc += C[k * N + i] * d[i];
+    }
+    y[k] = acc;
+  }
+}
+
+// x = DCT-III_N(X) = C^T X, with the same split on the output side.
+template <typename T, int N>
+inline void small_idct(const T* __restrict C, const Vec<T> (&X)[N], Vec<T> (&x)[N]) {
+  constexpr int no = N / 2, ne = (N + 1) / 2;
+#pragma GCC unroll 16
+  for (int i = 0; i < ne; ++i) {
+    Vec<T> even = Vec<T>{}, odd = Vec<T>{};
+#pragma GCC unroll 16
+    for (int k = 0; k < N; k += 2) even += C[k * N + i] * X[k];
+#pragma GCC unroll 16
+    for (int k = 1; k < N; k += 2) odd += C[k * N + i] * X[k];
+    x[i] = even + odd;
+    if (i < no) x[N - 1 - i] = even - odd;
+  }
+}
+
+template <typename T, int H, int W>
+void small_plane(const SmallPlaneArgs<T>& a) {
+  constexpr int SL = kSubLanes<T>;
+  for (int v = 0; v < kSub; ++v) {  // each native vector of the lane group on its own
+    const int64_t o = int64_t(v) * SL;
+    Vec<T> plane[H][W];
+    for (int h = 0; h < H; ++h) {
+      Vec<T> row[W];
+#pragma GCC unroll 16
+      for (int w = 0; w < W; ++w) row[w] = load(a.src + h * a.src_row + w * a.src_point + o);
+      small_dct<T, W>(a.cw, row, plane[h]);
+    }
+    for (int m = 0; m < W; ++m) {
+      Vec<T> col[H], X[H];
+#pragma GCC unroll 16
+      for (int n = 0; n < H; ++n) col[n] = plane[n][m];
+      small_dct<T, H>(a.ch, col, X);
+      if (a.spec) {
+#pragma GCC unroll 16
+        for (int n = 0; n < H; ++n) store(a.spec + n * a.spec_row + m * a.spec_point + o, X[n]);
+      }
+      if (a.acc) {
+#pragma GCC unroll 16
+        for (int n = 0; n < H; ++n) {
+          T* p = a.acc + n * a.acc_row + m * a.acc_point + o;
+          store(p, load(p) + load(a.xs + n * a.xs_row + m * a.xs_point + o) * X[n]);
+        }
+      }
+      if (a.dst) {
+#pragma GCC unroll 16
+        for (int n = 0; n < H; ++n) X[n] *= load(a.e + n * a.e_row + m * a.e_point + o);
+        small_idct<T, H>(a.ch, X, col);
+#pragma GCC unroll 16
+        for (int n = 0; n < H; ++n) plane[n][m] = col[n];
+      }
+    }
+    if (!a.dst) continue;
+    for (int h = 0; h < H; ++h) {
+      Vec<T> row[W];
+      small_idct<T, W>(a.cw, plane[h], row);
+#pragma GCC unroll 16
+      for (int w = 0; w < W; ++w) store(a.dst + h * a.dst_row + w * a.dst_point + o, row[w]);
+    }
+  }
+}
+
 }  // namespace
+
+template <typename T>
+void small_plane_hco(int H, int W, const SmallPlaneArgs<T>& a) {
+  if (H == 7 && W == 7)
+    small_plane<T, 7, 7>(a);
+  else if (H == 14 && W == 14)
+    small_plane<T, 14, 14>(a);
+}
 
 // DCT-II over W then H into `plane` (H, padded_width(W), L). The first pass reads the
 // rows from src (row h, point w at src + h * src_row + w * src_point), which may be the
@@ -354,7 +452,8 @@ void idct2_plane(const AxisTables<T>& th, const AxisTables<T>& tw, T* plane, T* 
 
 #define VHEAT_INSTANTIATE(T)                                                                            \
   template void dct2_plane<T>(const AxisTables<T>&, const AxisTables<T>&, const T*, int64_t, int64_t, T*, T*); \
-  template void idct2_plane<T>(const AxisTables<T>&, const AxisTables<T>&, T*, T*, int64_t, int64_t, T*);
+  template void idct2_plane<T>(const AxisTables<T>&, const AxisTables<T>&, T*, T*, int64_t, int64_t, T*); \
+  template void small_plane_hco<T>(int, int, const SmallPlaneArgs<T>&);
 VHEAT_INSTANTIATE(float)
 VHEAT_INSTANTIATE(double)
 #undef VHEAT_INSTANTIATE
