@@ -206,24 +206,30 @@ def main(argv=None) -> int:
     device = torch.cuda.get_device_name()
     print(f"{device}: measured copy bandwidth {copy_gbs:.0f} GB/s", flush=True)
     print(text_table([]), flush=True)
+    out = os.path.abspath(args.json)
     results, cases = [], []
+
+    def payload() -> dict:
+        failed = [r for r in results if "error" in r or not r["accurate"]]
+        return dict(device=device, copy_gbs=copy_gbs, torch=torch.__version__,
+                    capability=list(torch.cuda.get_device_capability()), results=results, cases=cases,
+                    failed=len(failed), complete=len(cases) == len(shapes) * len(dtypes))
+
+    dtypes = args.dtype or ["fp32", "bf16"]
     for shape in shapes:
-        for dname in args.dtype or ["fp32", "bf16"]:
+        for dname in dtypes:
             rows, case = bench_case(shape, dname, wanted, copy_gbs, args.rep_ms)
             results += rows
             cases.append(case)
             print(text_table(rows, header=False), flush=True)
             print(f"{'':<20} auto picks {case['auto']}, fastest {case['fastest_backend']}", flush=True)
-    failed = [r for r in results if "error" in r or not r["accurate"]]
-    payload = dict(device=device, copy_gbs=copy_gbs, torch=torch.__version__, capability=list(
-        torch.cuda.get_device_capability()), results=results, cases=cases, failed=len(failed))
-    out = os.path.abspath(args.json)
-    atomic_write_json(out, payload, indent=1)
+            atomic_write_json(out, payload(), indent=1)  # after every case: a killed run keeps its rows
     print(f"wrote {out}")
+    final = payload()
     if args.markdown:
-        atomic_write_text(os.path.abspath(args.markdown), markdown(payload))
+        atomic_write_text(os.path.abspath(args.markdown), markdown(final))
         print(f"wrote {os.path.abspath(args.markdown)}")
-    return 1 if failed else 0
+    return 1 if final["failed"] else 0
 
 
 if __name__ == "__main__":

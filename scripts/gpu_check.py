@@ -184,7 +184,7 @@ def junit_summary(path: Path) -> dict:
     return counts
 
 
-def summary_markdown(report: dict, out: Path) -> str:
+def summary_markdown(report: dict) -> str:
     lines = [f"# GPU acceptance run: {report['device']}", "", "| part | status | seconds | detail |",
              "|---|---|---:|---|"]
     for p in report["parts"]:
@@ -202,9 +202,11 @@ def summary_markdown(report: dict, out: Path) -> str:
             err = r.get("logits_rel_err")
             lines.append(f"| {r['backend']} | {r['infer_ms']:.1f} | {r['train_step_ms']:.1f} | "
                          f"{'n/a' if err is None else f'{err:.1e}'} | {'ok' if r['ok'] else 'FAIL'} |")
-    bench_md = out / "bench_gpu.md"
-    if bench_md.exists():
-        lines += ["", bench_md.read_text().replace("# HCO on", "## HCO kernels on", 1)]
+    if report.get("bench"):  # from bench_gpu.json, which keeps the finished cases of a killed run
+        from benchmarks.bench_gpu import markdown as bench_markdown
+
+        complete = "" if report["bench"].get("complete") else " (incomplete: the bench was stopped)"
+        lines += ["", bench_markdown(report["bench"]).replace("# HCO on", "## HCO kernels on", 1).rstrip() + complete]
     return "\n".join(lines) + "\n"
 
 
@@ -268,8 +270,11 @@ def main(argv=None) -> int:
         path = out / ("bench_gpu.json" if name == "bench" else "model.json")
         if path.exists():
             report[name] = json.loads(path.read_text())
+        else:
+            part = next(p for p in parts if p["part"] == name)
+            part.update(status="FAIL", why=part.get("why") or f"it wrote no {path.name}")
     atomic_write_json(str(out / "gpu_check.json"), report, indent=1)
-    atomic_write_text(str(out / "gpu_check.md"), summary_markdown(report, out))
+    atomic_write_text(str(out / "gpu_check.md"), summary_markdown(report))
     print(f"\ngpu-check on {report['device']} (results: {out}/gpu_check.json, gpu_check.md)")
     for p in parts:
         detail = "; ".join(v for v in (p.get("why"), p.get("detail")) if v)

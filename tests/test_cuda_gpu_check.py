@@ -99,9 +99,12 @@ def test_junit_summary_and_report_markdown(tmp_path):
                   model=dict(batch=16, rows=[
                       dict(backend="cuda", infer_ms=5.0, train_step_ms=20.0, loss=6.9, logits_rel_err=2e-5, ok=True),
                       dict(backend="triton", skipped="no triton", ok=True)]))
-    md = gpu_check.summary_markdown(report, tmp_path)
+    md = gpu_check.summary_markdown(report)
     assert "| tests | FAIL | 3.0 | exit code 1 |" in md
     assert "| cuda | 5.0 | 20.0 | 2.0e-05 | ok |" in md and "| triton | no triton | | | skipped |" in md
+    report["bench"] = dict(device="mock", copy_gbs=3000.0, torch="x", results=[], cases=[], complete=False)
+    md = gpu_check.summary_markdown(report)
+    assert "## HCO kernels on mock" in md and "incomplete" in md
 
 
 def test_run_part_records_exit_codes_and_timeouts(tmp_path):
