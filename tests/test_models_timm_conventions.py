@@ -169,16 +169,20 @@ def test_fx_graph_runs_at_other_sizes(infer_mode):
             gm(torch.randn(1, 3, 96, 96))
 
 
-def test_fx_train_mode_backward_matches_eager():
-    model = _micro(seed=2, drop_path_rate=0.0).train()
-    gm = torch.fx.symbolic_trace(model)
+def _assert_same_gradients(model: VHeat, converted) -> None:
+    """Gradients through ``converted`` (an FX / TorchScript form of ``model``) equal eager ones."""
     x = torch.randn(2, 3, 64, 64)
-    gm(x).square().sum().backward()
+    converted(x).square().sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
     model(x).square().sum().backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_fx_train_mode_backward_matches_eager():
+    model = _micro(seed=2, drop_path_rate=0.0).train()
+    _assert_same_gradients(model, torch.fx.symbolic_trace(model))
 
 
 def test_timm_fx_feature_extractor():
@@ -418,14 +422,7 @@ def test_jit_script_runs_saves_and_matches_eager(tiny, tmp_path, infer_mode):
 @needs_ops
 def test_jit_script_backward_matches_eager():
     model = _micro(seed=12, post_norm=True, layer_scale=0.5, drop_path_rate=0.0).train()
-    scripted = torch.jit.script(model)
-    x = torch.randn(2, 3, 64, 64)
-    scripted(x).square().sum().backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    model(x).square().sum().backward()
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
+    _assert_same_gradients(model, torch.jit.script(model))
 
 
 def test_jit_script_without_the_op_library_is_a_clear_error(monkeypatch):

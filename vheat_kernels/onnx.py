@@ -1,19 +1,20 @@
-"""ONNX lowering of the compiled ``vheat`` ops, for both ``torch.onnx.export`` exporters.
+"""ONNX lowering of the Heat Conduction Operator, for both ``torch.onnx.export`` exporters.
 
-In ONNX terms the Heat Conduction Operator on x (B, H, W, C) is four MatMuls against the
-orthonormal DCT-II matrices and one Mul:
+In ONNX terms the operator on x (B, H, W, C) is four MatMuls against the orthonormal DCT-II
+matrices and one Mul:
 
-    y = C_H^T @ (C_W^T @ ((C_W @ (C_H @ x)) * E) )     (C_H along H, C_W along W)
+    y = C_H^T @ (C_W^T @ ((C_W @ (C_H @ x)) * E))     (C_H along H, C_W along W)
 
 with the matrices stored as constants (H, W and C are fixed by the exported shapes; the
-batch stays dynamic). Registered on import of vheat_kernels, so that a plain
-``torch.onnx.export(model, (x,), dynamo=True)`` or ``dynamo=False`` works with the default
-backend:
+batch stays dynamic).
 
-- ``dynamo=True`` (torch.export + onnxscript): an aten decomposition of ``vheat::hco_forward``
-  and ``vheat::hco_forward_spectrum`` in torch's decomposition table, which the ONNX exporter
-  applies to every op it has no ONNX function for.
-- ``dynamo=False`` (TorchScript-based): ``torch.onnx.register_custom_op_symbolic`` for both ops.
+- ``dynamo=False`` (TorchScript-based): ``torch.onnx.register_custom_op_symbolic`` for
+  ``vheat::hco_forward`` and ``vheat::hco_forward_spectrum``, registered on import of
+  vheat_kernels, so graphs that call the compiled ops export as they are.
+- ``dynamo=True`` (torch.export + onnxscript): :func:`hco_as_matmuls` is the same graph in
+  aten ops; callers use it while ``torch.onnx.is_in_onnx_export()`` (vheat.models does). It is
+  not registered as a global decomposition of the ops: FakeTensor would then use it for every
+  dynamic-shape trace (torch.compile, opcheck), not only for ONNX.
 
 Nothing here runs outside export; eager and compiled runs keep the fused kernels.
 """
@@ -39,27 +40,17 @@ def _dct_constants(h: int, w: int, device: torch.device, dtype: torch.dtype) -> 
         return dct_matrix(h, device, dtype).clone(), dct_matrix(w, device, dtype).clone()
 
 
-def _spectrum_and_back(x: torch.Tensor, E: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(HCO(x, E), DCT2(x)) as four matmuls and a multiply (aten ops only)."""
+def hco_as_matmuls(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
+    """HCO(x, E) as four matmuls and a multiply (aten ops): what the dynamo ONNX exporter records."""
     B, H, W, C = x.shape
     c_h, c_w = _dct_constants(H, W, x.device, x.dtype)
-    x_hat = torch.matmul(c_w, torch.matmul(c_h, x.reshape(B, H, W * C)).reshape(B, H, W, C))
-    y = torch.matmul(c_w.t(), x_hat * E.to(x.dtype))
-    y = torch.matmul(c_h.t(), y.reshape(B, H, W * C)).reshape(B, H, W, C)
-    return y, x_hat
-
-
-def hco_forward_decomposition(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
-    return _spectrum_and_back(x, E)[0]
-
-
-def hco_forward_spectrum_decomposition(x: torch.Tensor, E: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    y, x_hat = _spectrum_and_back(x, E)
-    return y, x_hat.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    y = torch.matmul(c_w, torch.matmul(c_h, x.reshape(B, H, W * C)).reshape(B, H, W, C))
+    y = torch.matmul(c_w.t(), y * E.to(x.dtype))
+    return torch.matmul(c_h.t(), y.reshape(B, H, W * C)).reshape(B, H, W, C)
 
 
 def _symbolic_spectrum_and_back(g, x, E):
-    """TorchScript-exporter graph of ``_spectrum_and_back``: Reshape/MatMul x4/Mul, batch left dynamic."""
+    """TorchScript-exporter graph of the HCO and of DCT2(x) (the spectrum op's second output)."""
     from torch.onnx import symbolic_helper
     from torch.onnx.errors import SymbolicValueError
 
@@ -96,18 +87,12 @@ _registered = False
 
 
 def register() -> None:
-    """Register both lowerings (idempotent); a no-op when the op library is not built."""
+    """Register the TorchScript-exporter symbolics (idempotent; a no-op without the op library)."""
     global _registered
     if _registered or not extension_available():
         return
-    from torch._decomp import register_decomposition
-
-    ops = torch.ops.vheat
-    register_decomposition(ops.hco_forward.default)(hco_forward_decomposition)
     torch.onnx.register_custom_op_symbolic("vheat::hco_forward", _symbolic_hco_forward, OPSET)
-    if hasattr(ops, "hco_forward_spectrum"):
-        register_decomposition(ops.hco_forward_spectrum.default)(hco_forward_spectrum_decomposition)
-        torch.onnx.register_custom_op_symbolic("vheat::hco_forward_spectrum", _symbolic_hco_forward_spectrum, OPSET)
+    torch.onnx.register_custom_op_symbolic("vheat::hco_forward_spectrum", _symbolic_hco_forward_spectrum, OPSET)
     _registered = True
 
 

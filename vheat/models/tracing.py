@@ -50,6 +50,10 @@ def hco(x: torch.Tensor, E: torch.Tensor, backend: Optional[str] = None) -> torc
     if torch.jit.is_scripting():  # the fused kernel of x's device (see VHeat.__prepare_scriptable__)
         return torch.ops.vheat.hco_forward(x, E)
     else:
+        if torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing():
+            # torch.onnx.export(dynamo=True): record the op as 4 MatMul + Mul (the TorchScript
+            # exporter, which jit-traces, keeps the op and lowers it by its registered symbolic).
+            return vheat_kernels.onnx.hco_as_matmuls(x, E)
         if torch.jit.is_tracing():
             _build_maps_outside_jit_trace(x.shape[1], x.shape[2], x.device, x.dtype)
             if vheat_kernels.resolve_backend(x, E, backend).name in ("cpu", "cuda"):
