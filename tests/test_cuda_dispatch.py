@@ -131,7 +131,8 @@ def _can_run(name, cap, info, x) -> bool:
     if name in ("fft", "reference"):
         return True
     if name == "triton":
-        return cap >= (8, 0) and x.dtype != torch.float64 and triton_configs.fits(H, W, x.element_size())
+        # Register-resident planes and the streamed schedule beyond them (issue 15).
+        return cap >= (8, 0) and x.dtype != torch.float64 and max(H, W) <= triton_configs.MAX_STREAMED_SIDE
     if name == "cuda":
         listed = info.get("cuda_arch_list")
         caps = {dict(DEVICES)[name] for name in RUNS_ON.get(listed, ())}
