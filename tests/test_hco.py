@@ -188,6 +188,13 @@ def test_third_order_gradients_cpu():
     assert torch.autograd.gradgradcheck(grads, (x, E), fast_mode=True)
 
 
+@pytest.mark.parametrize("shape", [(0, 3, 2, 2), (1, 1, 1, 1), (2, 1, 5, 3), (2, 4, 1, 1)], ids=str)
+def test_degenerate_shapes_triton_interpreter(shape, monkeypatch):
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    test_degenerate_shapes_forward_and_backward("triton", shape)
+
+
 def test_gradgradcheck_triton_interpreter(monkeypatch):
     # Triton's interpreter on CPU tensors (tests/test_triton.py); fast mode keeps it ~10 s.
     pytest.importorskip("triton")
