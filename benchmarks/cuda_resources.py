@@ -12,8 +12,8 @@
 
 Problems (exit code 1 with --check): any spill or stack frame, more than 128 registers
 (kernels promise two resident blocks of 256 threads), static shared memory above 48 KiB,
-a fused kernel for fp32 / bf16 / fp16 without MMA instructions in its SASS (the
-tensor-core transforms are gone), dynamic shared memory above the architecture's opt-in
+a fused or line kernel for fp32 / bf16 / fp16 without MMA instructions in its SASS (the
+tensor-core transforms are gone), a fused kernel without 16-byte global loads, dynamic shared memory above the architecture's opt-in
 per-block limit, a plan with no resident block.
 
     python benchmarks/cuda_resources.py [--arch 80 90] [--check] [--json out.json]
@@ -45,6 +45,7 @@ REGS_PER_SM = 65536
 THREADS_PER_SM = 2048
 MAX_BLOCKS_PER_SM = 32
 STATIC_SMEM_LIMIT = 48 * 1024
+MMA_KINDS = ("FMA", "TF32x3", "BF16", "FP16")  # enum MmaKind in csrc/cuda/device_compat.cuh
 MAX_REGISTERS = 128  # __launch_bounds__(256, 2)
 MAX_THREADS = 256
 # (B, H, W, C): vHeat-T stages at 224 px, odd / 1-wide planes, a detection-size stage 1,
@@ -69,8 +70,11 @@ class KernelResources:
     ldg128: int = 0  # 16-byte global loads (LDG.E.128) in the SASS
 
     def needs_mma(self) -> bool:
-        """Fused kernels of fp32 / bf16 / fp16 inputs must run their transforms on tensor cores."""
-        return self.kernel.startswith("hco_fused_") and not self.kernel.split("<", 1)[1].startswith("double")
+        """Fused and line kernels of fp32 / bf16 / fp16 inputs run their transforms on tensor cores."""
+        args = self.kernel.split("<", 1)[1] if "<" in self.kernel else ""
+        if self.kernel.startswith("hco_fused_"):
+            return not args.startswith("double")
+        return self.kernel.startswith("hco_line_kernel<") and not args.startswith("FMA")
 
     def resident_blocks(self, threads: int = MAX_THREADS) -> int:
         """Blocks of `threads` one SM holds by registers and threads (shared memory aside)."""
@@ -212,9 +216,11 @@ def _demangle(names: list[str]) -> dict[str, str]:
     if not names or shutil.which("c++filt") is None:
         return {n: n for n in names}
     out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True).stdout.splitlines()
-    # Template kernels demangle with their return type ("void name<float>(...)"): keep the name.
-    short = [re.sub(r"^void ", "", re.sub(r"\(.*\)$", "", o)).replace("vheat::cuda::", "").replace("c10::", "")
+    # Template kernels demangle with their return type and arguments ("void name<float>(float
+    # const*, ...)"): keep the name, with MmaKind values by name.
+    short = [re.sub(r"^void ", "", re.sub(r"\([^()]*\)$", "", o)).replace("vheat::cuda::", "").replace("c10::", "")
              for o in out]
+    short = [re.sub(r"\(MmaKind\)(\d)", lambda m: MMA_KINDS[int(m.group(1))], k) for k in short]
     return dict(zip(names, short))
 
 
@@ -344,7 +350,7 @@ def main(argv=None) -> int:
     if args.json:
         atomic_write_json(args.json, {"kernels": [dataclasses.asdict(r) for r in kernels],
                                        "plans": [dataclasses.asdict(r) for r in plans], "problems": problems}, indent=1)
-    print("\n" + ("\n".join(["PROBLEMS:"] + problems) if problems else "no spills; MMA in every fp32/bf16/fp16 fused kernel; 16-byte tile loads; shared memory within limits"))
+    print("\n" + ("\n".join(["PROBLEMS:"] + problems) if problems else "no spills; MMA in every fp32/bf16/fp16 fused and line kernel; 16-byte tile loads; shared memory within limits"))
     return 1 if (problems and args.check) else 0
 
 

@@ -39,6 +39,8 @@ def test_nvcc_sm80_sm90_no_spills_smem_within_limits_and_mma_in_fused_kernels():
     assert not bad, "kernels over budget:\n" + "\n".join(bad)
     fused = [r for r in rows if r.kernel.startswith("hco_fused_")]
     assert len([r for r in fused if r.needs_mma()]) == 2 * 3 * len(res.ARCHS)  # 2 kernels x fp32/bf16/fp16
+    lines = [r for r in rows if r.kernel.startswith("hco_line_kernel")]
+    assert all(r.mma > 0 for r in lines if r.needs_mma()) and sum(r.needs_mma() for r in lines) == 7 * len(res.ARCHS)
     assert all(r.mma > 0 for r in fused if r.needs_mma())
     assert all(r.mma == 0 and r.fma > 0 for r in fused if not r.needs_mma())  # fp64 stays on DFMA
     assert all(r.ldg128 > 0 for r in fused)  # 16-byte plane tile loads
@@ -113,7 +115,8 @@ def test_sass_counts_mma_requirement_and_residency():
         "no tensor-core MMA (HMMA) instruction in the SASS"]
     assert kernel("hco_fused_grad_E_kernel<float, float>", 4).problems() == []
     assert kernel("hco_fused_forward_kernel<double, double>", 0).problems() == []  # fp64 on FMA
-    assert kernel("hco_line_kernel<float, float, float>", 0).problems() == []
+    assert kernel("hco_line_kernel<FMA, double, double, double>", 0).problems() == []
+    assert "HMMA" in kernel("hco_line_kernel<BF16, float, float, float>", 0).problems()[0]
     # 64 registers x 256 threads = 16384 per block: 4 per SM; 128 registers: 2.
     assert kernel("k<float>", 0, 64).resident_blocks() == 4 and kernel("k<float>", 0, 128).resident_blocks() == 2
     plan = res.LaunchPlan("90", (1, 56, 56, 8), 4, "forward", "fused", 8, 256, 100 * 1024, 1)

@@ -12,7 +12,7 @@ import torch
 import vheat_kernels.backends as backends
 from vheat_kernels import BackendUnavailableError, _extension
 from vheat_kernels.cuda_arch import Arch, arch_reason, parse_arch_list
-from vheat_kernels.dispatch import CUDA_LINES_MAX_HW, _auto, cuda_order, resolve_backend
+from vheat_kernels.dispatch import CUDA_FP64_LINES_MAX_HW, _auto, cuda_order, resolve_backend
 from vheat_kernels.triton import configs as triton_configs
 
 
@@ -95,7 +95,8 @@ def test_build_info_of_this_build_says_what_it_knows():
     [
         ((2, 56, 56, 96), torch.float32, ["triton", "cuda", "fft", "reference"]),
         ((2, 56, 56, 96), torch.bfloat16, ["triton", "cuda", "fft", "reference"]),
-        ((2, 200, 334, 96), torch.float16, ["triton", "fft", "cuda", "reference"]),
+        ((2, 200, 334, 96), torch.float16, ["triton", "cuda", "fft", "reference"]),
+        ((1, 4000, 4000, 2), torch.float32, ["triton", "cuda", "fft", "reference"]),
         ((2, 56, 56, 96), torch.float64, ["cuda", "fft", "reference"]),
         ((2, 200, 334, 96), torch.float64, ["fft", "cuda", "reference"]),
     ],
@@ -104,9 +105,9 @@ def test_cuda_order_per_plane_size_and_dtype(shape, dtype, expected):
     assert cuda_order(FakeCudaTensor(shape, dtype)) == expected
 
 
-def test_cuda_order_threshold_is_on_h_plus_w():
-    at = FakeCudaTensor((1, CUDA_LINES_MAX_HW // 2, CUDA_LINES_MAX_HW // 2, 1), torch.float32)
-    above = FakeCudaTensor((1, CUDA_LINES_MAX_HW // 2, CUDA_LINES_MAX_HW // 2 + 1, 1), torch.float32)
+def test_cuda_order_fp64_threshold_is_on_h_plus_w():
+    at = FakeCudaTensor((1, CUDA_FP64_LINES_MAX_HW // 2, CUDA_FP64_LINES_MAX_HW // 2, 1), torch.float64)
+    above = FakeCudaTensor((1, CUDA_FP64_LINES_MAX_HW // 2, CUDA_FP64_LINES_MAX_HW // 2 + 1, 1), torch.float64)
     assert cuda_order(at).index("cuda") < cuda_order(at).index("fft")
     assert cuda_order(above).index("fft") < cuda_order(above).index("cuda")
 

@@ -63,28 +63,28 @@ def available_backends(x: torch.Tensor, E: torch.Tensor) -> list[str]:
 
 
 # On CUDA tensors (rule derived in docs/cuda.md, "Which backend auto picks"):
-#  * float64: triton has no fp64 GPU kernels, so cuda (fp64 FMA) then fft;
-#  * float32 / bfloat16 / float16: triton first wherever its predicate accepts the plane
-#    (tensor-core tl.dot, one read of x and one write of y per the bytes model), then
-#    cuda, then fft;
-#  * cuda goes behind fft once H + W > CUDA_LINES_MAX_HW: beyond shared memory the CUDA
-#    kernel runs 1-D transforms on FMA units, 2(H + W) FMAs per element at about a third
-#    of the FMA peak, while the fft backend's ~320 B/element of traffic is independent
-#    of the plane; on A100 (3.3 TFMA/s effective, 1.6-2.0 TB/s) and H100 SXM (11 TFMA/s,
-#    3.35 TB/s) they meet at H + W of about 335 and 535. fp64 halves both rates there.
+#  * float32 / bfloat16 / float16: triton, cuda, fft. Triton first wherever its predicate
+#    accepts the plane; both fused GPU backends transform on tensor cores and read x once,
+#    but at vHeat's stage-1 planes the CUDA kernel reads 8-byte channel pieces (its fp32
+#    shared-memory tile holds 2 channels of a 56 x 56 plane). cuda before fft at every
+#    size: its line path is tensor-core too, ~2s + 16 bytes per element in three passes,
+#    against ~320 B per element for the fft backend.
+#  * float64: triton has no fp64 GPU kernels; cuda (fp64 FMA) then fft, with fft first
+#    once H + W > CUDA_FP64_LINES_MAX_HW: on FMA units the CUDA line path does 2(H + W)
+#    multiply-adds per element at about a third of the peak, and meets the fft backend's
+#    ~640 B per element at H + W of about 335 (A100) to 535 (H100 SXM).
 # Each backend's unavailable_reason (device capability against the compiled CUDA archs,
 # triton's sm_80 minimum and plane limits, dtype) then removes what cannot run, so auto
 # never picks one. `make gpu-check` reports where measured times disagree with this rule.
-CUDA_LINES_MAX_HW = 384
+CUDA_FP64_LINES_MAX_HW = 384
 
 
 def cuda_order(x: torch.Tensor) -> list[str]:
     """Backends auto tries, in order, for a CUDA tensor x (B, H, W, C)."""
-    big = x.dim() == 4 and x.shape[1] + x.shape[2] > CUDA_LINES_MAX_HW
-    cuda_then_fft = ["fft", "cuda"] if big else ["cuda", "fft"]
     if x.dtype == torch.float64:
-        return cuda_then_fft + ["reference"]
-    return ["triton"] + cuda_then_fft + ["reference"]
+        big = x.dim() == 4 and x.shape[1] + x.shape[2] > CUDA_FP64_LINES_MAX_HW
+        return (["fft", "cuda"] if big else ["cuda", "fft"]) + ["reference"]
+    return ["triton", "cuda", "fft", "reference"]
 
 
 def _auto(x: torch.Tensor, E: torch.Tensor) -> str:

@@ -131,8 +131,12 @@ struct WarpExchange {
   explicit WarpExchange(int lanes) : barrier(lanes), lanes(lanes) {}
   std::barrier<> barrier;
   int lanes;
-  uint32_t a[32][4];
-  uint32_t b[32][2];
+  // Two slots used in turn: a lane writes slot p ^ 1 for its next MMA only after the
+  // barrier of this one, and no lane passes the next barrier before every lane has read
+  // slot p, so one barrier per MMA suffices.
+  uint32_t a[2][32][4];
+  uint32_t b[2][32][2];
+  int phase[32] = {};
 };
 struct ThreadContext {
   int thread = 0, threads = 1;
@@ -220,20 +224,22 @@ inline void mma_sync(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[
     std::abort();
   }
   const int lane = lane_index();
-  std::memcpy(w.a[lane], a, sizeof a);
-  std::memcpy(w.b[lane], b, sizeof b);
+  const int p = w.phase[lane];
+  w.phase[lane] = p ^ 1;
+  std::memcpy(w.a[p][lane], a, sizeof a);
+  std::memcpy(w.b[p][lane], b, sizeof b);
   w.barrier.arrive_and_wait();
   auto half = [](uint32_t reg, int which) {
     const uint16_t bits = static_cast<uint16_t>(which ? reg >> 16 : reg & 0xFFFFu);
     return K == MmaKind::kBf16 ? emu::bf16_value(bits) : emu::fp16_value(bits);
   };
   auto A = [&](int r, int k) -> float {
-    if constexpr (K == MmaKind::kTf32x3) return tf32_value(w.a[(r % 8) * 4 + k % 4][(r >= 8) + 2 * (k >= 4)]);
-    else return half(w.a[(r % 8) * 4 + (k % 8) / 2][(r >= 8) + 2 * (k >= 8)], k % 2);
+    if constexpr (K == MmaKind::kTf32x3) return tf32_value(w.a[p][(r % 8) * 4 + k % 4][(r >= 8) + 2 * (k >= 4)]);
+    else return half(w.a[p][(r % 8) * 4 + (k % 8) / 2][(r >= 8) + 2 * (k >= 8)], k % 2);
   };
   auto B = [&](int k, int n) -> float {
-    if constexpr (K == MmaKind::kTf32x3) return tf32_value(w.b[n * 4 + k % 4][k >= 4]);
-    else return half(w.b[n * 4 + (k % 8) / 2][k >= 8], k % 2);
+    if constexpr (K == MmaKind::kTf32x3) return tf32_value(w.b[p][n * 4 + k % 4][k >= 4]);
+    else return half(w.b[p][n * 4 + (k % 8) / 2][k >= 8], k % 2);
   };
   constexpr int kDepth = K == MmaKind::kTf32x3 ? 8 : 16;
   const int g = lane / 4, t = lane % 4;
@@ -243,7 +249,6 @@ inline void mma_sync(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[
     for (int k = 0; k < kDepth; ++k) acc += A(row, k) * B(k, col);  // products are exact in fp32
     d[e] = acc;
   }
-  w.barrier.arrive_and_wait();  // nobody overwrites the exchange before every lane has read it
 }
 
 // Same calling convention as the CUDA launcher in hco_cuda_kernels.cu. Blocks run one

@@ -162,6 +162,7 @@ VHEAT_DEVICE void transform_axis_mma(const acc_t* in, int n_other, int so, int n
       }
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
+        if (q0 + 8 * nt >= N) break;  // tile wholly past the columns (warp-uniform): no MMA
         auto Bv = [&](int k) -> float { return colok[nt] && k < n ? float(in[colbase[nt] + k * si]) : 0.0f; };
         uint32_t bhi[2];
         if constexpr (K == MmaKind::kTf32x3) {
@@ -199,16 +200,22 @@ VHEAT_DEVICE void transform_axis_mma(const acc_t* in, int n_other, int so, int n
   }
 }
 
+// One 1-D transform on the units K names (FMA: register tiles of RO lines x 4 outputs).
+template <MmaKind K, int RO, typename acc_t, typename Epilogue>
+VHEAT_DEVICE void transform_on(const acc_t* in, int n_other, int so, int n, int si, int tc, const acc_t* mat, int mj,
+                               int mi, Epilogue epi) {
+  if constexpr (K == MmaKind::kFma) {
+    transform_axis<RO>(in, n_other, so, n, si, tc, mat, mj, mi, epi);
+  } else {
+    transform_axis_mma<K>(in, n_other, so, n, si, tc, mat, mj, mi, epi);
+  }
+}
+
 // One 1-D transform of the fused kernels, on the units MmaKindOf<scalar_t> names.
 template <typename scalar_t, typename acc_t, typename Epilogue>
 VHEAT_DEVICE void fused_transform(const acc_t* in, int n_other, int so, int n, int si, int tc, const acc_t* mat,
                                   int mj, int mi, Epilogue epi) {
-  constexpr MmaKind K = MmaKindOf<scalar_t>::value;
-  if constexpr (K == MmaKind::kFma) {
-    transform_axis<kFusedOtherTile>(in, n_other, so, n, si, tc, mat, mj, mi, epi);
-  } else {
-    transform_axis_mma<K>(in, n_other, so, n, si, tc, mat, mj, mi, epi);
-  }
+  transform_on<MmaKindOf<scalar_t>::value, kFusedOtherTile>(in, n_other, so, n, si, tc, mat, mj, mi, epi);
 }
 
 // Gathers the (H*W, tc) channel tile starting at channel c0 of one channels-last plane
@@ -377,8 +384,10 @@ struct LineGeometry {
 };
 
 // One block per (line, channel tile). `in` and `out` may alias: a block reads its whole
-// line tile into shared memory before writing the same elements.
-template <typename in_t, typename out_t, typename acc_t>
+// line tile into shared memory before writing the same elements. K: the units of the
+// transforms (MmaKindOf of the op's input type: tensor cores except for fp64), the
+// cosine matrix read from the global tables (L2-resident).
+template <MmaKind K, typename in_t, typename out_t, typename acc_t>
 VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
     hco_line_kernel(const in_t* in, out_t* out, const acc_t* __restrict__ E, const acc_t* __restrict__ table,
                     LineGeometry g, int C, int tc, int ctiles, int op) {
@@ -402,15 +411,15 @@ VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
     if (c0 + c < C) out[base + j * g.elem_stride + c] = static_cast<out_t>(v);
   };
   if (op == kLineDctScaleIdct) {
-    transform_axis<1>(buf0, 1, 0, n, tc, tc, dct, 1, n, [&](int, int j, int c, acc_t v) {
+    transform_on<K, 1>(buf0, 1, 0, n, tc, tc, dct, 1, n, [&](int, int j, int c, acc_t v) {
       const int gc = c0 + c;
       const acc_t e = gc < C ? E[j * g.elem_stride_e + inner * g.inner_stride_e + gc] : acc_t(0);
       buf1[j * tc + c] = v * e;
     });
     VHEAT_SYNC();
-    transform_axis<1>(buf1, 1, 0, n, tc, tc, idct, 1, n, store);
+    transform_on<K, 1>(buf1, 1, 0, n, tc, tc, idct, 1, n, store);
   } else {
-    transform_axis<1>(buf0, 1, 0, n, tc, tc, op == kLineDct ? dct : idct, 1, n, store);
+    transform_on<K, 1>(buf0, 1, 0, n, tc, tc, op == kLineDct ? dct : idct, 1, n, store);
   }
 }
 

@@ -30,9 +30,9 @@ template <typename scalar_t, typename acc_t, typename Launch>
 void dct2_lines(const Launch& launch, const HcoShape& s, const TileLaunch& lw, const TileLaunch& lh,
                 const scalar_t* in, acc_t* out, const acc_t* tables_h, const acc_t* tables_w) {
   const int C = static_cast<int>(s.C);
-  launch(hco_line_kernel<scalar_t, acc_t, acc_t>, lw.blocks, lw.threads, lw.smem, in, out,
+  launch(hco_line_kernel<MmaKindOf<scalar_t>::value, scalar_t, acc_t, acc_t>, lw.blocks, lw.threads, lw.smem, in, out,
          static_cast<const acc_t*>(nullptr), tables_w, lines_along_w(s), C, lw.tc, lw.ctiles, int(kLineDct));
-  launch(hco_line_kernel<acc_t, acc_t, acc_t>, lh.blocks, lh.threads, lh.smem, static_cast<const acc_t*>(out), out,
+  launch(hco_line_kernel<MmaKindOf<scalar_t>::value, acc_t, acc_t, acc_t>, lh.blocks, lh.threads, lh.smem, static_cast<const acc_t*>(out), out,
          static_cast<const acc_t*>(nullptr), tables_h, lines_along_h(s), C, lh.tc, lh.ctiles, int(kLineDct));
 }
 
@@ -55,11 +55,11 @@ void run_forward(const Launch& launch, const HcoShape& s, const ForwardPlan& pla
   acc_t* buf = tables_w + 2 * s.W * s.W;
   const TileLaunch &lw = plan.line_w, &lh = plan.line_h;
   const acc_t* no_E = nullptr;
-  launch(hco_line_kernel<scalar_t, acc_t, acc_t>, lw.blocks, lw.threads, lw.smem, x, buf, no_E, ctables_w,
+  launch(hco_line_kernel<MmaKindOf<scalar_t>::value, scalar_t, acc_t, acc_t>, lw.blocks, lw.threads, lw.smem, x, buf, no_E, ctables_w,
          lines_along_w(s), C, lw.tc, lw.ctiles, int(kLineDct));
-  launch(hco_line_kernel<acc_t, acc_t, acc_t>, lh.blocks, lh.threads, lh.smem, static_cast<const acc_t*>(buf), buf,
+  launch(hco_line_kernel<MmaKindOf<scalar_t>::value, acc_t, acc_t, acc_t>, lh.blocks, lh.threads, lh.smem, static_cast<const acc_t*>(buf), buf,
          E, ctables_h, lines_along_h(s), C, lh.tc, lh.ctiles, int(kLineDctScaleIdct));
-  launch(hco_line_kernel<acc_t, scalar_t, acc_t>, lw.blocks, lw.threads, lw.smem, static_cast<const acc_t*>(buf), y,
+  launch(hco_line_kernel<MmaKindOf<scalar_t>::value, acc_t, scalar_t, acc_t>, lw.blocks, lw.threads, lw.smem, static_cast<const acc_t*>(buf), y,
          no_E, ctables_w, lines_along_w(s), C, lw.tc, lw.ctiles, int(kLineIdct));
 }
 

@@ -31,6 +31,18 @@ template <>
 struct vheat::cuda::MmaKindOf<HostBf16> {
   static constexpr MmaKind value = MmaKind::kBf16;
 };
+// IEEE half on the host (_Float16 rounds to nearest even, as cvt.rn.f16x2.f32).
+struct HostFp16 {
+  _Float16 v = 0;
+  HostFp16() = default;
+  HostFp16(float f) : v(static_cast<_Float16>(f)) {}
+  HostFp16(double f) : HostFp16(static_cast<float>(f)) {}
+  operator float() const { return static_cast<float>(v); }
+};
+template <>
+struct vheat::cuda::MmaKindOf<HostFp16> {
+  static constexpr MmaKind value = MmaKind::kFp16;
+};
 
 namespace {
 
@@ -90,6 +102,7 @@ template <typename T>
 constexpr double tolerance() {
   if constexpr (std::is_same_v<T, double>) return 1e-12;
   else if constexpr (std::is_same_v<T, float>) return 2e-6;
+  else if constexpr (std::is_same_v<T, HostFp16>) return 2e-3;
   else return 1.6e-2;
 }
 
@@ -98,7 +111,10 @@ void check_shape(const HcoShape& s, size_t smem_limit, bool force_lines, int max
   using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
   const int failures_before = failures;
   const double tol = tolerance<T>();
-  const char* tname = std::is_same_v<T, float> ? "float" : std::is_same_v<T, double> ? "double" : "bf16";
+  const char* tname = std::is_same_v<T, float>      ? "float"
+                      : std::is_same_v<T, double>   ? "double"
+                      : std::is_same_v<T, HostFp16> ? "fp16"
+                                                    : "bf16";
   std::normal_distribution<double> normal;
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   std::vector<double> x(s.numel()), gy(s.numel()), E(s.plane());
@@ -179,6 +195,9 @@ void run_small_shapes(size_t big, size_t tiny, std::mt19937& rng) {
     check_shape<float>(s, big, false, 0, rng);  // fused: 3xTF32 tensor-core transforms
     check_shape<float>(s, big, true, 0, rng);
     check_shape<HostBf16>(s, big, false, 0, rng);  // fused: bf16 tensor-core transforms
+    check_shape<HostBf16>(s, big, true, 0, rng);   // lines: bf16 tensor-core transforms
+    check_shape<HostFp16>(s, big, false, 0, rng);  // fused: fp16 tensor-core transforms
+    check_shape<HostFp16>(s, big, true, 0, rng);
     check_shape<double>(s, big, false, 7, rng);
     check_shape<double>(s, tiny, false, 7, rng);  // 2 KiB: the larger planes take the line path
     check_shape<double>(s, big, true, 7, rng);
