@@ -73,6 +73,7 @@ def main() -> int:
     if pool:
         pool.shutdown()
     print(aot.table(rows))
+    print("\n" + aot.summary(rows))
     bad = [r for r in rows if r.problems]
     worst_regs = max(r.registers for r in rows)
     worst_smem = max(r.shared_bytes for r in rows) / 1024

@@ -27,7 +27,7 @@ scipy_fft = pytest.importorskip("scipy.fft")
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
 # (B, H, W, C): odd, prime, H != W, 1-wide, B = 1, C not a multiple of any block, and a
-# plane at the on-chip limit (32 x 32 padded for every dtype; see configs.SPILL_FREE).
+# plane at the register-resident limit (32 x 32 padded for every dtype; configs.SPILL_FREE).
 FAST_SHAPES = [(2, 7, 7, 5), (1, 13, 11, 9), (3, 1, 17, 10), (2, 16, 1, 3), (1, 31, 29, 3)]
 SLOW_SHAPES = FAST_SHAPES + [
     (1, 1, 1, 1),
@@ -264,11 +264,15 @@ def test_every_line_config(interpreter):
 
 def test_chunks_do_not_depend_on_the_gpu(interpreter, monkeypatch):
     """The backward's chunking (hence dE's summation order) is a function of the shape only."""
-    x = torch.empty((64, 28, 28, 192), device="meta")
+    from vheat_kernels.triton.chunks import backward_chunks
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *a: pytest.fail("SM count consulted"))
+    x = torch.empty((64, 28, 28, 192), device="meta")  # meta: planned as for a GPU
     E = torch.empty((28, 28, 192), device="meta")
     plan, de = interpreter.backward_plan(x, x, E, torch.empty_like(x), True, True)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *a: pytest.fail("SM count consulted"))
-    assert de.shape[0] == interpreter.backward_plan(x, x, E, torch.empty_like(x), True, True)[1].shape[0]
+    widest = cfg.prune(28, 28, 192, 4, backward=True)[0].BC
+    per_prog = -(-64 // backward_chunks(64, 192, interpreter.PROGRAMS_WANTED, widest))
+    assert de.shape[0] == -(-64 // per_prog) and plan[0].args["B_PER_PROG"] == per_prog
 
 
 @pytest.mark.parametrize("shape", [(70000, 8, 8, 4), (70000, 57, 43, 4), (70000, 66, 65, 4), (70000, 1, 130, 4)])
