@@ -378,6 +378,30 @@ def test_unavailable_reasons(interpreter):
         os.environ["TRITON_INTERPRET"] = "1"
 
 
+def test_interpreter_after_compiled_import():
+    """A process that imported the backend compiled, then set TRITON_INTERPRET=1, runs every
+    kernel interpreted: no @jit helper of triton.language.standard (tl.cdiv, tl.zeros)
+    may be called from a kernel, it would stay compiled-only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, torch\n"
+        "os.environ.pop('TRITON_INTERPRET', None)\n"
+        "from vheat_kernels.triton import hco\n"
+        "os.environ['TRITON_INTERPRET'] = '1'\n"
+        "for shape in ((2, 7, 7, 3), (2, 33, 5, 2), (1, 66, 65, 1)):\n"
+        "    x, E = torch.randn(shape), torch.rand(shape[1:])\n"
+        "    hco.forward(x, E)\n"
+        "    hco.backward(x, x, E, True, True)\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=600)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
 def test_interpreter_is_effective(interpreter):
     from triton.runtime.interpreter import InterpretedFunction
 

@@ -64,7 +64,6 @@ SHAPES = {
     "det T/S": _detection(T_DIMS),
     "det B": _detection(B_DIMS),
 }
-QUICK_SHAPES = ("T/S@224", "det T/S")  # what `make cuda-check` builds (first config per launch)
 TARGET_SHAPES = ("T/S@224",)  # the resident-warps target applies to these
 
 
@@ -216,8 +215,15 @@ def every_build(archs: Iterable[int] = ARCHS, dtypes: Iterable[str] = DTYPES,
 
 
 def quick_builds(archs: Iterable[int] = ARCHS) -> dict[Build, list[str]]:
-    """vHeat-T at 224 and the detection shapes, fp32 and bf16, first configuration each."""
-    return every_build(archs, ("fp32", "bf16"), QUICK_SHAPES, first_only=True)
+    """vHeat-T's stages at 224 and the largest detection plane (200 x 334), fp32 and bf16,
+    the first configuration of each launch."""
+    out = every_build(archs, ("fp32", "bf16"), ("T/S@224",), first_only=True)
+    shape = SHAPES["det T/S"][0]
+    for dtype in ("fp32", "bf16"):
+        for arch in archs:
+            for b in shape_builds(shape, dtype, arch, first_only=True):
+                out.setdefault(b, []).append(f"det T/S {'x'.join(map(str, shape))}")
+    return out
 
 
 # --- compile and size ---------------------------------------------------------------------

@@ -42,8 +42,8 @@ def hco_axis_kernel(src_ptr, mat_ptr, e_ptr, dst_ptr, Z, N, R, E_PERIOD,
     the source is read from DRAM about once and re-read from L2.
     """
     pid = tl.program_id(0)
-    tiles_n = tl.cdiv(N, BM)
-    tiles_r = tl.cdiv(R, BN)
+    tiles_n = (N + BM - 1) // BM  # not tl.cdiv: @jit in triton.language.standard (kernels.py)
+    tiles_r = (R + BN - 1) // BN
     n0 = (pid % tiles_n) * BM
     r0 = ((pid // tiles_n) % tiles_r) * BN
     z0 = pid // (tiles_n * tiles_r) * TZ
@@ -136,7 +136,7 @@ def hco_line_kernel(src_ptr, mat_ptr, e_ptr, dst_ptr, Z, N, R, E_PERIOD,
     multiply by E and the inverse DCT. In place (dst = src) is safe: a program reads and
     writes only its own columns."""
     pid = tl.program_id(0)
-    tiles_r = tl.cdiv(R, BN)
+    tiles_r = (R + BN - 1) // BN
     r = (pid % tiles_r) * BN + tl.arange(0, BN)[None, :]
     z = (pid // tiles_r) * TZ + tl.arange(0, TZ)[:, None]
     z = tl.where(z < Z, z, -1)
@@ -163,7 +163,7 @@ def hco_line_bwd_kernel(g_ptr, x_ptr, mat_ptr, de_ptr, B, N, R, E_PERIOD,
     is ``hco_line_kernel`` on g: fused in here it spilled at NP = 64.)
     """
     pid = tl.program_id(0)
-    tiles_r = tl.cdiv(R, BN)
+    tiles_r = (R + BN - 1) // BN
     r = (pid % tiles_r) * BN + tl.arange(0, BN)[None, :]
     p = (pid // tiles_r) * TZ + tl.arange(0, TZ)[:, None]
     p = tl.where(p < E_PERIOD, p, -1)
