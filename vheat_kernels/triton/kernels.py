@@ -157,7 +157,7 @@ def hco_fwd_kernel(x_ptr, e_ptr, ch_ptr, cw_ptr, y_ptr, H, W, C,
 
     1-D grid (channel block fastest): no 65535 limit on the batch.
     """
-    blocks = (C + BC - 1) // BC  # not tl.cdiv: see the tl.full note in hco_bwd_kernel
+    blocks = (C + BC - 1) // BC  # not tl.cdiv: @jit in triton.language.standard (see tl.full below)
     pid = tl.program_id(0)
     c0 = (pid % blocks) * BC
     base = (pid // blocks).to(tl.int64) * H * W * C

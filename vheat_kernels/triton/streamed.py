@@ -42,7 +42,7 @@ def hco_axis_kernel(src_ptr, mat_ptr, e_ptr, dst_ptr, Z, N, R, E_PERIOD,
     the source is read from DRAM about once and re-read from L2.
     """
     pid = tl.program_id(0)
-    tiles_n = (N + BM - 1) // BM  # not tl.cdiv: @jit in triton.language.standard (kernels.py)
+    tiles_n = (N + BM - 1) // BM
     tiles_r = (R + BN - 1) // BN
     n0 = (pid % tiles_n) * BM
     r0 = ((pid // tiles_n) % tiles_r) * BN
