@@ -69,8 +69,7 @@ def _launch_traffic(launch) -> tuple[int, int]:
         return 2 * Z * N * R * a["src_ptr"].element_size() + _nbytes(a["e_ptr"]), 2 * 2 * Z * N * R * c["NP"]
     if k == "hco_line_bwd":
         g = a["g_ptr"]
-        b = 2 * _nbytes(g) + _nbytes(a["de_ptr"]) + (_nbytes(a["e_ptr"]) + _nbytes(g)) * c["NEED_DX"]
-        return b, 2 * g.numel() * c["NP"] * (2 + c["NEED_DX"])
+        return 2 * _nbytes(g) + _nbytes(a["de_ptr"]), 2 * 2 * g.numel() * c["NP"]
     if k == "hco_de":
         g = a["g_ptr"]
         return 2 * _nbytes(g) + _nbytes(a["de_ptr"]) + (_nbytes(a["e_ptr"]) + _nbytes(g)) * c["SCALE_G"], 2 * g.numel()

@@ -9,7 +9,7 @@ vHeat-T stage at 224 with fewer than 8 resident warps per SM. Compiled kernels a
 Triton (~/.triton/cache), so re-runs are faster.
 
     python benchmarks/triton_resources.py              # every build (make triton-aot)
-    python benchmarks/triton_resources.py --quick      # vHeat-T@224 + detection, fp32/bf16, first config
+    python benchmarks/triton_resources.py --quick      # vHeat-T@224 + 200x334, fp32/bf16, first config
     python benchmarks/triton_resources.py --arch 90 --dtype bf16 --shapes det\ T/S --json out.json
     python benchmarks/triton_resources.py --sweep --jobs 2 --update-configs
         # measure register-resident candidates and regenerate configs.SPILL_FREE
@@ -40,7 +40,7 @@ def _build(item) -> aot.Resources:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="vHeat-T@224 and detection, fp32/bf16, first config")
+    parser.add_argument("--quick", action="store_true", help="vHeat-T@224 and the 200x334 detection plane, fp32/bf16, first config")
     parser.add_argument("--arch", type=int, action="append", choices=aot.ARCHS, help="repeatable; default all")
     parser.add_argument("--dtype", action="append", choices=aot.DTYPES, help="repeatable; default all")
     parser.add_argument("--shapes", action="append", choices=list(aot.SHAPES), help="repeatable; default all")
@@ -73,6 +73,7 @@ def main() -> int:
     if pool:
         pool.shutdown()
     print(aot.table(rows))
+    print("\n" + aot.summary(rows))
     bad = [r for r in rows if r.problems]
     worst_regs = max(r.registers for r in rows)
     worst_smem = max(r.shared_bytes for r in rows) / 1024

@@ -27,7 +27,7 @@ scipy_fft = pytest.importorskip("scipy.fft")
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
 # (B, H, W, C): odd, prime, H != W, 1-wide, B = 1, C not a multiple of any block, and a
-# plane at the on-chip limit (32 x 32 padded for every dtype; see configs.SPILL_FREE).
+# plane at the register-resident limit (32 x 32 padded for every dtype; configs.SPILL_FREE).
 FAST_SHAPES = [(2, 7, 7, 5), (1, 13, 11, 9), (3, 1, 17, 10), (2, 16, 1, 3), (1, 31, 29, 3)]
 SLOW_SHAPES = FAST_SHAPES + [
     (1, 1, 1, 1),
@@ -264,11 +264,15 @@ def test_every_line_config(interpreter):
 
 def test_chunks_do_not_depend_on_the_gpu(interpreter, monkeypatch):
     """The backward's chunking (hence dE's summation order) is a function of the shape only."""
-    x = torch.empty((64, 28, 28, 192), device="meta")
+    from vheat_kernels.triton.chunks import backward_chunks
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *a: pytest.fail("SM count consulted"))
+    x = torch.empty((64, 28, 28, 192), device="meta")  # meta: planned as for a GPU
     E = torch.empty((28, 28, 192), device="meta")
     plan, de = interpreter.backward_plan(x, x, E, torch.empty_like(x), True, True)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *a: pytest.fail("SM count consulted"))
-    assert de.shape[0] == interpreter.backward_plan(x, x, E, torch.empty_like(x), True, True)[1].shape[0]
+    widest = cfg.prune(28, 28, 192, 4, backward=True)[0].BC
+    per_prog = -(-64 // backward_chunks(64, 192, interpreter.PROGRAMS_WANTED, widest))
+    assert de.shape[0] == -(-64 // per_prog) and plan[0].args["B_PER_PROG"] == per_prog
 
 
 @pytest.mark.parametrize("shape", [(70000, 8, 8, 4), (70000, 57, 43, 4), (70000, 66, 65, 4), (70000, 1, 130, 4)])
@@ -372,6 +376,30 @@ def test_unavailable_reasons(interpreter):
         assert reason is not None and "CUDA" in reason and "TRITON_INTERPRET=1" in reason
     finally:
         os.environ["TRITON_INTERPRET"] = "1"
+
+
+def test_interpreter_after_compiled_import():
+    """A process that imported the backend compiled, then set TRITON_INTERPRET=1, runs every
+    kernel interpreted: no @jit helper of triton.language.standard (tl.cdiv, tl.zeros)
+    may be called from a kernel, it would stay compiled-only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, torch\n"
+        "os.environ.pop('TRITON_INTERPRET', None)\n"
+        "from vheat_kernels.triton import hco\n"
+        "os.environ['TRITON_INTERPRET'] = '1'\n"
+        "for shape in ((2, 7, 7, 3), (2, 33, 5, 2), (1, 66, 65, 1)):\n"
+        "    x, E = torch.randn(shape), torch.rand(shape[1:])\n"
+        "    hco.forward(x, E)\n"
+        "    hco.backward(x, x, E, True, True)\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=600)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
 
 
 def test_interpreter_is_effective(interpreter):

@@ -16,7 +16,10 @@ pytestmark = pytest.mark.gpu
 
 # Relative to max |fp64 result|: tf32x3 is close to fp32; 16-bit round every dot operand.
 TOL = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
-SHAPES = [(8, 28, 28, 192), (8, 14, 14, 384), (8, 7, 7, 768), (3, 13, 11, 9), (2, 1, 17, 5)]
+# Register-resident planes, then the streamed schedule: line pass (56 x 56, 57 x 43,
+# 1 x 130) and four passes (128 x 128, 200 x 334).
+SHAPES = [(8, 28, 28, 192), (8, 14, 14, 384), (8, 7, 7, 768), (3, 13, 11, 9), (2, 1, 17, 5),
+          (8, 56, 56, 96), (2, 57, 43, 40), (2, 1, 130, 24), (2, 128, 128, 32), (1, 200, 334, 24)]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,14 +53,35 @@ def test_forward_backward_match_fp64(shape, dtype):
     assert _err(dE, dEd) <= 2 * TOL[dtype]
 
 
-def test_dE_is_bitwise_deterministic():
-    x = torch.randn(16, 14, 14, 96, device="cuda")
-    E = torch.rand(14, 14, 96, device="cuda")
+@pytest.mark.parametrize("shape", [(16, 14, 14, 96), (4, 56, 56, 96), (2, 100, 167, 32)])
+def test_dE_is_bitwise_deterministic(shape):
+    B, H, W, C = shape
+    x = torch.randn(shape, device="cuda")
+    E = torch.rand(H, W, C, device="cuda")
     g = torch.randn_like(x)
     from vheat_kernels.triton import hco
 
     first = hco.backward(g, x, E, True, True)[1]
     assert all(torch.equal(first, hco.backward(g, x, E, True, True)[1]) for _ in range(3))
+
+
+def test_batch_above_grid_y_limit():
+    x = torch.randn(70000, 4, 4, 2, device="cuda", requires_grad=True)
+    E = torch.rand(4, 4, 2, device="cuda", requires_grad=True)
+    y = heat_conduction(x, E, backend="triton")
+    dx, dE = torch.autograd.grad(y, (x, E), torch.randn_like(y))
+    xd, Ed = x.detach().double(), E.detach().double()
+    assert _err(y, _fp64(xd, Ed)) <= TOL[torch.float32]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_tensor_on_another_device():
+    x = torch.randn(2, 56, 56, 8, device="cuda:1")
+    E = torch.rand(56, 56, 8, device="cuda:1")
+    with torch.cuda.device(0):
+        y = heat_conduction(x, E, backend="triton")
+    assert y.device == x.device
+    assert _err(y, _fp64(x.double(), E.double())) <= TOL[torch.float32]
 
 
 def test_opcheck():

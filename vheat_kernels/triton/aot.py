@@ -64,7 +64,6 @@ SHAPES = {
     "det T/S": _detection(T_DIMS),
     "det B": _detection(B_DIMS),
 }
-QUICK_SHAPES = ("T/S@224", "det T/S")  # what `make cuda-check` builds (first config per launch)
 TARGET_SHAPES = ("T/S@224",)  # the resident-warps target applies to these
 
 
@@ -90,7 +89,7 @@ class Build:
             "hco_axis": ("BM", "BK", "TZ", "BN", "TRANSPOSE", "HAS_E"),
             "hco_de": ("SCALE_G", "BLOCK"),
             "hco_line": ("NP", "TZ", "BN"),
-            "hco_line_bwd": ("NP", "TZ", "BN", "NEED_DX"),
+            "hco_line_bwd": ("NP", "TZ", "BN"),
         }[self.kernel]
         parts = [f"{k}={int(c[k]) if isinstance(c[k], bool) else c[k]}" for k in show if k in c]
         ints = [f"{n}={c[n]}" for n, t in self.signature if t == "constexpr" and n not in show and isinstance(c.get(n), int)
@@ -216,8 +215,15 @@ def every_build(archs: Iterable[int] = ARCHS, dtypes: Iterable[str] = DTYPES,
 
 
 def quick_builds(archs: Iterable[int] = ARCHS) -> dict[Build, list[str]]:
-    """vHeat-T at 224 and the detection shapes, fp32 and bf16, first configuration each."""
-    return every_build(archs, ("fp32", "bf16"), QUICK_SHAPES, first_only=True)
+    """vHeat-T's stages at 224 and the largest detection plane (200 x 334), fp32 and bf16,
+    the first configuration of each launch."""
+    out = every_build(archs, ("fp32", "bf16"), ("T/S@224",), first_only=True)
+    shape = SHAPES["det T/S"][0]
+    for dtype in ("fp32", "bf16"):
+        for arch in archs:
+            for b in shape_builds(shape, dtype, arch, first_only=True):
+                out.setdefault(b, []).append(f"det T/S {'x'.join(map(str, shape))}")
+    return out
 
 
 # --- compile and size ---------------------------------------------------------------------
@@ -299,6 +305,22 @@ def table(rows: list[Resources]) -> str:
         lines.append(
             f"{r.build.name:<{width}} {r.registers:>5} {r.spill_bytes:>8} {r.shared_bytes / 1024:>9.1f} "
             f"{r.blocks_per_sm:>9} {r.resident_warps:>8}  {status:<6} {first}"
+        )
+    return "\n".join(lines)
+
+
+def summary(rows: list[Resources]) -> str:
+    """Per (kernel, arch): builds, worst registers / spills / shared memory, fewest warps."""
+    groups: dict[tuple, list[Resources]] = {}
+    for r in rows:
+        groups.setdefault((r.build.kernel[4:], r.build.arch), []).append(r)
+    head = f"{'kernel':<9} {'arch':>5} {'builds':>6} {'max regs':>8} {'spill B':>7} {'max smem KiB':>12} {'min warps/SM':>12} {'min blocks/SM':>13}"
+    lines = [head, "-" * len(head)]
+    for (kernel, arch), rs in sorted(groups.items()):
+        lines.append(
+            f"{kernel:<9} {'sm_' + str(arch):>5} {len(rs):>6} {max(r.registers for r in rs):>8} "
+            f"{max(r.spill_bytes for r in rs):>7} {max(r.shared_bytes for r in rs) / 1024:>12.1f} "
+            f"{min(r.resident_warps for r in rs):>12} {min(r.blocks_per_sm for r in rs):>13}"
         )
     return "\n".join(lines)
 

@@ -115,11 +115,12 @@ class AxisConfig:
 # Best guess first, per dot operand size: (BM, BK, columns TZ * BN, warps, pipeline
 # stages). fp32 dots run as tf32x3 (hi / lo operand splits), so fp32 tiles are smaller;
 # candidates were measured with benchmarks/triton_resources.py (no spills on sm_80 and
-# sm_90 at 8 resident warps or more), and the compile check re-verifies every tile that
-# ``axis_configs`` can return for vHeat's shapes.
+# sm_90 at 8 resident warps or more; (32, 16, 128, 4, 3) fp32 and (64, 32, 64, 4, 3)
+# 16-bit spilled on some vHeat shapes and were dropped), and the compile check re-verifies
+# every tile that ``axis_configs`` can return for vHeat's shapes.
 AXIS_TILES = {
-    4: ((64, 16, 128, 8, 2), (128, 16, 64, 8, 3), (32, 16, 128, 4, 3), (32, 16, 64, 4, 3)),
-    2: ((64, 16, 128, 8, 3), (64, 32, 64, 4, 3), (32, 32, 128, 4, 3), (128, 32, 64, 8, 3)),
+    4: ((64, 16, 128, 8, 2), (128, 16, 64, 8, 3), (32, 16, 64, 4, 3)),
+    2: ((64, 16, 128, 8, 3), (32, 32, 128, 4, 3), (128, 32, 64, 8, 3)),
 }
 MAX_AXIS_CONFIGS = 4
 
@@ -161,9 +162,6 @@ LINE_SPILLED = {
     ("fwd", 4, 64): {(32, 4), (64, 8), (32, 8)},
     ("fwd", 2, 64): {(32, 8)},
 }
-# fp32's line backward spills with dx fused at NP = 64 (tf32x3 splits of three planes):
-# it computes dE alone and dx's line pass runs as the forward line kernel on dy.
-LINE_BWD_FUSES_DX = {2: True, 4: False}
 
 
 @dataclass(frozen=True)
@@ -223,16 +221,16 @@ def _pow2_at_least(n: int) -> int:
 # sm_80 and sm_90), then `--drop-failures` with the JSON of a full run (every dtype and
 # backward variant): {(kernel, dtype bytes, HP, WP): ((BC, num_warps), ...)} of candidates
 # with no spills and shared memory within the limit on both architectures.
-SPILL_FREE: dict[tuple, tuple] = {('bwd', 2, 16, 16): ((2, 4), (4, 4), (4, 8), (8, 4), (8, 8)),
+SPILL_FREE: dict[tuple, tuple] = {('bwd', 2, 16, 16): ((4, 8), (8, 4), (8, 8)),
  ('bwd', 2, 16, 32): ((1, 4), (2, 4), (2, 8), (4, 8), (8, 8)),
  ('bwd', 2, 16, 64): ((1, 4), (1, 8)),
  ('bwd', 2, 32, 16): ((1, 4), (2, 4), (2, 8), (4, 4), (4, 8), (8, 8)),
- ('bwd', 2, 32, 32): ((1, 4), (1, 8), (2, 8)),
+ ('bwd', 2, 32, 32): ((1, 4), (1, 8)),
  ('bwd', 2, 32, 64): ((1, 8),),
  ('bwd', 2, 64, 16): ((1, 8), (2, 8)),
  ('bwd', 2, 64, 32): ((1, 8),),
  ('bwd', 2, 64, 64): (),
- ('bwd', 4, 16, 16): ((2, 4), (4, 8), (8, 8)),
+ ('bwd', 4, 16, 16): ((2, 4), (8, 8)),
  ('bwd', 4, 16, 32): ((1, 4),),
  ('bwd', 4, 16, 64): (),
  ('bwd', 4, 32, 16): ((1, 4), (2, 8), (4, 8)),
@@ -245,7 +243,7 @@ SPILL_FREE: dict[tuple, tuple] = {('bwd', 2, 16, 16): ((2, 4), (4, 4), (4, 8), (
  ('fwd', 2, 16, 32): ((1, 4), (2, 4), (2, 8), (4, 4), (4, 8), (8, 4), (8, 8), (16, 8)),
  ('fwd', 2, 16, 64): ((1, 4), (1, 8), (2, 4), (2, 8), (4, 8)),
  ('fwd', 2, 32, 16): ((1, 4), (2, 4), (2, 8), (4, 4), (4, 8), (8, 8), (16, 8)),
- ('fwd', 2, 32, 32): ((1, 4), (1, 8), (2, 4), (2, 8), (4, 4), (4, 8), (8, 8)),
+ ('fwd', 2, 32, 32): ((1, 4), (1, 8), (2, 4), (2, 8), (4, 4), (8, 8)),
  ('fwd', 2, 32, 64): ((1, 8), (2, 8)),
  ('fwd', 2, 64, 16): ((1, 4), (1, 8), (2, 4), (2, 8), (8, 8)),
  ('fwd', 2, 64, 32): ((1, 4), (1, 8), (2, 8), (4, 8)),

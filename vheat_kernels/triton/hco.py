@@ -328,15 +328,12 @@ def backward_plan(grad_y, x, E, dx, need_dx: bool, need_dE: bool,
         outer, (mat, Z, N, R, period) = views
         t1, t2 = torch.empty_like(x), torch.empty_like(x)
         eb = consts["ROUND_DTYPE"].primitive_bitwidth // 8
-        fuse_dx = need_dx and cfg.LINE_BWD_FUSES_DX[min(eb, 4)]
-        args = dict(g_ptr=t1, x_ptr=t2, mat_ptr=mat, e_ptr=E, de_ptr=de, B=B, N=N, R=R, E_PERIOD=period)
-        line = Launch("hco_line_bwd", args, dict(NP=cfg.padded(N), NEED_DX=fuse_dx, NUM_STAGES=BWD_STAGES, **consts),
+        args = dict(g_ptr=t1, x_ptr=t2, mat_ptr=mat, de_ptr=de, B=B, N=N, R=R, E_PERIOD=period)
+        line = Launch("hco_line_bwd", args, dict(NP=cfg.padded(N), NUM_STAGES=BWD_STAGES, **consts),
                       lambda c: (triton.cdiv(period, c.TZ) * triton.cdiv(R, c.BN),), cfg.line_configs(N, R, True, eb))
         plan = [outer(grad_y, t1, False, consts), outer(x, t2, False, consts), line]
-        if need_dx and not fuse_dx:
-            plan.append(_line(t1, mat, E, Z, N, R, period, consts))
         if need_dx:
-            plan.append(outer(t1, dx, True, consts))
+            plan += [_line(t1, mat, E, Z, N, R, period, consts), outer(t1, dx, True, consts)]
         return plan, de
     tmp = torch.empty_like(x)
     # Both spectra kept in fp32 (fp64) for fp32 (fp64) inputs, so dE multiplies them

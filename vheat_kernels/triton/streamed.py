@@ -14,8 +14,8 @@ the batch is its own kernel (``hco_de_kernel``), fixed order, no atomics.
 
 When one side is short (padded <= ``configs.MAX_LINE_SIDE``), the two transforms along it
 run in one "line" pass with whole lines on-chip (``hco_line_kernel``: DCT, times E,
-inverse; ``hco_line_bwd_kernel``: both spectra, dE over the batch, dx's input), so only
-the other axis is streamed: three passes instead of four.
+inverse; ``hco_line_bwd_kernel``: both spectra and dE over the batch), so only the other
+axis is streamed: three passes instead of four.
 """
 from __future__ import annotations
 
@@ -151,17 +151,16 @@ def hco_line_kernel(src_ptr, mat_ptr, e_ptr, dst_ptr, Z, N, R, E_PERIOD,
 
 
 @triton.jit(do_not_specialize=["B"])
-def hco_line_bwd_kernel(g_ptr, x_ptr, mat_ptr, e_ptr, de_ptr, B, N, R, E_PERIOD,
-                        NP: tl.constexpr, TZ: tl.constexpr, BN: tl.constexpr,
-                        NEED_DX: tl.constexpr, NUM_STAGES: tl.constexpr,
+def hco_line_bwd_kernel(g_ptr, x_ptr, mat_ptr, de_ptr, B, N, R, E_PERIOD,
+                        NP: tl.constexpr, TZ: tl.constexpr, BN: tl.constexpr, NUM_STAGES: tl.constexpr,
                         ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr,
                         PRECISION: tl.constexpr):
-    """Middle pass of the streamed backward, lines whole on-chip (N <= NP <= 64).
+    """dE of the streamed backward's line pass, lines whole on-chip (N <= NP <= 64).
 
     g and x hold dy and x transformed along the outer axis, viewed as (B * E_PERIOD, N, R).
     A program owns TZ x BN columns of E (p, r) and walks the batch in order (pipelined):
-    G = M g, X = M x along N, de[p, :, r] += G * X (deterministic, no atomics), and with
-    NEED_DX g = M^T (G * E) in place, the input of dx's outer inverse pass.
+    de[p, :, r] = sum_b (M g) * (M x) along N, deterministic, no atomics. (dx's line pass
+    is ``hco_line_kernel`` on g: fused in here it spilled at NP = 64.)
     """
     pid = tl.program_id(0)
     tiles_r = (R + BN - 1) // BN
@@ -178,12 +177,6 @@ def hco_line_bwd_kernel(g_ptr, x_ptr, mat_ptr, e_ptr, de_ptr, B, N, R, E_PERIOD,
         xs = tl.reshape(tl.load(x_ptr + offs, mask=ok, other=0.0), (NP, TZ * BN))
         acc += g * _apply(_cos(mat_ptr, N, NP, False, ROUND_DTYPE, DOT_DTYPE), xs, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
                           PRECISION)
-        if NEED_DX:
-            e = tl.reshape(tl.load(e_ptr + e_offs, mask=ok, other=0.0).to(ACC_DTYPE), (NP, TZ * BN))
-            d = _apply(_cos(mat_ptr, N, NP, True, ROUND_DTYPE, DOT_DTYPE), g * e, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
-                       PRECISION)
-            d = _round(tl.reshape(d, (NP, TZ, BN)), ROUND_DTYPE, DOT_DTYPE)
-            tl.store(g_ptr + offs, d.to(g_ptr.dtype.element_ty), mask=ok)
     tl.store(de_ptr + e_offs, tl.reshape(acc, (NP, TZ, BN)).to(de_ptr.dtype.element_ty), mask=ok)
 
 
