@@ -22,10 +22,11 @@ from vheat.train.atomic import atomic_write_json
 
 from .bench_hco import machine_info
 from .report import SECTION_TABLES, TITLES, hco_share, targets, targets_table, write_docs
-from .suite import kernel, memory, model, plots, resolution
+from .suite import kernel, memory, model, plots, profile, resolution
 from .suite.measure import copy_bandwidth_gbs, gemm_peak_gflops, steady_allocator
 
-SECTIONS = {"kernel": kernel.run, "model": model.run, "resolution": resolution.run, "memory": memory.run}
+SECTIONS = {"kernel": kernel.run, "model": model.run, "resolution": resolution.run, "memory": memory.run,
+            "profile": profile.run}
 TIMM_MODELS = ["swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", "deit_small_patch16_224", "convnext_tiny"]
 
 FULL = dict(

@@ -11,11 +11,13 @@ from typing import Dict, List, Optional
 
 from vheat.train.atomic import atomic_write_text
 
-from .suite import kernel, memory, model, resolution
+from .suite import kernel, memory, model, profile, resolution
 
-SECTION_TABLES = {"kernel": kernel.table, "model": model.table, "resolution": resolution.table, "memory": memory.table}
+SECTION_TABLES = {"kernel": kernel.table, "model": model.table, "resolution": resolution.table, "memory": memory.table,
+                  "profile": profile.table}
 TITLES = {"kernel": "HCO kernels vs the official matmul-DCT", "model": "Whole models at 224",
-          "resolution": "Resolution scaling (batch 1, inference)", "memory": "Memory of one vHeat-T training step"}
+          "resolution": "Resolution scaling (batch 1, inference)", "memory": "Memory of one vHeat-T training step",
+          "profile": "Where the time goes: op families per step"}
 
 
 def _row(rows: List[Dict], prefix: str, **match) -> Optional[Dict]:
@@ -38,6 +40,10 @@ def dense_ms_per_image(results: Dict, img_size: int, gemm_gflops: Optional[float
 
 # A training step runs each dense layer three times: forward, grad of the input, grad of the weight.
 TRAIN_DENSE_PASSES = 3
+VHEAT_SHORT = ("vHeat-T", "vHeat-S", "vHeat-B")
+# Goal at the largest input of the resolution section (1024 in the full run): 1.8x; the 3x asked
+# before sat above that run's bound (2.78x).
+TOP_RESOLUTION_GOAL = 1.8
 
 
 def targets(results: Dict, peaks: Optional[Dict] = None) -> List[Dict]:
@@ -60,24 +66,33 @@ def targets(results: Dict, peaks: Optional[Dict] = None) -> List[Dict]:
 
     if "model" in results:
         rows = results["model"]["rows"]
-        for mode, label in (("infer", "inference"), ("train", "training step")):
-            for n in sorted({r["batch"] for r in rows if r["mode"] == mode}):
-                fused, ref = _row(rows, "vHeat-T fused", mode=mode, batch=n), _row(rows, "vHeat-T official", mode=mode, batch=n)
-                if fused and ref:
-                    add(f"vHeat-T {label} vs official, batch {n}", 1.3, ref["ms"] / fused["ms"],
+        for short in VHEAT_SHORT:
+            for mode, label in (("infer", "inference"), ("train", "training step")):
+                for n in sorted({r["batch"] for r in rows if r["mode"] == mode}):
+                    fused, ref = _row(rows, f"{short} fused", mode=mode, batch=n), _row(rows, f"{short} official", mode=mode, batch=n)
+                    if not (fused and ref):
+                        continue
+                    # 1.3x for inference of every size and T's training step; never slower elsewhere
+                    goal = 1.3 if mode == "infer" or short == "vHeat-T" else 1.0
+                    add(f"{short} {label} vs official, batch {n}", goal, ref["ms"] / fused["ms"],
                         f"{fused['ms']:.1f} ms vs {ref['ms']:.1f} ms",
-                        bound(ref["ms"], n, ref.get("img_size"), TRAIN_DENSE_PASSES if mode == "train" else 1))
-                swin = _row(rows, "Swin-T", mode=mode, batch=n)
-                if mode == "infer" and fused and swin:
-                    add(f"vHeat-T inference faster than Swin-T, batch {n}", 1.0, swin["ms"] / fused["ms"],
-                        f"{fused['ms']:.1f} ms vs {swin['ms']:.1f} ms")
+                        bound(ref["ms"], n, ref.get("img_size"), TRAIN_DENSE_PASSES if mode == "train" else 1)
+                        if short == "vHeat-T" else None)
+                    if short != "vHeat-T" or mode != "infer":
+                        continue
+                    for peer in ("Swin-T", "ConvNeXt-T"):
+                        other = _row(rows, peer, mode=mode, batch=n)
+                        if other:
+                            add(f"vHeat-T inference at least as fast as {peer}, batch {n}", 1.0, other["ms"] / fused["ms"],
+                                f"{fused['ms']:.1f} ms vs {other['ms']:.1f} ms")
     if "resolution" in results:
         rows = results["resolution"]["rows"]
         top = max(r["img_size"] for r in rows)
-        fused, ref = _row(rows, "vHeat-T fused", img_size=top), _row(rows, "vHeat-T official", img_size=top)
-        if fused and ref:
-            add(f"vHeat-T at {top} input vs official", 3.0, ref["ms"] / fused["ms"], f"{fused['ms']:.1f} ms vs {ref['ms']:.1f} ms",
-                bound(ref["ms"], 1, top))
+        for size in sorted({r["img_size"] for r in rows}):
+            fused, ref = _row(rows, "vHeat-T fused", img_size=size), _row(rows, "vHeat-T official", img_size=size)
+            if fused and ref:
+                add(f"vHeat-T at {size} input vs official", TOP_RESOLUTION_GOAL if size == top else 1.0,
+                    ref["ms"] / fused["ms"], f"{fused['ms']:.1f} ms vs {ref['ms']:.1f} ms", bound(ref["ms"], 1, size))
     if "memory" in results:
         m = results["memory"]
         add("HCO saved-for-backward bytes, official / fused", 3.0, m["hco_saved_ratio"],
@@ -177,7 +192,7 @@ def render(payload: Dict, plot_dir_rel: str) -> str:
     bound = hco_share(payload["results"])
     if bound:
         parts += ["", bound]
-    for name in ("resolution", "kernel", "model", "memory"):
+    for name in ("resolution", "kernel", "model", "profile", "memory"):
         if name not in payload["results"]:
             continue
         section = payload["results"][name]
