@@ -1,8 +1,13 @@
-"""Fused linear benchmark: vHeat's linear layers as F.linear (+ F.gelu) vs oneDNN's fused
-bias + GELU GEMM (vheat.models.fused_linear), interleaved in one run; prints a table with the
-size rule's choice and writes JSON. The evidence behind ``fused_linear.worth_fusing``.
+"""Linear-layer benchmark: vHeat's linear layers as F.linear (+ F.gelu, MKL) vs oneDNN
+(vheat.models.fused_linear): inference with the fused bias + GELU, and a training pass
+(forward + backward for x, weight and bias) through ``_OneDNNLinear``, interleaved in one run;
+prints a table with what ``auto`` picks on this machine (its calibration) and writes JSON.
+The evidence behind ``fused_linear.worth_fusing`` and ``ONEDNN_MARGIN``.
 
-    python benchmarks/bench_linear.py [--batches 1,4,16] [--threads 1] [--json benchmarks/results/linear_cpu.json]
+    python benchmarks/bench_linear.py [--batches 1,4,16] [--threads 1] [--json PATH | --update]
+
+JSON goes to build/bench/linear_cpu.json unless --json says otherwise (--update: the tracked
+benchmarks/results/linear_cpu.json).
 """
 from __future__ import annotations
 
@@ -34,7 +39,9 @@ def main(argv=None):
     p.add_argument("--batches", default="1,4,16", help="comma list of batch sizes")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--min-time", type=float, default=0.2, help="seconds of timing per candidate")
-    p.add_argument("--json", default="benchmarks/results/linear_cpu.json")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", default="build/bench/linear_cpu.json", help="where the JSON goes")
+    out.add_argument("--update", action="store_true", help="write the tracked benchmarks/results/linear_cpu.json")
     args = p.parse_args(argv)
     if not fused_linear.onednn_available():
         raise SystemExit("bench_linear: this torch build has no oneDNN (torch.backends.mkldnn); nothing to compare")
@@ -49,28 +56,53 @@ def main(argv=None):
                     x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
                     plain = (lambda: F.gelu(F.linear(x, w, b))) if act == "gelu" else (lambda: F.linear(x, w, b))
                     fused = lambda: torch.ops.mkldnn._linear_pointwise(x, w, b, act, [], "none" if act == "gelu" else "")  # noqa: E731
-                    ms = time_paired({"plain": plain, "fused": fused}, args.min_time, min_reps=5)
+                    xg, wg, bg = (t.clone().requires_grad_() for t in (x, w, b))
+                    dy = torch.randn(m, n)
+
+                    def train(fn):
+                        with torch.enable_grad():
+                            y = fn(xg, wg, bg)
+                            y = F.gelu(y) if act == "gelu" else y
+                            torch.autograd.backward(y, dy, inputs=[xg, wg, bg])
+                    fns = {"plain": plain, "fused": fused, "plain_train": lambda: train(F.linear),
+                           "onednn_train": lambda: train(fused_linear._OneDNNLinear.apply)}
+                    ms = time_paired(fns, args.min_time, min_reps=5)
                     rows.append({"batch": batch, "stage": stage, "layer": name, "rows": m, "k": k, "n": n, "activation": act,
                                  "plain_ms": ms["plain"], "fused_ms": ms["fused"], "speedup": ms["plain"] / ms["fused"],
+                                 "plain_train_ms": ms["plain_train"], "onednn_train_ms": ms["onednn_train"],
+                                 "train_speedup": ms["plain_train"] / ms["onednn_train"],
                                  "rule_fuses": fused_linear.worth_fusing(m, k, n, act)})
                     r = rows[-1]
-                    print(f"  batch {batch} stage {stage} {name}: x{r['speedup']:.2f}", file=sys.stderr)
+                    print(f"  batch {batch} stage {stage} {name}: inference x{r['speedup']:.2f}, training x{r['train_speedup']:.2f}",
+                          file=sys.stderr)
+    calibration = fused_linear.calibration()
+    everywhere = calibration["onednn_everywhere"]
     chosen = sum(r["fused_ms"] if r["rule_fuses"] else r["plain_ms"] for r in rows)
     payload = {"benchmark": "fused_linear", "baseline": "F.linear (+ F.gelu)", "machine": machine_info(),
-               "load_average": os.getloadavg(), "steady_allocator": steady, "rows": rows,
+               "load_average": os.getloadavg(), "steady_allocator": steady, "calibration": calibration, "rows": rows,
                "total_ms": {"plain": sum(r["plain_ms"] for r in rows), "fused": sum(r["fused_ms"] for r in rows),
-                            "rule": chosen, "best": sum(min(r["plain_ms"], r["fused_ms"]) for r in rows)}}
+                            "rule": chosen, "auto": sum(r["fused_ms"] for r in rows) if everywhere else chosen,
+                            "best": sum(min(r["plain_ms"], r["fused_ms"]) for r in rows),
+                            "plain_train": sum(r["plain_train_ms"] for r in rows),
+                            "onednn_train": sum(r["onednn_train_ms"] for r in rows)}}
+    if args.update:
+        args.json = "benchmarks/results/linear_cpu.json"
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     atomic_write_json(args.json, payload, indent=2)
     print(f"\nvHeat-T linear layers on {payload['machine']['cpu']} ({args.threads} threads, load average "
           f"{payload['load_average'][0]:.1f}); speedup = plain / fused, measured interleaved. JSON: {args.json}\n")
-    print("| batch | stage | layer | rows x k x n | plain ms | fused ms | speedup | rule fuses |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"calibration: MKL / oneDNN = {calibration['speedup']:.2f}x (margin {fused_linear.ONEDNN_MARGIN}): auto uses "
+          + ("oneDNN for every layer, training included\n" if everywhere else "oneDNN by the size rule, in inference only\n"))
+    print("| batch | stage | layer | rows x k x n | plain ms | fused ms | speedup | rule fuses | train plain ms | train oneDNN ms | speedup |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['batch']} | {r['stage']} | {r['layer']} | {r['rows']}x{r['k']}x{r['n']} | {r['plain_ms']:.3f} | "
-              f"{r['fused_ms']:.3f} | {r['speedup']:.2f} | {'yes' if r['rule_fuses'] else 'no'} |")
+              f"{r['fused_ms']:.3f} | {r['speedup']:.2f} | {'yes' if r['rule_fuses'] else 'no'} | "
+              f"{r['plain_train_ms']:.3f} | {r['onednn_train_ms']:.3f} | {r['train_speedup']:.2f} |")
     t = payload["total_ms"]
-    print(f"\nsum over the table: plain {t['plain']:.1f} ms, always fused {t['fused']:.1f} ms, "
-          f"size rule {t['rule']:.1f} ms, best per row {t['best']:.1f} ms")
+    print(f"\nsum over the table, inference: plain {t['plain']:.1f} ms, always fused {t['fused']:.1f} ms, "
+          f"size rule {t['rule']:.1f} ms, auto {t['auto']:.1f} ms, best per row {t['best']:.1f} ms; "
+          f"training pass: plain {t['plain_train']:.1f} ms, oneDNN {t['onednn_train']:.1f} ms")
     return payload
 
 

@@ -1,4 +1,5 @@
-"""vheat.models.fused_linear: oneDNN's fused bias + GELU GEMM where no gradient is needed, F.linear elsewhere."""
+"""vheat.models.fused_linear: oneDNN GEMMs (fused bias + GELU in inference, an autograd Function in training)
+where this machine measures them faster, F.linear elsewhere."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -27,16 +28,18 @@ def test_fused_matches_linear_and_exact_gelu(shape, activation, monkeypatch):
     torch.testing.assert_close(got_no_bias.double(), act(pre), **tol)
 
 
-def test_plain_path_where_fusion_does_not_apply(monkeypatch):
+def _with_calibration(monkeypatch, everywhere: bool) -> None:
+    """Pin the measured MKL-vs-oneDNN choice, so the rule under test does not depend on this CPU."""
+    monkeypatch.setattr(fused_linear, "calibration", lambda: {"onednn_everywhere": everywhere})
+
+
+def test_plain_path_where_onednn_does_not_apply(monkeypatch):
     monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "always")
-    x, w, b = torch.randn(4, 8), torch.randn(6, 8, requires_grad=True), torch.randn(6)
-    assert not fused_linear.uses_onednn(x, w, b)  # a gradient is needed: autograd path
-    y = fused_linear.linear(x, w, b, "gelu")
-    y.sum().backward()
-    torch.testing.assert_close(w.grad, torch.autograd.grad(F.gelu(F.linear(x, w, b)).sum(), w)[0])
+    x, w, b = torch.randn(4, 8), torch.randn(6, 8), torch.randn(6)
     with torch.no_grad():
         assert not fused_linear.uses_onednn(x.double(), w.double(), b.double())  # float32 only
         assert not fused_linear.uses_onednn(x.t().contiguous().t(), w, b)  # non-contiguous input
+        assert not fused_linear.uses_onednn(x[:0], w, b)  # empty
         monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "0")
         assert not fused_linear.uses_onednn(x, w, b)
     with pytest.raises(ValueError, match="activation must be one of"):
@@ -47,8 +50,66 @@ def test_plain_path_where_fusion_does_not_apply(monkeypatch):
 
 
 @needs_onednn
+@pytest.mark.parametrize("activation", ["none", "gelu"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_training_path_matches_autograd_of_linear(activation, with_bias, monkeypatch):
+    monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "always")
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 5, 96, requires_grad=True)
+    w = torch.randn(193, 96, requires_grad=True)
+    b = torch.randn(193, requires_grad=True) if with_bias else None
+    assert fused_linear.uses_onednn(x, w, b, activation)
+    calls = []
+    forward = fused_linear._OneDNNLinear.forward
+    monkeypatch.setattr(fused_linear._OneDNNLinear, "forward", staticmethod(lambda ctx, *a: calls.append(1) or forward(ctx, *a)))
+    y = fused_linear.linear(x, w, b, activation)
+    assert calls == [1]
+    dy = torch.randn_like(y)
+    inputs = (x, w) + ((b,) if with_bias else ())
+    got = torch.autograd.grad(y, inputs, dy)
+    xd, wd, bd = (t.detach().double().requires_grad_() if t is not None else None for t in (x, w, b))
+    ref_y = F.linear(xd, wd, bd)
+    ref_y = F.gelu(ref_y) if activation == "gelu" else ref_y
+    ref = torch.autograd.grad(ref_y, (xd, wd) + ((bd,) if with_bias else ()), dy.double())
+    tol = dict(rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(y.double(), ref_y, **tol)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g.double(), r, **tol)
+
+
+@needs_onednn
+def test_training_path_double_backward(monkeypatch):
+    monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "always")
+    torch.manual_seed(0)
+    x, w, b = (torch.randn(*s, requires_grad=True) for s in ((9, 16), (12, 16), (12,)))
+
+    def grad_norm_grad(fn):
+        gx, = torch.autograd.grad(fn(x, w, b).sum(), x, create_graph=True)
+        return torch.autograd.grad(gx.pow(2).sum(), (w, b), allow_unused=True)
+    got = grad_norm_grad(lambda *a: fused_linear.linear(*a, "gelu"))
+    ref = grad_norm_grad(lambda *a: F.gelu(F.linear(*a)))
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+
+
+@needs_onednn
+def test_auto_follows_the_measured_choice(monkeypatch):
+    monkeypatch.delenv("VHEAT_ONEDNN_LINEAR", raising=False)
+    x, w = torch.randn(49, 768, requires_grad=True), torch.randn(768, 768)
+    _with_calibration(monkeypatch, everywhere=True)
+    assert fused_linear.uses_onednn(x, w, None)  # training and small layers too
+    _with_calibration(monkeypatch, everywhere=False)
+    assert not fused_linear.uses_onednn(x, w, None)
+    monkeypatch.undo()
+    c = fused_linear.calibration()  # the real measurement: cached per thread count
+    assert c is fused_linear.calibration() and c["threads"] == torch.get_num_threads()
+    assert c["mkl_ms"] > 0 and c["onednn_ms"] > 0 and c["onednn_everywhere"] == (c["speedup"] >= fused_linear.ONEDNN_MARGIN)
+
+
+@needs_onednn
 def test_size_rule(monkeypatch):
     monkeypatch.delenv("VHEAT_ONEDNN_LINEAR", raising=False)
+    _with_calibration(monkeypatch, everywhere=False)  # a machine where MKL is as fast as oneDNN
     small, stage1 = torch.randn(49, 768), torch.randn(3136, 96)
     with torch.no_grad():
         assert not fused_linear.uses_onednn(small, torch.randn(768, 768), None)

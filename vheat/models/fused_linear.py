@@ -1,22 +1,33 @@
-"""Linear layers (+ GELU) with the bias and activation fused into the GEMM, for CPU inference.
+"""Linear layers on CPU through oneDNN where it is the faster GEMM library on this machine.
 
-PyTorch's CPU ``F.linear`` first writes the broadcast bias into the output and then runs the
-GEMM with beta=1, and ``F.gelu`` is one more pass over the (4x wide) MLP hidden tensor;
-oneDNN's matmul applies both in its epilogue while the output tile is still in registers
-(``torch.ops.mkldnn._linear_pointwise``, the op Inductor emits for the same fusion). Measured
-here on vHeat-T's stage-1 MLP at batch 16, one thread: fc1 + GELU 95 -> 55 ms.
+PyTorch's CPU ``F.linear`` runs MKL's sgemm after writing the broadcast bias into the output,
+and ``F.gelu`` is one more pass over the (4x wide) MLP hidden tensor; oneDNN's matmul applies
+both in its epilogue while the output tile is still in registers
+(``torch.ops.mkldnn._linear_pointwise``, the op Inductor emits for the same fusion). Which
+library multiplies faster depends on the CPU: MKL picks its AVX-512 kernels only on Intel
+CPUs, oneDNN JIT-compiles for whatever ISA it finds. Measured with one thread (vHeat-T's
+linear shapes): on an Intel Xeon (AVX-512) MKL and oneDNN are within a few percent and the
+fusion pays only for the GELU and large outputs; on an AMD EPYC with AVX-512 oneDNN is 2.0-2.3x
+faster than MKL at every shape. So the choice is measured, not assumed: ``calibration()``
+times one vHeat-sized GEMM both ways, once per process and thread count (a few ms), and
+``auto`` then sends every linear layer to oneDNN where it is clearly faster
+(``ONEDNN_MARGIN``), else only the layers of the size rule (``worth_fusing``) in inference.
 
-The fused op has no autograd formula, so it runs only where no gradient is needed (eval,
-``torch.no_grad`` / ``inference_mode``); training, tracing (fvcore FLOP counts), scripting,
-``torch.compile`` (Inductor fuses on its own), FX tracing (the graph keeps ``nn.Linear`` calls), non-CPU devices and dtypes other than float32
-take ``F.linear`` (+ ``F.gelu``), which computes the same function; so do the sizes where the
-fusion does not pay (``worth_fusing``). ``VHEAT_ONEDNN_LINEAR=0`` turns the fused path off,
-``VHEAT_ONEDNN_LINEAR=always`` ignores the size rule (to measure either, or to rule it out).
+Inference (no gradient needed) uses the fused op directly. Training on a oneDNN machine goes
+through ``_OneDNNLinear``, whose backward is two more oneDNN GEMMs on strided views (no
+transposed copies); the GELU then stays a separate op, since its backward needs the
+pre-activation. Double backward (create_graph) runs through differentiable ``torch.matmul``.
+Tracing (fvcore FLOP counts, TorchScript, FX), ``torch.compile`` (Inductor picks its own
+GEMMs), non-CPU devices and dtypes other than float32 take ``F.linear`` (+ ``F.gelu``), which
+computes the same function. ``VHEAT_ONEDNN_LINEAR=0`` turns oneDNN off, ``always`` uses it
+wherever it can run (training included), ``auto`` (default) measures.
 """
 from __future__ import annotations
 
 import os
-from typing import Optional
+import statistics
+import time
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -41,10 +52,11 @@ def _mode() -> str:
     return mode
 
 
-# Where fusing pays (benchmarks/bench_linear.py: vHeat-T's linear layers at batch 1/4/16, one
-# thread): GELU (fc1 + GELU 1.00-1.75x, most on the wide stage-1/2 hidden tensors) and large
-# outputs (the bias pass and a fresh output buffer cost more than the GEMM's epilogue; 1.1-1.4x
-# at >= 4M elements). Below that a plain GEMM is within a few percent, MKL mostly ahead.
+# Where fusing pays when MKL is as fast as oneDNN (benchmarks/bench_linear.py on an Intel Xeon:
+# vHeat-T's linear layers at batch 1/4/16, one thread): GELU (fc1 + GELU 1.00-1.75x, most on
+# the wide stage-1/2 hidden tensors) and large outputs (the bias pass and a fresh output
+# buffer cost more than the GEMM's epilogue; 1.1-1.4x at >= 4M elements). Below that a plain
+# GEMM is within a few percent, MKL mostly ahead.
 FUSE_MIN_OUTPUT = 1 << 22
 
 
@@ -53,25 +65,102 @@ def worth_fusing(rows: int, k: int, n: int, activation: str) -> bool:
     return activation == "gelu" or rows * n >= FUSE_MIN_OUTPUT
 
 
+# oneDNN for every layer when its GEMM is at least this much faster than MKL's here: far
+# from both machines measured (about 1.0 and 2.1), so noise cannot flip the choice.
+ONEDNN_MARGIN = 1.3
+# vHeat-T stage-3 MLP fc1 and stage-1 Heat2D linear at batch 1: (rows, k, n).
+_CALIBRATION_SHAPES = ((196, 384, 1536), (3136, 96, 192))
+_calibrations: Dict[int, Dict] = {}
+
+
+def _median_ms(fns: Dict[str, object], reps: int = 5) -> Dict[str, float]:
+    times = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()  # warm-up: oneDNN compiles its kernel on the first call
+    for _ in range(reps):  # interleaved, so a load spike hits both alike
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
+def calibration() -> Dict:
+    """MKL (``F.linear``) vs oneDNN on vHeat-sized GEMMs, measured once per thread count.
+
+    Returns ``{"threads", "mkl_ms", "onednn_ms", "speedup", "onednn_everywhere"}``; speedup is
+    the smallest MKL / oneDNN ratio over the shapes.
+    """
+    threads = torch.get_num_threads()
+    if threads not in _calibrations:
+        mkl = onednn = 0.0
+        ratios = []
+        with torch.no_grad():
+            for m, k, n in _CALIBRATION_SHAPES:
+                x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
+                ms = _median_ms({"mkl": lambda: F.linear(x, w, b),
+                                 "onednn": lambda: torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")})
+                mkl, onednn = mkl + ms["mkl"], onednn + ms["onednn"]
+                ratios.append(ms["mkl"] / ms["onednn"])
+        _calibrations[threads] = {"threads": threads, "mkl_ms": mkl, "onednn_ms": onednn, "speedup": min(ratios),
+                                  "onednn_everywhere": min(ratios) >= ONEDNN_MARGIN}
+    return _calibrations[threads]
+
+
+def _onednn_everywhere(mode: str) -> bool:
+    return mode == "always" or (mode in ("auto", "1") and calibration()["onednn_everywhere"])
+
+
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], activation: str = "none") -> bool:
-    """Whether ``linear(x, weight, bias, activation)`` takes the fused oneDNN path for these arguments now."""
+    """Whether ``linear(x, weight, bias, activation)`` runs on oneDNN for these arguments now
+    (fused op in inference, ``_OneDNNLinear`` when a gradient is needed)."""
     mode = _mode()
     if not _AVAILABLE or mode == "0":
         return False
     if is_fx_symbolic_tracing() or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         return False
     tensors = [x, weight] + ([bias] if bias is not None else [])
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return False
-    return (
+    if not (
         all(t.device.type == "cpu" and t.dtype == torch.float32 and t.layout == torch.strided for t in tensors)
         and weight.dim() == 2
         and x.dim() >= 2
         and x.is_contiguous()
         and weight.is_contiguous()
         and x.numel() > 0
-        and (mode == "always" or worth_fusing(x.numel() // x.shape[-1], x.shape[-1], weight.shape[0], activation))
-    )
+    ):
+        return False
+    if _onednn_everywhere(mode):
+        return True
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return not needs_grad and worth_fusing(x.numel() // x.shape[-1], x.shape[-1], weight.shape[0], activation)
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """y = x @ w.T + b on oneDNN, forward and backward (x 2-D, contiguous)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        dx = dw = db = None
+        if torch.is_grad_enabled():  # create_graph: a differentiable backward
+            dx = dy @ weight if ctx.needs_input_grad[0] else None
+            dw = dy.t() @ x if ctx.needs_input_grad[1] else None
+        else:
+            dy = dy.contiguous()
+            # Transposed operands as strided views: oneDNN reads them in place.
+            if ctx.needs_input_grad[0]:
+                dx = torch.ops.mkldnn._linear_pointwise(dy, weight.t(), None, "none", [], "")
+            if ctx.needs_input_grad[1]:
+                dw = torch.ops.mkldnn._linear_pointwise(dy.t(), x.t(), None, "none", [], "")
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = dy.sum(0)
+        return dx, dw, db
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, activation: str = "none") -> torch.Tensor:
@@ -82,6 +171,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
         if activation not in ACTIVATIONS:
             raise ValueError(f"fused_linear.linear: activation must be one of {ACTIVATIONS}, got '{activation}'")
         if uses_onednn(x, weight, bias, activation):
+            if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+                y = _OneDNNLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias).view(*x.shape[:-1], weight.shape[0])
+                return F.gelu(y) if activation == "gelu" else y
             # algorithm "none" selects oneDNN's erf GELU (tanh would be "tanh"); "" for no post-op.
             return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], "none" if activation == "gelu" else "")
     y = F.linear(x, weight, bias)
