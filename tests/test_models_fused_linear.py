@@ -153,3 +153,15 @@ def test_replaced_or_hooked_linear_runs_its_own_forward(monkeypatch):
         after = model(x)
     assert seen == ["linear", "linear", "out_linear"]
     assert not torch.allclose(before, after)
+
+
+@needs_onednn
+def test_describe_names_the_choice(monkeypatch):
+    monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "0")
+    assert "off" in fused_linear.describe()
+    monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "always")
+    assert "oneDNN everywhere" in fused_linear.describe()
+    monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "auto")
+    monkeypatch.setattr(fused_linear, "calibration", lambda: {"onednn_everywhere": False, "speedup": 0.95, "threads": 1})
+    assert fused_linear.describe() == ("linear layers: F.linear, oneDNN for GELU / large outputs in inference "
+                                       "(MKL / oneDNN measured 0.95x at 1 thread(s))")

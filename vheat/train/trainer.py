@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from vheat.checkpoint_io import load_state_strict, load_weights, read_checkpoint, strip_prefixes, write_checkpoint
 from vheat.data import build_data, resolve_root
+from vheat.models import fused_linear
 
 from . import distributed as du
 from .atomic import atomic_write_text
@@ -214,6 +215,8 @@ class _Trainer:
                  f"{self.device}; global batch {cfg['data']['batch_size'] * self.world * self.accum}; lr "
                  f"{self.lrs.base:.3g}; {self.steps_per_epoch} steps/epoch; amp {self.amp}; "
                  f"HCO backend {cfg['model']['hco_backend']}")
+        if self.device.type == "cpu":
+            log.info(fused_linear.describe())
         if resumed:
             log.info(f"resumed from {resumed}: epoch {self.epoch}, step {self.step_in_epoch}, "
                      f"global step {self.global_step}")
