@@ -59,9 +59,15 @@ def time_paired(fns: Dict[str, Callable[[], object]], min_time: float, min_reps:
 
 
 def gemm_peak_gflops(n: int = 1024, min_time: float = 0.3) -> float:
-    """Achieved fp32 GFLOP/s of an n x n x n torch.matmul on this machine, now."""
+    """Achieved fp32 GFLOP/s of an n x n x n product on this machine, now: the faster of
+    torch.matmul (MKL) and oneDNN's matmul, since the models may run either (fused_linear; on
+    an AMD EPYC MKL reaches about half of oneDNN's rate)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    ms = time_paired({"mm": lambda: torch.matmul(a, b)}, min_time)["mm"]
+    fns = {"mm": lambda: torch.matmul(a, b)}
+    if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        bt = b.t().contiguous()
+        fns["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, bt, None, "none", [], "")
+    ms = min(time_paired(fns, min_time).values())
     return 2 * n**3 / (ms * 1e-3) / 1e9
 
 

@@ -22,7 +22,7 @@ def run(cfg: Dict, peaks: Dict) -> Dict:
             x, y = models.batch(n, cfg["img_size"], cfg["num_classes"])
             fns = {}
             for name, model in built.items():
-                if n > cfg["max_batch"].get(name, n):
+                if n > cfg["max_train_batch" if mode == "train" else "max_batch"].get(name, n):
                     continue
                 for label, (runner, backend) in models.candidates(name, model).items():
                     fns[label] = (models.train_step(runner, backend, x, y) if mode == "train"

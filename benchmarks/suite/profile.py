@@ -108,7 +108,7 @@ def run(cfg: Dict, peaks: Dict) -> Dict:
         model = models.create(name, cfg["img_size"], cfg["num_classes"])
         for mode in cfg["modes"]:
             for n in cfg["batch_sizes"] if mode == "infer" else cfg["train_batch_sizes"]:
-                if n > cfg["max_batch"].get(name, n):
+                if n > cfg["max_train_batch" if mode == "train" else "max_batch"].get(name, n):
                     continue
                 x, y = models.batch(n, cfg["img_size"], cfg["num_classes"])
                 for label, (runner, backend) in models.candidates(name, model).items():
