@@ -177,7 +177,7 @@ def render(payload: Dict, plot_dir_rel: str) -> str:
         f"Run: {payload['finished_utc']} UTC, {payload['wall_s']:.0f} s, code at {payload.get('git', 'unrecorded commit')}.  ",
         f"Machine: {m['cpu']}, {m.get('cpu_count', '?')} cores, {m['threads']} torch threads, torch {m['torch']}, "
         f"Python {m['python']}; 1-min load average {_load(m)}.  ",
-        f"Measured ceilings: GEMM {payload['peaks']['gemm_gflops']:.1f} GFLOP/s (fp32 torch.matmul), "
+        f"Measured ceilings: GEMM {payload['peaks']['gemm_gflops']:.1f} GFLOP/s (fp32, the faster of MKL and oneDNN), "
         f"copy {payload['peaks']['copy_gbs']:.1f} GB/s (read + write).",
         "",
         "Candidates are timed interleaved (round-robin, median) in one process, so ratios are side by "
