@@ -23,7 +23,7 @@ bench: setup
 	$(PY) benchmarks/bench_hco.py
 
 # Full suite (kernels, whole models vs official and timm baselines, resolution, memory);
-# writes benchmarks/results/*.json, PNG plots and docs/benchmarks.md (~12 minutes).
+# writes benchmarks/results/*.json, PNG plots and docs/benchmarks.md (799 s on a 2-core AMD EPYC).
 bench-suite: setup
 	$(PY) -m benchmarks --threads 1
 

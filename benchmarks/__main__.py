@@ -1,8 +1,8 @@
-"""vheat-kernels benchmark suite: kernels, whole models, resolution scaling, memory.
+"""vheat-kernels benchmark suite: kernels, whole models, resolution scaling, memory, a per-op profile.
 
-    python -m benchmarks                 # full run (~10 min on 2 cores); writes docs/benchmarks.md
+    python -m benchmarks                 # full run (799 s with --threads 1 on a 2-core AMD EPYC); writes docs/benchmarks.md
     python -m benchmarks --quick         # smoke run (T only, small batches, short timing)
-    python -m benchmarks --only kernel,memory
+    python -m benchmarks --only kernel,memory   # sections: kernel, model, resolution, memory, profile
 
 Writes benchmarks/results/<tag>.json (tag: full / quick) and PNG plots beside it, prints the
 section tables and, last, the table of the issue's targets checked against this run.
