@@ -40,6 +40,9 @@ def test_plain_path_where_onednn_does_not_apply(monkeypatch):
         assert not fused_linear.uses_onednn(x.double(), w.double(), b.double())  # float32 only
         assert not fused_linear.uses_onednn(x.t().contiguous().t(), w, b)  # non-contiguous input
         assert not fused_linear.uses_onednn(x[:0], w, b)  # empty
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's bf16 GEMM, not an fp32 oneDNN one
+            assert not fused_linear.uses_onednn(x, w, b)
+            assert fused_linear.linear(x, w, b).dtype == torch.bfloat16
         monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "0")
         assert not fused_linear.uses_onednn(x, w, b)
     with pytest.raises(ValueError, match="activation must be one of"):

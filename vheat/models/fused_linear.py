@@ -19,8 +19,8 @@ through ``_OneDNNLinear``, whose backward is two more oneDNN GEMMs on strided vi
 transposed copies); the GELU then stays a separate op, since its backward needs the
 pre-activation. Double backward (create_graph) runs through differentiable ``torch.matmul``.
 Tracing (fvcore FLOP counts, TorchScript, FX), ``torch.compile`` (Inductor picks its own
-GEMMs), non-CPU devices and dtypes other than float32 take ``F.linear`` (+ ``F.gelu``), which
-computes the same function. ``VHEAT_ONEDNN_LINEAR=0`` turns oneDNN off, ``always`` uses it
+GEMMs), CPU autocast, non-CPU devices and dtypes other than float32 take ``F.linear``
+(+ ``F.gelu``), which computes the same function. ``VHEAT_ONEDNN_LINEAR=0`` turns oneDNN off, ``always`` uses it
 wherever it can run (training included), ``auto`` (default) measures.
 """
 from __future__ import annotations
@@ -97,7 +97,7 @@ def calibration() -> Dict:
     if threads not in _calibrations:
         mkl = onednn = 0.0
         ratios = []
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", enabled=False):
             for m, k, n in _CALIBRATION_SHAPES:
                 x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
                 ms = _fastest_ms({"mkl": lambda: F.linear(x, w, b),
@@ -132,6 +132,8 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     if not _AVAILABLE or mode == "0":
         return False
     if is_fx_symbolic_tracing() or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False
+    if torch.is_autocast_enabled("cpu"):  # F.linear follows autocast (bf16 GEMMs); the oneDNN op would not
         return False
     tensors = [x, weight] + ([bias] if bias is not None else [])
     if not (
