@@ -31,6 +31,17 @@ def _fresh_seed(request):
     request.node.user_properties.append(("seed", seed))
 
 
+@pytest.fixture(autouse=True)
+def _gemm_choice_restored(monkeypatch):
+    """An in-process training run pins its GEMM library in os.environ (fused_linear.pin_training_library)
+    for the life of the process; here it ends with the test."""
+    value = os.environ.get("VHEAT_ONEDNN_LINEAR")
+    if value is None:
+        monkeypatch.delenv("VHEAT_ONEDNN_LINEAR", raising=False)
+    else:
+        monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", value)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -48,7 +48,7 @@ def test_plain_path_where_onednn_does_not_apply(monkeypatch):
     with pytest.raises(ValueError, match="activation must be one of"):
         fused_linear.linear(x, w, b, "relu")
     monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "yes")
-    with pytest.raises(ValueError, match="VHEAT_ONEDNN_LINEAR must be 0, auto"):
+    with pytest.raises(ValueError, match="VHEAT_ONEDNN_LINEAR must be 0, rule, auto"):
         fused_linear.linear(x, w, b)
 
 
@@ -168,3 +168,16 @@ def test_describe_names_the_choice(monkeypatch):
     monkeypatch.setattr(fused_linear, "calibration", lambda: {"onednn_everywhere": False, "speedup": 0.95, "threads": 1})
     assert fused_linear.describe() == ("linear layers: F.linear, oneDNN for GELU / large outputs in inference "
                                        "(MKL / oneDNN measured 0.95x at 1 thread(s))")
+
+
+def test_pinned_library_overrides_the_calibration(monkeypatch):
+    monkeypatch.delenv("VHEAT_ONEDNN_LINEAR", raising=False)
+    x, w = torch.randn(49, 768, requires_grad=True), torch.randn(768, 768)
+    fused_linear.pin_training_library("mkl")
+    assert fused_linear.training_library() == "mkl" and not fused_linear.uses_onednn(x, w, None)
+    with torch.no_grad():  # the size rule still fuses the GELU layer in inference
+        assert fused_linear.uses_onednn(x, torch.randn(3072, 768), None, "gelu") == fused_linear.onednn_available()
+    fused_linear.pin_training_library("onednn")
+    assert fused_linear.uses_onednn(x, w, None) == fused_linear.onednn_available()
+    with pytest.raises(ValueError, match="'onednn' or 'mkl'"):
+        fused_linear.pin_training_library("blas")

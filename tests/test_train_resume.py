@@ -103,3 +103,22 @@ def test_resume_from_missing_or_garbage_file(folder, tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="is not a checkpoint: it holds text"):
         train(cfg, resume=str(junk))
+
+
+def test_resume_keeps_the_runs_gemm_library(folder, tmp_path):
+    from vheat.checkpoint_io import write_checkpoint
+    from vheat.models import fused_linear
+
+    if not fused_linear.onednn_available():
+        pytest.skip("torch built without oneDNN: every run trains on F.linear")
+    part = str(tmp_path / "part")
+    stopped = train(tiny_config(folder, part, "train.epochs=2", "train.stop_after_steps=3"))
+    ckpt = read_checkpoint(stopped["checkpoint"])
+    assert ckpt["gemm_library"] in ("onednn", "mkl")
+    other = "mkl" if ckpt["gemm_library"] == "onednn" else "onednn"
+    ckpt["gemm_library"] = other  # as if the run had started in a process that measured otherwise
+    write_checkpoint(stopped["checkpoint"], ckpt)
+    os.environ.pop("VHEAT_ONEDNN_LINEAR", None)  # this "process" has its own calibration again
+    resumed = train(tiny_config(folder, part, "train.epochs=2"))
+    assert resumed["status"] == "finished"
+    assert fused_linear.training_library() == other == read_checkpoint(list_checkpoints(part)[-1])["gemm_library"]

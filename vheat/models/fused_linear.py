@@ -20,8 +20,10 @@ transposed copies); the GELU then stays a separate op, since its backward needs 
 pre-activation. Double backward (create_graph) runs through differentiable ``torch.matmul``.
 Tracing (fvcore FLOP counts, TorchScript, FX), ``torch.compile`` (Inductor picks its own
 GEMMs), CPU autocast, non-CPU devices and dtypes other than float32 take ``F.linear``
-(+ ``F.gelu``), which computes the same function. ``VHEAT_ONEDNN_LINEAR=0`` turns oneDNN off, ``always`` uses it
-wherever it can run (training included), ``auto`` (default) measures.
+(+ ``F.gelu``), which computes the same function. ``VHEAT_ONEDNN_LINEAR=0`` turns oneDNN off, ``rule`` keeps to the
+size rule, ``always`` uses oneDNN wherever it can run (training included), ``auto`` (default)
+measures. ``vheat train`` pins its run's choice (``pin_training_library``, recorded in the
+checkpoints), so a resumed run is bitwise the run it continues.
 """
 from __future__ import annotations
 
@@ -47,9 +49,14 @@ _AVAILABLE = onednn_available()
 
 def _mode() -> str:
     mode = os.environ.get("VHEAT_ONEDNN_LINEAR", "auto")
-    if mode not in ("0", "1", "auto", "always"):
-        raise ValueError(f"VHEAT_ONEDNN_LINEAR must be 0, auto (or 1) or always, got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"VHEAT_ONEDNN_LINEAR must be 0, rule, auto (or 1) or always, got {mode!r}")
     return mode
+
+
+# 0: F.linear everywhere; rule: oneDNN by the size rule in inference only (what auto does where
+# MKL is as fast); auto: measured (calibration); always: oneDNN wherever it can run.
+MODES = ("0", "rule", "1", "auto", "always")
 
 
 # Where fusing pays when MKL is as fast as oneDNN (benchmarks/bench_linear.py on an Intel Xeon:
@@ -114,8 +121,9 @@ def describe() -> str:
     mode = _mode()
     if not _AVAILABLE or mode == "0":
         return "linear layers: F.linear (oneDNN " + ("not in this torch build)" if not _AVAILABLE else "off: VHEAT_ONEDNN_LINEAR=0)")
-    if mode == "always":
-        return "linear layers: oneDNN everywhere (VHEAT_ONEDNN_LINEAR=always)"
+    if mode in ("always", "rule"):
+        return ("linear layers: oneDNN everywhere" if mode == "always" else
+                "linear layers: F.linear, oneDNN for GELU / large outputs in inference") + f" (VHEAT_ONEDNN_LINEAR={mode})"
     c = calibration()
     choice = "oneDNN everywhere" if c["onednn_everywhere"] else "F.linear, oneDNN for GELU / large outputs in inference"
     return f"linear layers: {choice} (MKL / oneDNN measured {c['speedup']:.2f}x at {c['threads']} thread(s))"
@@ -123,6 +131,20 @@ def describe() -> str:
 
 def _onednn_everywhere(mode: str) -> bool:
     return mode == "always" or (mode in ("auto", "1") and calibration()["onednn_everywhere"])
+
+
+def training_library() -> str:
+    """'onednn' or 'mkl': the GEMM library a linear layer that needs gradients uses in this process."""
+    mode = _mode()
+    return "onednn" if _AVAILABLE and mode != "0" and _onednn_everywhere(mode) else "mkl"
+
+
+def pin_training_library(library: str) -> None:
+    """Make this process train on ``library`` whatever its own calibration says, so that a run
+    resumed in another process (or on another rank) rounds its GEMMs the same way."""
+    if library not in ("onednn", "mkl"):
+        raise ValueError(f"fused_linear: library must be 'onednn' or 'mkl', got {library!r}")
+    os.environ["VHEAT_ONEDNN_LINEAR"] = "always" if library == "onednn" else "rule"
 
 
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], activation: str = "none") -> bool:

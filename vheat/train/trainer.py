@@ -140,6 +140,7 @@ class _Trainer:
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.best_acc1 = -1.0
         self.run_id = ""
+        self.gemm_library: Optional[str] = None  # CPU runs: the GEMM library pinned for the run
         self.epoch_loss = [0.0, 0.0]  # (sum, count) of this rank's micro-batch losses in the epoch
 
         self.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
@@ -150,9 +151,18 @@ class _Trainer:
         self.forward_model = torch.compile(self.ddp, dynamic=False) if t["compile"] else self.ddp
 
     # ---------------------------------------------------------------- resume
+    def _pin_gemm_library(self, ckpt: Optional[dict]) -> None:
+        # One GEMM library for the whole run: the checkpoint's when resuming, else rank 0's
+        # measured choice (fused_linear.calibration is per process and could differ).
+        library = (ckpt or {}).get("gemm_library") or du.broadcast_object(fused_linear.training_library())
+        fused_linear.pin_training_library(library)
+        self.gemm_library = library
+
     def _resume(self, start: dict) -> Optional[str]:
         self.run_id, self.best_acc1 = start["run_id"], start["best_acc1"]
         path, ckpt = start["path"], start.get("checkpoint")
+        if self.device.type == "cpu":
+            self._pin_gemm_library(ckpt)
         if path is None:
             return None
         load_state_strict(self.model, strip_prefixes(ckpt["model"]), path, self.cfg["model"]["name"])
@@ -190,7 +200,7 @@ class _Trainer:
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "best_acc1": self.best_acc1, "epoch_loss": losses, "rng": rng, "world_size": self.world,
             "arch": self.cfg["model"]["name"], "num_classes": self.num_classes, "classes": self.data.classes,
-            "config": self.cfg, "run_id": self.run_id,
+            "config": self.cfg, "run_id": self.run_id, "gemm_library": self.gemm_library,
         }
 
     def _save(self) -> Optional[str]:
