@@ -18,15 +18,14 @@ def run(cfg: Dict, peaks: Dict) -> Dict:
     rows = []
     built = {name: models.create(name, cfg["img_size"], cfg["num_classes"]) for name in cfg["vheat_models"] + cfg["timm_models"]}
     for mode in cfg["modes"]:
-        for n in cfg["batch_sizes"] if mode == "infer" else cfg["train_batch_sizes"]:
+        for n in models.batch_sizes(cfg, mode):
             x, y = models.batch(n, cfg["img_size"], cfg["num_classes"])
             fns = {}
             for name, model in built.items():
-                if n > cfg["max_train_batch" if mode == "train" else "max_batch"].get(name, n):
+                if not models.runs_at(cfg, mode, name, n):
                     continue
                 for label, (runner, backend) in models.candidates(name, model).items():
-                    fns[label] = (models.train_step(runner, backend, x, y) if mode == "train"
-                                  else models.infer_step(runner, backend, x))
+                    fns[label] = models.step(mode, runner, backend, x, y)
             ms = time_paired(fns, cfg["min_time"], min_reps=cfg["model_reps"], max_reps=cfg["model_reps"] + 2)
             for label, t in ms.items():
                 rows.append({"model": label, "mode": mode, "batch": n, "img_size": cfg["img_size"],

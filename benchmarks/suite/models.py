@@ -1,7 +1,7 @@
 """Model construction and steps shared by the model, resolution and memory sections."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import timm
 import torch
@@ -86,6 +86,21 @@ def train_step(model, backend, x, y) -> Callable[[], object]:
         F.cross_entropy(model(x), y).backward()
         opt.step()
     return run
+
+
+def step(mode: str, model, backend, x, y) -> Callable[[], object]:
+    """infer_step or train_step, by ``mode`` ('infer' or 'train')."""
+    return train_step(model, backend, x, y) if mode == "train" else infer_step(model, backend, x)
+
+
+def batch_sizes(cfg: Dict, mode: str) -> List[int]:
+    """The batch sizes a section runs in ``mode`` (the preset's, before per-model caps)."""
+    return cfg["batch_sizes"] if mode == "infer" else cfg["train_batch_sizes"]
+
+
+def runs_at(cfg: Dict, mode: str, name: str, n: int) -> bool:
+    """Whether model ``name`` runs batch ``n`` in ``mode`` (max_batch / max_train_batch cap the big models)."""
+    return n <= cfg["max_train_batch" if mode == "train" else "max_batch"].get(name, n)
 
 
 def batch(n: int, img_size: int, num_classes: int = 1000) -> Tuple[torch.Tensor, torch.Tensor]:

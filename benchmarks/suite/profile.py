@@ -54,12 +54,7 @@ def profile_step(step, reps: int = 3) -> Dict:
 
     Also the step's unprofiled median and the 20 costliest ops with their family, to audit the mapping.
     """
-    step()
-    plain = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        plain.append((time.perf_counter() - t0) * 1e3)
+    unprofiled = time_paired({"step": step}, 0.0, min_reps=reps, max_reps=reps, warm_up=1)["step"]
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
         for _ in range(reps):
@@ -72,9 +67,8 @@ def profile_step(step, reps: int = 3) -> Dict:
         ms[family(ev.key)] += self_ms
         per_op[ev.key] = per_op.get(ev.key, 0.0) + self_ms
     ms["Python / framework"] = max(wall - sum(ms.values()), 0.0)
-    plain.sort()
     top = sorted(per_op.items(), key=lambda kv: -kv[1])[:20]
-    return {"profiled_ms": wall, "unprofiled_ms": plain[len(plain) // 2], "family_ms": ms,
+    return {"profiled_ms": wall, "unprofiled_ms": unprofiled, "family_ms": ms,
             "top_ops_ms": [{"op": op, "family": family(op), "ms": t} for op, t in top]}
 
 
@@ -107,16 +101,14 @@ def run(cfg: Dict, peaks: Dict) -> Dict:
     for name in cfg["vheat_models"]:
         model = models.create(name, cfg["img_size"], cfg["num_classes"])
         for mode in cfg["modes"]:
-            for n in cfg["batch_sizes"] if mode == "infer" else cfg["train_batch_sizes"]:
-                if n > cfg["max_train_batch" if mode == "train" else "max_batch"].get(name, n):
+            for n in models.batch_sizes(cfg, mode):
+                if not models.runs_at(cfg, mode, name, n):
                     continue
                 x, y = models.batch(n, cfg["img_size"], cfg["num_classes"])
                 for label, (runner, backend) in models.candidates(name, model).items():
                     if "matmul-DCT" in label:
                         continue  # the kernel section and the model section already isolate the HCO
-                    step = (models.train_step(runner, backend, x, y) if mode == "train"
-                            else models.infer_step(runner, backend, x))
-                    prof = profile_step(step, reps=cfg.get("profile_reps", 3))
+                    prof = profile_step(models.step(mode, runner, backend, x, y))
                     rows.append({"model": label, "mode": mode, "batch": n, "img_size": cfg["img_size"], **prof})
                     print(f"  profile {label} {mode} batch {n}: {prof['unprofiled_ms']:.0f} ms", file=sys.stderr)
     tiny = models.create("vheat_tiny", cfg["img_size"], cfg["num_classes"]).eval()

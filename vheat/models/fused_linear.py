@@ -147,6 +147,10 @@ def pin_training_library(library: str) -> None:
     os.environ["VHEAT_ONEDNN_LINEAR"] = "always" if library == "onednn" else "rule"
 
 
+def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+
+
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], activation: str = "none") -> bool:
     """Whether ``linear(x, weight, bias, activation)`` runs on oneDNN for these arguments now
     (fused op in inference, ``_OneDNNLinear`` when a gradient is needed)."""
@@ -169,8 +173,7 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
         return False
     if _onednn_everywhere(mode):
         return True
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    return not needs_grad and worth_fusing(x.numel() // x.shape[-1], x.shape[-1], weight.shape[0], activation)
+    return not _needs_grad(x, weight, bias) and worth_fusing(x.numel() // x.shape[-1], x.shape[-1], weight.shape[0], activation)
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -216,7 +219,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
         if activation not in ACTIVATIONS:
             raise ValueError(f"fused_linear.linear: activation must be one of {ACTIVATIONS}, got '{activation}'")
         if uses_onednn(x, weight, bias, activation):
-            if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+            if _needs_grad(x, weight, bias):
                 y = _OneDNNLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias).view(*x.shape[:-1], weight.shape[0])
                 return F.gelu(y) if activation == "gelu" else y
             # algorithm "none" selects oneDNN's erf GELU (tanh would be "tanh"); "" for no post-op.

@@ -161,8 +161,6 @@ class _Trainer:
     def _resume(self, start: dict) -> Optional[str]:
         self.run_id, self.best_acc1 = start["run_id"], start["best_acc1"]
         path, ckpt = start["path"], start.get("checkpoint")
-        if self.device.type == "cpu":
-            self._pin_gemm_library(ckpt)
         if path is None:
             return None
         load_state_strict(self.model, strip_prefixes(ckpt["model"]), path, self.cfg["model"]["name"])
@@ -214,6 +212,8 @@ class _Trainer:
     # ------------------------------------------------------------------ loop
     def run(self, start: dict) -> dict:
         cfg, t = self.cfg, self.cfg["train"]
+        if self.device.type == "cpu":
+            self._pin_gemm_library(start.get("checkpoint"))
         resumed = self._resume(start)
         if du.is_main():  # written once every check has passed: a refused run leaves the old one
             atomic_write_text(os.path.join(self.out, "config.yaml"), dump_config(cfg))
