@@ -99,8 +99,11 @@ def test_non_contiguous_inputs(backend):
     assert_close_to(heat_conduction(x_sliced, E, backend=backend), hco_oracle(x_sliced, E), torch.float32)
 
 
-def test_cpu_backward_is_deterministic_across_thread_counts():
-    x, E = _inputs((5, 12, 10, 40), torch.float32, requires_grad=True)
+# A general plane, and small planes (7 x 7, 14 x 14) cut into several runs of channel blocks
+# with a partial block at the end (csrc/cpu/hco_cpu.cpp, small_runs).
+@pytest.mark.parametrize("shape", [(5, 12, 10, 40), (3, 7, 7, 16 * 70 + 5), (3, 14, 14, 16 * 17 + 9)], ids=str)
+def test_cpu_backward_is_deterministic_across_thread_counts(shape):
+    x, E = _inputs(shape, torch.float32, requires_grad=True)
     dy = torch.randn_like(x)
     grads = []
     old = torch.get_num_threads()
@@ -113,6 +116,21 @@ def test_cpu_backward_is_deterministic_across_thread_counts():
     finally:
         torch.set_num_threads(old)
     assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [(3, 7, 7, 16 * 70 + 5), (2, 14, 14, 16 * 17 + 9), (1, 7, 7, 16)], ids=str)
+def test_cpu_small_plane_runs_match_scipy(shape, dtype):
+    # Small planes take the run sweep: more channel blocks than one run holds, a partial
+    # block, and the saved-spectrum backward, against the float64 oracle.
+    x, E = _inputs(shape, dtype, requires_grad=True)
+    y = heat_conduction(x, E, backend="cpu")
+    assert_close_to(y, hco_oracle(x, E), dtype, what=f"forward {shape}")
+    dy = torch.randn(shape, dtype=torch.float64).to(dtype)
+    y.backward(dy)
+    dx, dE = hco_grad_oracle(x, E, dy)
+    assert_close_to(x.grad, dx, dtype, what=f"dx {shape}")
+    assert_close_to(E.grad, dE, dtype, what=f"dE {shape}")
 
 
 def test_forward_spectrum_is_dct2_of_x():

@@ -36,7 +36,7 @@ template <typename T>
 struct PlaneOps {
   void (*dct2)(const AxisTables<T>&, const AxisTables<T>&, const T*, int64_t, int64_t, T*, T*);
   void (*idct2)(const AxisTables<T>&, const AxisTables<T>&, T*, T*, int64_t, int64_t, T*);
-  void (*small)(int, int, const SmallPlaneArgs<T>&);
+  void (*small_run)(int, int, const SmallRunArgs<T>&);
 };
 
 bool cpu_has(const char* isa) {
@@ -57,9 +57,9 @@ PlaneOps<T> select_plane_ops() {
   TORCH_CHECK(isa == "generic" || isa == "avx2" || isa == "avx512", "VHEAT_CPU_ISA=", isa,
               " is not an instruction set of the CPU kernels; accepted: generic, avx2, avx512");
   TORCH_CHECK(cpu_has(isa.c_str()), "VHEAT_CPU_ISA=", isa, " but this CPU does not support it");
-  if (isa == "avx512") return {avx512::dct2_plane<T>, avx512::idct2_plane<T>, avx512::small_plane_hco<T>};
-  if (isa == "avx2") return {avx2::dct2_plane<T>, avx2::idct2_plane<T>, avx2::small_plane_hco<T>};
-  return {generic::dct2_plane<T>, generic::idct2_plane<T>, generic::small_plane_hco<T>};
+  if (isa == "avx512") return {avx512::dct2_plane<T>, avx512::idct2_plane<T>, avx512::small_run_hco<T>};
+  if (isa == "avx2") return {avx2::dct2_plane<T>, avx2::idct2_plane<T>, avx2::small_run_hco<T>};
+  return {generic::dct2_plane<T>, generic::idct2_plane<T>, generic::small_run_hco<T>};
 }
 
 template <typename T>
@@ -323,16 +323,6 @@ struct PlaneContext {
   explicit PlaneContext(const Geometry<T>& geo)
       : g(geo), th(axis_tables<T>(int(geo.H))), tw(axis_tables<T>(int(geo.W))) {}
   bool full_block(int64_t blk) const { return (blk + 1) * Geometry<T>::L <= g.C; }
-  // The fused small-plane sweep applies to full channel blocks of a tensor already in T.
-  template <typename S>
-  bool small(int64_t blk) const {
-    return std::is_same_v<S, T> && full_block(blk) && small_plane_supported(int(g.H), int(g.W));
-  }
-  SmallPlaneArgs<T> small_args(const T* src, const T* e, int64_t Cp, T* dst) const {
-    const int64_t row = g.W * g.C, point = g.C;
-    return {th->tables.dense, tw->tables.dense, src, row, point, e, g.W * Cp, Cp, dst, row, point,
-            nullptr, 0, 0, nullptr, 0, 0, nullptr, 0, 0};
-  }
   int64_t offset(int64_t b, int64_t blk) const { return b * g.H * g.W * g.C + blk * Geometry<T>::L; }
 
   // plane <- DCT2 of plane (b, blk) of the channels-last src.
@@ -392,6 +382,36 @@ void accumulate(const Geometry<T>& g, T* acc, int64_t Cp, const T* xs, int64_t x
     }
 }
 
+// ---- small planes: runs of channel blocks (plane_kernels.h, SmallRunArgs) ---------------
+// A run's planes stay in the thread's workspace between the sweeps: at most kSmallRunBytes,
+// well inside L2 (1-2 MB per core on the CPUs measured) beside the streams passing through.
+// Runs are as long as that allows: each is streamed row by row, and a longer stream is
+// one the prefetchers follow for longer.
+constexpr int64_t kSmallRunBytes = int64_t(192) << 10;
+
+struct SmallRuns {
+  int64_t blocks = 0;  // full channel blocks covered (0: the small path does not apply)
+  int64_t count = 0, length = 0;
+  int64_t first(int64_t r) const { return r * length; }
+  int size(int64_t r) const { return int(std::min(length, blocks - r * length)); }
+};
+
+// The full channel blocks of a small plane of T, cut into at least `min_count` runs (so
+// that every thread gets one).
+template <typename T, typename S>
+SmallRuns small_runs(const Geometry<T>& g, int64_t min_count) {
+  SmallRuns r;
+  if (!std::is_same_v<S, T> || !small_plane_supported(int(g.H), int(g.W))) return r;
+  r.blocks = g.C / Geometry<T>::L;
+  if (r.blocks == 0) return r;
+  const int64_t plane_bytes = g.H * g.W * Geometry<T>::L * int64_t(sizeof(T));
+  const int64_t max_len = std::max<int64_t>(1, kSmallRunBytes / plane_bytes);
+  r.count = std::min(r.blocks, std::max((r.blocks + max_len - 1) / max_len, min_count));
+  r.length = (r.blocks + r.count - 1) / r.count;
+  r.count = (r.blocks + r.length - 1) / r.length;
+  return r;
+}
+
 // y = IDCT2(DCT2(x) * E), T = accumulation type, S = storage type of x / y. With `spectrum`,
 // DCT2(x) is also written out (in T, channels-last) for the backward to reuse.
 template <typename T, typename S>
@@ -403,27 +423,35 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y,
   const int64_t Cp = E_lanes.size(2);
   S* yp = y.mutable_data_ptr<S>();
   T* sp = spectrum ? spectrum->mutable_data_ptr<T>() : nullptr;
-  const int64_t scratch = plane_scratch_elems(int(g.H), int(g.W), Geometry<T>::L);
-  at::parallel_for(0, g.B * g.blocks, 1, [&](int64_t begin, int64_t end) {
+  constexpr int L = Geometry<T>::L;
+  const int64_t threads = at::get_num_threads();
+  const SmallRuns runs = small_runs<T, S>(g, (threads + g.B - 1) / g.B);
+  if (runs.blocks > 0) {
+    at::parallel_for(0, g.B * runs.count, 1, [&](int64_t begin, int64_t end) {
+      T* work = thread_workspace<T>(small_run_work_elems(runs.length, int(g.H), int(g.W), L));
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / runs.count, first = runs.first(task % runs.count);
+        const int64_t off = ctx.offset(b, first);
+        if constexpr (std::is_same_v<S, T>)
+          ctx.ops.small_run(int(g.H), int(g.W),
+                            {runs.size(task % runs.count), g.C, Cp, ctx.th->tables.dense, ctx.tw->tables.dense,
+                             xp + off, ep + first * L, yp + off, sp ? sp + off : nullptr, nullptr, nullptr, work});
+      }
+      thread_workspace().trim();
+    });
+  }
+  // Other planes (and the partial block of a small plane): one plane at a time.
+  const int64_t rest = g.blocks - runs.blocks;
+  if (rest == 0) return;
+  const int64_t scratch = plane_scratch_elems(int(g.H), int(g.W), L);
+  at::parallel_for(0, g.B * rest, 1, [&](int64_t begin, int64_t end) {
     T* plane = thread_workspace<T>(g.plane_elems() + scratch);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / g.blocks, blk = task % g.blocks;
-      if constexpr (std::is_same_v<S, T>) {
-        if (ctx.template small<S>(blk)) {
-          auto args = ctx.small_args(xp + ctx.offset(b, blk), ep + blk * Geometry<T>::L, Cp, yp + ctx.offset(b, blk));
-          if (sp) {
-            args.spec = sp + ctx.offset(b, blk);
-            args.spec_row = args.src_row;
-            args.spec_point = args.src_point;
-          }
-          ctx.ops.small(int(g.H), int(g.W), args);
-          continue;
-        }
-      }
+      const int64_t b = task / rest, blk = runs.blocks + task % rest;
       T* work = plane + g.plane_elems();
       ctx.dct2_from(xp, b, blk, plane, work);
       if (sp) scatter(g, plane, b, blk, sp);
-      multiply(g, plane, ep + blk * Geometry<T>::L, Cp);
+      multiply(g, plane, ep + blk * L, Cp);
       ctx.idct2_to(plane, yp, b, blk, work);
     }
     thread_workspace().trim();
@@ -447,9 +475,29 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
   const int64_t Cp = E_lanes.size(2);
   constexpr int L = Geometry<T>::L;
   S* dxp = dx ? dx->mutable_data_ptr<S>() : nullptr;
+  // Small planes with the saved spectrum: runs of channel blocks, each summing the batch in
+  // order (so the result does not depend on the number of threads either).
+  const SmallRuns runs = x_is_spectrum && std::is_same_v<X, T> ? small_runs<T, S>(g, at::get_num_threads()) : SmallRuns{};
+  if (runs.blocks > 0) {
+    at::parallel_for(0, runs.count, 1, [&](int64_t begin, int64_t end) {
+      T* work = thread_workspace<T>(small_run_work_elems(runs.length, int(g.H), int(g.W), L));
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t first = runs.first(r);
+        for (int64_t p = 0; p < g.H * g.W; ++p) std::fill_n(dep + p * Cp + first * L, runs.size(r) * L, T(0));
+        for (int64_t b = 0; b < g.B; ++b) {
+          const int64_t off = ctx.offset(b, first);
+          if constexpr (std::is_same_v<S, T> && std::is_same_v<X, T>)
+            ctx.ops.small_run(int(g.H), int(g.W),
+                              {runs.size(r), g.C, Cp, ctx.th->tables.dense, ctx.tw->tables.dense, gp + off,
+                               ep + first * L, dxp ? dxp + off : nullptr, nullptr, xp + off, dep + first * L, work});
+        }
+      }
+      thread_workspace().trim();
+    });
+  }
   const int64_t n = g.plane_elems();
   const int64_t scratch = plane_scratch_elems(int(g.H), int(g.W), Geometry<T>::L);
-  at::parallel_for(0, g.blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(runs.blocks, g.blocks, 1, [&](int64_t begin, int64_t end) {
     T* px = thread_workspace<T>(2 * n + scratch);
     T* pg = px + n;
     T* work = pg + n;
@@ -457,21 +505,6 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
       T* acc = dep + blk * L;
       const T* e = ep + blk * L;
       for (int64_t p = 0; p < g.H * g.W; ++p) std::fill(acc + p * Cp, acc + p * Cp + L, T(0));
-      if constexpr (std::is_same_v<S, T> && std::is_same_v<X, T>) {
-        if (x_is_spectrum && ctx.template small<S>(blk)) {
-          for (int64_t b = 0; b < g.B; ++b) {
-            auto args = ctx.small_args(gp + ctx.offset(b, blk), e, Cp, dxp ? dxp + ctx.offset(b, blk) : nullptr);
-            args.xs = xp + ctx.offset(b, blk);
-            args.xs_row = args.src_row;
-            args.xs_point = args.src_point;
-            args.acc = acc;
-            args.acc_row = g.W * Cp;
-            args.acc_point = Cp;
-            ctx.ops.small(int(g.H), int(g.W), args);
-          }
-          continue;
-        }
-      }
       for (int64_t b = 0; b < g.B; ++b) {
         ctx.dct2_from(gp, b, blk, pg, work);
         if (x_is_spectrum && ctx.full_block(blk)) {  // the saved spectrum, read in place

@@ -38,26 +38,36 @@ struct AxisTables {
   const T* dense = nullptr;    // (N x N) C[k][i], for the small-plane path (N <= kSmallMax)
 };
 
-// Small planes (vHeat's 7 x 7 and 14 x 14 stages) take one fused sweep per channel block:
-// rows transformed from the input into a plane of registers-sized vectors on the stack,
-// each column transformed, attenuated and transformed back while it is in registers, rows
-// back out to the output. No workspace, no line scratch, no second pass over the columns.
+// Small planes (vHeat's 7 x 7 and 14 x 14 stages): the whole HCO of a run of adjacent
+// channel blocks of one image in three sweeps. Rows are transformed straight from the
+// channels-last input, image row by image row with the blocks innermost, so every load of
+// the sweep walks memory 64 bytes at a time (the hardware prefetchers follow it; a plane
+// at a time is a walk of H x W lines C apart that they do not). The run's planes stay in
+// `work` (sized to stay in L2) for the column transforms, attenuation and inverse, and the
+// inverse rows stream out the same way. No line scratch, no second pass over the columns.
 constexpr int kSmallMax = 16;
 inline bool small_plane_supported(int H, int W) { return (H == 7 && W == 7) || (H == 14 && W == 14); }
 
-// Addresses of one (batch, channel block) plane for small_plane_hco: point (h, w) of a
-// tensor at base + h * row + w * point. Optional parts are null.
+// One run for small_run_hco. Every tensor is channels-last and points at channel 0 of the
+// run's first block: point (h, w) of block g at base + (h * W + w) * stride + g * L, with
+// stride C for the image tensors (src, dst, spec, xs) and Ce for E and acc (E's channels,
+// padded to whole blocks). Optional parts are null.
 template <typename T>
-struct SmallPlaneArgs {
-  const T* ch;  // dense C_H, C_W (AxisTables::dense)
+struct SmallRunArgs {
+  int blocks;        // full channel blocks in the run
+  int64_t C, Ce;
+  const T* ch;       // dense C_H, C_W (AxisTables::dense)
   const T* cw;
-  const T* src; int64_t src_row, src_point;  // x (or grad_y)
-  const T* e; int64_t e_row, e_point;        // E's channel block
-  T* dst; int64_t dst_row, dst_point;        // IDCT2(DCT2(src) * E); null: not wanted
-  T* spec; int64_t spec_row, spec_point;     // DCT2(src) written here, if not null
-  const T* xs; int64_t xs_row, xs_point;     // with acc: acc += xs * DCT2(src)
-  T* acc; int64_t acc_row, acc_point;
+  const T* src;      // x (or grad_y)
+  const T* e;        // E
+  T* dst;            // IDCT2(DCT2(src) * E), or null
+  T* spec;           // DCT2(src) written here, or null
+  const T* xs;       // with acc: acc += xs * DCT2(src)
+  T* acc;
+  T* work;           // small_run_work_elems(): the run's planes
 };
+
+inline int64_t small_run_work_elems(int64_t blocks, int H, int W, int lanes) { return blocks * H * W * lanes; }
 
 constexpr int kRecurseMin = 8;
 
@@ -86,7 +96,7 @@ inline int64_t plane_scratch_elems(int H, int W, int lanes) {
   void idct2_plane(const AxisTables<T>& th, const AxisTables<T>& tw, T* plane, T* dst,       \
                    int64_t dst_row, int64_t dst_point, T* scratch);                         \
   template <typename T>                                                                     \
-  void small_plane_hco(int H, int W, const SmallPlaneArgs<T>& a);                           \
+  void small_run_hco(int H, int W, const SmallRunArgs<T>& a);                           \
   }
 
 VHEAT_DECLARE_PLANE_KERNELS(generic)

@@ -368,60 +368,102 @@ inline void small_idct(const T* __restrict C, const Vec<T> (&X)[N], Vec<T> (&x)[
   }
 }
 
+// Prefetch the points (h, w) of a channels-last image row (n points `point` apart, at
+// `base`) into L1 (for writing with Write), one sweep step ahead of their use.
+template <bool Write, int N, typename T>
+inline void prefetch_points(const T* base, int64_t point) {
+#pragma GCC unroll 16
+  for (int i = 0; i < N; ++i) __builtin_prefetch(base + i * point, Write ? 1 : 0, 3);
+}
+
 template <typename T, int H, int W>
-void small_plane(const SmallPlaneArgs<T>& a) {
-  constexpr int SL = kSubLanes<T>;
-  for (int v = 0; v < kSub; ++v) {  // each native vector of the lane group on its own
-    const int64_t o = int64_t(v) * SL;
-    Vec<T> plane[H][W];
-    for (int h = 0; h < H; ++h) {
-      Vec<T> row[W];
+void small_run(const SmallRunArgs<T>& a) {
+  constexpr int L = kLanes<T>, SL = kSubLanes<T>;
+  constexpr int64_t P = int64_t(H) * W * L;  // one block's plane in work, (H, W, L)
+  const int64_t row = W * a.C, point = a.C, erow = W * a.Ce, epoint = a.Ce;
+  T* plane = a.work;  // (blocks, H, W, L)
+  // 1. Row transforms from the source, image row by image row, blocks innermost; the
+  // next row is prefetched.
+  for (int h = 0; h < H; ++h)
+    for (int g = 0; g < a.blocks; ++g) {
+      const int64_t o = int64_t(g) * L;
+      if (h + 1 < H) prefetch_points<false, W>(a.src + (h + 1) * row + o, point);
+#pragma GCC unroll 2
+      for (int v = 0; v < kSub; ++v) {
+        Vec<T> x[W], y[W];
 #pragma GCC unroll 16
-      for (int w = 0; w < W; ++w) row[w] = load(a.src + h * a.src_row + w * a.src_point + o);
-      small_dct<T, W>(a.cw, row, plane[h]);
-    }
-    for (int m = 0; m < W; ++m) {
-      Vec<T> col[H], X[H];
+        for (int w = 0; w < W; ++w) x[w] = load(a.src + h * row + w * point + o + v * SL);
+        small_dct<T, W>(a.cw, x, y);
 #pragma GCC unroll 16
-      for (int n = 0; n < H; ++n) col[n] = plane[n][m];
-      small_dct<T, H>(a.ch, col, X);
-      if (a.spec) {
-#pragma GCC unroll 16
-        for (int n = 0; n < H; ++n) store(a.spec + n * a.spec_row + m * a.spec_point + o, X[n]);
+        for (int w = 0; w < W; ++w) store(plane + g * P + (h * W + w) * L + v * SL, y[w]);
       }
-      if (a.acc) {
-#pragma GCC unroll 16
-        for (int n = 0; n < H; ++n) {
-          T* p = a.acc + n * a.acc_row + m * a.acc_point + o;
-          store(p, load(p) + load(a.xs + n * a.xs_row + m * a.xs_point + o) * X[n]);
+    }
+  // 2. Column transforms, the spectrum's uses, attenuation and inverse column transforms:
+  // image column by image column, blocks innermost, so E, the spectrum and acc stream too.
+  for (int m = 0; m < W; ++m)
+    for (int g = 0; g < a.blocks; ++g) {
+      const int64_t o = int64_t(g) * L;
+      if (m + 1 < W) {
+        if (a.dst) prefetch_points<false, H>(a.e + (m + 1) * epoint + o, erow);
+        if (a.spec) prefetch_points<true, H>(a.spec + (m + 1) * point + o, row);
+        if (a.acc) {
+          prefetch_points<false, H>(a.xs + (m + 1) * point + o, row);
+          prefetch_points<true, H>(a.acc + (m + 1) * epoint + o, erow);
         }
       }
-      if (a.dst) {
+#pragma GCC unroll 2
+      for (int v = 0; v < kSub; ++v) {
+        const int64_t p = g * P + m * L + v * SL, oi = m * point + o + v * SL, oe = m * epoint + o + v * SL;
+        Vec<T> col[H], X[H];
 #pragma GCC unroll 16
-        for (int n = 0; n < H; ++n) X[n] *= load(a.e + n * a.e_row + m * a.e_point + o);
-        small_idct<T, H>(a.ch, X, col);
+        for (int n = 0; n < H; ++n) col[n] = load(plane + p + n * W * L);
+        small_dct<T, H>(a.ch, col, X);
+        if (a.spec) {
 #pragma GCC unroll 16
-        for (int n = 0; n < H; ++n) plane[n][m] = col[n];
+          for (int n = 0; n < H; ++n) store(a.spec + oi + n * row, X[n]);
+        }
+        if (a.acc) {
+#pragma GCC unroll 16
+          for (int n = 0; n < H; ++n) {
+            T* q = a.acc + oe + n * erow;
+            store(q, load(q) + load(a.xs + oi + n * row) * X[n]);
+          }
+        }
+        if (a.dst) {
+#pragma GCC unroll 16
+          for (int n = 0; n < H; ++n) X[n] *= load(a.e + oe + n * erow);
+          small_idct<T, H>(a.ch, X, col);
+#pragma GCC unroll 16
+          for (int n = 0; n < H; ++n) store(plane + p + n * W * L, col[n]);
+        }
       }
     }
-    if (!a.dst) continue;
-    for (int h = 0; h < H; ++h) {
-      Vec<T> row[W];
-      small_idct<T, W>(a.cw, plane[h], row);
+  if (!a.dst) return;
+  // 3. Inverse row transforms out to dst, like the first sweep.
+  for (int h = 0; h < H; ++h)
+    for (int g = 0; g < a.blocks; ++g) {
+      const int64_t o = int64_t(g) * L;
+      if (h + 1 < H) prefetch_points<true, W>(a.dst + (h + 1) * row + o, point);
+#pragma GCC unroll 2
+      for (int v = 0; v < kSub; ++v) {
+        Vec<T> x[W], y[W];
 #pragma GCC unroll 16
-      for (int w = 0; w < W; ++w) store(a.dst + h * a.dst_row + w * a.dst_point + o, row[w]);
+        for (int w = 0; w < W; ++w) x[w] = load(plane + g * P + (h * W + w) * L + v * SL);
+        small_idct<T, W>(a.cw, x, y);
+#pragma GCC unroll 16
+        for (int w = 0; w < W; ++w) store(a.dst + h * row + w * point + o + v * SL, y[w]);
+      }
     }
-  }
 }
 
 }  // namespace
 
 template <typename T>
-void small_plane_hco(int H, int W, const SmallPlaneArgs<T>& a) {
+void small_run_hco(int H, int W, const SmallRunArgs<T>& a) {
   if (H == 7 && W == 7)
-    small_plane<T, 7, 7>(a);
+    small_run<T, 7, 7>(a);
   else if (H == 14 && W == 14)
-    small_plane<T, 14, 14>(a);
+    small_run<T, 14, 14>(a);
 }
 
 // DCT-II over W then H into `plane` (H, padded_width(W), L). The first pass reads the
@@ -453,7 +495,7 @@ void idct2_plane(const AxisTables<T>& th, const AxisTables<T>& tw, T* plane, T* 
 #define VHEAT_INSTANTIATE(T)                                                                            \
   template void dct2_plane<T>(const AxisTables<T>&, const AxisTables<T>&, const T*, int64_t, int64_t, T*, T*); \
   template void idct2_plane<T>(const AxisTables<T>&, const AxisTables<T>&, T*, T*, int64_t, int64_t, T*); \
-  template void small_plane_hco<T>(int, int, const SmallPlaneArgs<T>&);
+  template void small_run_hco<T>(int, int, const SmallRunArgs<T>&);
 VHEAT_INSTANTIATE(float)
 VHEAT_INSTANTIATE(double)
 #undef VHEAT_INSTANTIATE
