@@ -1,6 +1,7 @@
 // Schema of the vheat op library. Device implementations register themselves with
-// TORCH_LIBRARY_IMPL next to their kernels (cpu/, cuda/); fake (meta) kernels and
-// autograd are registered from Python (vheat_kernels/ops.py).
+// TORCH_LIBRARY_IMPL next to their kernels (cpu/, cuda/), the forward ops' autograd in
+// autograd.cpp; fake (meta) kernels and the backward ops' autograd (higher orders) are
+// registered from Python (vheat_kernels/ops.py).
 #include <torch/library.h>
 
 TORCH_LIBRARY(vheat, m) {
@@ -13,4 +14,7 @@ TORCH_LIBRARY(vheat, m) {
   // so the backward skips re-transforming x; x_hat replaces x among the saved tensors.
   m.def("hco_forward_spectrum(Tensor x, Tensor E) -> (Tensor, Tensor)");
   m.def("hco_backward_spectrum(Tensor grad_y, Tensor x_hat, Tensor E, bool need_dx, bool need_dE) -> (Tensor, Tensor)");
+  // Orthonormal DCT-III over H and W (the inverse of x_hat = DCT2(x)), differentiable:
+  // the spectrum pair's second-order term. Implemented in Python (reference.idct2_2d).
+  m.def("idct2_2d(Tensor X) -> Tensor");
 }

@@ -1,7 +1,10 @@
 """Autograd of the HCO ops, to any order, shared by every backend with an op pair.
 
 A backend provides ``forward(x, E) -> y`` and ``backward(grad_y, x, E, need_dx, need_dE)
--> (dx, dE)`` (an unneeded gradient is an empty tensor). With ``X = DCT2(x)``:
+-> (dx, dE)`` (an unneeded gradient is an empty tensor). The compiled ops' forward
+autograd is the C++ twin of ``_forward_grad`` (csrc/autograd.cpp: no Python per call);
+their backward ops' autograd, and both of the Triton pair's, are registered here. With
+``X = DCT2(x)``:
 
     y  = IDCT2(X * E)
     dx = HCO(grad_y, E)                 dE = sum_b X * DCT2(grad_y)
@@ -16,7 +19,8 @@ incoming (g_dx, g_dE), is again made of the same two ops:
 Every op is called through its registered autograd, so third and higher orders follow.
 The CPU training pair saves ``X`` (fp32; fp64 for double) instead of ``x``; its second
 order uses ``x = IDCT2(X)`` through torch.fft (reference.idct2_2d), differentiable back to
-``x`` because ``X`` is a differentiable output of the forward (d x += IDCT2(d X)).
+``x`` because ``X`` is a differentiable output of the forward (d x += IDCT2(d X), in
+csrc/autograd.cpp through the op vheat::idct2_2d).
 """
 from __future__ import annotations
 
@@ -91,28 +95,14 @@ def _register(op, grad, setup) -> None:
     torch.library.register_autograd(getattr(op, "default", op), grad, setup_context=setup)
 
 
+def register_backward_autograd(op, forward_op, backward_op, x_is_spectrum: bool = False) -> None:
+    """Autograd (second order and up) of the backward op ``op(grad_y, x, E, ...)``, whose x
+    is the forward's input, or ``X = DCT2(x)`` saved by a spectrum forward (x_is_spectrum).
+    Its gradients are made of the plain pair ``forward_op`` / ``backward_op``."""
+    _register(op, _backward_grad(forward_op, backward_op, x_is_spectrum), _save_backward_inputs)
+
+
 def register_hco_autograd(forward_op, backward_op) -> None:
     """Autograd (all orders) for an op pair ``forward(x, E)`` / ``backward(grad_y, x, E, ...)``."""
     _register(forward_op, _forward_grad(backward_op), _save_inputs)
-    _register(backward_op, _backward_grad(forward_op, backward_op, False), _save_backward_inputs)
-
-
-def register_spectrum_autograd(forward_spectrum_op, backward_spectrum_op, forward_op, backward_op) -> None:
-    """Autograd for the pair ``forward_spectrum(x, E) -> (y, X)`` / ``backward_spectrum(grad_y,
-    X, E, ...)``, whose backward reads ``X = DCT2(x)`` saved by the forward instead of x."""
-
-    def setup(ctx, inputs, output):
-        ctx.set_materialize_grads(False)
-        ctx.x_dtype = inputs[0].dtype
-        ctx.save_for_backward(output[1], inputs[1])
-
-    first_order = _forward_grad(backward_spectrum_op)
-
-    def grad(ctx, grad_y, grad_x_hat):
-        dx, dE = first_order(ctx, grad_y)
-        if grad_x_hat is not None and ctx.needs_input_grad[0]:  # only on a second-order pass
-            dx = _add(dx, idct2_2d(grad_x_hat).to(ctx.x_dtype))
-        return dx, dE
-
-    _register(forward_spectrum_op, grad, setup)
-    _register(backward_spectrum_op, _backward_grad(forward_op, backward_op, True), _save_backward_inputs)
+    register_backward_autograd(backward_op, forward_op, backward_op)

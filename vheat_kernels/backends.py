@@ -43,11 +43,11 @@ def _cuda_reason(x: torch.Tensor, E: torch.Tensor) -> Optional[str]:
 
 
 def _compiled_hco(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
-    from .ops import compiled_ops, has_spectrum_ops
+    from .ops import compiled_ops
 
     ops = compiled_ops()
     # On CPU, when a backward will follow, keep DCT2(x) from the forward (saved instead of x).
-    if x.device.type == "cpu" and torch.is_grad_enabled() and (x.requires_grad or E.requires_grad) and has_spectrum_ops():
+    if x.device.type == "cpu" and torch.is_grad_enabled() and (x.requires_grad or E.requires_grad):
         return ops.hco_forward_spectrum(x, E)[0]
     return ops.hco_forward(x, E)
 

@@ -1,16 +1,18 @@
 """Python side of the compiled ``vheat`` ops: fake kernels and autograd.
 
-The schema lives in csrc/ops.cpp (TORCH_LIBRARY) and the device kernels in csrc/cpu and
-csrc/cuda. Registering fake kernels and autograd (vheat_kernels/autograd.py, any order)
-here keeps ``torch.compile(fullgraph=True)`` and ``torch.export`` tracing through the op,
-and makes ``torch.library.opcheck`` pass.
+The schema lives in csrc/ops.cpp (TORCH_LIBRARY), the device kernels in csrc/cpu and
+csrc/cuda, and the forward ops' autograd in csrc/autograd.cpp (no Python per call).
+Registering fake kernels and the backward ops' autograd (vheat_kernels/autograd.py,
+second and higher orders) here keeps ``torch.compile(fullgraph=True)`` and
+``torch.export`` tracing through the op, and makes ``torch.library.opcheck`` pass.
 """
 from __future__ import annotations
 
 import torch
 
 from ._extension import extension_available, require_extension
-from .autograd import register_hco_autograd, register_spectrum_autograd
+from .autograd import register_backward_autograd
+from .reference import idct2_2d
 
 _registered = False
 
@@ -32,11 +34,7 @@ def _register() -> None:
 
     torch.library.register_fake("vheat::hco_backward", _backward_fake)
     ops = torch.ops.vheat
-    register_hco_autograd(ops.hco_forward, ops.hco_backward)
-
-    if not has_spectrum_ops():  # op library built before the pair existed: plain forward only
-        _registered = True
-        return
+    register_backward_autograd(ops.hco_backward, ops.hco_forward, ops.hco_backward)
 
     # Training pair: the forward also returns x_hat = DCT2(x) (fp32, fp64 for double),
     # saved instead of x, so the backward does two plane transforms instead of three.
@@ -49,12 +47,10 @@ def _register() -> None:
         return y, torch.empty_like(x, dtype=_spectrum_dtype(x), memory_format=torch.contiguous_format)
 
     torch.library.register_fake("vheat::hco_backward_spectrum", _backward_fake)
-    register_spectrum_autograd(ops.hco_forward_spectrum, ops.hco_backward_spectrum, ops.hco_forward, ops.hco_backward)
+    register_backward_autograd(ops.hco_backward_spectrum, ops.hco_forward, ops.hco_backward, x_is_spectrum=True)
+    # The spectrum pair's second-order term (csrc/autograd.cpp), differentiable through torch.fft.
+    torch.library.impl("vheat::idct2_2d", "CompositeImplicitAutograd")(idct2_2d)
     _registered = True
-
-
-def has_spectrum_ops() -> bool:
-    return extension_available() and hasattr(torch.ops.vheat, "hco_forward_spectrum")
 
 
 def compiled_ops():
