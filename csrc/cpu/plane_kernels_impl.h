@@ -326,9 +326,12 @@ void transform_lines(const AxisTables<T>& t, const T* src, int64_t src_line, int
 
 // ---- small planes: whole HCO of one channel block in one sweep ------------------------
 
-// y = DCT-II_N(x) of N vectors with the dense matrix C (row k, column i), even/odd split:
-// C[k][N-1-i] = (-1)^k C[k][i], so even rows need x_i + x_{N-1-i}, odd rows the difference.
-template <typename T, int N>
+// y = DCT-II_N(x) of N vectors with the dense matrix C (row k at C + k * RS, column i),
+// even/odd split: C[k][N-1-i] = (-1)^k C[k][i], so even rows need a_i = x_i + x_{N-1-i},
+// odd rows d_i = x_i - x_{N-1-i}. For even N the even rows restricted to the first N/2
+// columns are DCT-II_{N/2} / sqrt(2) (C_N[2r][i] = C_{N/2}[r][i] / sqrt(2)), so they recurse
+// on C's own entries (row stride 2 RS): 74 multiply-adds for N = 14 instead of 98.
+template <typename T, int N, int RS = N>
 inline void small_dct(const T* __restrict C, const Vec<T> (&x)[N], Vec<T> (&y)[N]) {
   constexpr int no = N / 2, ne = (N + 1) / 2;
   Vec<T> a[ne], d[no > 0 ? no : 1];
@@ -338,33 +341,55 @@ inline void small_dct(const T* __restrict C, const Vec<T> (&x)[N], Vec<T> (&y)[N
     d[i] = x[i] - x[N - 1 - i];
   }
   if constexpr (N % 2 == 1) a[no] = x[no];
+  if constexpr (N % 2 == 0 && N >= 8) {
+    Vec<T> e[ne];
+    small_dct<T, ne, 2 * RS>(C, a, e);
+#pragma GCC unroll 16
+    for (int r = 0; r < ne; ++r) y[2 * r] = e[r];
+  }
 #pragma GCC unroll 16
   for (int k = 0; k < N; ++k) {
     Vec<T> acc = Vec<T>{};
-    if (k % 2 == 0) {
+    if (k % 2 == 1) {
 #pragma GCC unroll 16
-      for (int i = 0; i < ne; ++i) acc += C[k * N + i] * a[i];
-    } else {
+      for (int i = 0; i < no; ++i) acc += C[k * RS + i] * d[i];
+      y[k] = acc;
+    } else if constexpr (!(N % 2 == 0 && N >= 8)) {
 #pragma GCC unroll 16
-      for (int i = 0; i < no; ++i) acc += C[k * N + i] * d[i];
+      for (int i = 0; i < ne; ++i) acc += C[k * RS + i] * a[i];
+      y[k] = acc;
     }
-    y[k] = acc;
   }
 }
 
-// x = DCT-III_N(X) = C^T X, with the same split on the output side.
-template <typename T, int N>
+// x = DCT-III_N(X) = C^T X, with the same split (and recursion) on the output side.
+template <typename T, int N, int RS = N>
 inline void small_idct(const T* __restrict C, const Vec<T> (&X)[N], Vec<T> (&x)[N]) {
   constexpr int no = N / 2, ne = (N + 1) / 2;
+  if constexpr (N % 2 == 0 && N >= 8) {
+    Vec<T> Xe[ne], e[ne];
 #pragma GCC unroll 16
-  for (int i = 0; i < ne; ++i) {
-    Vec<T> even = Vec<T>{}, odd = Vec<T>{};
+    for (int r = 0; r < ne; ++r) Xe[r] = X[2 * r];
+    small_idct<T, ne, 2 * RS>(C, Xe, e);
 #pragma GCC unroll 16
-    for (int k = 0; k < N; k += 2) even += C[k * N + i] * X[k];
+    for (int i = 0; i < no; ++i) {
+      Vec<T> odd = Vec<T>{};
 #pragma GCC unroll 16
-    for (int k = 1; k < N; k += 2) odd += C[k * N + i] * X[k];
-    x[i] = even + odd;
-    if (i < no) x[N - 1 - i] = even - odd;
+      for (int k = 1; k < N; k += 2) odd += C[k * RS + i] * X[k];
+      x[i] = e[i] + odd;
+      x[N - 1 - i] = e[i] - odd;
+    }
+  } else {
+#pragma GCC unroll 16
+    for (int i = 0; i < ne; ++i) {
+      Vec<T> even = Vec<T>{}, odd = Vec<T>{};
+#pragma GCC unroll 16
+      for (int k = 0; k < N; k += 2) even += C[k * RS + i] * X[k];
+#pragma GCC unroll 16
+      for (int k = 1; k < N; k += 2) odd += C[k * RS + i] * X[k];
+      x[i] = even + odd;
+      if (i < no) x[N - 1 - i] = even - odd;
+    }
   }
 }
 
