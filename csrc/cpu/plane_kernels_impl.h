@@ -324,7 +324,7 @@ void transform_lines(const AxisTables<T>& t, const T* src, int64_t src_line, int
     one_line<T, 1, Inverse>(t, src + j * src_line, src_point, 0, dst + j * dst_line, dst_point, 0, scratch);
 }
 
-// ---- small planes: whole HCO of one channel block in one sweep ------------------------
+// ---- small planes: the whole HCO of a run of channel blocks (plane_kernels.h) -----------
 
 // y = DCT-II_N(x) of N vectors with the dense matrix C (row k at C + k * RS, column i),
 // even/odd split: C[k][N-1-i] = (-1)^k C[k][i], so even rows need a_i = x_i + x_{N-1-i},
