@@ -46,12 +46,15 @@ variable_list gradients(AutogradContext* ctx, const c10::TypedOperatorHandle<Bac
 
 class HcoForward : public torch::autograd::Function<HcoForward> {
  public:
+  static const c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, const at::Tensor&)>& kernel() {
+    static const auto handle = op<at::Tensor(const at::Tensor&, const at::Tensor&)>("vheat::hco_forward");
+    return handle;
+  }
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& E) {
-    static const auto fwd = op<at::Tensor(const at::Tensor&, const at::Tensor&)>("vheat::hco_forward");
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({x, E});
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return fwd.call(x, E);
+    return kernel().call(x, E);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto backward = op<BackwardSig>("vheat::hco_backward");
@@ -62,15 +65,18 @@ class HcoForward : public torch::autograd::Function<HcoForward> {
 // The training pair: saves X = DCT2(x) (fp32; fp64 for double) instead of x.
 class HcoForwardSpectrum : public torch::autograd::Function<HcoForwardSpectrum> {
  public:
+  using Sig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&);
+  static const c10::TypedOperatorHandle<Sig>& kernel() {
+    static const auto handle = op<Sig>("vheat::hco_forward_spectrum");
+    return handle;
+  }
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& E) {
-    static const auto fwd =
-        op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&)>("vheat::hco_forward_spectrum");
     ctx->set_materialize_grads(false);
     ctx->saved_data["x_dtype"] = x.scalar_type();
     at::Tensor y, X;
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
-      std::tie(y, X) = fwd.call(x, E);
+      std::tie(y, X) = kernel().call(x, E);
     }
     ctx->save_for_backward({X, E});
     return {y, X};
@@ -88,9 +94,23 @@ class HcoForwardSpectrum : public torch::autograd::Function<HcoForwardSpectrum> 
   }
 };
 
-at::Tensor hco_forward_autograd(const at::Tensor& x, const at::Tensor& E) { return HcoForward::apply(x, E); }
+// Without a gradient to record (inference, no_grad) the kernel is called directly: a
+// Function would still build and drop a graph node per call.
+bool records_graph(const at::Tensor& x, const at::Tensor& E) {
+  return at::GradMode::is_enabled() && (x.requires_grad() || E.requires_grad());
+}
+
+at::Tensor hco_forward_autograd(const at::Tensor& x, const at::Tensor& E) {
+  if (records_graph(x, E)) return HcoForward::apply(x, E);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return HcoForward::kernel().call(x, E);
+}
 
 std::tuple<at::Tensor, at::Tensor> hco_forward_spectrum_autograd(const at::Tensor& x, const at::Tensor& E) {
+  if (!records_graph(x, E)) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return HcoForwardSpectrum::kernel().call(x, E);
+  }
   auto out = HcoForwardSpectrum::apply(x, E);
   return {out[0], out[1]};
 }

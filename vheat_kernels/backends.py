@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 
+from . import ops as _ops
 from . import reference
 from ._extension import build_info, extension_available, require_extension
 from .cuda_arch import arch_reason, device_capability
@@ -22,7 +23,7 @@ def _compiled_reason(x: torch.Tensor, E: torch.Tensor, device_type: str) -> Opti
             require_extension()
         except RuntimeError as exc:
             return str(exc)
-    if x.device.type != device_type:
+    if not (x.is_cpu if device_type == "cpu" else x.is_cuda):
         return f"it needs {device_type} tensors, got x on {x.device}"
     if device_type == "cuda" and not build_info().get("cuda", False):
         return "the op library was built without CUDA kernels (see README: building the CUDA backend)"
@@ -43,11 +44,10 @@ def _cuda_reason(x: torch.Tensor, E: torch.Tensor) -> Optional[str]:
 
 
 def _compiled_hco(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
-    from .ops import compiled_ops
-
-    ops = compiled_ops()
+    # Few Python steps on purpose: with cold caches each costs microseconds per call.
+    ops = _ops.compiled_ops()
     # On CPU, when a backward will follow, keep DCT2(x) from the forward (saved instead of x).
-    if x.device.type == "cpu" and torch.is_grad_enabled() and (x.requires_grad or E.requires_grad):
+    if x.is_cpu and (x.requires_grad or E.requires_grad) and torch.is_grad_enabled():
         return ops.hco_forward_spectrum(x, E)[0]
     return ops.hco_forward(x, E)
 

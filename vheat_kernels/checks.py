@@ -15,26 +15,25 @@ def check_hco_inputs(x: torch.Tensor, E: torch.Tensor, *, check_values: bool = F
     """
     if not isinstance(x, torch.Tensor) or not isinstance(E, torch.Tensor):
         raise TypeError(f"heat_conduction: x and E must be tensors, got {type(x).__name__} and {type(E).__name__}")
-    if x.dim() != 4:
+    xs, es = x.shape, E.shape
+    if len(xs) != 4:
         raise ValueError(
-            f"heat_conduction: x must be channels-last with shape (B, H, W, C), got {x.dim()}-D shape {tuple(x.shape)}"
+            f"heat_conduction: x must be channels-last with shape (B, H, W, C), got {len(xs)}-D shape {tuple(xs)}"
         )
-    if E.dim() != 3:
-        raise ValueError(f"heat_conduction: E must have shape (H, W, C), got {E.dim()}-D shape {tuple(E.shape)}")
-    if tuple(E.shape) != tuple(x.shape[1:]):
+    if len(es) != 3:
+        raise ValueError(f"heat_conduction: E must have shape (H, W, C), got {len(es)}-D shape {tuple(es)}")
+    if es != xs[1:]:
         raise ValueError(
-            f"heat_conduction: E shape {tuple(E.shape)} does not match x's (H, W, C) = {tuple(x.shape[1:])}; "
+            f"heat_conduction: E shape {tuple(es)} does not match x's (H, W, C) = {tuple(xs[1:])}; "
             "E must be (H, W, C) for x of shape (B, H, W, C)"
         )
-    for name, t in (("x", x), ("E", E)):
-        if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(
-                f"heat_conduction: {name} has dtype {t.dtype}; accepted: float32, float64, bfloat16, float16"
-            )
+    if x.dtype not in FLOAT_DTYPES or E.dtype not in FLOAT_DTYPES:
+        name, t = ("x", x) if x.dtype not in FLOAT_DTYPES else ("E", E)
+        raise TypeError(f"heat_conduction: {name} has dtype {t.dtype}; accepted: float32, float64, bfloat16, float16")
     if x.device != E.device:
         raise ValueError(f"heat_conduction: x is on {x.device} but E is on {E.device}; put both on one device")
-    if min(x.shape[1:]) < 1:
-        raise ValueError(f"heat_conduction: H, W and C must be >= 1, got x shape {tuple(x.shape)}")
+    if min(xs[1:]) < 1:
+        raise ValueError(f"heat_conduction: H, W and C must be >= 1, got x shape {tuple(xs)}")
     if check_values:
         if not bool(torch.isfinite(E).all()):
             raise ValueError("heat_conduction: E contains NaN or Inf (check_values=True)")

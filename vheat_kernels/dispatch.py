@@ -103,21 +103,23 @@ def _auto(x: torch.Tensor, E: torch.Tensor) -> str:
 
 def resolve_backend(x: torch.Tensor, E: torch.Tensor, requested: Optional[str] = None) -> Backend:
     """Pick the backend for (x, E): ``requested`` > $VHEAT_HCO_BACKEND > auto."""
-    name = requested if requested is not None else os.environ.get(ENV_VAR, "auto") or "auto"
-    name = name.strip().lower()
-    if name == "auto":
-        return _BACKENDS[_auto(x, E)]
-    if name not in _BACKENDS:
-        source = "backend argument" if requested is not None else f"${ENV_VAR}"
-        raise ValueError(
-            f"heat_conduction: unknown backend {name!r} (from the {source}); "
-            f"accepted: 'auto', {', '.join(repr(n) for n in _BACKENDS)}"
-        )
-    backend = _BACKENDS[name]
+    backend = _BACKENDS.get(requested)  # the common case first: an exact registered name
+    if backend is None:
+        name = requested if requested is not None else os.environ.get(ENV_VAR, "auto") or "auto"
+        name = name.strip().lower()
+        if name == "auto":
+            return _BACKENDS[_auto(x, E)]
+        if name not in _BACKENDS:
+            source = "backend argument" if requested is not None else f"${ENV_VAR}"
+            raise ValueError(
+                f"heat_conduction: unknown backend {name!r} (from the {source}); "
+                f"accepted: 'auto', {', '.join(repr(n) for n in _BACKENDS)}"
+            )
+        backend = _BACKENDS[name]
     reason = backend.unavailable_reason(x, E)
     if reason is not None:
         raise BackendUnavailableError(
-            f"heat_conduction: backend {name!r} cannot run here: {reason}. "
+            f"heat_conduction: backend {backend.name!r} cannot run here: {reason}. "
             f"Available for these inputs: {', '.join(available_backends(x, E))} (or 'auto')."
         )
     return backend

@@ -55,8 +55,9 @@ def _register() -> None:
 
 def compiled_ops():
     """``torch.ops.vheat`` with fakes and autograd registered; raises if the library is missing."""
-    require_extension()
-    _register()
+    if not _registered:  # once: this runs on every HCO call
+        require_extension()
+        _register()
     return torch.ops.vheat
 
 
