@@ -131,6 +131,10 @@ def test_cpu_small_plane_runs_match_scipy(shape, dtype):
     dx, dE = hco_grad_oracle(x, E, dy)
     assert_close_to(x.grad, dx, dtype, what=f"dx {shape}")
     assert_close_to(E.grad, dE, dtype, what=f"dE {shape}")
+    # The plain backward (x itself, transformed inside the run), as the second order uses it.
+    dx_plain, dE_plain = torch.ops.vheat.hco_backward(dy, x.detach(), E.detach(), True, True)
+    assert_close_to(dx_plain, dx, dtype, what=f"plain dx {shape}")
+    assert_close_to(dE_plain, dE, dtype, what=f"plain dE {shape}")
 
 
 def test_forward_spectrum_is_dct2_of_x():

@@ -428,14 +428,14 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y,
   const SmallRuns runs = small_runs<T, S>(g, (threads + g.B - 1) / g.B);
   if (runs.blocks > 0) {
     at::parallel_for(0, g.B * runs.count, 1, [&](int64_t begin, int64_t end) {
-      T* work = thread_workspace<T>(small_run_work_elems(runs.length, int(g.H), int(g.W), L));
+      T* work = thread_workspace<T>(small_run_work_elems(runs.length, int(g.H), int(g.W), L, false));
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / runs.count, first = runs.first(task % runs.count);
         const int64_t off = ctx.offset(b, first);
         if constexpr (std::is_same_v<S, T>)
           ctx.ops.small_run(int(g.H), int(g.W),
                             {runs.size(task % runs.count), g.C, Cp, ctx.th->tables.dense, ctx.tw->tables.dense,
-                             xp + off, ep + first * L, yp + off, sp ? sp + off : nullptr, nullptr, nullptr, work});
+                             xp + off, ep + first * L, yp + off, sp ? sp + off : nullptr, nullptr, false, nullptr, work});
       }
       thread_workspace().trim();
     });
@@ -475,12 +475,13 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
   const int64_t Cp = E_lanes.size(2);
   constexpr int L = Geometry<T>::L;
   S* dxp = dx ? dx->mutable_data_ptr<S>() : nullptr;
-  // Small planes with the saved spectrum: runs of channel blocks, each summing the batch in
-  // order (so the result does not depend on the number of threads either).
-  const SmallRuns runs = x_is_spectrum && std::is_same_v<X, T> ? small_runs<T, S>(g, at::get_num_threads()) : SmallRuns{};
+  // Small planes: runs of channel blocks, each summing the batch in order (so the result
+  // does not depend on the number of threads either). x is the saved spectrum, or x itself,
+  // transformed in the run's first sweeps.
+  const SmallRuns runs = std::is_same_v<X, T> ? small_runs<T, S>(g, at::get_num_threads()) : SmallRuns{};
   if (runs.blocks > 0) {
     at::parallel_for(0, runs.count, 1, [&](int64_t begin, int64_t end) {
-      T* work = thread_workspace<T>(small_run_work_elems(runs.length, int(g.H), int(g.W), L));
+      T* work = thread_workspace<T>(small_run_work_elems(runs.length, int(g.H), int(g.W), L, !x_is_spectrum));
       for (int64_t r = begin; r < end; ++r) {
         const int64_t first = runs.first(r);
         for (int64_t p = 0; p < g.H * g.W; ++p) std::fill_n(dep + p * Cp + first * L, runs.size(r) * L, T(0));
@@ -489,7 +490,8 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
           if constexpr (std::is_same_v<S, T> && std::is_same_v<X, T>)
             ctx.ops.small_run(int(g.H), int(g.W),
                               {runs.size(r), g.C, Cp, ctx.th->tables.dense, ctx.tw->tables.dense, gp + off,
-                               ep + first * L, dxp ? dxp + off : nullptr, nullptr, xp + off, dep + first * L, work});
+                               ep + first * L, dxp ? dxp + off : nullptr, nullptr, xp + off, x_is_spectrum,
+                               dep + first * L, work});
         }
       }
       thread_workspace().trim();

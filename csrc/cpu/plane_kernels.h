@@ -62,12 +62,16 @@ struct SmallRunArgs {
   const T* e;        // E
   T* dst;            // IDCT2(DCT2(src) * E), or null
   T* spec;           // DCT2(src) written here, or null
-  const T* xs;       // with acc: acc += xs * DCT2(src)
+  const T* xs;       // with acc: acc += DCT2(xs) * DCT2(src), or xs * DCT2(src) with xs_is_spectrum
+  bool xs_is_spectrum;
   T* acc;
-  T* work;           // small_run_work_elems(): the run's planes
+  T* work;           // small_run_work_elems(): the run's planes (and DCT2(xs)'s)
 };
 
-inline int64_t small_run_work_elems(int64_t blocks, int H, int W, int lanes) { return blocks * H * W * lanes; }
+// The run's planes, and with a spatial xs (acc without xs_is_spectrum) DCT2(xs)'s too.
+inline int64_t small_run_work_elems(int64_t blocks, int H, int W, int lanes, bool spatial_xs) {
+  return (spatial_xs ? 2 : 1) * blocks * H * W * lanes;
+}
 
 constexpr int kRecurseMin = 8;
 

@@ -406,13 +406,18 @@ void small_run(const SmallRunArgs<T>& a) {
   constexpr int L = kLanes<T>, SL = kSubLanes<T>;
   constexpr int64_t P = int64_t(H) * W * L;  // one block's plane in work, (H, W, L)
   const int64_t row = W * a.C, point = a.C, erow = W * a.Ce, epoint = a.Ce;
-  T* plane = a.work;  // (blocks, H, W, L)
-  // 1. Row transforms from the source, image row by image row, blocks innermost; the
-  // next row is prefetched.
+  T* plane = a.work;                          // (blocks, H, W, L)
+  T* xplane = a.work + int64_t(a.blocks) * P;  // the same for a spatial xs
+  const bool x_rows = a.acc && !a.xs_is_spectrum;
+  // 1. Row transforms from the source (and a spatial xs), image row by image row, blocks
+  // innermost; the next row is prefetched.
   for (int h = 0; h < H; ++h)
     for (int g = 0; g < a.blocks; ++g) {
       const int64_t o = int64_t(g) * L;
-      if (h + 1 < H) prefetch_points<false, W>(a.src + (h + 1) * row + o, point);
+      if (h + 1 < H) {
+        prefetch_points<false, W>(a.src + (h + 1) * row + o, point);
+        if (x_rows) prefetch_points<false, W>(a.xs + (h + 1) * row + o, point);
+      }
 #pragma GCC unroll 2
       for (int v = 0; v < kSub; ++v) {
         Vec<T> x[W], y[W];
@@ -421,6 +426,13 @@ void small_run(const SmallRunArgs<T>& a) {
         small_dct<T, W>(a.cw, x, y);
 #pragma GCC unroll 16
         for (int w = 0; w < W; ++w) store(plane + g * P + (h * W + w) * L + v * SL, y[w]);
+        if (x_rows) {
+#pragma GCC unroll 16
+          for (int w = 0; w < W; ++w) x[w] = load(a.xs + h * row + w * point + o + v * SL);
+          small_dct<T, W>(a.cw, x, y);
+#pragma GCC unroll 16
+          for (int w = 0; w < W; ++w) store(xplane + g * P + (h * W + w) * L + v * SL, y[w]);
+        }
       }
     }
   // 2. Column transforms, the spectrum's uses, attenuation and inverse column transforms:
@@ -432,7 +444,7 @@ void small_run(const SmallRunArgs<T>& a) {
         if (a.dst) prefetch_points<false, H>(a.e + (m + 1) * epoint + o, erow);
         if (a.spec) prefetch_points<true, H>(a.spec + (m + 1) * point + o, row);
         if (a.acc) {
-          prefetch_points<false, H>(a.xs + (m + 1) * point + o, row);
+          if (a.xs_is_spectrum) prefetch_points<false, H>(a.xs + (m + 1) * point + o, row);
           prefetch_points<true, H>(a.acc + (m + 1) * epoint + o, erow);
         }
       }
@@ -448,10 +460,19 @@ void small_run(const SmallRunArgs<T>& a) {
           for (int n = 0; n < H; ++n) store(a.spec + oi + n * row, X[n]);
         }
         if (a.acc) {
+          Vec<T> XS[H];
+          if (a.xs_is_spectrum) {
+#pragma GCC unroll 16
+            for (int n = 0; n < H; ++n) XS[n] = load(a.xs + oi + n * row);
+          } else {
+#pragma GCC unroll 16
+            for (int n = 0; n < H; ++n) col[n] = load(xplane + p + n * W * L);
+            small_dct<T, H>(a.ch, col, XS);
+          }
 #pragma GCC unroll 16
           for (int n = 0; n < H; ++n) {
             T* q = a.acc + oe + n * erow;
-            store(q, load(q) + load(a.xs + oi + n * row) * X[n]);
+            store(q, load(q) + XS[n] * X[n]);
           }
         }
         if (a.dst) {
