@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import random
 import statistics
 import time
 from typing import Callable, Dict
@@ -34,23 +35,32 @@ def steady_allocator() -> bool:
 
 def time_paired(fns: Dict[str, Callable[[], object]], min_time: float, min_reps: int = 3, max_reps: int = 50,
                 warm_up: int = 2, clock: Callable[[], float] = time.perf_counter) -> Dict[str, float]:
-    """Median ms of each fn, calls interleaved round-robin after ``warm_up`` calls of each.
+    """Median ms of each fn, calls interleaved after ``warm_up`` calls of each, in a new
+    (seeded) random order every round.
 
     Two warm-up calls, not one: the second call of a whole model was still measurably slower
     than later ones here (allocator growth, oneDNN primitive caches).
 
     Interleaving makes the ratios fair on a shared, noisy machine: load spikes hit every
-    candidate alike instead of whichever happened to run at the time. ``clock`` times each
-    call (time.thread_time: CPU time of this thread, for one-thread runs on a shared machine).
+    candidate alike instead of whichever happened to run at the time. The order is shuffled
+    because a call finds the caches as its predecessor left them: in a fixed order the fused
+    CPU op always followed the FFT backend (tens of MB of temporaries) and the 4-matmul peer
+    always followed it; placed after the 4-matmul peer instead, its 8x7x7x768 forward+backward
+    took 0.40 ms instead of 0.56 (2 threads). ``clock`` times each call (time.thread_time:
+    CPU time of this thread, for one-thread runs on a shared machine).
     """
     for _ in range(warm_up):
         for fn in fns.values():
             fn()
     times = {k: [] for k in fns}
+    order = list(fns)
+    rng = random.Random(0)
     start = time.perf_counter()
     reps = 0
     while reps < min_reps or (time.perf_counter() - start < min_time * len(fns) and reps < max_reps):
-        for name, fn in fns.items():
+        rng.shuffle(order)
+        for name in order:
+            fn = fns[name]
             t0 = clock()
             fn()
             times[name].append(clock() - t0)
