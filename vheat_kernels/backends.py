@@ -1,6 +1,7 @@
 """Registers the HCO backends with the dispatcher (see dispatch.py for the choice)."""
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Optional
 
@@ -80,6 +81,6 @@ def _triton_hco(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
 
 register_backend(Backend("reference", _always, reference.hco_matmul_dct))
 register_backend(Backend("fft", _always, reference.hco_fft))
-register_backend(Backend("cpu", lambda x, E: _compiled_reason(x, E, "cpu"), _compiled_hco))
+register_backend(Backend("cpu", functools.partial(_compiled_reason, device_type="cpu"), _compiled_hco))
 register_backend(Backend("triton", _triton_reason, _triton_hco))
 register_backend(Backend("cuda", _cuda_reason, _compiled_hco))

@@ -597,7 +597,9 @@ std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const a
     } else {
       backward_impl<T, S, S>(dy, x, E, dx_out, dE_lanes, false);
     }
-    dE = dE_lanes.narrow(2, 0, dy.size(3)).to(E_in.scalar_type()).contiguous();
+    // No padding lanes and E's own dtype (vHeat's widths in fp32): dE_lanes is dE.
+    const bool as_is = dE_lanes.size(2) == dy.size(3) && dE_lanes.scalar_type() == E_in.scalar_type();
+    dE = as_is ? dE_lanes : dE_lanes.narrow(2, 0, dy.size(3)).to(E_in.scalar_type()).contiguous();
   });
   return {dx, dE};
 }
