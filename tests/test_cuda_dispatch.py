@@ -21,6 +21,7 @@ class FakeCudaTensor:
         self.shape = torch.Size(shape)
         self.dtype = dtype
         self.device = torch.device("cuda", 0)
+        self.is_cpu, self.is_cuda = False, True
 
     def dim(self):
         return len(self.shape)

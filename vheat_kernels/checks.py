@@ -30,7 +30,7 @@ def check_hco_inputs(x: torch.Tensor, E: torch.Tensor, *, check_values: bool = F
     if x.dtype not in FLOAT_DTYPES or E.dtype not in FLOAT_DTYPES:
         name, t = ("x", x) if x.dtype not in FLOAT_DTYPES else ("E", E)
         raise TypeError(f"heat_conduction: {name} has dtype {t.dtype}; accepted: float32, float64, bfloat16, float16")
-    if x.device != E.device:
+    if not (x.is_cpu and E.is_cpu) and x.device != E.device:  # CPU flags first: no device objects
         raise ValueError(f"heat_conduction: x is on {x.device} but E is on {E.device}; put both on one device")
     if min(xs[1:]) < 1:
         raise ValueError(f"heat_conduction: H, W and C must be >= 1, got x shape {tuple(xs)}")
