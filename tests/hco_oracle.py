@@ -52,3 +52,18 @@ def assert_close_to(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.d
     scale = max(expected.abs().max().item(), 1e-30)
     tol = table[dtype] * scale + 1e-300
     assert err <= tol, f"{what}: max abs error {err:.3e} > {tol:.3e} (= {table[dtype]:g} x max|expected| {scale:.3e}) for {dtype}"
+
+
+def assert_backend_matches_oracle(x, E, dy, dtype, backend):
+    """heat_conduction(x, E) on ``backend`` and its gradients for dy against the oracle
+    (x, E leaf tensors that require grad); returns the oracle's (dx, dE)."""
+    import vheat_kernels as vk
+
+    y = vk.heat_conduction(x, E, backend=backend)
+    shape = tuple(x.shape)
+    assert_close_to(y, hco_oracle(x, E), dtype, what=f"forward {shape}")
+    y.backward(dy)
+    dx, dE = hco_grad_oracle(x, E, dy)
+    assert_close_to(x.grad, dx, dtype, what=f"dx {shape}")
+    assert_close_to(E.grad, dE, dtype, what=f"dE {shape}")
+    return dx, dE
