@@ -435,8 +435,9 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y,
         const int64_t off = ctx.offset(b, first);
         if constexpr (std::is_same_v<S, T>)
           ctx.ops.small_run(int(g.H), int(g.W),
-                            {runs.size(task % runs.count), g.C, Cp, ctx.th->tables.dense, ctx.tw->tables.dense,
-                             xp + off, ep + first * L, yp + off, sp ? sp + off : nullptr, nullptr, false, nullptr, work});
+                            {.blocks = runs.size(task % runs.count), .C = g.C, .Ce = Cp, .ch = ctx.th->tables.dense,
+                             .cw = ctx.tw->tables.dense, .src = xp + off, .e = ep + first * L, .dst = yp + off,
+                             .spec = sp ? sp + off : nullptr, .work = work});
       }
       thread_workspace().trim();
     });
@@ -490,9 +491,10 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
           const int64_t off = ctx.offset(b, first);
           if constexpr (std::is_same_v<S, T> && std::is_same_v<X, T>)
             ctx.ops.small_run(int(g.H), int(g.W),
-                              {runs.size(r), g.C, Cp, ctx.th->tables.dense, ctx.tw->tables.dense, gp + off,
-                               ep + first * L, dxp ? dxp + off : nullptr, nullptr, xp + off, x_is_spectrum,
-                               dep + first * L, work});
+                              {.blocks = runs.size(r), .C = g.C, .Ce = Cp, .ch = ctx.th->tables.dense,
+                               .cw = ctx.tw->tables.dense, .src = gp + off, .e = ep + first * L,
+                               .dst = dxp ? dxp + off : nullptr, .xs = xp + off, .xs_is_spectrum = x_is_spectrum,
+                               .acc = dep + first * L, .work = work});
         }
       }
       thread_workspace().trim();
