@@ -2,7 +2,7 @@
 
 No GPU needed. The builds come from the launch plans of vheat_kernels.triton.hco on the
 vHeat-T/S/B stage shapes at 224 / 512 / 1024 input and the Mask R-CNN 800 x 1333 shapes
-(aot.SHAPES), every configuration the autotuner may pick, with the specialisation a real
+(aot.SHAPES), every candidate configuration of each launch, with the specialisation a real
 launch gets. Prints registers, spills, shared memory and resident blocks / warps per SM;
 exits non-zero if any build spills, exceeds the architecture's shared memory, or leaves a
 vHeat-T stage at 224 with fewer than 8 resident warps per SM. Compiled kernels are cached by

@@ -163,7 +163,7 @@ def test_streamed_gradcheck_float64(interpreter, shape):
 
 @pytest.mark.parametrize("every", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_every_axis_config(interpreter, every):
-    """Each tile the streamed schedule may autotune to gives the same answer (default run:
+    """Each candidate tile of the streamed schedule gives the same answer (default run:
     the first, on a single channel; the interpreter is slow on the narrow tiles)."""
     shape = (2, 66, 65, 2) if every else (1, 66, 65, 1)
     B, H, W, C = shape
@@ -215,7 +215,7 @@ def test_backward_single_input(which):
 
 
 def test_every_block_config(interpreter):
-    """Each configuration autotuning may pick gives the same answer (forward and backward)."""
+    """Each candidate configuration gives the same answer (forward and backward)."""
     shape = (2, 12, 10, 19)
     x, E = inputs(shape, torch.float32, seed=6)
     g = torch.randn_like(x)
@@ -245,7 +245,7 @@ def test_backward_is_deterministic_with_batch_chunks(interpreter, shape):
 
 
 def test_every_line_config(interpreter):
-    """Each column tile the line pass may autotune to gives the same answer."""
+    """Each candidate column tile of the line pass gives the same answer."""
     shape = (3, 33, 5, 2)
     x, E = inputs(shape, torch.float32, seed=13)
     g = torch.randn_like(x)

@@ -1,8 +1,8 @@
 """Ahead-of-time build of the fused-HCO kernels that vHeat's shapes run, sized by ``ptxas -v``.
 
 No GPU needed. For each shape and dtype the launch plans of ``hco`` (the same code that
-launches on a GPU) are made on meta tensors; every launch x every configuration the
-autotuner may pick becomes a build, specialised the way Triton's JIT specialises a real
+launches on a GPU) are made on meta tensors; every launch x every candidate configuration
+(``Launch.configs``) becomes a build, specialised the way Triton's JIT specialises a real
 launch (integer arguments equal to 1 become constants, multiples of 16 get
 ``tt.divisibility = 16``, torch's 16-byte aligned pointers too). ``triton.compile`` lowers
 it to PTX for a ``GPUTarget``; ``ptxas -v`` with Triton's own flags reports registers and
@@ -188,7 +188,8 @@ def _meta(shape, dtype: str):
 
 
 def shape_builds(shape, dtype: str, arch: int, first_only: bool = False) -> list[Build]:
-    """Every build the forward and the three backward variants launch for one shape."""
+    """Every build the forward and the three backward variants may launch for one shape
+    (``first_only``: the configuration each launch runs on ``arch``, ``Launch.chosen``)."""
     hco = _hco()
     x, E = _meta(shape, dtype)
     plans = [hco.forward_plan(x, E, x)]
@@ -196,7 +197,7 @@ def shape_builds(shape, dtype: str, arch: int, first_only: bool = False) -> list
     out = []
     for plan in plans:
         for launch in plan:
-            configs = launch.configs[:1] if first_only else None
+            configs = [launch.chosen(arch)] if first_only and launch.configs else None
             out += [b for b in _builds_of(launch, dtype, arch, configs) if b not in out]
     return out
 
@@ -216,7 +217,7 @@ def every_build(archs: Iterable[int] = ARCHS, dtypes: Iterable[str] = DTYPES,
 
 def quick_builds(archs: Iterable[int] = ARCHS) -> dict[Build, list[str]]:
     """vHeat-T's stages at 224 and the largest detection plane (200 x 334), fp32 and bf16,
-    the first configuration of each launch."""
+    the configuration each launch runs."""
     out = every_build(archs, ("fp32", "bf16"), ("T/S@224",), first_only=True)
     shape = SHAPES["det T/S"][0]
     for dtype in ("fp32", "bf16"):

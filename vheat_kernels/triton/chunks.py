@@ -7,10 +7,11 @@ def backward_chunks(B: int, C: int, programs_wanted: int, block: int) -> int:
     """Number of batch chunks, each summed into its own fp32 dE partial.
 
     Enough (channel block, chunk) programs to fill the GPU, but no more chunks than
-    needed: each one costs a partial write and read. Independent of the autotuned
+    needed: each one costs a partial write and read. Independent of the chosen
     block so the partial buffer can be sized before launch, and fixed per shape and
     device, so the reduction order (and dE, bit for bit) is too. ``block`` is the widest
-    channel block the autotuner may pick for this shape (programs per chunk >= C / block).
+    channel block any candidate configuration may use for this shape (programs per
+    chunk >= C / block).
     """
     per_chunk = max(1, math.ceil(C / block))
     chunks = max(1, min(B, 65535, math.ceil(programs_wanted / per_chunk)))  # 65535: CUDA's grid.y limit

@@ -12,7 +12,10 @@ axis at a time (``streamed.py``), tiled by ``AxisConfig``; sides up to ``MAX_STR
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import json
+from dataclasses import astuple, dataclass
+from pathlib import Path
 
 DOT_MIN = 16  # smallest M / N / K that tl.dot accepts
 MAX_SIDE = 64  # largest padded H or W held on-chip
@@ -21,7 +24,7 @@ PADDED_SIDES = (16, 32, 64)  # every HP / WP the kernels are compiled for
 
 BLOCKS = (1, 2, 4, 8, 16, 32)  # channel blocks BC
 WARPS = (4, 8)
-MAX_CONFIGS = 4  # autotune over at most this many per shape
+MAX_CONFIGS = 4  # candidates per launch kept for tuning (gpu-check) and the compile check
 # Plane elements per thread (HP * WP * BC / (32 * num_warps)) worth measuring: fewer leaves
 # lanes idle, more always spilled in the sweep.
 PER_THREAD = {"fwd": (4, 8, 16, 32), "bwd": (4, 8, 16)}
@@ -89,16 +92,6 @@ def prune(H: int, W: int, C: int, elem_bytes: int, backward: bool) -> list[Block
     return narrow[:MAX_CONFIGS]
 
 
-def all_configs(elem_bytes: int, backward: bool) -> list[tuple[int, int, BlockConfig]]:
-    """Every (HP, WP, config) some shape can run: what the compile check builds."""
-    out = []
-    for HP in PADDED_SIDES:
-        for WP in PADDED_SIDES:
-            for bc, nw in SPILL_FREE.get(_table_key(HP, WP, elem_bytes, backward), ()):
-                out.append((HP, WP, BlockConfig(bc, nw)))
-    return out
-
-
 @dataclass(frozen=True)
 class AxisConfig:
     """Tile of the streamed 1-D transform: BM outputs along the axis by TZ * BN columns
@@ -140,16 +133,6 @@ def axis_configs(N: int, R: int, elem_bytes: int) -> list[AxisConfig]:
         if c not in out:
             out.append(c)
     return out[:MAX_AXIS_CONFIGS]
-
-
-def every_axis_config() -> list[AxisConfig]:
-    """Every tile ``axis_configs`` can return for some shape (the autotuner's list)."""
-    out: list[AxisConfig] = []
-    for eb in AXIS_TILES:
-        for N in (2**i for i in range(0, 8)):
-            for R in (2**i for i in range(0, 8)):
-                out += [c for c in axis_configs(N, R, eb) if c not in out]
-    return out
 
 
 MAX_LINE_SIDE = 64  # longest padded line the streamed schedule's middle pass holds on-chip
@@ -200,14 +183,41 @@ def line_configs(N: int, R: int, backward: bool, elem_bytes: int) -> list[LineCo
     return out[:MAX_CONFIGS]
 
 
-def every_line_config(backward: bool) -> list[LineConfig]:
-    """Every column tile ``line_configs`` can return (the autotuner's list)."""
-    out: list[LineConfig] = []
-    for eb in (2, 4):
-        for N in PADDED_SIDES:
-            for R in (2**i for i in range(0, 9)):
-                out += [c for c in line_configs(N, R, backward, eb) if c not in out]
-    return out
+# --- the configuration a launch runs ---------------------------------------------------
+#
+# No kernel is autotuned at run time: a first call per shape would cost seconds of timing,
+# CUDA-graph capture would break, and the tuner's repeated launches on the live arguments
+# had corrupted an in-place kernel's first call. Each launch runs ``choose``'s pick: an
+# entry of ``TUNED_FILE`` measured on that GPU architecture, else the planner's first
+# candidate, which is also what the interpreter tests run and what the quick compile check
+# builds. `make gpu-check` times every candidate on copies of the arguments and writes
+# tuned_configs.json into its results; copying that file here adopts its entries.
+TUNED_FILE = Path(__file__).with_name("tuned_configs.json")
+
+
+def tuned_key(kernel: str, shape: tuple, elem_bytes: int, arch: int) -> str:
+    """Key of ``TUNED_FILE``: kernel, the launch's integer arguments and flags, dtype size, sm."""
+    return f"{kernel} {','.join(map(str, shape))} {elem_bytes}B sm_{arch}"
+
+
+@functools.lru_cache(maxsize=1)
+def tuned_table() -> dict[str, tuple]:
+    """{tuned_key: configuration fields}; empty when the file is missing."""
+    try:
+        entries = json.loads(TUNED_FILE.read_text())
+    except FileNotFoundError:
+        return {}
+    return {k: tuple(v) for k, v in entries.items()}
+
+
+def choose(candidates: list, key: str | None):
+    """The candidate a launch runs: the table's entry for ``key`` when it is still one of
+    the candidates (a stale entry is ignored), else the first candidate."""
+    wanted = tuned_table().get(key) if key is not None else None
+    for c in candidates:
+        if wanted is not None and astuple(c) == wanted:
+            return c
+    return candidates[0]
 
 
 def _pow2_at_least(n: int) -> int:

@@ -10,9 +10,10 @@ builds exactly the kernels that run. Planes that fit the register-resident kerne
 (``streamed.py``: one 1-D transform per pass through a global scratch).
 
 The forward and backward are ``torch.library.triton_op`` ops launched through
-``wrap_triton``, so ``torch.compile`` sees the kernels instead of graph-breaking. On a GPU
-the block configuration is autotuned per (H, W, C, dtypes); under ``TRITON_INTERPRET=1``
-(CPU tensors, how the tests run) the first configuration of ``configs.prune`` is used.
+``wrap_triton``, so ``torch.compile`` sees the kernels instead of graph-breaking. Nothing
+is autotuned at run time: each launch runs ``configs.choose``'s pick (a table measured per
+GPU architecture, else the planner's first candidate), the same configuration under
+``TRITON_INTERPRET=1`` (CPU tensors, how the tests run) as on a GPU.
 """
 from __future__ import annotations
 
@@ -120,7 +121,6 @@ PROGRAMS_WANTED = 264
 INTERPRETER_PROGRAMS_WANTED = 4
 # Batch-loop software pipelining of the register-resident backward (tl.range num_stages).
 BWD_STAGES = 2
-MAX_GRID_Y = 65535  # CUDA's limit on grid.y (the register-resident backward's chunks)
 DE_BLOCK = 1024  # elements of dE per program of the streamed dE reduction
 DE_STAGES = 3
 
@@ -151,9 +151,9 @@ class Launch:
     """One kernel launch of a plan.
 
     ``kernel`` names the @triton.jit function (``<kernel>_kernel`` in kernels.py or
-    streamed.py; ``<kernel>_tuned`` is its autotuned wrapper when ``configs`` is not
-    empty). ``configs`` lists what autotuning may pick (BlockConfig / AxisConfig); the
-    interpreter and forced runs take the first. ``grid`` maps a config to the grid.
+    streamed.py). ``configs`` lists the candidate configurations (BlockConfig /
+    AxisConfig / LineConfig), best guess first; ``chosen`` picks the one that runs.
+    ``grid`` maps a config to the grid.
     """
 
     kernel: str
@@ -162,6 +162,19 @@ class Launch:
     grid: Callable[[object], tuple]
     configs: list = field(default_factory=list)
     num_warps: int = 4  # for launches without configs
+
+    def tuned_key(self, arch: Optional[int]) -> Optional[str]:
+        """This launch's key in ``configs.TUNED_FILE`` (None off a GPU): the integer
+        arguments and flags that shape the problem, and the dot operands' size."""
+        if arch is None:
+            return None
+        shape = [v for v in self.args.values() if isinstance(v, int) and not isinstance(v, bool)]
+        shape += [int(v) for k, v in self.consts.items() if isinstance(v, bool)]
+        return cfg.tuned_key(self.kernel, tuple(shape), self.consts["ROUND_DTYPE"].primitive_bitwidth // 8, arch)
+
+    def chosen(self, arch: Optional[int]):
+        """The configuration this launch runs on a GPU of ``arch`` (None: the first)."""
+        return cfg.choose(self.configs, self.tuned_key(arch)) if self.configs else None
 
     def config_kwargs(self, c) -> tuple[dict, int, int]:
         """(constexprs, num_warps, num_stages) of configuration ``c``."""
@@ -184,34 +197,39 @@ def _device_guard(t: torch.Tensor):
     return torch.cuda.device(t.device)
 
 
+def _arch(t: torch.Tensor) -> Optional[int]:
+    """sm number of t's GPU (90 for an H100), None off a GPU (the interpreter)."""
+    if t.device.type != "cuda":
+        return None
+    major, minor = torch.cuda.get_device_capability(t.device)
+    return 10 * major + minor
+
+
+def _launcher(fn):
+    """``wrap_triton(fn)`` (torch.compile traces through it), or ``fn`` itself for the
+    interpreter outside a compiled graph: torch 2.11's wrap_triton refuses the
+    interpreter's kernel objects, and eager launches do not need it."""
+    if kernels().INTERPRETED and not torch.compiler.is_compiling():
+        return fn
+    return wrap_triton(fn)
+
+
 def run(plan: list[Launch], config=None) -> None:
-    """Launch a plan: autotuned on a GPU, else the first configuration of each launch, or
-    ``config`` on the launches whose autotuner could pick it (tests)."""
-    interpreted = kernels().INTERPRETED
+    """Launch a plan, each launch with its chosen configuration, or ``config`` on the
+    launches that list it among their candidates (tests)."""
+    arch = None
     for launch in plan:
         module = _module_of(launch.kernel)
-        if launch.configs and config is None and not interpreted:
-            fn = getattr(module, launch.kernel + "_tuned")
-            grid = lambda meta, g=launch.grid: g(_meta_config(meta))
-            wrap_triton(fn)[grid](**launch.args, **launch.consts)
-            continue
         extra, warps, stages = {}, launch.num_warps, 1
+        chosen = None
         if launch.configs:
-            chosen = config if config in launch.configs else launch.configs[0]
+            if arch is None:
+                arch = _arch(next(v for v in launch.args.values() if isinstance(v, torch.Tensor)))
+            chosen = config if config in launch.configs else launch.chosen(arch)
             extra, warps, stages = launch.config_kwargs(chosen)
-            grid = launch.grid(chosen)
-        else:
-            grid = launch.grid(None)
         fn = getattr(module, launch.kernel + "_kernel")
-        wrap_triton(fn)[grid](**launch.args, **launch.consts, **extra, num_warps=warps, num_stages=stages)
-
-
-def _meta_config(meta: dict):
-    if "BC" in meta:
-        return cfg.BlockConfig(meta["BC"], 0)
-    if "BM" not in meta:
-        return cfg.LineConfig(meta["TZ"], meta["BN"], 0)
-    return cfg.AxisConfig(meta["BM"], meta["BK"], meta["TZ"], meta["BN"], 0, 0)
+        _launcher(fn)[launch.grid(chosen)](**launch.args, **launch.consts, **extra, num_warps=warps,
+                                           num_stages=stages)
 
 
 def _consts(x: torch.Tensor) -> dict:
@@ -267,12 +285,15 @@ def _streamed_forward(x, E, y, ch, cw, consts) -> list[Launch]:
         return (_dct2(x, s2, s1, ch, cw, E, B, H, W, C, consts)
                 + _dct2(s2, y, s1, ch, cw, None, B, H, W, C, consts, inverse=True))
     outer, (mat, Z, N, R, period) = views
-    return [outer(x, s1, False, consts), _line(s1, mat, E, Z, N, R, period, consts), outer(s1, y, True, consts)]
+    # y holds the outer transform until the line pass has read it (out of place: see _line).
+    return [outer(x, y, False, consts), _line(y, s1, mat, E, Z, N, R, period, consts), outer(s1, y, True, consts)]
 
 
-def _line(s, mat, E, Z, N, R, period, consts) -> Launch:
-    """The line pass in place on s: DCT, times E, inverse, along N of (Z, N, R)."""
-    args = dict(src_ptr=s, mat_ptr=mat, e_ptr=E, dst_ptr=s, Z=Z, N=N, R=R, E_PERIOD=period)
+def _line(src, dst, mat, E, Z, N, R, period, consts) -> Launch:
+    """The line pass src -> dst: DCT, times E, inverse, along N of (Z, N, R). Never in place:
+    a launch that reads what it writes is not safe to repeat (timing candidates does)."""
+    assert src.data_ptr() != dst.data_ptr() or src.device.type == "meta"
+    args = dict(src_ptr=src, mat_ptr=mat, e_ptr=E, dst_ptr=dst, Z=Z, N=N, R=R, E_PERIOD=period)
     configs = cfg.line_configs(N, R, False, consts["ROUND_DTYPE"].primitive_bitwidth // 8)
     return Launch("hco_line", args, dict(NP=cfg.padded(N), **consts),
                   lambda c: (triton.cdiv(Z, c.TZ) * triton.cdiv(R, c.BN),), configs)
@@ -300,27 +321,29 @@ def backward_plan(grad_y, x, E, dx, need_dx: bool, need_dE: bool,
                   resident: Optional[bool] = None) -> tuple[list[Launch], torch.Tensor]:
     """Launches computing dx (into ``dx``) and dE (returned buffer: per-chunk partials of
     shape (chunks, H, W, C), or dE itself (H, W, C)); the caller sums the partials."""
+    acc = _acc_dtype(x)
+    if not need_dE:
+        # dx = IDCT2(DCT2(dy) * E): the operator is self-adjoint in x, so dx is the forward's
+        # plan on dy (one kernel fewer to build and size; the backward kernel's dx-only
+        # variant spilled on Triton 3.6 at 32 x 32 fp32).
+        return forward_plan(grad_y, E, dx, resident), x.new_empty(0, dtype=acc)
     B, H, W, C = x.shape
     consts = _consts(x)
     ch, cw = _cos(H, x), _cos(W, x)
-    acc = _acc_dtype(x)
     if register_resident(x) if resident is None else resident:
         widest = (cfg.prune(H, W, C, x.element_size(), backward=True) or [cfg.BlockConfig(max(cfg.BLOCKS), 0)])[0].BC
         wanted = INTERPRETER_PROGRAMS_WANTED if x.device.type == "cpu" else PROGRAMS_WANTED
-        chunks = backward_chunks(B, C, wanted, widest) if need_dE else min(B, MAX_GRID_Y)
+        chunks = backward_chunks(B, C, wanted, widest)
         per_prog = math.ceil(B / chunks)
         chunks = math.ceil(B / per_prog)
-        de = torch.empty((chunks, H, W, C), device=x.device, dtype=acc) if need_dE else x.new_empty(0, dtype=acc)
-        # Unused pointers still need a valid tensor of the right dtype: pass x / grad_y.
-        args = dict(x_ptr=x if need_dE else grad_y, dy_ptr=grad_y, e_ptr=E, ch_ptr=ch, cw_ptr=cw,
+        de = torch.empty((chunks, H, W, C), device=x.device, dtype=acc)
+        # An unused pointer still needs a valid tensor of the right dtype: pass grad_y.
+        args = dict(x_ptr=x, dy_ptr=grad_y, e_ptr=E, ch_ptr=ch, cw_ptr=cw,
                     dx_ptr=dx if need_dx else grad_y, de_ptr=de, B=B, H=H, W=W, C=C, B_PER_PROG=per_prog)
         grid = lambda c: (triton.cdiv(C, c.BC), chunks)
         consts = dict(HP=cfg.padded(H), WP=cfg.padded(W), NEED_DX=need_dx, NEED_DE=need_dE, NUM_STAGES=BWD_STAGES,
                       **consts)
         return [Launch("hco_bwd", args, consts, grid, cfg.prune(H, W, C, x.element_size(), backward=True))], de
-    if not need_dE:
-        # dx = IDCT2(DCT2(dy) * E): the forward's plan on dy.
-        return _streamed_forward(grad_y, E, dx, ch, cw, consts), x.new_empty(0, dtype=acc)
     de = torch.empty((H, W, C), device=x.device, dtype=acc)
     views = _line_views(B, H, W, C, ch, cw)
     if views is not None:
@@ -332,8 +355,8 @@ def backward_plan(grad_y, x, E, dx, need_dx: bool, need_dE: bool,
         line = Launch("hco_line_bwd", args, dict(NP=cfg.padded(N), NUM_STAGES=BWD_STAGES, **consts),
                       lambda c: (triton.cdiv(period, c.TZ) * triton.cdiv(R, c.BN),), cfg.line_configs(N, R, True, eb))
         plan = [outer(grad_y, t1, False, consts), outer(x, t2, False, consts), line]
-        if need_dx:
-            plan += [_line(t1, mat, E, Z, N, R, period, consts), outer(t1, dx, True, consts)]
+        if need_dx:  # t2 is free once the dE line pass has read it
+            plan += [_line(t1, t2, mat, E, Z, N, R, period, consts), outer(t2, dx, True, consts)]
         return plan, de
     tmp = torch.empty_like(x)
     # Both spectra kept in fp32 (fp64) for fp32 (fp64) inputs, so dE multiplies them

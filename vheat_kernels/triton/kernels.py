@@ -20,7 +20,6 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from . import configs as cfg
 
 # Whether @triton.jit below produced interpreter functions (hco.kernels() reloads on change).
 INTERPRETED = bool(triton.knobs.runtime.interpret)
@@ -208,25 +207,3 @@ def hco_bwd_kernel(x_ptr, dy_ptr, e_ptr, ch_ptr, cw_ptr, dx_ptr, de_ptr, B, H, W
     if NEED_DE:
         offs, mask = _plane_offsets(W, H, C, WP, HP, BC, c0, C, W * C)
         tl.store(de_ptr + chunk.to(tl.int64) * plane + offs, tl.reshape(acc, (WP, HP, BC)), mask=mask)
-
-
-def _prune(backward):
-    """Autotune pruning: the configurations ``configs.prune`` allows for this call's shape."""
-
-    def prune(configs, nargs, **kwargs):
-        nargs = {**nargs, **kwargs}  # torch's wrap_triton passes keyword arguments apart
-        x = nargs["x_ptr"]
-        allowed = set(cfg.prune(nargs["H"], nargs["W"], nargs["C"], x.element_size(), backward))
-        return [c for c in configs if cfg.BlockConfig(c.kwargs["BC"], c.num_warps) in allowed]
-
-    return prune
-
-
-def _autotuned(kernel, backward, key):
-    candidates = [triton.Config({"BC": bc}, num_warps=nw, num_stages=1) for bc in cfg.BLOCKS for nw in cfg.WARPS]
-    return triton.autotune(candidates, key=key, prune_configs_by={"early_config_prune": _prune(backward)})(kernel)
-
-
-# Autotuned per (H, W, C) and the tensors' dtypes (triton adds those to the key itself).
-hco_fwd_tuned = _autotuned(hco_fwd_kernel, False, ["H", "W", "C"])
-hco_bwd_tuned = _autotuned(hco_bwd_kernel, True, ["H", "W", "C", "NEED_DX", "NEED_DE"])

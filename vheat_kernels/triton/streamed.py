@@ -22,7 +22,6 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from . import configs as cfg
 from .kernels import _apply, _cos, _mma, _round
 
 
@@ -101,22 +100,6 @@ def hco_de_kernel(g_ptr, xf_ptr, e_ptr, de_ptr, B, P, SCALE_G: tl.constexpr, BLO
     tl.store(de_ptr + p, acc, mask=ok)
 
 
-def _prune_axis(configs, nargs, **kwargs):
-    """Autotune pruning: the tile shapes ``configs.axis_configs`` allows for this pass."""
-    nargs = {**nargs, **kwargs}  # torch's wrap_triton passes keyword arguments apart
-    allowed = set(cfg.axis_configs(nargs["N"], nargs["R"], nargs["ROUND_DTYPE"].primitive_bitwidth // 8))
-    return [c for c in configs if cfg.AxisConfig(c.kwargs["BM"], c.kwargs["BK"], c.kwargs["TZ"], c.kwargs["BN"],
-                                                 c.num_warps, c.num_stages) in allowed]
-
-
-hco_axis_tuned = triton.autotune(
-    [triton.Config(dict(BM=c.BM, BK=c.BK, TZ=c.TZ, BN=c.BN), num_warps=c.num_warps, num_stages=c.num_stages)
-     for c in cfg.every_axis_config()],
-    key=["N", "R", "TRANSPOSE", "HAS_E"],
-    prune_configs_by={"early_config_prune": _prune_axis},
-)(hco_axis_kernel)
-
-
 @triton.jit
 def _line_tile(z, r, N, R, NP: tl.constexpr, TZ: tl.constexpr, BN: tl.constexpr):
     """Offsets and mask of the (NP, TZ * BN) tile: whole lines of length N at columns (z, r)."""
@@ -133,8 +116,8 @@ def hco_line_kernel(src_ptr, mat_ptr, e_ptr, dst_ptr, Z, N, R, E_PERIOD,
                     PRECISION: tl.constexpr):
     """dst = M^T ((M src) * E) along N of a contiguous (Z, N, R) view, whole lines on-chip
     (N <= NP <= 64): the middle pass of the streamed schedule, fusing a 1-D DCT, the
-    multiply by E and the inverse DCT. In place (dst = src) is safe: a program reads and
-    writes only its own columns."""
+    multiply by E and the inverse DCT. Always out of place (dst != src): a launch that
+    reads what it writes is not safe to repeat (tests/test_triton_launches.py)."""
     pid = tl.program_id(0)
     tiles_r = (R + BN - 1) // BN
     r = (pid % tiles_r) * BN + tl.arange(0, BN)[None, :]
@@ -178,23 +161,3 @@ def hco_line_bwd_kernel(g_ptr, x_ptr, mat_ptr, de_ptr, B, N, R, E_PERIOD,
         acc += g * _apply(_cos(mat_ptr, N, NP, False, ROUND_DTYPE, DOT_DTYPE), xs, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
                           PRECISION)
     tl.store(de_ptr + e_offs, tl.reshape(acc, (NP, TZ, BN)).to(de_ptr.dtype.element_ty), mask=ok)
-
-
-def _prune_line(backward):
-    def prune(configs, nargs, **kwargs):
-        nargs = {**nargs, **kwargs}
-        allowed = set(cfg.line_configs(nargs["N"], nargs["R"], backward, nargs["ROUND_DTYPE"].primitive_bitwidth // 8))
-        return [c for c in configs if cfg.LineConfig(c.kwargs["TZ"], c.kwargs["BN"], c.num_warps) in allowed]
-
-    return prune
-
-
-def _line_autotuned(kernel, backward):
-    candidates = [triton.Config(dict(TZ=c.TZ, BN=c.BN), num_warps=c.num_warps, num_stages=1)
-                  for c in cfg.every_line_config(backward)]
-    return triton.autotune(candidates, key=["N", "R"], prune_configs_by={"early_config_prune": _prune_line(backward)})(
-        kernel)
-
-
-hco_line_tuned = _line_autotuned(hco_line_kernel, False)
-hco_line_bwd_tuned = _line_autotuned(hco_line_bwd_kernel, True)
