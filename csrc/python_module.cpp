@@ -1,6 +1,9 @@
 // Python entry point of vheat_kernels._C: importing it runs the TORCH_LIBRARY
 // registrations of the op library; build_info() says what was compiled in.
 #include <torch/extension.h>
+#include <torch/version.h>
+
+#include <string>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -27,6 +30,9 @@ py::dict build_info() {
 #else
   info["cuda_arch_list"] = py::none();
 #endif
+  // The torch this library was compiled against: it loads only into that torch's ABI.
+  info["torch_built"] = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+                        std::to_string(TORCH_VERSION_PATCH);
   return info;
 }
 }  // namespace

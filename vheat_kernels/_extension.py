@@ -6,6 +6,11 @@ import importlib
 
 from .cuda_arch import parse_arch_list
 
+# The oldest torch and Triton the package is built and tested on (pyproject.toml declares
+# them; `make test-compat` runs the tests there).
+TORCH_REQUIREMENT = ">=2.11"
+TRITON_REQUIREMENT = ">=3.6"
+
 
 class ExtensionMissingError(RuntimeError):
     """The compiled vheat op library is not built or failed to load."""
@@ -16,7 +21,8 @@ def _load():
         module = importlib.import_module("vheat_kernels._C")
     except ImportError as exc:  # not built, or built against another torch
         return None, f"{type(exc).__name__}: {exc}", {}
-    return module, None, _with_cuda_archs(dict(module.build_info()))
+    info = dict(module.build_info(), torch_requirement=TORCH_REQUIREMENT, triton_requirement=TRITON_REQUIREMENT)
+    return module, None, _with_cuda_archs(info)
 
 
 def _with_cuda_archs(info: dict) -> dict:
@@ -43,8 +49,10 @@ def extension_available() -> bool:
 
 
 def build_info() -> dict:
-    """What the op library was compiled with ({} when it is not built): openmp, cuda, and for
-    CUDA the arch list (cuda_arch_list) with its SASS (cuda_sass) and PTX (cuda_ptx) entries."""
+    """What the op library was compiled with ({} when it is not built): openmp, cuda, the
+    torch it was built against (torch_built), the torch / Triton versions the package
+    supports (torch_requirement, triton_requirement), and for CUDA the arch list
+    (cuda_arch_list) with its SASS (cuda_sass) and PTX (cuda_ptx) entries."""
     return _BUILD_INFO
 
 
