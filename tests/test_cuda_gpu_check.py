@@ -1,6 +1,7 @@
 """The GPU acceptance run (scripts/gpu_check.sh, scripts/gpu_check.py) and bench_gpu.py,
 as far as a machine without a GPU can check them: the clean "no GPU" exit (nothing
-written), the 4-matmul peer against the oracle, and the report tables / JUnit parsing."""
+written), every step of the same script in its dry run (CPU tensors, tiny shapes, no
+network, no fvcore), the prebuilt op library's checks, and the 4-matmul peer."""
 from __future__ import annotations
 
 import os
@@ -84,48 +85,86 @@ def test_default_bench_shapes_are_the_vheat_stage_planes():
     assert len(shapes) == 16
 
 
-def test_junit_summary_and_report_markdown(tmp_path):
-    xml = tmp_path / "t.xml"
-    xml.write_text('<testsuites><testsuite tests="3" failures="1" errors="0" skipped="1">'
-                   '<testcase classname="tests.test_a" name="test_ok"/>'
-                   '<testcase classname="tests.test_a" name="test_bad"><failure message="x"/></testcase>'
-                   '<testcase classname="tests.test_a" name="test_skip"><skipped/></testcase>'
-                   '</testsuite></testsuites>')
-    summary = gpu_check.junit_summary(xml)
-    assert summary["tests"] == 3 and summary["failures"] == 1 and summary["skipped"] == 1
-    assert summary["failed_tests"] == ["tests.test_a::test_bad"]
-    assert gpu_check.junit_summary(tmp_path / "missing.xml") == {}
-    report = dict(device="mock", parts=[dict(part="tests", status="FAIL", seconds=3.0, why="exit code 1")],
-                  model=dict(batch=16, rows=[
-                      dict(backend="cuda", infer_ms=5.0, train_step_ms=20.0, loss=6.9, logits_rel_err=2e-5, ok=True),
-                      dict(backend="triton", skipped="no triton", ok=True)]))
-    md = gpu_check.summary_markdown(report)
-    assert "| tests | FAIL | 3.0 | exit code 1 |" in md
-    assert "| cuda | 5.0 | 20.0 | 2.0e-05 | ok |" in md and "| triton | no triton | | | skipped |" in md
-    report["bench"] = dict(device="mock", copy_gbs=3000.0, torch="x", results=[], cases=[], complete=False)
-    md = gpu_check.summary_markdown(report)
-    assert "## HCO kernels on mock" in md and "incomplete" in md
+def _no_fvcore(tmp_path) -> str:
+    """A folder whose fvcore package fails to import, as on the GPU machine's Python."""
+    stub = tmp_path / "no_fvcore" / "fvcore"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise ImportError('fvcore is not installed on the GPU machine')\n")
+    return str(stub.parent)
 
 
-def test_run_part_records_exit_codes_and_timeouts(tmp_path):
-    ok = gpu_check.run_part("a", [sys.executable, "-c", "print('hi')"], 30, tmp_path)
-    assert ok["status"] == "PASS" and (tmp_path / "a.log").read_text() == "hi\n"
-    bad = gpu_check.run_part("b", [sys.executable, "-c", "import sys; sys.exit(3)"], 30, tmp_path)
-    assert bad["status"] == "FAIL" and bad["why"] == "exit code 3"
-    slow = gpu_check.run_part("c", [sys.executable, "-c", "import time; time.sleep(30)"], 1, tmp_path)
+def test_gpu_check_dry_run_runs_every_step_offline(tmp_path):
+    """`GPU_CHECK_DRY_RUN=1 make gpu-check`'s script: every step on CPU tensors, pip unable to
+    reach an index, fvcore missing; results appended per case, tables written."""
+    import json
+
+    out = tmp_path / "results"
+    env = dict(os.environ, GPU_CHECK_DRY_RUN="1", GPU_CHECK_OUT=str(out), PIP_NO_INDEX="1", PYTHON=sys.executable,
+               PYTHONPATH=os.pathsep.join(filter(None, [_no_fvcore(tmp_path), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "gpu-check: PASS" in proc.stdout
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["dry_run"] and [s["step"] for s in report["steps"]] == list(gpu_check.STEPS)
+    rows = report["results"]
+    steps = {r["step"] for r in rows}
+    assert steps == set(gpu_check.STEPS), steps
+    checked = [r for r in rows if r["step"] == "correctness" and "ok" in r]
+    # triton (interpreted) on both tiny planes, both dtypes, first and second call
+    assert len(checked) == 2 * 2 * 2 and all(r["ok"] for r in checked), checked
+    assert {r["backend"] for r in rows if r["step"] == "correctness" and "skipped" in r} == {"cuda"}
+    train = [r for r in rows if r["step"] == "train" and "ok" in r]
+    assert [r["backend"] for r in train] == ["cpu"] and train[0]["ok"] and train[0]["params"] > 20
+    timed = {r["candidate"] for r in rows if r["step"] == "timing" and "ms" in r}
+    assert {"triton", "4-matmul", "HBM floor"} <= timed
+    model = {(r["run"], r["mode"]) for r in rows if r["step"] == "model" and "images_per_s" in r}
+    assert {("cpu", "train bf16"), ("cpu", "infer fp32"), ("official", "infer fp32")} <= model
+    tuned = json.loads((out / "tuned_configs.json").read_text())
+    assert tuned and all(k.startswith("hco_") for k in tuned)
+    md = (out / "gpu_check.md").read_text()
+    assert "| correctness | PASS |" in md and "## HCO timing" in md and "## vHeat-T" in md
+    assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
+
+
+def test_read_results_skips_a_line_cut_by_a_kill(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"step": "correctness", "ok": true}\n{"step": "timing", "ms": 1.')
+    assert gpu_check.read_results(path) == [{"step": "correctness", "ok": True}]
+
+
+def test_run_step_records_failures_and_timeouts(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "__file__", str(tmp_path / "fake_check.py"))
+    (tmp_path / "fake_check.py").write_text(
+        "import sys, time\nname = sys.argv[sys.argv.index('--step') + 1]\n"
+        "if name == 'train': sys.exit(1)\nif name == 'timing': time.sleep(30)\nprint('ran', name)\n")
+    ok = gpu_check.run_step("correctness", tmp_path, 30, dry_run=True)
+    assert ok["status"] == "PASS" and (tmp_path / "correctness.log").read_text() == "ran correctness\n"
+    bad = gpu_check.run_step("train", tmp_path, 30, dry_run=True)
+    assert bad["status"] == "FAIL" and bad["why"].startswith("exit code 1")
+    slow = gpu_check.run_step("timing", tmp_path, 1, dry_run=True)
     assert slow["status"] == "FAIL" and slow["why"] == "timed out after 1 s" and slow["seconds"] < 10
 
 
-@pytest.mark.slow  # ~1 min on the shared 2-core machine (a 30M-parameter model, 3 backends)
-def test_model_part_runs_and_compares_backends_on_cpu(tmp_path):
-    """The model part's code path on CPU backends (on the GPU it runs cuda/triton/fft/reference)."""
+def test_prebuilt_op_library_is_refused_unless_it_matches(tmp_path):
+    """gpu_check.sh installs build/gpu_check_artifact only for this torch, Python and
+    sources, with the file's sha256 as recorded; otherwise it builds."""
     import json
 
-    path = tmp_path / "model.json"
-    rc = gpu_check.model_part(str(path), device="cpu", backends=("cpu", "reference", "triton"), batch=2, res=32)
-    report = json.loads(path.read_text())
-    rows = {r["backend"]: r for r in report["rows"]}
-    assert rc == 0, report
-    assert rows["reference"]["logits_rel_err"] == 0.0 and rows["cpu"]["logits_rel_err"] < 1e-3
-    assert rows["cpu"]["grads_finite"] and rows["cpu"]["train_step_ms"] > 0
-    assert "skipped" in rows["triton"] and rows["triton"]["ok"]
+    import gpu_check_artifact as artifact
+
+    assert artifact.install(tmp_path) == 1  # nothing there
+    so = tmp_path / "_C.fake.so"
+    so.write_bytes(b"not a library")
+    manifest = dict(artifact._runtime(), file=so.name, arch_list="9.0", bytes=so.stat().st_size,
+                    sha256=artifact._sha256(so))
+    for key, wrong in (("torch", "2.0.0"), ("soabi", "cpython-39"), ("sources", "0" * 64), ("sha256", "f" * 64)):
+        (tmp_path / "manifest.json").write_text(json.dumps({**manifest, key: wrong}))
+        assert artifact.install(tmp_path) == 1, key
+    target = ROOT / "vheat_kernels" / so.name
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        assert artifact.install(tmp_path) == 0
+        assert target.read_bytes() == b"not a library"
+    finally:
+        target.unlink(missing_ok=True)
