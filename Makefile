@@ -33,7 +33,7 @@ bench-quick: setup
 # What CI runs (.ci/run): unit tests, compile-only checks of the GPU kernels, the LibTorch
 # (CMake) build, the mm extra (its first run builds mmcv: ~7 minutes here, then cached) and
 # a user's pip install from the sdist.
-test: test-unit cuda-check cmake-test test-mm test-install
+test: test-unit cuda-check cmake-test test-mm test-install test-compat
 
 test-unit: setup
 	$(PYTEST) -q
