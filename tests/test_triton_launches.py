@@ -22,7 +22,19 @@ pytest.importorskip("triton")
 from vheat_kernels.triton import aot  # noqa: E402
 
 PLANES = sorted({(H, W) for shapes in aot.SHAPES.values() for _, H, W, _ in shapes})
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+# The interpreter takes minutes on the largest planes. The default run keeps one plane of
+# each schedule per dtype size: every plane up to 84 per side (register-resident, line
+# along W, line along H) in fp32 and bf16, and 128 x 128 (four streamed passes) in fp32;
+# the slow run adds the rest and fp16.
+def _fast(plane, dtype) -> bool:
+    if dtype == torch.float16:
+        return False
+    return max(plane) <= 84 or (plane == (128, 128) and dtype == torch.float32)
+
+
+CASES = [pytest.param(plane, dtype, marks=[] if _fast(plane, dtype) else [pytest.mark.slow],
+                      id=f"{plane[0]}x{plane[1]}-{str(dtype)[6:]}")
+         for plane in PLANES for dtype in (torch.float32, torch.bfloat16, torch.float16)]
 COSINE_ARGS = ("mat_ptr", "ch_ptr", "cw_ptr")  # cached cosine matrices: never overwritten
 
 
@@ -60,12 +72,11 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone().contiguous().view(torch.uint8)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("plane", PLANES, ids=lambda p: f"{p[0]}x{p[1]}")
+@pytest.mark.parametrize("plane, dtype", CASES)
 def test_tunable_launches_are_idempotent(hco, plane, dtype):
     H, W = plane
     checked = 0
-    for name, plan in _plans(hco, 2, H, W, 3, dtype):
+    for name, plan in _plans(hco, 1, H, W, 2, dtype):
         for launch in plan:
             if not launch.configs:
                 continue
@@ -94,7 +105,7 @@ def test_no_kernel_is_wrapped_in_triton_autotune(hco):
         assert not tuned, f"{module.__name__}: {tuned} are triton.autotune wrappers"
 
 
-def test_every_plane_has_a_tunable_launch_or_is_register_resident(hco):
+def test_every_plane_has_a_tunable_launch(hco):
     # Guards the test above against silently checking nothing for a plane.
     for H, W in PLANES:
         x = torch.empty(1, H, W, 2, device="meta")
