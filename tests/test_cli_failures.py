@@ -1,6 +1,5 @@
 """Failure cases as a user meets them: the CLI runs in a subprocess; each test checks the exit code,
 the message, and that no file on disk was lost or overwritten (hashes before and after)."""
-import hashlib
 import os
 import shutil
 import subprocess
@@ -10,43 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from test_train_support import make_image_folder, tiny_config
+from test_train_support import ROOT, cli_env, make_image_folder, run_cli, snapshot, tiny_config
 from vheat.checkpoint_io import write_checkpoint
 from vheat.train.atomic import read_jsonl
 from vheat.train.checkpoint import list_checkpoints, read_checkpoint
 from vheat.train.trainer import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHOICES = ("--resume PATH", "--output NEW_FOLDER", "--start-over")
-
-
-def _env():
-    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-
-
-def _start(*args, module="vheat"):
-    return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(proc, timeout=300):
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
-
-
-def _cli(*args, module="vheat"):
-    return _finish(_start(*args, module=module))
-
-
-def snapshot(folder) -> dict:
-    """sha256 of every file under ``folder`` except the append-only log.txt."""
-    found = {}
-    for dirpath, _, names in os.walk(folder):
-        for name in names:
-            if name != "log.txt":
-                path = os.path.join(dirpath, name)
-                found[os.path.relpath(path, folder)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +47,7 @@ def test_all_checkpoints_unreadable_is_refused_and_nothing_changes(run, out):
     for path in list_checkpoints(out):
         _truncate(path)
     before = snapshot(out)
-    code, stdout, err = _cli("train", "-c", run["config"], "-o", out)
+    code, stdout, err = run_cli("train", "-c", run["config"], "-o", out)
     assert code == 2, stdout + err
     assert "holds 2 checkpoint(s), none of which can be resumed from" in err
     for path in list_checkpoints(out):
@@ -91,7 +60,7 @@ def test_start_over_sets_the_old_run_aside_intact(run, out):
     for path in list_checkpoints(out):
         _truncate(path)
     before = snapshot(out)
-    code, stdout, err = _cli("train", "-c", run["config"], "-o", out, "--start-over", "--epochs", "1")
+    code, stdout, err = run_cli("train", "-c", run["config"], "-o", out, "--start-over", "--epochs", "1")
     assert code == 0, stdout + err
     aside = [d for d in os.listdir(out) if d.startswith("previous-")]
     assert len(aside) == 1 and "moved the previous run's files into" in stdout
@@ -112,7 +81,7 @@ def test_fallback_to_older_checkpoint_is_logged_and_metrics_not_duplicated(run, 
     best_path = os.path.join(out, "best.pth")
     write_checkpoint(best_path, dict(read_checkpoint(best_path), acc1=100.5))
     best_before = open(best_path, "rb").read()
-    code, stdout, err = _cli("train", "-c", run["config"], "-o", out)
+    code, stdout, err = run_cli("train", "-c", run["config"], "-o", out)
     assert code == 0, stdout + err
     assert f"falling back past {os.path.basename(newest)}" in stdout and "truncated or damaged" in stdout
     assert f"resuming from the older {os.path.basename(older)}" in stdout
@@ -131,7 +100,7 @@ def test_flipped_bytes_are_refused_by_eval(run, out):
     data[start:start + 4096] = bytes(b ^ 0xFF for b in data[start:start + 4096])
     open(path, "wb").write(bytes(data))
     before = snapshot(out)
-    code, stdout, err = _cli("eval", "-c", run["config"], "--checkpoint", path)
+    code, stdout, err = run_cli("eval", "-c", run["config"], "--checkpoint", path)
     assert code == 2, stdout + err
     assert path in err and ("is damaged: its content checksum does not match" in err or "damaged" in err)
     assert "Traceback" not in err and snapshot(out) == before
@@ -142,7 +111,7 @@ def test_best_of_another_run_is_not_replaced(run, tmp_path):
     fresh.mkdir()
     shutil.copy(os.path.join(run["out"], "best.pth"), fresh / "best.pth")
     before = snapshot(fresh)
-    code, stdout, err = _cli("train", "-c", run["config"], "-o", fresh)
+    code, stdout, err = run_cli("train", "-c", run["config"], "-o", fresh)
     assert code == 2, stdout + err
     assert "best.pth belongs to another run" in err and all(choice in err for choice in CHOICES)
     assert snapshot(fresh) == before
@@ -150,7 +119,7 @@ def test_best_of_another_run_is_not_replaced(run, tmp_path):
 
 def test_no_auto_resume_in_a_run_folder_is_refused(run, out):
     before = snapshot(out)
-    code, stdout, err = _cli("train", "-c", run["config"], "-o", out, "--no-auto-resume")
+    code, stdout, err = run_cli("train", "-c", run["config"], "-o", out, "--no-auto-resume")
     assert code == 2, stdout + err
     assert "holds checkpoints of a run and train.auto_resume is off" in err and "--start-over" in err
     assert snapshot(out) == before
@@ -159,7 +128,7 @@ def test_no_auto_resume_in_a_run_folder_is_refused(run, out):
 def test_resume_from_an_older_checkpoint_would_prune_newer_ones(run, out):
     older, newest = list_checkpoints(out)
     before = snapshot(out)
-    code, stdout, err = _cli("train", "-c", run["config"], "-o", out, "--resume", older)
+    code, stdout, err = run_cli("train", "-c", run["config"], "-o", out, "--resume", older)
     assert code == 2, stdout + err
     assert os.path.basename(newest) in err and "would prune or mix with" in err
     assert snapshot(out) == before
@@ -168,7 +137,7 @@ def test_resume_from_an_older_checkpoint_would_prune_newer_ones(run, out):
 def test_resume_from_weights_only_file_with_trust_names_the_real_problem(run, out, tmp_path):
     before = snapshot(out)
     best = os.path.join(out, "best.pth")
-    code, stdout, err = _cli("train", "-c", run["config"], "-o", tmp_path / "new", "--resume", best,
+    code, stdout, err = run_cli("train", "-c", run["config"], "-o", tmp_path / "new", "--resume", best,
                              "--set", "model.trust_checkpoint=true")
     assert code == 2, stdout + err
     assert "is not a training checkpoint of this trainer" in err and "trust_checkpoint" not in err
@@ -184,7 +153,7 @@ def test_corrupt_image_fails_before_training(tmp_path):
     config.write_text(yaml.safe_dump(tiny_config(folder, str(tmp_path / "run"))))
     before = snapshot(folder)
     proc = subprocess.run([sys.executable, "-m", "vheat", "train", "-c", str(config)], cwd=ROOT, text=True,
-                          capture_output=True, timeout=300, env=dict(_env(), VHEAT_CACHE_DIR=str(tmp_path / "c")))
+                          capture_output=True, timeout=300, env=dict(cli_env(), VHEAT_CACHE_DIR=str(tmp_path / "c")))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"1 of 12 images in {folder}/val cannot be read: {bad}" in proc.stderr
     assert "data.verify_images=skip" in proc.stderr and "Traceback" not in proc.stderr
@@ -236,7 +205,7 @@ def bad_argument_results(run, tmp_path_factory):
     before = snapshot(tmp), snapshot(run["out"])
     # three at a time: each process imports torch (~300 MB), and the machine's memory is shared
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {name: pool.submit(_cli, *args, **({"module": module[0]} if module else {}))
+        futures = {name: pool.submit(run_cli, *args, **({"module": module[0]} if module else {}))
                    for name, (module, args, _) in cases.items()}
         results = {name: f.result() for name, f in futures.items()}
     return cases, results, before, (snapshot(tmp), snapshot(run["out"]))

@@ -14,6 +14,7 @@ from vheat.data import build_val_loader, resolve_root
 
 from . import distributed as dist_utils
 from .model_factory import build_model
+from .progress import show_bars
 from .recipe import amp_dtype
 from .runtime import on_main, run_context
 
@@ -77,5 +78,5 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
                 model.to(memory_format=torch.channels_last)
             name = "ema" if entry == "model_ema" else "model"
             results[name] = evaluate(model, loader, device, amp, cfg["train"]["channels_last"],
-                                     cfg["train"]["progress"], desc=f"eval {name}")
+                                     show_bars(cfg), desc=f"eval {name}")
         return results
