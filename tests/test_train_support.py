@@ -54,9 +54,11 @@ def cli_env(**extra: str) -> dict:
                 **extra)
 
 
-def start_cli(*args, module="vheat", env=None, **popen) -> subprocess.Popen:
-    """``python -m vheat ARGS`` with stdout and stderr piped (not a terminal, as in CI or ``> log``)."""
-    return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, env=env or cli_env(),
+def start_cli(*args, module="vheat", code=None, env=None, **popen) -> subprocess.Popen:
+    """``python -m vheat ARGS`` (or ``python -c CODE ARGS``) with stdout and stderr piped (not a terminal,
+    as in CI or ``> log``)."""
+    command = ["-c", code] if code is not None else ["-m", module]
+    return subprocess.Popen([sys.executable, *command, *map(str, args)], cwd=ROOT, env=env or cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 

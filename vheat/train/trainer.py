@@ -28,6 +28,7 @@ from .config import ConfigError, dump_config
 from .evaluate import evaluate
 from .metrics import log_epoch, plot_metrics
 from .model_factory import build_model
+from .output_lock import output_lock
 from .progress import show_bars
 from .recipe import amp_dtype, build_mixup, build_optimizer, build_scheduler, build_train_loss, scaled_lrs
 from .runtime import check_input_fits, on_main, run_context, seed_all
@@ -44,7 +45,9 @@ def train(cfg: dict, resume: Optional[str] = None, start_over: bool = False) -> 
     """
     check_output_folder(cfg["output"])
     check_input_fits(cfg["data"]["batch_size"], cfg["data"]["img_size"])
-    with run_context(cfg, bool(cfg["train"]["deterministic"]), cfg["output"]) as device:
+    # rank 0 speaks for the run; taken before anything in the folder is read or written
+    lock = output_lock(cfg["output"]) if du.env_rank() == 0 else contextlib.nullcontext()
+    with lock, run_context(cfg, bool(cfg["train"]["deterministic"]), cfg["output"]) as device:
         held = {}
 
         def claim() -> dict:  # the checkpoint stays on rank 0; the others read it from its path
