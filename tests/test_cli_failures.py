@@ -2,14 +2,12 @@
 the message, and that no file on disk was lost or overwritten (hashes before and after)."""
 import os
 import shutil
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
 
-from test_train_support import ROOT, cli_env, make_image_folder, run_cli, snapshot, tiny_config
+from test_train_support import cli_env, make_image_folder, run_cli, snapshot, tiny_config
 from vheat.checkpoint_io import write_checkpoint
 from vheat.train.atomic import read_jsonl
 from vheat.train.checkpoint import list_checkpoints, read_checkpoint
@@ -144,20 +142,47 @@ def test_resume_from_weights_only_file_with_trust_names_the_real_problem(run, ou
     assert snapshot(out) == before
 
 
-def test_corrupt_image_fails_before_training(tmp_path):
+def _corrupt(path):
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + bytes(range(40)))
+    return "UnidentifiedImageError: cannot identify image file"
+
+
+def _dangling(path):
+    os.unlink(path)
+    os.symlink("moved-away.png", path)
+    return "dangling link to moved-away.png"
+
+
+@pytest.mark.parametrize("spoil", [_corrupt, _dangling], ids=["corrupt", "dangling link"])
+def test_unreadable_image_fails_before_training(tmp_path, spoil):
     folder = make_image_folder(str(tmp_path / "ds"))
     bad = os.path.join(folder, "val", "cat", "2.png")
-    with open(bad, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + bytes(range(40)))
+    reason = spoil(bad)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(folder, str(tmp_path / "run"))))
     before = snapshot(folder)
-    proc = subprocess.run([sys.executable, "-m", "vheat", "train", "-c", str(config)], cwd=ROOT, text=True,
-                          capture_output=True, timeout=300, env=dict(cli_env(), VHEAT_CACHE_DIR=str(tmp_path / "c")))
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert f"1 of 12 images in {folder}/val cannot be read: {bad}" in proc.stderr
-    assert "data.verify_images=skip" in proc.stderr and "Traceback" not in proc.stderr
+    code, out, err = run_cli("train", "-c", config, env=cli_env(VHEAT_CACHE_DIR=str(tmp_path / "c")))
+    assert code == 2, out + err
+    assert f"1 of 12 images in {folder}/val cannot be read: {bad} (" in err and reason in err
+    assert "data.verify_images=skip" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert os.listdir(tmp_path / "run") == ["log.txt"]  # no config, checkpoint or metrics written
+    assert snapshot(folder) == before
+
+
+def test_directory_links_back_into_the_dataset_are_not_followed(tmp_path):
+    folder = make_image_folder(str(tmp_path / "ds"))
+    os.symlink("..", os.path.join(folder, "train", "bee", "loop"))  # would relabel ant and cat as bee
+    for name in ("up1", "up2"):  # two in one folder: an exponential walk
+        os.symlink("..", os.path.join(folder, "val", "cat", name))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(folder, str(tmp_path / "run"), "train.stop_after_steps=1")))
+    before = snapshot(folder)
+    code, out, err = run_cli("train", "-c", config, env=cli_env(VHEAT_CACHE_DIR=str(tmp_path / "c")), timeout=120)
+    assert code == 0, out + err
+    assert "3 classes; 24 train / 12 val images" in out  # as without the links
+    assert f"{folder}/train: not following 1 directory link(s) that lead back into the dataset" in out
+    assert f"{folder}/val: not following 2 directory link(s)" in out and f"{folder}/val/cat/up1 -> {folder}/val" in out
     assert snapshot(folder) == before
 
 

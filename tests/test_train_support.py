@@ -64,23 +64,29 @@ def start_cli(*args, module="vheat", code=None, env=None, **popen) -> subprocess
 
 def finish_cli(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
     """Exit code and the output as written: carriage returns kept (text mode would turn them into newlines)."""
-    out, err = proc.communicate(timeout=timeout)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
-def run_cli(*args, module="vheat", **kwargs) -> tuple[int, str, str]:
+def run_cli(*args, module="vheat", timeout: float = 300, **kwargs) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of ``python -m vheat ARGS``."""
-    return finish_cli(start_cli(*args, module=module, **kwargs))
+    return finish_cli(start_cli(*args, module=module, **kwargs), timeout)
 
 
 def snapshot(folder) -> dict:
-    """sha256 of every file under ``folder`` except the append-only log.txt."""
+    """sha256 of every file under ``folder`` except the append-only log.txt; a link's target as written."""
     found = {}
     for dirpath, _, names in os.walk(folder):
         for name in names:
             if name != "log.txt":
                 path = os.path.join(dirpath, name)
-                found[os.path.relpath(path, folder)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+                found[os.path.relpath(path, folder)] = "-> " + os.readlink(path) if os.path.islink(path) else \
+                    hashlib.sha256(open(path, "rb").read()).hexdigest()
     return found
 
 
