@@ -1,5 +1,6 @@
 """Failure cases as a user meets them: the CLI runs in a subprocess; each test checks the exit code,
 the message, and that no file on disk was lost or overwritten (hashes before and after)."""
+import json
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -246,3 +247,44 @@ def test_bad_argument_is_one_clear_line(bad_argument_results, case):
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and cases[case][2] in lines[0], err
     assert after == before  # no file created (no run folder, no converted output) or changed
+
+
+def _val_only(root, source, classes):
+    """root/val/<class> copied from ``source`` for the given classes."""
+    for c in classes:
+        shutil.copytree(os.path.join(source, "val", c), os.path.join(root, "val", c))
+    return root
+
+
+def test_eval_on_a_subset_of_classes_scores_them_by_name(run, tmp_path):
+    """Eval of bee + cat alone and of ant alone must add up to the eval of all three (count, hits,
+    loss): with labels taken from folder order, bee and cat would be scored as ant and bee."""
+    source = make_image_folder(str(tmp_path / "ds"))
+    ckpt = list_checkpoints(run["out"])[-1]
+    roots = {"all": source, "bee+cat": _val_only(tmp_path / "bc", source, ["bee", "cat"]),
+             "ant": _val_only(tmp_path / "a", source, ["ant"])}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        # model.num_classes=3: without it a 2-class subset is refused (head shape), so a user sets it
+        futures = {name: pool.submit(run_cli, "eval", "-c", run["config"], "--checkpoint", ckpt, "--data", root,
+                                     "--json", tmp_path / f"{name}.json", "--set", "model.num_classes=3")
+                   for name, root in roots.items()}
+        for name, f in futures.items():
+            code, out, err = f.result()
+            assert code == 0, (name, out + err)
+    got = {name: json.loads((tmp_path / f"{name}.json").read_text())["model"] for name in roots}
+    parts = [got["bee+cat"], got["ant"]]
+    assert sum(r["count"] for r in parts) == got["all"]["count"] == 12
+    assert sum(r["acc1"] * r["count"] for r in parts) == pytest.approx(got["all"]["acc1"] * 12)
+    assert sum(r["loss"] * r["count"] for r in parts) == pytest.approx(got["all"]["loss"] * 12, rel=1e-5)
+
+
+def test_eval_on_a_class_the_checkpoint_does_not_know_is_refused(run, tmp_path):
+    source = make_image_folder(str(tmp_path / "ds"), classes=("bee", "dog"))
+    ckpt = list_checkpoints(run["out"])[-1]
+    before = snapshot(tmp_path)
+    code, out, err = run_cli("eval", "-c", run["config"], "--checkpoint", ckpt, "--data", source,
+                             "--json", tmp_path / "r.json")
+    assert code == 2, out + err
+    assert err.strip() == (f"vheat: error: {source}/val holds class folder(s) dog that {ckpt} was not trained on "
+                           f"(its 3 classes: ant, bee, cat); evaluate on the classes it knows")
+    assert snapshot(tmp_path) == before  # no results written
