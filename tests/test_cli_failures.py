@@ -2,6 +2,7 @@
 the message, and that no file on disk was lost or overwritten (hashes before and after)."""
 import json
 import os
+import resource
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -288,3 +289,25 @@ def test_eval_on_a_class_the_checkpoint_does_not_know_is_refused(run, tmp_path):
     assert err.strip() == (f"vheat: error: {source}/val holds class folder(s) dog that {ckpt} was not trained on "
                            f"(its 3 classes: ant, bee, cat); evaluate on the classes it knows")
     assert snapshot(tmp_path) == before  # no results written
+
+
+def test_disk_full_is_one_line_and_loses_nothing(run, out):
+    """As under ``prlimit --fsize``: the next checkpoint cannot be written."""
+    ckpt = list_checkpoints(out)[-1]
+    limit = os.path.getsize(ckpt) // 2  # room for the config, metrics and log lines, not a checkpoint
+    assert limit > 20000
+    before = snapshot(out)
+    code, stdout, err = run_cli("train", "-c", run["config"], "-o", out, "--epochs", "3",
+                                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert code == 2, stdout + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"cannot write {out}/" in lines[0] and "exceeds the file size limit" in lines[0], err
+    assert "No file written before was changed or lost" in lines[0]
+    after = snapshot(out)
+    assert not [name for name in after if name.endswith(".tmp")]  # no partial file left
+    changed = {name for name in before if after.get(name) != before[name]}
+    assert changed <= {"metrics.jsonl", "config.yaml"}, changed  # the epoch's line; the config it resumed with
+    assert read_jsonl(os.path.join(out, "metrics.jsonl"))[:2] == read_jsonl(os.path.join(run["out"], "metrics.jsonl"))
+    code, stdout, err = run_cli("train", "-c", run["config"], "-o", out, "--epochs", "3")  # room again: resumes
+    assert code == 0 and "resumed from" in stdout, stdout + err
+    assert [r["epoch"] for r in read_jsonl(os.path.join(out, "metrics.jsonl"))] == [0, 1, 2]

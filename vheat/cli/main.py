@@ -171,13 +171,14 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     from vheat.data.folders import DatasetError
     from vheat.checkpoint_io import CheckpointError
+    from vheat.train.atomic import OutputWriteError
     from vheat.train.config import ConfigError
 
     from vheat_kernels import BackendUnavailableError
 
     try:
         sys.exit(run(argv))
-    except (ConfigError, DatasetError, CheckpointError, BackendUnavailableError) as exc:
+    except (ConfigError, DatasetError, CheckpointError, BackendUnavailableError, OutputWriteError) as exc:
         if os.environ.get("VHEAT_DEBUG"):
             raise
         print(f"vheat: error: {exc}", file=sys.stderr)
