@@ -7,6 +7,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 import yaml
 
 from test_train_support import cli_env, make_image_folder, run_cli, snapshot, tiny_config
@@ -188,6 +189,16 @@ def test_directory_links_back_into_the_dataset_are_not_followed(tmp_path):
     assert snapshot(folder) == before
 
 
+class _RunsCommand:
+    """Unpickles as os.system(command): what a malicious checkpoint carries."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
 # One process per case: each fails in its argument checks before any work.
 def _bad_arguments(run, tmp):
     existing = tmp / "existing.txt"
@@ -198,6 +209,8 @@ def _bad_arguments(run, tmp):
     data = open(list_checkpoints(run["out"])[-1], "rb").read()
     trunc.write_bytes(data[: len(data) // 2])
     good = list_checkpoints(run["out"])[-1]
+    evil = tmp / "evil.pth"
+    torch.save({"model": _RunsCommand(f"touch {tmp / 'pwned'}")}, evil)  # snapshot() would see the file
     convert = ("vheat.downstream.convert",)
     return {
         "output is a file": ((), ("train", "-c", run["config"], "-o", existing),
@@ -218,6 +231,20 @@ def _bad_arguments(run, tmp):
                             "patch size must be >= 1 (vHeat uses 4), got 0"),
         "convert huge": (convert, ("--input", good, "--output", tmp / "c4.pth", "--size", "100000"),
                          "target size 100000 needs"),
+        "convert 50": (convert, ("--input", good, "--output", tmp / "c5.pth", "--size", "50"),
+                       "image size 50 is not a multiple of 8 (patch 4 x 2**1 for 2 stages)"),
+        "convert 50 suggests": (convert, ("--input", good, "--output", tmp / "c6.pth", "--size", "50"),
+                                "; use 48 or 56\n"),
+        "convert 4 suggests": (convert, ("--input", good, "--output", tmp / "c7.pth", "--size", "4"),
+                               "would not be integers, so no model of that img_size has them; use 8\n"),
+        "output unwritable": ((), ("train", "-c", run["config"], "-o", "/sys/vheat-run"), "output /sys/vheat-run"),
+        "json unwritable": ((), ("eval", "-c", run["config"], "--checkpoint", good, "--json", "/sys/vheat.json"),
+                            "cannot write /sys/vheat.json: "),
+        "checkpoint as config": ((), ("train", "-c", good, "-o", tmp / "o4"),
+                                 f"config file {good} is not a YAML config: it holds binary data"),
+        "malicious pickle": ((), ("eval", "-c", run["config"], "--checkpoint", evil),
+                             f"checkpoint {evil} is refused as unsafe: loading it would call posix.system (module "
+                             f"posix can run arbitrary code"),
         "throughput huge": ((), ("throughput", "-c", run["config"], "--img-size", "100000", "--batch-size", "8"),
                             "data.img_size=100000 at batch 8: one input batch alone is 894.1 GiB"),
         "flops huge": ((), ("flops", "-c", run["config"], "--img-size", "200000"),
@@ -240,13 +267,16 @@ def bad_argument_results(run, tmp_path_factory):
 
 @pytest.mark.parametrize("case", ["output is a file", "nan lr", "zero lr", "ema decay 5", "text as checkpoint",
                                   "convert truncated", "convert text", "convert patch 0", "convert huge",
+                                  "convert 50", "convert 50 suggests", "convert 4 suggests", "output unwritable",
+                                  "json unwritable", "checkpoint as config", "malicious pickle",
                                   "throughput huge", "flops huge"])
 def test_bad_argument_is_one_clear_line(bad_argument_results, case):
     cases, results, before, after = bad_argument_results
     code, stdout, err = results[case]
     assert code == 2, stdout + err
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines(keepends=True) if line.strip()]
     assert len(lines) == 1 and cases[case][2] in lines[0], err
+    assert not stdout.strip() or "model vheat_tiny:" in stdout  # no results printed (train logs its setup)
     assert after == before  # no file created (no run folder, no converted output) or changed
 
 

@@ -104,6 +104,10 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     from vheat.train.config import ConfigError, load_config
 
     cfg = load_config(resolve_config_path(args.config) if args.config else None, _overrides(args))
+    if getattr(args, "json", None):
+        from vheat.train.atomic import check_writable
+
+        check_writable(args.json)
 
     if args.command == "train":
         from vheat.train.trainer import train

@@ -59,6 +59,21 @@ def write_failure(path: str, exc: BaseException) -> "OutputWriteError | None":
                             f"and run the same command again (a training run resumes)")
 
 
+def check_writable(path: str) -> None:
+    """Raises :class:`OutputWriteError` now if ``path`` could not be written later (a results file
+    asked for up front must not fail after the work is done)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "it is a folder", path)
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write {path}: {exc.strerror}; nothing was run") from None
+
+
 def atomic_write(path: str, write: Callable[[io.BufferedWriter], None]) -> None:
     """Calls ``write(f)`` on a temporary file next to ``path`` and renames it into place."""
     try:
