@@ -10,20 +10,13 @@ import torch
 import yaml
 from PIL import Image
 
-from test_train_support import make_image_folder, tiny_config
+from test_train_support import make_image_folder, run_main as _cli, tiny_config
 from vheat.cli.main import main
 from vheat.train.atomic import read_jsonl
 from vheat.train.checkpoint import list_checkpoints, read_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _cli(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,8 @@ def test_overrides_parse_yaml_and_numbers(tmp_path):
     cfg = load_config(str(path), ["train.min_lr=1e-6", "aug.scale=[0.5, 1.0]", "model.kwargs={dims: 8}"])
     assert cfg["train"]["base_lr"] == 5e-4 and cfg["train"]["min_lr"] == 1e-6
     assert cfg["aug"]["scale"] == [0.5, 1.0]
-    assert cfg["model"]["kwargs"] == {"dims": 8}  # free-form section replaced as a whole
+    assert cfg["model"]["kwargs"] == {"depths": [1, 1], "dims": 8}  # merged into the file's kwargs
+    assert load_config(str(path), ["model.kwargs=null"])["model"]["kwargs"] == {}  # null empties it
 
 
 @pytest.mark.parametrize("name, drop_path", [("vheat_tiny", 0.1), ("vheat_small", 0.3), ("vheat_base", 0.5)])

@@ -90,6 +90,13 @@ def read_checkpoint(path: Union[str, os.PathLike], allow_pickle: bool = False) -
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
+        # a callable of a module that can run code (os.system, subprocess, eval): never a damaged file
+        unsafe = re.search(r"unsupported GLOBAL (\S+) whose module (\S+) is blocked", str(exc))
+        if unsafe:
+            raise CheckpointFormatError(
+                f"checkpoint {path} is refused as unsafe: loading it would call {unsafe.group(1)} (module "
+                f"{unsafe.group(2)} can run arbitrary code, so weights-only loading blocks it); do not load it "
+                f"with trust_checkpoint unless you know what it runs") from None
         # weights-only loading names what it refused: a class ("Unsupported global: GLOBAL x.Y") or an opcode
         refused = re.search(r"Unsupported global: (?:GLOBAL )?(\S+)", str(exc)) or \
             re.search(r"WeightsUnpickler error: ([^\n.]+)", str(exc))

@@ -29,6 +29,9 @@ def _add_common(p: argparse.ArgumentParser, config_required: bool = True) -> Non
     p.add_argument("--backend", help="HCO backend: auto, reference, fft, cpu, triton, cuda (model.hco_backend)")
     p.add_argument("--device", help="auto, cpu or cuda (train.device)")
     p.add_argument("--batch-size", type=int, help="per-process batch size (data.batch_size)")
+    p.add_argument("--progress", choices=("auto", "on", "off"),
+                   help="progress bars: auto (only when stderr is a terminal; log lines otherwise), on or off "
+                        "(train.progress; this flag wins over the config file and --set)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +79,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     items += [f"{k}={v}" for k, v in zip(args.opts[::2], args.opts[1::2])]
     flags = {"data": "data.root", "backend": "model.hco_backend", "device": "train.device",
              "batch_size": "data.batch_size", "output": "output", "epochs": "train.epochs",
-             "pretrained": "model.pretrained", "img_size": "data.img_size"}
+             "pretrained": "model.pretrained", "img_size": "data.img_size", "progress": "train.progress"}
     for attr, key in flags.items():
         value = getattr(args, attr, None)
         if value is not None:
@@ -101,6 +104,10 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     from vheat.train.config import ConfigError, load_config
 
     cfg = load_config(resolve_config_path(args.config) if args.config else None, _overrides(args))
+    if getattr(args, "json", None):
+        from vheat.train.atomic import check_writable
+
+        check_writable(args.json)
 
     if args.command == "train":
         from vheat.train.trainer import train
@@ -134,10 +141,11 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         return 0
 
     if args.command == "throughput":
+        from vheat.train.progress import show_bars
         from vheat.train.throughput import measure_throughput
 
         r = measure_throughput(cfg, cfg["data"]["batch_size"], args.warmup, args.iters, args.train,
-                               progress=cfg["train"]["progress"])
+                               progress=show_bars(cfg))
         print(f"{r['model']} {r['mode']} on {r['device']} ({r['threads']} threads), batch {r['batch_size']}, "
               f"{r['img_size']}px, {r['amp']}: {r['images_per_s']:.1f} images/s; peak memory "
               f"{r['peak_memory_bytes'] / 2**20:.1f} MiB ({r['peak_memory_kind']})")
@@ -167,13 +175,14 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     from vheat.data.folders import DatasetError
     from vheat.checkpoint_io import CheckpointError
+    from vheat.train.atomic import OutputWriteError
     from vheat.train.config import ConfigError
 
     from vheat_kernels import BackendUnavailableError
 
     try:
         sys.exit(run(argv))
-    except (ConfigError, DatasetError, CheckpointError, BackendUnavailableError) as exc:
+    except (ConfigError, DatasetError, CheckpointError, BackendUnavailableError, OutputWriteError) as exc:
         if os.environ.get("VHEAT_DEBUG"):
             raise
         print(f"vheat: error: {exc}", file=sys.stderr)

@@ -1,11 +1,16 @@
 """ImageFolder datasets (root/train, root/val) with clear errors for unusable trees."""
 from __future__ import annotations
 
+import logging
 import os
 
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from .walk import SplitWalker
+
+log = logging.getLogger("vheat.data")
 
 
 class DatasetError(ValueError):
@@ -14,13 +19,6 @@ class DatasetError(ValueError):
 
 def _class_dirs(split_dir: str) -> list[str]:
     return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
-
-
-def _has_image(folder: str) -> bool:
-    for _, _, files in os.walk(folder, followlinks=True):
-        if any(f.lower().endswith(IMG_EXTENSIONS) for f in files):
-            return True
-    return False
 
 
 def check_split(root: str, split: str) -> list[str]:
@@ -36,7 +34,8 @@ def check_split(root: str, split: str) -> list[str]:
     if not classes:
         raise DatasetError(f"dataset split folder {split_dir!r} is empty: it needs one sub-folder per "
                            f"class holding images ({', '.join(IMG_EXTENSIONS[:4])}, ...)")
-    empty = [c for c in classes if not _has_image(os.path.join(split_dir, c))]
+    walker = SplitWalker(split_dir, classes)
+    empty = [c for c in classes if not walker.images(c)]
     if empty:
         shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
         raise DatasetError(f"class folder(s) without images in {split_dir!r}: {shown} "
@@ -68,5 +67,16 @@ def load_rgb(path: str) -> Image.Image:
         raise DatasetError(f"cannot read image {path!r} (corrupt or not an image): {exc}") from None
 
 
+class LinkSafeImageFolder(ImageFolder):
+    """torchvision's ImageFolder listed by :class:`SplitWalker` (directory links cannot loop or relabel)."""
+
+    def make_dataset(self, directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        walker = SplitWalker(os.fspath(directory), sorted(class_to_idx))
+        samples = [(path, class_to_idx[c]) for c in sorted(class_to_idx) for path in walker.images(c)]
+        if walker.report():
+            log.warning(walker.report())
+        return samples
+
+
 def image_folder(root: str, split: str) -> ImageFolder:
-    return ImageFolder(os.path.join(root, split), loader=load_rgb)
+    return LinkSafeImageFolder(os.path.join(root, split), loader=load_rgb)

@@ -10,6 +10,8 @@ import torch
 from timm.data import create_transform
 from torch.utils.data import DataLoader, Dataset
 
+from vheat.train.progress import bars_wanted
+
 from .digits import export_digits
 from .folders import DatasetError, check_split, check_train_val, image_folder
 from .samplers import ResumableDistributedSampler, ShardedEvalSampler
@@ -95,7 +97,7 @@ def _loader_kwargs(cfg: dict) -> dict:
 def checked_image_folder(cfg: dict, root: str, split: str, rank: int):
     """The split's ImageFolder after the up-front image check (data.verify_images)."""
     ds = image_folder(root, split)
-    verify_dataset(ds, cfg["data"]["verify_images"], progress=bool(cfg["train"]["progress"]) and rank == 0)
+    verify_dataset(ds, cfg["data"]["verify_images"], progress=bars_wanted(cfg["train"]["progress"]) and rank == 0)
     return ds
 
 

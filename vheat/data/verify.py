@@ -58,8 +58,13 @@ def find_bad_images(split_dir: str, files: Sequence[str], progress: bool = False
     cached = _load_cache(store, split_dir)
     results, bad, checked = {}, {}, 0
     for path in tqdm(files, desc=f"checking images in {split_dir}", leave=False, disable=not progress):
-        st = os.stat(path)
         rel = os.path.relpath(path, split_dir)
+        try:
+            st = os.stat(path)
+        except OSError as exc:  # a dangling link, a file removed since the folder was listed
+            reason = f"dangling link to {os.readlink(path)}" if os.path.islink(path) else exc.strerror
+            bad[path] = reason
+            continue
         stamp = [st.st_size, st.st_mtime_ns]
         entry = cached.get(rel)
         if entry is None or entry[:2] != stamp:

@@ -36,19 +36,24 @@ class ConversionError(ValueError):
     """The requested conversion is impossible or would not be exact."""
 
 
-def stage_grids(img_size: int, num_stages: int, patch_size: int = 4) -> List[int]:
-    """Each stage's freq_embed side for ``img_size``: img_size / patch / 2**i, required to be exact."""
+def check_sizes(img_size: int, patch_size: int) -> None:
     if img_size < 1:
         raise ConversionError(f"image size must be positive, got {img_size}")
     if patch_size < 1:
         raise ConversionError(f"patch size must be >= 1 (vHeat uses 4), got {patch_size}")
+
+
+def stage_grids(img_size: int, num_stages: int, patch_size: int = 4) -> List[int]:
+    """Each stage's freq_embed side for ``img_size``: img_size / patch / 2**i, required to be exact."""
+    check_sizes(img_size, patch_size)
     step = patch_size * 2 ** (num_stages - 1)
     if img_size % step:
-        lower, upper = img_size - img_size % step, img_size - img_size % step + step
+        lower = img_size - img_size % step
+        nearest = " or ".join(str(s) for s in (lower, lower + step) if s >= step)  # only sizes this check accepts
         raise ConversionError(
             f"image size {img_size} is not a multiple of {step} (patch {patch_size} x 2**{num_stages - 1} for "
             f"{num_stages} stages): stage grids img_size/{patch_size}/2**i would not be integers, so no model "
-            f"of that img_size has them; use {max(lower, step)} or {upper}"
+            f"of that img_size has them; use {nearest}"
         )
     return [img_size // patch_size // 2**i for i in range(num_stages)]
 
@@ -185,7 +190,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ConversionError(f"{args.output} exists; pass --force to overwrite it")
         if os.path.isdir(args.output):
             raise ConversionError(f"--output {args.output} is a folder; give a file path")
-        stage_grids(args.size, 1, args.patch_size)  # bad sizes fail before the input is read
+        # before the input is read; the multiple a size must be depends on the checkpoint's stage count
+        check_sizes(args.size, args.patch_size)
         ckpt = read_checkpoint(args.input, allow_pickle=args.trust_checkpoint)
         out, reports = convert_checkpoint(ckpt, args.size, args.mode, args.keys, args.source_size, args.patch_size)
         if isinstance(out, Mapping) and all(isinstance(v, torch.Tensor) for v in out.values()):

@@ -5,6 +5,7 @@ torn write; the folder is fsynced so the rename itself survives a power cut.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -33,8 +34,58 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+class OutputWriteError(ValueError):
+    """A file could not be written (disk full, file size limit, no permission); the old file is kept."""
+
+
+_FULL = {errno.ENOSPC: "the disk is full", errno.EFBIG: "it exceeds the file size limit (ulimit -f)",
+         errno.EDQUOT: "the disk quota is exceeded"}
+
+
+def _os_error(exc: BaseException) -> "OSError | None":
+    # torch.save reports a failed write as RuntimeError("... unexpected pos ...") with the OSError as context
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
+def write_failure(path: str, exc: BaseException) -> "OutputWriteError | None":
+    """The one-line error for a failed write of ``path``, or None when ``exc`` is no I/O failure."""
+    cause = _os_error(exc)
+    if cause is None:
+        return None
+    why = _FULL.get(cause.errno, cause.strerror or str(cause))
+    return OutputWriteError(f"cannot write {path}: {why}. No file written before was changed or lost; make room "
+                            f"and run the same command again (a training run resumes)")
+
+
+def check_writable(path: str) -> None:
+    """Raises :class:`OutputWriteError` now if ``path`` could not be written later (a results file
+    asked for up front must not fail after the work is done)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "it is a folder", path)
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write {path}: {exc.strerror}; nothing was run") from None
+
+
 def atomic_write(path: str, write: Callable[[io.BufferedWriter], None]) -> None:
     """Calls ``write(f)`` on a temporary file next to ``path`` and renames it into place."""
+    try:
+        _write_and_replace(path, write)
+    except Exception as exc:
+        failure = write_failure(path, exc)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def _write_and_replace(path: str, write: Callable[[io.BufferedWriter], None]) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
@@ -75,16 +126,19 @@ def append_jsonl(path: str, record: dict) -> None:
     record then starts on a fresh line instead of being glued to the torn one.
     """
     line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            line = b"\n" + line
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:  # a torn line is skipped by read_jsonl
+        raise write_failure(path, exc) from None
 
 
 def read_jsonl(path: str) -> list[dict]:

@@ -2,16 +2,24 @@
 
 A config is a plain nested dict. Every key must exist in ``DEFAULTS`` (a typo is an error,
 never a silently ignored setting); ``model.kwargs`` is the one free-form section, passed
-as keyword arguments to the model constructor.
+as keyword arguments to the model constructor. What each value accepts is in
+:mod:`vheat.train.config_rules`.
+
+Precedence, lowest first: ``DEFAULTS``, the YAML file, ``--set`` / ``--opts`` overrides, then the
+dedicated flags (``--epochs``, ``--progress``, ...). Every layer merges into nested mappings, so
+``--set model.kwargs.dims=32`` changes only ``dims``; ``model.kwargs=null`` empties the section.
 """
 from __future__ import annotations
 
 import copy
-import math
 import os
 from typing import Any, Iterable, Mapping
 
 import yaml
+
+from .config_rules import ConfigError, check_values
+
+__all__ = ["ConfigError", "DEFAULTS", "load_config", "merge_dict", "parse_override", "dump_config"]
 
 FREE_FORM = {("model", "kwargs")}
 
@@ -91,15 +99,11 @@ DEFAULTS: dict[str, Any] = {
         "stop_after_steps": 0,         # test hook: checkpoint and exit after N optimizer steps
         "log_every": 20,               # optimizer steps between progress lines
         "auto_resume": True,
-        "progress": True,              # tqdm bars (rank 0, interactive or not)
+        "progress": "auto",            # bars: auto (only when stderr is a terminal) | on | off; else log lines
         "plot": True,                  # metrics.png at the end of training
     },
     "output": "runs/default",
 }
-
-
-class ConfigError(ValueError):
-    """A config file or override names an unknown key or holds an unusable value."""
 
 
 def _merge(base: dict, update: Mapping, where: str, path: tuple = ()) -> None:
@@ -111,11 +115,13 @@ def _merge(base: dict, update: Mapping, where: str, path: tuple = ()) -> None:
             section = ".".join(path) or "top level"
             raise ConfigError(f"unknown config key {dotted!r} in {where}; known keys at {section}: {known}")
         if full in FREE_FORM:
+            # merged like every other section (model.kwargs.dims=32 changes only dims); null empties it
             if value is None:
-                value = {}
-            if not isinstance(value, Mapping):
+                base[key] = {}
+            elif not isinstance(value, Mapping):
                 raise ConfigError(f"{dotted} in {where} must be a mapping, got {type(value).__name__}")
-            base[key] = dict(value)
+            else:
+                base[key] = {**base[key], **value}
         elif isinstance(base[key], dict):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{dotted} in {where} is a section; give a mapping, got {value!r}")
@@ -159,11 +165,16 @@ def load_config(path: str | None = None, overrides: Iterable[str] = ()) -> dict:
     if path:
         if not os.path.isfile(path):
             raise ConfigError(f"config file not found: {path}")
-        with open(path) as f:
-            try:
+        try:
+            with open(path, encoding="utf-8") as f:
                 data = yaml.safe_load(f) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not a YAML config: it holds binary data (a checkpoint "
+                              f"goes to --checkpoint, --resume or model.pretrained)") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         if not isinstance(data, Mapping):
             raise ConfigError(f"config file {path} must hold a mapping at top level")
         _merge(cfg, _fix_numbers(data), f"config file {path}")
@@ -193,60 +204,9 @@ def _fix_numbers(node: Any) -> Any:
     return node
 
 
-_CHOICES = {
-    ("data", "dataset"): ("imagefolder", "digits"),
-    ("data", "verify_images"): ("fail", "skip", "off"),
-    ("train", "amp"): ("auto", "bf16", "fp16", "none"),
-    ("train", "device"): ("auto", "cpu", "cuda"),
-    ("model", "hco_backend"): ("auto", "reference", "fft", "cpu", "triton", "cuda"),
-    ("model", "pretrained_key"): ("auto", "model", "model_ema"),
-    ("aug", "mixup_mode"): ("batch", "pair", "elem"),
-}
-_POSITIVE_INTS = [("data", "img_size"), ("data", "batch_size"), ("train", "epochs"),
-                  ("train", "accumulation_steps"), ("train", "eval_every"), ("train", "log_every")]
-_NONNEG_INTS = [("data", "num_workers"), ("train", "save_every_steps"), ("train", "stop_after_steps"),
-                ("train", "keep_checkpoints"), ("train", "seed"), ("train", "threads")]
-
-
-# (key, lower bound, bound allowed, upper bound (excluded) or None)
-_RANGES = [("base_lr", 0.0, False, None), ("warmup_lr", 0.0, True, None), ("min_lr", 0.0, True, None),
-           ("weight_decay", 0.0, True, None), ("opt_eps", 0.0, False, None),
-           ("ema_decay", 0.0, True, 1.0)]  # ema_decay >= 1 never moves the EMA off its start
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def validate(cfg: dict) -> None:
-    for (sec, key), choices in _CHOICES.items():
-        if cfg[sec][key] not in choices:
-            raise ConfigError(f"{sec}.{key} = {cfg[sec][key]!r} is not accepted; choose one of {', '.join(choices)}")
-    for sec, key in _POSITIVE_INTS:
-        v = cfg[sec][key]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or int(v) != v or v < 1:
-            raise ConfigError(f"{sec}.{key} must be a positive integer, got {v!r}")
-        cfg[sec][key] = int(v)
-    for sec, key in _NONNEG_INTS:
-        v = cfg[sec][key]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or int(v) != v or v < 0:
-            raise ConfigError(f"{sec}.{key} must be a non-negative integer, got {v!r}")
-        cfg[sec][key] = int(v)
-    t = cfg["train"]
-    if not 0 <= t["warmup_epochs"] < t["epochs"] + (1 if t["warmup_epochs"] == 0 else 0):
-        raise ConfigError(f"train.warmup_epochs ({t['warmup_epochs']}) must be >= 0 and < train.epochs ({t['epochs']})")
-    for key, low, low_ok, high in _RANGES:
-        v = t[key]
-        if not _is_number(v) or not math.isfinite(v) or v < low or (v == low and not low_ok) \
-                or (high is not None and v >= high):
-            bound = f"{'>=' if low_ok else '>'} {low:g}" + (f" and < {high:g}" if high is not None else "")
-            raise ConfigError(f"train.{key} must be a finite number {bound}, got {v!r}")
-    if t["clip_grad"] is not None and (not _is_number(t["clip_grad"]) or not 0 <= t["clip_grad"] < math.inf):
-        raise ConfigError(f"train.clip_grad must be a finite number >= 0 (0 or null: off), got {t['clip_grad']!r}")
-    if not isinstance(cfg["model"]["name"], str) or not cfg["model"]["name"]:
-        raise ConfigError("model.name must be a model name registered in timm (e.g. vheat_tiny)")
-    if not isinstance(cfg["output"], str) or not cfg["output"]:
-        raise ConfigError("output must be a directory path")
+    """Every value against its rule in :mod:`config_rules` (normalized in place)."""
+    check_values(cfg)
 
 
 def dump_config(cfg: dict) -> str:

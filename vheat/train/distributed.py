@@ -12,6 +12,11 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def env_rank() -> int:
+    """This process's global rank as torchrun sets it (0 outside torchrun), before any process group."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_distributed(device_type: str) -> bool:
     """Joins the process group torchrun describes in the environment. Returns True if distributed."""
     if env_world_size() <= 1:

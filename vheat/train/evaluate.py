@@ -14,6 +14,7 @@ from vheat.data import build_val_loader, resolve_root
 
 from . import distributed as dist_utils
 from .model_factory import build_model
+from .progress import show_bars
 from .recipe import amp_dtype
 from .runtime import on_main, run_context
 
@@ -51,6 +52,18 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: Optional[torch
             "count": int(count)}
 
 
+def labels_by_name(classes: list[str], trained_on: list[str], checkpoint: str, folder: str):
+    """Maps the dataset's labels (indices into its sorted class folders) to the checkpoint's labels by
+    class name: a val folder holding classes 5, 6, 7 only would otherwise be scored as 0, 1, 2."""
+    unknown = [c for c in classes if c not in trained_on]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise CheckpointError(f"{folder} holds class folder(s) {shown} that {checkpoint} was not trained on (its "
+                              f"{len(trained_on)} classes: {', '.join(trained_on[:5])}"
+                              f"{', ...' if len(trained_on) > 5 else ''}); evaluate on the classes it knows")
+    return {i: trained_on.index(c) for i, c in enumerate(classes)}.__getitem__
+
+
 def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
     """Evaluates a checkpoint (ours or official) on data.root/val: model and, if present, EMA.
 
@@ -62,8 +75,11 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
     with run_context(cfg) as device:
         ckpt = read_checkpoint(checkpoint, cfg["model"]["trust_checkpoint"])
         root = on_main(lambda: resolve_root(cfg))
-        classes, _, loader = build_val_loader(cfg, root, dist_utils.rank(), dist_utils.world_size())
-        num_classes = cfg["model"]["num_classes"] or len(classes)
+        classes, val, loader = build_val_loader(cfg, root, dist_utils.rank(), dist_utils.world_size())
+        trained_on = ckpt.get("classes") if isinstance(ckpt, dict) else None  # ours store them; official ones do not
+        if trained_on:
+            val.target_transform = labels_by_name(classes, list(trained_on), checkpoint, f"{root}/val")
+        num_classes = cfg["model"]["num_classes"] or len(trained_on or classes)
         amp = amp_dtype(cfg, device)
         results = {"classes": len(classes)}
         entries = ["model"] if isinstance(ckpt, dict) and "model" in ckpt else ["auto"]  # bare state_dict
@@ -77,5 +93,5 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
                 model.to(memory_format=torch.channels_last)
             name = "ema" if entry == "model_ema" else "model"
             results[name] = evaluate(model, loader, device, amp, cfg["train"]["channels_last"],
-                                     cfg["train"]["progress"], desc=f"eval {name}")
+                                     show_bars(cfg), desc=f"eval {name}")
         return results

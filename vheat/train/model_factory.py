@@ -37,5 +37,5 @@ def build_model(cfg: dict, num_classes: int) -> nn.Module:
             kwargs.setdefault("hco_backend", m["hco_backend"])
     try:
         return timm.create_model(name, pretrained=False, **kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # an unknown or unusable constructor argument in model.kwargs
         raise ConfigError(f"cannot build model {name!r} with kwargs {sorted(kwargs)}: {exc}") from None

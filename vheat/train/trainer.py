@@ -28,6 +28,8 @@ from .config import ConfigError, dump_config
 from .evaluate import evaluate
 from .metrics import log_epoch, plot_metrics
 from .model_factory import build_model
+from .output_lock import output_lock
+from .progress import show_bars
 from .recipe import amp_dtype, build_mixup, build_optimizer, build_scheduler, build_train_loss, scaled_lrs
 from .runtime import check_input_fits, on_main, run_context, seed_all
 
@@ -43,7 +45,9 @@ def train(cfg: dict, resume: Optional[str] = None, start_over: bool = False) -> 
     """
     check_output_folder(cfg["output"])
     check_input_fits(cfg["data"]["batch_size"], cfg["data"]["img_size"])
-    with run_context(cfg, bool(cfg["train"]["deterministic"]), cfg["output"]) as device:
+    # rank 0 speaks for the run; taken before anything in the folder is read or written
+    lock = output_lock(cfg["output"]) if du.env_rank() == 0 else contextlib.nullcontext()
+    with lock, run_context(cfg, bool(cfg["train"]["deterministic"]), cfg["output"]) as device:
         held = {}
 
         def claim() -> dict:  # the checkpoint stays on rank 0; the others read it from its path
@@ -256,8 +260,9 @@ class _Trainer:
         self.ddp.train()
         it = iter(self.data.train_loader)
         autocast = (lambda: torch.autocast(self.device.type, dtype=self.amp)) if self.amp else contextlib.nullcontext
+        bars = show_bars(self.cfg)
         bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, dynamic_ncols=True, leave=False,
-                   desc=f"epoch {self.epoch + 1}/{t['epochs']}", disable=not (t["progress"] and du.is_main()))
+                   desc=f"epoch {self.epoch + 1}/{t['epochs']}", disable=not bars)
         params = [p for p in self.model.parameters() if p.requires_grad]
         try:
             while self.step_in_epoch < self.steps_per_epoch:
@@ -292,7 +297,12 @@ class _Trainer:
                 self.scheduler.step_update(self.global_step)
                 bar.update(1)
                 if self.global_step % t["log_every"] == 0:
-                    bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.3g}")
+                    loss_text, lr_text = f"{loss.item():.4f}", f"{self.optimizer.param_groups[0]['lr']:.3g}"
+                    if bars:
+                        bar.set_postfix(loss=loss_text, lr=lr_text)
+                    else:
+                        log.info(f"epoch {self.epoch + 1}/{t['epochs']} step {self.step_in_epoch}/"
+                                 f"{self.steps_per_epoch}: loss {loss_text}, lr {lr_text}")
                 if t["stop_after_steps"] and self.global_step == t["stop_after_steps"]:
                     return True
                 if t["save_every_steps"] and self.global_step % t["save_every_steps"] == 0 \
@@ -310,7 +320,7 @@ class _Trainer:
                   "lr": self.optimizer.param_groups[0]["lr"], "time": time.time()}
         out = {}
         if (self.epoch + 1) % t["eval_every"] == 0 or self.epoch + 1 == t["epochs"]:
-            progress = t["progress"]
+            progress = show_bars(cfg)
             val = evaluate(self.model, self.data.val_loader, self.device, self.amp, t["channels_last"], progress)
             record.update(val_loss=val["loss"], val_acc1=val["acc1"], val_acc5=val["acc5"])
             out.update(val=val)
