@@ -62,10 +62,10 @@ def _tolerance(dtype_name: str) -> float:
 class Context:
     """Device, sizes and the results file of one step."""
 
-    def __init__(self, out: Path, dry_run: bool):
+    def __init__(self, out: Path, dry_run: bool, deadline: float = float("inf")):
         import torch
 
-        self.out, self.dry_run = out, dry_run
+        self.out, self.dry_run, self.deadline = out, dry_run, deadline
         self.device = "cpu" if dry_run else "cuda"
         if dry_run:
             os.environ["TRITON_INTERPRET"] = "1"
@@ -84,6 +84,14 @@ class Context:
             os.fsync(f.fileno())
         print(json.dumps(row), flush=True)
         return row
+
+    def out_of_time(self, step: str) -> bool:
+        """True (and recorded once) when the step's share of the budget is spent: the
+        measuring steps stop there with what they have instead of being killed mid-case."""
+        if time.time() < self.deadline:
+            return False
+        self.record(step, incomplete="out of time: the remaining cases were not run")
+        return True
 
     def planes(self) -> list[tuple[str, tuple]]:
         """(label, (B, H, W, C)) of the correctness step."""
@@ -269,6 +277,8 @@ def step_timing(ctx: Context) -> bool:
         candidates["compiled matmul-DCT"] = torch.compile(hco_matmul_dct)
     for shape in ctx.timing_planes():
         for dname in ("bf16",) if ctx.dry_run else DTYPES:
+            if ctx.out_of_time("timing"):
+                return True
             x, E, dy = _inputs(shape, _dtype(dname), ctx.device)
             n, plane = x.numel() * x.element_size(), E.numel() * E.element_size()
             floors = dict(forward=(2 * n + plane) / (copy_gbs * 1e9) * 1e3,
@@ -309,6 +319,8 @@ def step_model(ctx: Context) -> bool:
     ours = _vheat_tiny(ctx, res)
     runs = [(b, lambda: ours, b) for b in ctx.model_backends] + [("official", lambda: OfficialVHeat.like(ours).to(ctx.device), None)]
     for label, make, backend in runs:
+        if ctx.out_of_time("model"):
+            return True
         model = make()
         if backend is not None:
             model.set_hco_backend(backend)
@@ -371,6 +383,8 @@ def step_tune(ctx: Context) -> bool:
                     key = launch.tuned_key(arch)
                     if len(launch.configs) < 2 or key in table:
                         continue
+                    if ctx.out_of_time("tune"):
+                        return True
                     copies = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in launch.args.items()}
                     trial = dataclasses.replace(launch, args=copies)
                     times = {c: ctx.time_ms(lambda c=c: hco.run([trial], config=c)) for c in launch.configs}
@@ -391,7 +405,9 @@ STEP_FUNCTIONS = dict(correctness=step_correctness, train=step_train, timing=ste
 
 def run_step(name: str, out: Path, timeout: float, dry_run: bool) -> dict:
     """One step in its own subprocess, its output teed to out/<name>.log."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--step", name, "--out", str(out)]
+    # The step stops measuring a few seconds before its cap; the cap kills it if it does not.
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--step", name, "--out", str(out),
+           "--deadline", str(time.time() + 0.9 * timeout)]
     if dry_run:
         cmd.append("--dry-run")
     start = time.monotonic()
@@ -429,9 +445,11 @@ def summary_markdown(report: dict) -> str:
     lines = [f"# GPU acceptance run: {report['device']}", "",
              f"torch {report['torch']}, triton {report.get('triton')}, op library {report.get('build_info')}", "",
              "| step | status | seconds | detail |", "|---|---|---:|---|"]
-    for p in report["steps"]:
-        lines.append(f"| {p['step']} | {p['status']} | {p['seconds']} | {p.get('why', '')} |")
     rows = report["results"]
+    incomplete = {r["step"] for r in rows if "incomplete" in r}
+    for p in report["steps"]:
+        why = p.get("why", "") or ("incomplete: out of time" if p["step"] in incomplete else "")
+        lines.append(f"| {p['step']} | {p['status']} | {p['seconds']} | {why} |")
     bad = [r for r in rows if r["step"] in ("correctness", "train") and r.get("ok") is False]
     lines += ["", f"Correctness and training cases: {sum('ok' in r for r in rows)} checked, {len(bad)} failed."]
     for r in bad[:20]:
@@ -460,6 +478,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true", default=os.environ.get("GPU_CHECK_DRY_RUN") == "1",
                         help="CPU tensors, tiny shapes, Triton interpreted (also GPU_CHECK_DRY_RUN=1)")
     parser.add_argument("--build", default="not run", help="what the shell script did to build the op library")
+    parser.add_argument("--deadline", type=float, default=float("inf"), help="--step: stop measuring at this time")
     args = parser.parse_args(argv)
 
     import torch
@@ -471,7 +490,7 @@ def main(argv=None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.step:
-        return 0 if STEP_FUNCTIONS[args.step](Context(out, args.dry_run)) else 1
+        return 0 if STEP_FUNCTIONS[args.step](Context(out, args.dry_run, args.deadline)) else 1
 
     from vheat.train.atomic import atomic_write_json, atomic_write_text
     from vheat_kernels import build_info

@@ -168,3 +168,19 @@ def test_prebuilt_op_library_is_refused_unless_it_matches(tmp_path):
         assert target.read_bytes() == b"not a library"
     finally:
         target.unlink(missing_ok=True)
+
+
+def test_a_step_out_of_time_stops_with_what_it_has(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # what the dry-run context sets; restored after
+    threads = torch.get_num_threads()
+    try:
+        ctx = gpu_check.Context(tmp_path, dry_run=True, deadline=0.0)
+        assert gpu_check.step_timing(ctx)
+    finally:
+        torch.set_num_threads(threads)
+    rows = gpu_check.read_results(tmp_path / "results.jsonl")
+    assert [r.get("case") for r in rows[:1]] == ["copy bandwidth"]
+    assert "incomplete" in rows[-1] and not any("candidate" in r for r in rows)
+    md = gpu_check.summary_markdown(dict(device="mock", torch="x", steps=[
+        dict(step="timing", status="PASS", seconds=1.0)], results=rows))
+    assert "| timing | PASS | 1.0 | incomplete: out of time |" in md
