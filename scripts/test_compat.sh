@@ -17,6 +17,11 @@ cd "$ROOT"
 TORCH_PIN=torch==2.11.0
 TORCHVISION_PIN=torchvision==0.26.0
 TRITON_PIN=triton==3.6.0
+# Triton 3.6's interpreter turns a 1-element array into a loop bound with int(), which
+# numpy 2.4 refuses ("only 0-dimensional arrays can be converted"; Triton 3.7+ squeezes
+# first): every interpreted kernel with a runtime loop bound failed. Only the interpreter
+# (tests) is affected, not GPU launches.
+NUMPY_PIN="numpy<2.4"
 # Outside the clone (like the mm extra's wheel cache): fresh clones and CI reuse it.
 VENV="${COMPAT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/vheat-kernels/venv-compat}"
 SRC=build/compat/src
@@ -27,11 +32,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   "${PYTHON:-python3}" -m venv "$VENV"
 fi
 stamp="$VENV/.requirements.sha"
-want=$( (cat requirements.txt; echo "$TORCH_PIN $TORCHVISION_PIN $TRITON_PIN") | sha256sum | cut -d' ' -f1)
+want=$( (cat requirements.txt; echo "$TORCH_PIN $TORCHVISION_PIN $TRITON_PIN $NUMPY_PIN") | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  say "installing $TORCH_PIN $TORCHVISION_PIN $TRITON_PIN and requirements.txt into $VENV"
-  grep -vE '^(torch|torchvision|triton)([=<>~ ]|$)' requirements.txt > "$VENV/requirements-rest.txt"
-  "$VENV/bin/python" -m pip install -q "$TORCH_PIN" "$TORCHVISION_PIN" "$TRITON_PIN" -r "$VENV/requirements-rest.txt"
+  say "installing $TORCH_PIN $TORCHVISION_PIN $TRITON_PIN $NUMPY_PIN and requirements.txt into $VENV"
+  grep -vE '^(torch|torchvision|triton|numpy)([=<>~ ]|$)' requirements.txt > "$VENV/requirements-rest.txt"
+  "$VENV/bin/python" -m pip install -q "$TORCH_PIN" "$TORCHVISION_PIN" "$TRITON_PIN" "$NUMPY_PIN" \
+    -r "$VENV/requirements-rest.txt"
   echo "$want" > "$stamp"
 fi
 "$VENV/bin/python" - <<'EOF'
