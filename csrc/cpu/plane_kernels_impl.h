@@ -428,36 +428,48 @@ struct Coefs {
 };
 #endif
 
-template <typename T, int H, int W>
+// The parts a run uses are template flags (Spec: a.spec, Acc: a.acc, XsSpec:
+// a.xs_is_spectrum, Dst: a.dst), and the pointers are copied into locals: with runtime
+// flags and the struct behind a reference (which a store through T* may alias), the
+// unrolled sweeps kept every pointer live, ran out of general registers and reloaded them
+// from the stack around each vector load and store.
+template <typename T, int H, int W, bool Spec, bool Acc, bool XsSpec, bool Dst>
 void small_run(const SmallRunArgs<T>& a) {
   constexpr int L = kLanes<T>, SL = kSubLanes<T>;
   constexpr int64_t P = int64_t(H) * W * L;  // one block's plane in work, (H, W, L)
+  constexpr bool x_rows = Acc && !XsSpec;
   const int64_t row = W * a.C, point = a.C, erow = W * a.Ce, epoint = a.Ce;
-  T* plane = a.work;                          // (blocks, H, W, L)
-  T* xplane = a.work + int64_t(a.blocks) * P;  // the same for a spatial xs
-  const bool x_rows = a.acc && !a.xs_is_spectrum;
+  const int blocks = a.blocks;
+  const T* const src = a.src;
+  const T* const xs = a.xs;
+  const T* const e = a.e;
+  T* const dst = a.dst;
+  T* const spec = a.spec;
+  T* const acc = a.acc;
+  T* const plane = a.work;                       // (blocks, H, W, L)
+  T* const xplane = a.work + int64_t(blocks) * P;  // the same for a spatial xs
   const Coefs<T, H> ch(a.ch);
   const Coefs<T, W> cw(a.cw);
   // 1. Row transforms from the source (and a spatial xs), image row by image row, blocks
   // innermost; the next row is prefetched.
   for (int h = 0; h < H; ++h)
-    for (int g = 0; g < a.blocks; ++g) {
+    for (int g = 0; g < blocks; ++g) {
       const int64_t o = int64_t(g) * L;
       if (h + 1 < H) {
-        prefetch_points<false, W>(a.src + (h + 1) * row + o, point);
-        if (x_rows) prefetch_points<false, W>(a.xs + (h + 1) * row + o, point);
+        prefetch_points<false, W>(src + (h + 1) * row + o, point);
+        if constexpr (x_rows) prefetch_points<false, W>(xs + (h + 1) * row + o, point);
       }
 #pragma GCC unroll 2
       for (int v = 0; v < kSub; ++v) {
         T* out = plane + g * P + h * W * L + v * SL;
         Vec<T> x[W];
 #pragma GCC unroll 16
-        for (int w = 0; w < W; ++w) x[w] = load(a.src + h * row + w * point + o + v * SL);
+        for (int w = 0; w < W; ++w) x[w] = load(src + h * row + w * point + o + v * SL);
         small_dct<T, W>(cw.c, x, [&](int w, const Vec<T>& y) { store(out + w * L, y); });
-        if (x_rows) {
+        if constexpr (x_rows) {
           T* xout = xplane + g * P + h * W * L + v * SL;
 #pragma GCC unroll 16
-          for (int w = 0; w < W; ++w) x[w] = load(a.xs + h * row + w * point + o + v * SL);
+          for (int w = 0; w < W; ++w) x[w] = load(xs + h * row + w * point + o + v * SL);
           small_dct<T, W>(cw.c, x, [&](int w, const Vec<T>& y) { store(xout + w * L, y); });
         }
       }
@@ -465,21 +477,21 @@ void small_run(const SmallRunArgs<T>& a) {
   // 2. Column transforms, the spectrum's uses, attenuation and inverse column transforms:
   // image column by image column, blocks innermost, so E, the spectrum and acc stream too.
   for (int m = 0; m < W; ++m)
-    for (int g = 0; g < a.blocks; ++g) {
+    for (int g = 0; g < blocks; ++g) {
       const int64_t o = int64_t(g) * L;
       if (m + 1 < W) {
-        if (a.dst) prefetch_points<false, H>(a.e + (m + 1) * epoint + o, erow);
-        if (a.spec) prefetch_points<true, H>(a.spec + (m + 1) * point + o, row);
-        if (a.acc) {
-          if (a.xs_is_spectrum) prefetch_points<false, H>(a.xs + (m + 1) * point + o, row);
-          prefetch_points<true, H>(a.acc + (m + 1) * epoint + o, erow);
+        if constexpr (Dst) prefetch_points<false, H>(e + (m + 1) * epoint + o, erow);
+        if constexpr (Spec) prefetch_points<true, H>(spec + (m + 1) * point + o, row);
+        if constexpr (Acc) {
+          if constexpr (XsSpec) prefetch_points<false, H>(xs + (m + 1) * point + o, row);
+          prefetch_points<true, H>(acc + (m + 1) * epoint + o, erow);
         }
       }
 #pragma GCC unroll 2
       for (int v = 0; v < kSub; ++v) {
         const int64_t p = g * P + m * L + v * SL, oi = m * point + o + v * SL, oe = m * epoint + o + v * SL;
         Vec<T> col[H], X[H], XS[H];
-        if (x_rows) {  // DCT2(xs) by columns too, before the spectrum it multiplies
+        if constexpr (x_rows) {  // DCT2(xs) by columns too, before the spectrum it multiplies
 #pragma GCC unroll 16
           for (int n = 0; n < H; ++n) col[n] = load(xplane + p + n * W * L);
           small_dct<T, H>(ch.c, col, [&](int n, const Vec<T>& y) { XS[n] = y; });
@@ -488,25 +500,25 @@ void small_run(const SmallRunArgs<T>& a) {
         for (int n = 0; n < H; ++n) col[n] = load(plane + p + n * W * L);
         // Each spectrum value is used (written out, accumulated, attenuated) as it comes.
         small_dct<T, H>(ch.c, col, [&](int n, const Vec<T>& y) {
-          if (a.spec) store(a.spec + oi + n * row, y);
-          if (a.acc) {
-            T* q = a.acc + oe + n * erow;
-            store(q, load(q) + (x_rows ? XS[n] : load(a.xs + oi + n * row)) * y);
+          if constexpr (Spec) store(spec + oi + n * row, y);
+          if constexpr (Acc) {
+            T* q = acc + oe + n * erow;
+            store(q, load(q) + (x_rows ? XS[n] : load(xs + oi + n * row)) * y);
           }
-          if (a.dst) X[n] = y * load(a.e + oe + n * erow);
+          if constexpr (Dst) X[n] = y * load(e + oe + n * erow);
         });
-        if (a.dst) small_idct<T, H>(ch.c, X, [&](int n, const Vec<T>& y) { store(plane + p + n * W * L, y); });
+        if constexpr (Dst) small_idct<T, H>(ch.c, X, [&](int n, const Vec<T>& y) { store(plane + p + n * W * L, y); });
       }
     }
-  if (!a.dst) return;
+  if constexpr (!Dst) return;
   // 3. Inverse row transforms out to dst, like the first sweep.
   for (int h = 0; h < H; ++h)
-    for (int g = 0; g < a.blocks; ++g) {
+    for (int g = 0; g < blocks; ++g) {
       const int64_t o = int64_t(g) * L;
-      if (h + 1 < H) prefetch_points<true, W>(a.dst + (h + 1) * row + o, point);
+      if (h + 1 < H) prefetch_points<true, W>(dst + (h + 1) * row + o, point);
 #pragma GCC unroll 2
       for (int v = 0; v < kSub; ++v) {
-        T* out = a.dst + h * row + o + v * SL;
+        T* out = dst + h * row + o + v * SL;
         Vec<T> x[W];
 #pragma GCC unroll 16
         for (int w = 0; w < W; ++w) x[w] = load(plane + g * P + (h * W + w) * L + v * SL);
@@ -515,14 +527,36 @@ void small_run(const SmallRunArgs<T>& a) {
     }
 }
 
+// The combinations hco_cpu.cpp runs: a forward (y, and DCT2(x) for training) or a backward
+// (dE, from the saved spectrum or from x, with or without dx).
+template <typename T, int H, int W>
+void small_run_parts(const SmallRunArgs<T>& a) {
+  if (!a.acc) {
+    if (a.spec)
+      small_run<T, H, W, true, false, false, true>(a);
+    else
+      small_run<T, H, W, false, false, false, true>(a);
+  } else if (a.xs_is_spectrum) {
+    if (a.dst)
+      small_run<T, H, W, false, true, true, true>(a);
+    else
+      small_run<T, H, W, false, true, true, false>(a);
+  } else {
+    if (a.dst)
+      small_run<T, H, W, false, true, false, true>(a);
+    else
+      small_run<T, H, W, false, true, false, false>(a);
+  }
+}
+
 }  // namespace
 
 template <typename T>
 void small_run_hco(int H, int W, const SmallRunArgs<T>& a) {
   if (H == 7 && W == 7)
-    small_run<T, 7, 7>(a);
+    small_run_parts<T, 7, 7>(a);
   else if (H == 14 && W == 14)
-    small_run<T, 14, 14>(a);
+    small_run_parts<T, 14, 14>(a);
 }
 
 // DCT-II over W then H into `plane` (H, padded_width(W), L). The first pass reads the
