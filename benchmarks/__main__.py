@@ -20,7 +20,7 @@ import torch
 
 from vheat.train.atomic import atomic_write_json
 
-from .bench_hco import machine_info
+from .machine import machine_info
 from .report import SECTION_TABLES, TITLES, hco_share, targets, targets_table, write_docs
 from .suite import kernel, memory, model, plots, profile, resolution
 from .suite.measure import copy_bandwidth_gbs, gemm_peak_gflops, steady_allocator

@@ -5,8 +5,9 @@ candidates of a shape timed interleaved in one run. Beside the times: the best p
 fused kernel's speedup over it, and two floors: the time of copying the input to the output
 (x -> y; with the backward also dy -> dx), and the dense matmul-DCT's flops at this run's
 measured GEMM peak (the best a matmul-based peer could do). Prints tables; writes JSON to
-build/bench/hco_cpu.json, or where --json says (--update: the tracked
-benchmarks/results/hco_cpu.json).
+build/bench/hco_cpu.json, or where --json says (--update: the tracked file of this machine
+class, benchmarks/results/hco_cpu_<cpu>_<isa>.json, so that a run on one CPU never
+overwrites another's; machine_class() names it).
 
     python benchmarks/bench_hco.py [--quick] [--threads 1,2] [--json PATH | --update]
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vheat_kernels as vk  # noqa: E402
 from vheat.train.atomic import atomic_write_json  # noqa: E402
+from benchmarks.machine import machine_class, machine_info, machine_label  # noqa: E402
 from benchmarks.peers import PEERS, candidates  # noqa: E402
 from benchmarks.suite.kernel import matmul_dct_flops  # noqa: E402
 from benchmarks.suite.measure import steady_allocator, time_paired  # noqa: E402
@@ -34,7 +35,7 @@ SHAPES = [(8, 56, 56, 96), (8, 28, 28, 192), (8, 14, 14, 384), (8, 7, 7, 768),
           (1, 128, 128, 96), (1, 256, 256, 96), (2, 200, 334, 96)]
 QUICK_SHAPES = [(2, 56, 56, 96), (2, 14, 14, 384), (1, 128, 128, 32)]
 DEFAULT_JSON = "build/bench/hco_cpu.json"
-TRACKED_JSON = "benchmarks/results/hco_cpu.json"
+RESULTS_DIR = "benchmarks/results"
 OFFICIAL = "reference"
 PASSES = ("forward", "fwd_bwd")
 
@@ -80,17 +81,6 @@ def bench_shape(shape, backends, dtype, min_time, clock, peak_gflops):
     return row
 
 
-def machine_info():
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "build_info": vk.build_info()}
-
-
 def format_table(rows, names, pass_name, ours="cpu"):
     """One markdown table: ms of every candidate, best peer, our speedup over it, floors."""
     head = ["shape", "auto"] + [f"{n} ms" for n in names] + ["best peer", f"{ours} x best peer",
@@ -114,7 +104,8 @@ def main(argv=None):
     p.add_argument("--threads", default="1,2", help="comma-separated torch thread counts, each a table")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", default=None, help=f"where to write the JSON (default {DEFAULT_JSON}, untracked)")
-    out.add_argument("--update", action="store_true", help=f"write the tracked {TRACKED_JSON}")
+    out.add_argument("--update", action="store_true",
+                     help=f"write the tracked {RESULTS_DIR}/hco_cpu_<machine class>.json of this machine")
     p.add_argument("--timer", default="auto", choices=["auto", "wall", "thread"],
                    help="auto: thread CPU time with 1 thread, wall clock with more; thread needs --threads 1")
     p.add_argument("--min-time", type=float, default=None, help="seconds of timing per candidate and pass")
@@ -122,7 +113,9 @@ def main(argv=None):
     threads = [int(t) for t in args.threads.split(",")]
     if args.timer == "thread" and threads != [1]:
         p.error("--timer thread measures one thread's CPU time; use it with --threads 1")
-    json_path = TRACKED_JSON if args.update else (args.json or DEFAULT_JSON)
+    machine = machine_info()
+    json_path = (os.path.join(RESULTS_DIR, f"hco_cpu_{machine_class(machine)}.json") if args.update
+                 else (args.json or DEFAULT_JSON))
     steady = steady_allocator()
     dtype = getattr(torch, args.dtype)
     shapes = QUICK_SHAPES if args.quick else SHAPES
@@ -147,17 +140,17 @@ def main(argv=None):
     finally:
         torch.set_num_threads(saved_threads)
     payload = {"benchmark": "hco_kernels", "official": "reference (matmul-DCT: 4x conv1d + einsum)",
-               "peers": [OFFICIAL] + list(PEERS), "machine": machine_info(), "dtype": args.dtype,
+               "peers": [OFFICIAL] + list(PEERS), "machine": machine, "dtype": args.dtype,
                "command": "python benchmarks/bench_hco.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "load_average": os.getloadavg(), "steady_allocator": steady, "runs": runs}
     atomic_write_json(json_path, payload, indent=2)
-    print(f"\nHCO {args.dtype} on {payload['machine']['cpu']} (load average {payload['load_average'][0]:.1f}). "
+    print(f"\nHCO {args.dtype} on {machine_label(machine)} (load average {payload['load_average'][0]:.1f}). "
           f"Peers: official matmul-DCT (reference), channels-last 4-matmul (matmul4), scipy dctn/idctn "
           f"(scipy); 'x best peer' = best peer time / our time. JSON: {json_path}")
     for run in runs:
         for pass_name in PASSES:
-            print(f"\n{run['threads']} thread(s), {run['clock']} clock, {pass_name.replace('_', '+')} "
-                  f"(GEMM peak {run['gemm_peak_gflops']:.0f} GFLOP/s):\n")
+            print(f"\n{machine_label(machine)}, {run['threads']} thread(s), {run['clock']} clock, "
+                  f"{pass_name.replace('_', '+')} (GEMM peak {run['gemm_peak_gflops']:.0f} GFLOP/s):\n")
             print(format_table(run["rows"], names, pass_name))
     return payload
 

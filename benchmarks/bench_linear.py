@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.bench_hco import machine_info  # noqa: E402
+from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.suite.measure import steady_allocator, time_paired  # noqa: E402
 from vheat.models import fused_linear  # noqa: E402
 from vheat.train.atomic import atomic_write_json  # noqa: E402

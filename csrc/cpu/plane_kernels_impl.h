@@ -331,8 +331,11 @@ void transform_lines(const AxisTables<T>& t, const T* src, int64_t src_line, int
 // odd rows d_i = x_i - x_{N-1-i}. For even N the even rows restricted to the first N/2
 // columns are DCT-II_{N/2} / sqrt(2) (C_N[2r][i] = C_{N/2}[r][i] / sqrt(2)), so they recurse
 // on C's own entries (row stride 2 RS): 74 multiply-adds for N = 14 instead of 98.
-template <typename T, int N, int RS = N>
-inline void small_dct(const T* __restrict C, const Vec<T> (&x)[N], Vec<T> (&y)[N]) {
+// Each output goes to put(k, y_k) as soon as it is computed: GCC does not schedule before
+// register allocation on x86, so an output array stored after the transform keeps all N
+// outputs live beside the a / d terms, which spills on AVX2's 16 registers.
+template <typename T, int N, int RS = N, typename K, typename Put>
+inline void small_dct(const K* __restrict C, const Vec<T> (&x)[N], Put&& put) {
   constexpr int no = N / 2, ne = (N + 1) / 2;
   Vec<T> a[ne], d[no > 0 ? no : 1];
 #pragma GCC unroll 16
@@ -341,54 +344,57 @@ inline void small_dct(const T* __restrict C, const Vec<T> (&x)[N], Vec<T> (&y)[N
     d[i] = x[i] - x[N - 1 - i];
   }
   if constexpr (N % 2 == 1) a[no] = x[no];
-  if constexpr (N % 2 == 0 && N >= 8) {
-    Vec<T> e[ne];
-    small_dct<T, ne, 2 * RS>(C, a, e);
-#pragma GCC unroll 16
-    for (int r = 0; r < ne; ++r) y[2 * r] = e[r];
-  }
+  constexpr bool recurse = N % 2 == 0 && N >= 8;
+  if constexpr (recurse) small_dct<T, ne, 2 * RS>(C, a, [&](int r, const Vec<T>& v) { put(2 * r, v); });
 #pragma GCC unroll 16
   for (int k = 0; k < N; ++k) {
-    Vec<T> acc = Vec<T>{};
     if (k % 2 == 1) {
+      Vec<T> acc = C[k * RS] * d[0];
 #pragma GCC unroll 16
-      for (int i = 0; i < no; ++i) acc += C[k * RS + i] * d[i];
-      y[k] = acc;
-    } else if constexpr (!(N % 2 == 0 && N >= 8)) {
+      for (int i = 1; i < no; ++i) acc += C[k * RS + i] * d[i];
+      put(k, acc);
+    } else if constexpr (!recurse) {
+      Vec<T> acc = C[k * RS] * a[0];
 #pragma GCC unroll 16
-      for (int i = 0; i < ne; ++i) acc += C[k * RS + i] * a[i];
-      y[k] = acc;
+      for (int i = 1; i < ne; ++i) acc += C[k * RS + i] * a[i];
+      put(k, acc);
     }
   }
 }
 
-// x = DCT-III_N(X) = C^T X, with the same split (and recursion) on the output side.
-template <typename T, int N, int RS = N>
-inline void small_idct(const T* __restrict C, const Vec<T> (&X)[N], Vec<T> (&x)[N]) {
+// x = DCT-III_N(X) = C^T X, with the same split (and recursion) on the output side; x_i
+// goes to put(i, x_i) as above.
+template <typename T, int N, int RS = N, typename K, typename Put>
+inline void small_idct(const K* __restrict C, const Vec<T> (&X)[N], Put&& put) {
   constexpr int no = N / 2, ne = (N + 1) / 2;
   if constexpr (N % 2 == 0 && N >= 8) {
     Vec<T> Xe[ne], e[ne];
 #pragma GCC unroll 16
     for (int r = 0; r < ne; ++r) Xe[r] = X[2 * r];
-    small_idct<T, ne, 2 * RS>(C, Xe, e);
+    small_idct<T, ne, 2 * RS>(C, Xe, [&](int i, const Vec<T>& v) { e[i] = v; });
 #pragma GCC unroll 16
     for (int i = 0; i < no; ++i) {
-      Vec<T> odd = Vec<T>{};
+      Vec<T> odd = C[RS + i] * X[1];
 #pragma GCC unroll 16
-      for (int k = 1; k < N; k += 2) odd += C[k * RS + i] * X[k];
-      x[i] = e[i] + odd;
-      x[N - 1 - i] = e[i] - odd;
+      for (int k = 3; k < N; k += 2) odd += C[k * RS + i] * X[k];
+      put(i, e[i] + odd);
+      put(N - 1 - i, e[i] - odd);
     }
   } else {
 #pragma GCC unroll 16
     for (int i = 0; i < ne; ++i) {
-      Vec<T> even = Vec<T>{}, odd = Vec<T>{};
+      Vec<T> even = C[i] * X[0];
 #pragma GCC unroll 16
-      for (int k = 0; k < N; k += 2) even += C[k * RS + i] * X[k];
+      for (int k = 2; k < N; k += 2) even += C[k * RS + i] * X[k];
+      if (i < no) {
+        Vec<T> odd = C[RS + i] * X[1];
 #pragma GCC unroll 16
-      for (int k = 1; k < N; k += 2) odd += C[k * RS + i] * X[k];
-      x[i] = even + odd;
-      if (i < no) x[N - 1 - i] = even - odd;
+        for (int k = 3; k < N; k += 2) odd += C[k * RS + i] * X[k];
+        put(i, even + odd);
+        put(N - 1 - i, even - odd);
+      } else {
+        put(i, even);
+      }
     }
   }
 }
@@ -401,105 +407,146 @@ inline void prefetch_points(const T* base, int64_t point) {
   for (int i = 0; i < N; ++i) __builtin_prefetch(base + i * point, Write ? 1 : 0, 3);
 }
 
-template <typename T, int H, int W>
+// The dense N x N cosine matrix as the small transforms read it. With AVX-512 a scalar
+// coefficient is a free {1to16} memory operand of the multiply-add; AVX2 has no broadcast
+// operand, so each coefficient would cost a vbroadcastss beside its FMA (one load more per
+// FMA, and a register): there the matrix is broadcast once per run into whole vectors that
+// the FMAs read directly.
+#if VHEAT_VEC_BYTES == 32
+template <typename T, int N>
+struct Coefs {
+  Vec<T> c[N * N];
+  explicit Coefs(const T* m) {
+    for (int i = 0; i < N * N; ++i) c[i] = Vec<T>{} + m[i];
+  }
+};
+#else
+template <typename T, int N>
+struct Coefs {
+  const T* c;
+  explicit Coefs(const T* m) : c(m) {}
+};
+#endif
+
+// The parts a run uses are template flags (Spec: a.spec, Acc: a.acc, XsSpec:
+// a.xs_is_spectrum, Dst: a.dst), and the pointers are copied into locals: with runtime
+// flags and the struct behind a reference (which a store through T* may alias), the
+// unrolled sweeps kept every pointer live, ran out of general registers and reloaded them
+// from the stack around each vector load and store.
+template <typename T, int H, int W, bool Spec, bool Acc, bool XsSpec, bool Dst>
 void small_run(const SmallRunArgs<T>& a) {
   constexpr int L = kLanes<T>, SL = kSubLanes<T>;
   constexpr int64_t P = int64_t(H) * W * L;  // one block's plane in work, (H, W, L)
+  constexpr bool x_rows = Acc && !XsSpec;
   const int64_t row = W * a.C, point = a.C, erow = W * a.Ce, epoint = a.Ce;
-  T* plane = a.work;                          // (blocks, H, W, L)
-  T* xplane = a.work + int64_t(a.blocks) * P;  // the same for a spatial xs
-  const bool x_rows = a.acc && !a.xs_is_spectrum;
+  const int blocks = a.blocks;
+  const T* const src = a.src;
+  const T* const xs = a.xs;
+  const T* const e = a.e;
+  T* const dst = a.dst;
+  T* const spec = a.spec;
+  T* const acc = a.acc;
+  T* const plane = a.work;                       // (blocks, H, W, L)
+  T* const xplane = a.work + int64_t(blocks) * P;  // the same for a spatial xs
+  const Coefs<T, H> ch(a.ch);
+  const Coefs<T, W> cw(a.cw);
   // 1. Row transforms from the source (and a spatial xs), image row by image row, blocks
   // innermost; the next row is prefetched.
   for (int h = 0; h < H; ++h)
-    for (int g = 0; g < a.blocks; ++g) {
+    for (int g = 0; g < blocks; ++g) {
       const int64_t o = int64_t(g) * L;
       if (h + 1 < H) {
-        prefetch_points<false, W>(a.src + (h + 1) * row + o, point);
-        if (x_rows) prefetch_points<false, W>(a.xs + (h + 1) * row + o, point);
+        prefetch_points<false, W>(src + (h + 1) * row + o, point);
+        if constexpr (x_rows) prefetch_points<false, W>(xs + (h + 1) * row + o, point);
       }
 #pragma GCC unroll 2
       for (int v = 0; v < kSub; ++v) {
-        Vec<T> x[W], y[W];
+        T* out = plane + g * P + h * W * L + v * SL;
+        Vec<T> x[W];
 #pragma GCC unroll 16
-        for (int w = 0; w < W; ++w) x[w] = load(a.src + h * row + w * point + o + v * SL);
-        small_dct<T, W>(a.cw, x, y);
+        for (int w = 0; w < W; ++w) x[w] = load(src + h * row + w * point + o + v * SL);
+        small_dct<T, W>(cw.c, x, [&](int w, const Vec<T>& y) { store(out + w * L, y); });
+        if constexpr (x_rows) {
+          T* xout = xplane + g * P + h * W * L + v * SL;
 #pragma GCC unroll 16
-        for (int w = 0; w < W; ++w) store(plane + g * P + (h * W + w) * L + v * SL, y[w]);
-        if (x_rows) {
-#pragma GCC unroll 16
-          for (int w = 0; w < W; ++w) x[w] = load(a.xs + h * row + w * point + o + v * SL);
-          small_dct<T, W>(a.cw, x, y);
-#pragma GCC unroll 16
-          for (int w = 0; w < W; ++w) store(xplane + g * P + (h * W + w) * L + v * SL, y[w]);
+          for (int w = 0; w < W; ++w) x[w] = load(xs + h * row + w * point + o + v * SL);
+          small_dct<T, W>(cw.c, x, [&](int w, const Vec<T>& y) { store(xout + w * L, y); });
         }
       }
     }
   // 2. Column transforms, the spectrum's uses, attenuation and inverse column transforms:
   // image column by image column, blocks innermost, so E, the spectrum and acc stream too.
   for (int m = 0; m < W; ++m)
-    for (int g = 0; g < a.blocks; ++g) {
+    for (int g = 0; g < blocks; ++g) {
       const int64_t o = int64_t(g) * L;
       if (m + 1 < W) {
-        if (a.dst) prefetch_points<false, H>(a.e + (m + 1) * epoint + o, erow);
-        if (a.spec) prefetch_points<true, H>(a.spec + (m + 1) * point + o, row);
-        if (a.acc) {
-          if (a.xs_is_spectrum) prefetch_points<false, H>(a.xs + (m + 1) * point + o, row);
-          prefetch_points<true, H>(a.acc + (m + 1) * epoint + o, erow);
+        if constexpr (Dst) prefetch_points<false, H>(e + (m + 1) * epoint + o, erow);
+        if constexpr (Spec) prefetch_points<true, H>(spec + (m + 1) * point + o, row);
+        if constexpr (Acc) {
+          if constexpr (XsSpec) prefetch_points<false, H>(xs + (m + 1) * point + o, row);
+          prefetch_points<true, H>(acc + (m + 1) * epoint + o, erow);
         }
       }
 #pragma GCC unroll 2
       for (int v = 0; v < kSub; ++v) {
         const int64_t p = g * P + m * L + v * SL, oi = m * point + o + v * SL, oe = m * epoint + o + v * SL;
-        Vec<T> col[H], X[H];
+        Vec<T> col[H], X[H], XS[H];
+        if constexpr (x_rows) {  // DCT2(xs) by columns too, before the spectrum it multiplies
+#pragma GCC unroll 16
+          for (int n = 0; n < H; ++n) col[n] = load(xplane + p + n * W * L);
+          small_dct<T, H>(ch.c, col, [&](int n, const Vec<T>& y) { XS[n] = y; });
+        }
 #pragma GCC unroll 16
         for (int n = 0; n < H; ++n) col[n] = load(plane + p + n * W * L);
-        small_dct<T, H>(a.ch, col, X);
-        if (a.spec) {
-#pragma GCC unroll 16
-          for (int n = 0; n < H; ++n) store(a.spec + oi + n * row, X[n]);
-        }
-        if (a.acc) {
-          Vec<T> XS[H];
-          if (a.xs_is_spectrum) {
-#pragma GCC unroll 16
-            for (int n = 0; n < H; ++n) XS[n] = load(a.xs + oi + n * row);
-          } else {
-#pragma GCC unroll 16
-            for (int n = 0; n < H; ++n) col[n] = load(xplane + p + n * W * L);
-            small_dct<T, H>(a.ch, col, XS);
+        // Each spectrum value is used (written out, accumulated, attenuated) as it comes.
+        small_dct<T, H>(ch.c, col, [&](int n, const Vec<T>& y) {
+          if constexpr (Spec) store(spec + oi + n * row, y);
+          if constexpr (Acc) {
+            T* q = acc + oe + n * erow;
+            store(q, load(q) + (x_rows ? XS[n] : load(xs + oi + n * row)) * y);
           }
-#pragma GCC unroll 16
-          for (int n = 0; n < H; ++n) {
-            T* q = a.acc + oe + n * erow;
-            store(q, load(q) + XS[n] * X[n]);
-          }
-        }
-        if (a.dst) {
-#pragma GCC unroll 16
-          for (int n = 0; n < H; ++n) X[n] *= load(a.e + oe + n * erow);
-          small_idct<T, H>(a.ch, X, col);
-#pragma GCC unroll 16
-          for (int n = 0; n < H; ++n) store(plane + p + n * W * L, col[n]);
-        }
+          if constexpr (Dst) X[n] = y * load(e + oe + n * erow);
+        });
+        if constexpr (Dst) small_idct<T, H>(ch.c, X, [&](int n, const Vec<T>& y) { store(plane + p + n * W * L, y); });
       }
     }
-  if (!a.dst) return;
+  if constexpr (!Dst) return;
   // 3. Inverse row transforms out to dst, like the first sweep.
   for (int h = 0; h < H; ++h)
-    for (int g = 0; g < a.blocks; ++g) {
+    for (int g = 0; g < blocks; ++g) {
       const int64_t o = int64_t(g) * L;
-      if (h + 1 < H) prefetch_points<true, W>(a.dst + (h + 1) * row + o, point);
+      if (h + 1 < H) prefetch_points<true, W>(dst + (h + 1) * row + o, point);
 #pragma GCC unroll 2
       for (int v = 0; v < kSub; ++v) {
-        Vec<T> x[W], y[W];
+        T* out = dst + h * row + o + v * SL;
+        Vec<T> x[W];
 #pragma GCC unroll 16
         for (int w = 0; w < W; ++w) x[w] = load(plane + g * P + (h * W + w) * L + v * SL);
-        small_idct<T, W>(a.cw, x, y);
-#pragma GCC unroll 16
-        for (int w = 0; w < W; ++w) store(a.dst + h * row + w * point + o + v * SL, y[w]);
+        small_idct<T, W>(cw.c, x, [&](int w, const Vec<T>& y) { store(out + w * point, y); });
       }
     }
+}
+
+// The combinations hco_cpu.cpp runs: a forward (y, and DCT2(x) for training) or a backward
+// (dE, from the saved spectrum or from x, with or without dx).
+template <typename T, int H, int W>
+void small_run_parts(const SmallRunArgs<T>& a) {
+  if (!a.acc) {
+    if (a.spec)
+      small_run<T, H, W, true, false, false, true>(a);
+    else
+      small_run<T, H, W, false, false, false, true>(a);
+  } else if (a.xs_is_spectrum) {
+    if (a.dst)
+      small_run<T, H, W, false, true, true, true>(a);
+    else
+      small_run<T, H, W, false, true, true, false>(a);
+  } else {
+    if (a.dst)
+      small_run<T, H, W, false, true, false, true>(a);
+    else
+      small_run<T, H, W, false, true, false, false>(a);
+  }
 }
 
 }  // namespace
@@ -507,9 +554,9 @@ void small_run(const SmallRunArgs<T>& a) {
 template <typename T>
 void small_run_hco(int H, int W, const SmallRunArgs<T>& a) {
   if (H == 7 && W == 7)
-    small_run<T, 7, 7>(a);
+    small_run_parts<T, 7, 7>(a);
   else if (H == 14 && W == 14)
-    small_run<T, 14, 14>(a);
+    small_run_parts<T, 14, 14>(a);
 }
 
 // DCT-II over W then H into `plane` (H, padded_width(W), L). The first pass reads the

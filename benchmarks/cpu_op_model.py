@@ -1,0 +1,89 @@
+"""Arithmetic and memory operations of the CPU kernel's forward, counted from the structure
+of csrc/cpu/plane_kernels_impl.h (dct_line / dct4_split with dense blocks, small_dct for the
+7x7 and 14x14 runs), against a machine's measured FMA and copy rates and a bench_hco JSON.
+
+Counts are per point-vector (one plane point of 8 fp32 channels, one ymm): the four 1-D
+transform passes and the multiply by E, each add, multiply or FMA one vector op; memory ops
+are the vector loads and stores of the line passes (the small runs keep lines in registers).
+The compute floor is all vector ops at the peak FMA rate (adds counted as FMAs), the copy
+floor reading x and E and writing y once at the copy rate.
+
+    python benchmarks/cpu_op_model.py FMA_GFLOPS COPY_GBS [bench_hco.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+RECURSE_MIN = 8          # plane_kernels.h kRecurseMin
+ROWS_PER_BLOCK = 3       # the AVX2 build's dense blocks (plane_kernels_avx2.cpp)
+SMALL = ((7, 7), (14, 14))
+SHAPES = [(8, 56, 56, 96), (8, 28, 28, 192), (8, 14, 14, 384), (8, 7, 7, 768), (8, 56, 56, 128), (8, 28, 28, 256),
+          (8, 14, 14, 512), (8, 7, 7, 1024), (1, 128, 128, 96), (1, 256, 256, 96), (2, 200, 334, 96)]
+
+
+def dense(r: int):
+    """(vector ops, memory ops) of an r x r dense block: inputs reloaded per row block."""
+    return r * r, r * -(-r // ROWS_PER_BLOCK) + r
+
+
+def line(n: int):
+    """(vector ops, memory ops) of one DCT-II (or DCT-III) line of n points."""
+    ne, no = (n + 1) // 2, n // 2
+    ops, mem = 4 * no, 4 * no + 2 * (n & 1)  # butterfly: add, sub and two scalings per pair
+    recurse = n % 2 == 0 and n >= RECURSE_MIN
+    a, m = line(n // 2) if recurse else dense(ne)
+    ops, mem = ops + a, mem + m
+    if recurse and no % 2 == 0:  # DCT-IV split: rotation, two quarter DCT-II, output butterfly
+        h = no // 2
+        a, m = line(h)
+        ops += 4 * h + 2 + 4 * (h - 1) + 2 * a
+        mem += 4 * h + 4 + 4 * (h - 1) + 2 * m
+    else:
+        a, m = dense(no)
+        ops, mem = ops + a, mem + m
+    return ops, mem
+
+
+def small_line(n: int) -> int:
+    ne, no = (n + 1) // 2, n // 2
+    even = small_line(ne) if n % 2 == 0 and n >= RECURSE_MIN else ne * ne
+    return 2 * no + even + no * no
+
+
+def per_point(H: int, W: int):
+    if (H, W) in SMALL:
+        return 2 * small_line(W) / W + 2 * small_line(H) / H + 1, None
+    (aw, mw), (ah, mh) = line(W), line(H)
+    return 2 * aw / W + 2 * ah / H + 1, 2 * mw / W + 2 * mh / H + 2
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("fma_gflops", type=float, help="measured fp32 FMA peak of one thread, GFLOP/s")
+    p.add_argument("copy_gbs", type=float, help="measured copy rate of one thread, GB/s (read + write)")
+    p.add_argument("json", nargs="?", help="bench_hco JSON: its 1-thread forward times go beside the floors")
+    args = p.parse_args(argv)
+    ops_per_s = args.fma_gflops / 16 * 1e9  # one 8-lane FMA is 16 flops
+    measured = {}
+    if args.json:
+        with open(args.json) as f:
+            run = next(r for r in json.load(f)["runs"] if r["threads"] == 1)
+        for r in run["rows"]:
+            fwd = r["forward"]
+            measured[tuple(r["shape"])] = (fwd["ms"]["cpu"], fwd["best_peer"], fwd["ms"][fwd["best_peer"]])
+    print("| shape | vector ops / point | memory ops / point | compute floor ms | copy floor ms | cpu ms | cpu / compute floor "
+          "| best peer ms | peer / compute floor |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for B, H, W, C in SHAPES:
+        ops, mem = per_point(H, W)
+        floor = ops * B * H * W * C / 8 / ops_per_s * 1e3
+        copy = (2 * B + 1) * H * W * C * 4 / (args.copy_gbs * 1e9) * 1e3
+        m = measured.get((B, H, W, C))
+        cells = [f"{B}x{H}x{W}x{C}", f"{ops:.1f}", "-" if mem is None else f"{mem:.1f}", f"{floor:.2f}", f"{copy:.2f}"]
+        cells += [f"{m[0]:.2f}", f"{m[0] / floor:.1f}", f"{m[1]} {m[2]:.2f}", f"{m[2] / floor:.1f}"] if m else ["-"] * 4
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Which machine a benchmark ran on: CPU model, the instruction set our CPU kernels used, and
+the file-name tag of that machine class, so that results of different CPUs sit side by side
+instead of overwriting each other."""
+from __future__ import annotations
+
+import os
+import platform
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith(name))
+    except (OSError, StopIteration):
+        return None
+
+
+def host_isa() -> str:
+    """The widest instruction set of the CPU kernels this CPU runs (csrc/cpu/hco_cpu.cpp picks
+    the same: avx512f, else avx2 with fma, else generic)."""
+    flags = set((_cpuinfo_field("flags") or "").split())
+    return "avx512" if "avx512f" in flags else "avx2" if {"avx2", "fma"} <= flags else "generic"
+
+
+def machine_info():
+    """CPU model, the ISA our CPU kernels ran (forced by $VHEAT_CPU_ISA or the host's
+    widest), threads and versions."""
+    import torch
+    import vheat_kernels as vk
+
+    forced = os.environ.get("VHEAT_CPU_ISA") or None
+    return {"cpu": _cpuinfo_field("model name") or platform.processor(), "host_isa": host_isa(),
+            "isa": forced or host_isa(), "isa_forced": forced is not None, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "build_info": vk.build_info()}
+
+
+def machine_class(machine) -> str:
+    """File-name tag of a machine class: CPU model and kernel ISA, e.g. amd-epyc_avx512, or
+    amd-epyc_avx2-forced-on-avx512 when $VHEAT_CPU_ISA narrowed the host's."""
+    cpu = "-".join("".join(c if c.isalnum() else " " for c in machine["cpu"].lower()).split()) or "unknown-cpu"
+    isa = machine.get("isa", "unknown-isa")
+    if machine.get("isa_forced") and isa != machine.get("host_isa"):
+        isa += f"-forced-on-{machine['host_isa']}"
+    return f"{cpu}_{isa}"
+
+
+def machine_label(machine) -> str:
+    """The CPU model and ISA, as tables name them."""
+    isa = machine.get("isa", "kernel ISA not recorded")
+    if machine.get("isa_forced") and isa != machine.get("host_isa"):
+        isa += f" (forced by VHEAT_CPU_ISA on an {machine['host_isa']} host)"
+    return f"{machine['cpu']}, {isa}"
