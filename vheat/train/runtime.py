@@ -17,6 +17,7 @@ import torch
 
 from . import distributed as du
 from .config import ConfigError
+from .log_file import LogFile
 
 T = TypeVar("T")
 
@@ -39,7 +40,7 @@ def seed_all(seed: int) -> None:
 
 
 def setup_logging(output_dir: Optional[str]) -> None:
-    """Rank 0 logs INFO to stdout (and output/log.txt); other ranks only warnings."""
+    """Rank 0 logs INFO to stdout (and output/log.txt, while it can be written); other ranks only warnings."""
     root = logging.getLogger("vheat")
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -52,7 +53,7 @@ def setup_logging(output_dir: Optional[str]) -> None:
     root.addHandler(stream)
     if output_dir and du.is_main():
         os.makedirs(output_dir, exist_ok=True)
-        fh = logging.FileHandler(os.path.join(output_dir, "log.txt"))
+        fh = LogFile(os.path.join(output_dir, "log.txt"))
         fh.setFormatter(fmt)
         root.addHandler(fh)
 
