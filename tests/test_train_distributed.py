@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from test_train_support import make_image_folder, tiny_config
+from vheat.train import distributed as du
 from vheat.train.checkpoint import list_checkpoints, read_checkpoint
 from vheat.train.trainer import train
 
@@ -61,3 +62,11 @@ def test_two_processes_match_one_process(tmp_path):
     assert got["model"]["acc1"] == pytest.approx(summary["val"]["acc1"])
     assert got["model"]["loss"] == pytest.approx(summary["val"]["loss"], rel=1e-5)
     assert got["ema"]["acc1"] == pytest.approx(summary["ema_val"]["acc1"])
+
+
+def test_rank_outside_torchrun_is_0(monkeypatch):
+    monkeypatch.setenv("RANK", "3")  # left over from another launcher
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert du.env_rank() == 0
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert du.env_rank() == 3

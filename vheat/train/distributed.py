@@ -14,7 +14,7 @@ def env_world_size() -> int:
 
 def env_rank() -> int:
     """This process's global rank as torchrun sets it (0 outside torchrun), before any process group."""
-    return int(os.environ.get("RANK", "0"))
+    return int(os.environ.get("RANK", "0")) if env_world_size() > 1 else 0
 
 
 def init_distributed(device_type: str) -> bool:
