@@ -50,11 +50,6 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Sums a list of numbers over all processes (float64, so counts stay exact)."""
     if not is_distributed():

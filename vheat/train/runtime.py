@@ -85,7 +85,9 @@ def check_input_fits(batch_size: int, img_size: int, what: str = "data.img_size"
 
 
 def on_main(fn: Callable[[], T]) -> T:
-    """Rank 0 runs ``fn`` (file checks, dataset export); every rank gets its answer or its error."""
+    """Rank 0 runs ``fn`` (file checks, dataset export, every write to the output folder); every rank gets its
+    answer or its error. An error rank 0 kept to itself (a full disk) would leave the other ranks waiting at the
+    next collective until the process group times out (30 minutes)."""
     if not du.is_distributed():
         return fn()
     answer: Any = None
