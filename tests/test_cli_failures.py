@@ -341,3 +341,77 @@ def test_disk_full_is_one_line_and_loses_nothing(run, out):
     code, stdout, err = run_cli("train", "-c", run["config"], "-o", out, "--epochs", "3")  # room again: resumes
     assert code == 0 and "resumed from" in stdout, stdout + err
     assert [r["epoch"] for r in read_jsonl(os.path.join(out, "metrics.jsonl"))] == [0, 1, 2]
+
+
+def _fsize_limit(limit):
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_log_that_cannot_grow_warns_once_and_the_run_goes_on(run, out):
+    """log.txt already at the file size limit, with room for checkpoints: one warning line instead of
+    logging's "--- Logging error ---" traceback per line; the run finishes and the log is untouched."""
+    limit = 3 * os.path.getsize(list_checkpoints(out)[-1])
+    log_path = os.path.join(out, "log.txt")
+    with open(log_path, "ab") as f:
+        f.write(b"#" * (limit - os.path.getsize(log_path)))
+    old_log = open(log_path, "rb").read()
+    code, stdout, err = run_cli("train", "-c", run["config"], "-o", out, "--epochs", "3",
+                                preexec_fn=_fsize_limit(limit))
+    assert code == 0, stdout + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"vheat: warning: cannot write {log_path}: it exceeds the file "
+                                                   f"size limit"), err
+    assert "Logging error" not in err and "epoch 3/3:" in stdout and "finished: 18 steps" in stdout
+    assert open(log_path, "rb").read() == old_log
+    assert [r["epoch"] for r in read_jsonl(os.path.join(out, "metrics.jsonl"))] == [0, 1, 2]
+
+
+def test_an_unwritable_image_check_cache_warns_and_the_run_goes_on(tmp_path):
+    folder = make_image_folder(str(tmp_path / "ds"))
+    cache = tmp_path / "cache"
+    cache.write_text("a file where the cache folder should be\n")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(folder, str(tmp_path / "run"), "train.stop_after_steps=1")))
+    before = snapshot(tmp_path)
+    code, out, err = run_cli("train", "-c", config, env=cli_env(VHEAT_CACHE_DIR=str(cache)), timeout=120)
+    assert code == 0, out + err
+    warnings = [line for line in out.splitlines() if "image-check cache" in line]
+    assert len(warnings) == 2, out  # one per split
+    for line in warnings:
+        assert f"cannot write the image-check cache {cache}/image-checks/" in line and "Not a directory" in line
+    assert "Traceback" not in err and "stopped at global step 1" in out
+    after = snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if k in before} == before  # the dataset and the "cache" unchanged
+
+
+def test_a_failed_plot_write_is_one_line_and_keeps_the_old_plot(run, out):
+    plot = os.path.join(out, "metrics.png")
+    open(plot, "wb").write(b"the previous plot")
+    before = snapshot(out)
+    limit = os.path.getsize(os.path.join(out, "config.yaml")) + 1000  # the config fits, a plot does not
+    code, stdout, err = run_cli("train", "-c", run["config"], "-o", out, "--set", "train.plot=true",
+                                preexec_fn=_fsize_limit(limit))
+    assert code == 2, stdout + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"cannot write {plot}: it exceeds the file size limit" in lines[0], err
+    after = snapshot(out)
+    assert after["metrics.png"] == before["metrics.png"] and not [n for n in after if n.endswith(".tmp")]
+    assert {n for n in before if after.get(n) != before[n]} <= {"config.yaml"}  # train.plot=true recorded
+
+
+def test_an_unreadable_image_met_by_a_loader_worker_is_one_line(tmp_path):
+    folder = make_image_folder(str(tmp_path / "ds"))
+    bad = os.path.join(folder, "train", "ant", "3.png")
+    _corrupt(bad)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(folder, str(tmp_path / "run"), "data.verify_images=off",
+                                                 "data.num_workers=1")))
+    before = snapshot(folder)
+    code, out, err = run_cli("train", "-c", config, timeout=120)
+    assert code == 2, out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"vheat: error: cannot read image {bad} (corrupt or not an "
+                                                   f"image): cannot identify image file"), err
+    assert "DataLoader worker" not in err and "data.verify_images=fail" in lines[0]
+    assert snapshot(folder) == before
+    assert not list_checkpoints(str(tmp_path / "run"))

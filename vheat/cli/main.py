@@ -113,7 +113,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         from vheat.train.trainer import train
 
         summary = train(cfg, resume=args.resume, start_over=args.start_over)
-        if du.env_world_size() > 1 and int(os.environ.get("RANK", "0")) != 0:
+        if du.env_rank() != 0:
             return 0
         if summary["status"] == "stopped":
             print(f"stopped at global step {summary['global_step']}; checkpoint {summary['checkpoint']}")
@@ -131,7 +131,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         from vheat.train.evaluate import evaluate_checkpoint
 
         results = evaluate_checkpoint(cfg, args.checkpoint)
-        if du.env_world_size() <= 1 or int(os.environ.get("RANK", "0")) == 0:
+        if du.env_rank() == 0:
             for name in ("model", "ema"):
                 if name in results:
                     r = results[name]

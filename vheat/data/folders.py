@@ -57,14 +57,31 @@ def check_train_val(root: str) -> list[str]:
     return train
 
 
+class UnreadableImageError(DatasetError):
+    """An image that does not decode, met while loading a batch (``data.verify_images=off``).
+
+    A DataLoader worker hands its exception back as ``type(exc)("Caught ... in DataLoader worker process
+    N.\nOriginal Traceback ...\nvheat.data.folders.UnreadableImageError: <message>")``: only the type
+    and that text cross the process boundary, so the message is taken back from the text's last line
+    and the user reads the one line the worker raised.
+    """
+
+    def __init__(self, message: str):
+        marker = f"{type(self).__name__}: "
+        if message.startswith("Caught ") and marker in message:
+            message = message.rstrip().rsplit(marker, 1)[1]
+        super().__init__(message)
+
+
 def load_rgb(path: str) -> Image.Image:
     """PIL loader that names the file when an image cannot be decoded."""
     try:
-        with open(path, "rb") as f:
-            img = Image.open(f)
+        with Image.open(path) as img:
             return img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"cannot read image {path!r} (corrupt or not an image): {exc}") from None
+        raise UnreadableImageError(f"cannot read image {path} (corrupt or not an image): {exc}; "
+                                   f"data.verify_images=fail (the default) lists every such file before "
+                                   f"training") from None
 
 
 class LinkSafeImageFolder(ImageFolder):

@@ -4,7 +4,8 @@ image fails the run at once (or is skipped, counted) instead of epochs later.
 ``data.verify_images``: ``fail`` (default) refuses the run naming the bad files; ``skip``
 drops them with a counted warning; ``off`` checks nothing (a bad file then fails when read).
 Results are cached per split folder under ``$VHEAT_CACHE_DIR`` (default ``~/.cache/vheat``)
-keyed by each file's size and mtime, so a second run re-checks only what changed.
+keyed by each file's size and mtime, so a second run re-checks only what changed. A cache that
+cannot be written is a one-line warning, never a stopped run.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Optional, Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from vheat.train.atomic import atomic_write_json
+from vheat.train.atomic import OutputWriteError, atomic_write_json
 
 from .folders import DatasetError
 
@@ -74,8 +75,17 @@ def find_bad_images(split_dir: str, files: Sequence[str], progress: bool = False
         if entry[2] is not None:
             bad[path] = entry[2]
     if checked or len(results) != len(cached):
-        atomic_write_json(store, {"version": CACHE_VERSION, "folder": os.path.realpath(split_dir), "files": results})
+        _save_cache(store, {"version": CACHE_VERSION, "folder": os.path.realpath(split_dir), "files": results})
     return bad
+
+
+def _save_cache(store: str, data: dict) -> None:
+    # The cache only saves time: a failed write (full disk, read-only home) must not stop the run.
+    try:
+        atomic_write_json(store, data)
+    except OutputWriteError as exc:
+        log.warning(f"cannot write the image-check cache {exc.path}: {exc.reason}; going on without it "
+                    f"(the next run checks these images again)")
 
 
 def verify_dataset(dataset, mode: str, progress: bool = False) -> int:

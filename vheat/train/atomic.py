@@ -35,7 +35,14 @@ def _fsync_dir(path: str) -> None:
 
 
 class OutputWriteError(ValueError):
-    """A file could not be written (disk full, file size limit, no permission); the old file is kept."""
+    """A file could not be written (disk full, file size limit, no permission); the old file is kept.
+
+    ``path`` and ``reason`` let a caller for whom the file is optional (a cache) say it its own way.
+    """
+
+    def __init__(self, message: str, path: str = "", reason: str = ""):
+        super().__init__(message)
+        self.path, self.reason = path, reason
 
 
 _FULL = {errno.ENOSPC: "the disk is full", errno.EFBIG: "it exceeds the file size limit (ulimit -f)",
@@ -49,14 +56,21 @@ def _os_error(exc: BaseException) -> "OSError | None":
     return exc
 
 
-def write_failure(path: str, exc: BaseException) -> "OutputWriteError | None":
-    """The one-line error for a failed write of ``path``, or None when ``exc`` is no I/O failure."""
+def failure_reason(exc: BaseException) -> "str | None":
+    """Why a write failed, in words ("the disk is full"), or None when ``exc`` is no I/O failure."""
     cause = _os_error(exc)
     if cause is None:
         return None
-    why = _FULL.get(cause.errno, cause.strerror or str(cause))
+    return _FULL.get(cause.errno, cause.strerror or str(cause))
+
+
+def write_failure(path: str, exc: BaseException) -> "OutputWriteError | None":
+    """The one-line error for a failed write of ``path``, or None when ``exc`` is no I/O failure."""
+    why = failure_reason(exc)
+    if why is None:
+        return None
     return OutputWriteError(f"cannot write {path}: {why}. No file written before was changed or lost; make room "
-                            f"and run the same command again (a training run resumes)")
+                            f"and run the same command again (a training run resumes)", path, why)
 
 
 def check_writable(path: str) -> None:

@@ -19,7 +19,7 @@ import yaml
 
 from .config_rules import ConfigError, check_values
 
-__all__ = ["ConfigError", "DEFAULTS", "load_config", "merge_dict", "parse_override", "dump_config"]
+__all__ = ["ConfigError", "DEFAULTS", "load_config", "parse_override", "dump_config"]
 
 FREE_FORM = {("model", "kwargs")}
 
@@ -183,14 +183,6 @@ def load_config(path: str | None = None, overrides: Iterable[str] = ()) -> dict:
         _merge(cfg, _nest(keys, value), f"override {item!r}")
     validate(cfg)
     return cfg
-
-
-def merge_dict(cfg: dict, update: Mapping, where: str) -> dict:
-    """Returns a validated copy of ``cfg`` updated from a nested mapping."""
-    out = copy.deepcopy(cfg)
-    _merge(out, update, where)
-    validate(out)
-    return out
 
 
 def _fix_numbers(node: Any) -> Any:

@@ -14,7 +14,7 @@ def env_world_size() -> int:
 
 def env_rank() -> int:
     """This process's global rank as torchrun sets it (0 outside torchrun), before any process group."""
-    return int(os.environ.get("RANK", "0"))
+    return int(os.environ.get("RANK", "0")) if env_world_size() > 1 else 0
 
 
 def init_distributed(device_type: str) -> bool:
@@ -48,11 +48,6 @@ def local_rank() -> int:
 
 def is_main() -> bool:
     return rank() == 0
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

@@ -17,6 +17,7 @@ import torch
 
 from . import distributed as du
 from .config import ConfigError
+from .log_file import LogFile
 
 T = TypeVar("T")
 
@@ -39,7 +40,7 @@ def seed_all(seed: int) -> None:
 
 
 def setup_logging(output_dir: Optional[str]) -> None:
-    """Rank 0 logs INFO to stdout (and output/log.txt); other ranks only warnings."""
+    """Rank 0 logs INFO to stdout (and output/log.txt, while it can be written); other ranks only warnings."""
     root = logging.getLogger("vheat")
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -52,7 +53,7 @@ def setup_logging(output_dir: Optional[str]) -> None:
     root.addHandler(stream)
     if output_dir and du.is_main():
         os.makedirs(output_dir, exist_ok=True)
-        fh = logging.FileHandler(os.path.join(output_dir, "log.txt"))
+        fh = LogFile(os.path.join(output_dir, "log.txt"))
         fh.setFormatter(fmt)
         root.addHandler(fh)
 
@@ -84,7 +85,9 @@ def check_input_fits(batch_size: int, img_size: int, what: str = "data.img_size"
 
 
 def on_main(fn: Callable[[], T]) -> T:
-    """Rank 0 runs ``fn`` (file checks, dataset export); every rank gets its answer or its error."""
+    """Rank 0 runs ``fn`` (file checks, dataset export, every write to the output folder); every rank gets its
+    answer or its error. An error rank 0 kept to itself (a full disk) would leave the other ranks waiting at the
+    next collective until the process group times out (30 minutes)."""
     if not du.is_distributed():
         return fn()
     answer: Any = None

@@ -207,11 +207,7 @@ class _Trainer:
 
     def _save(self) -> Optional[str]:
         state = self._state()  # collective: every rank takes part
-        path = None
-        if du.is_main():
-            path = save_checkpoint(self.out, state, self.cfg["train"]["keep_checkpoints"])
-        du.barrier()
-        return path
+        return on_main(lambda: save_checkpoint(self.out, state, self.cfg["train"]["keep_checkpoints"]))
 
     # ------------------------------------------------------------------ loop
     def run(self, start: dict) -> dict:
@@ -219,8 +215,8 @@ class _Trainer:
         if self.device.type == "cpu":
             self._pin_gemm_library(start.get("checkpoint"))
         resumed = self._resume(start)
-        if du.is_main():  # written once every check has passed: a refused run leaves the old one
-            atomic_write_text(os.path.join(self.out, "config.yaml"), dump_config(cfg))
+        # written once every check has passed: a refused run leaves the old one
+        on_main(lambda: atomic_write_text(os.path.join(self.out, "config.yaml"), dump_config(cfg)))
         if resumed is None:
             seed_all(t["seed"] + self.rank)  # per-rank streams for drop path / Mixup
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -244,8 +240,8 @@ class _Trainer:
                 return {"status": "stopped", "global_step": self.global_step, "checkpoint": path,
                         "output": self.out}
             last_eval = self._end_epoch()
-        if du.is_main() and t["plot"]:
-            plot_metrics(self.out)
+        if t["plot"]:
+            on_main(lambda: plot_metrics(self.out))
         return {"status": "finished", "global_step": self.global_step, "best_acc1": self.best_acc1,
                 "output": self.out, **last_eval}
 
@@ -331,13 +327,12 @@ class _Trainer:
                 out.update(ema_val=ev)
             if val["acc1"] > self.best_acc1:
                 self.best_acc1 = val["acc1"]
-                if du.is_main():
-                    write_checkpoint(os.path.join(self.out, BEST_FILE), {
-                        "model": self.model.state_dict(),
-                        "model_ema": self.ema.module.state_dict() if self.ema else None,
-                        "epoch": self.epoch, "acc1": val["acc1"], "arch": cfg["model"]["name"],
-                        "num_classes": self.num_classes, "classes": self.data.classes, "config": cfg,
-                        "run_id": self.run_id})
+                on_main(lambda: write_checkpoint(os.path.join(self.out, BEST_FILE), {
+                    "model": self.model.state_dict(),
+                    "model_ema": self.ema.module.state_dict() if self.ema else None,
+                    "epoch": self.epoch, "acc1": val["acc1"], "arch": cfg["model"]["name"],
+                    "num_classes": self.num_classes, "classes": self.data.classes, "config": cfg,
+                    "run_id": self.run_id}))
         msg = f"epoch {self.epoch + 1}/{t['epochs']}: train loss {record['train_loss']:.4f}, lr {record['lr']:.3g}"
         if "val_acc1" in record:
             msg += (f"; val loss {record['val_loss']:.4f}, top-1 {record['val_acc1']:.2f}%, "
@@ -345,8 +340,7 @@ class _Trainer:
         if "ema_val_acc1" in record:
             msg += f"; EMA top-1 {record['ema_val_acc1']:.2f}%"
         log.info(msg)
-        if du.is_main():
-            log_epoch(self.out, record)
+        on_main(lambda: log_epoch(self.out, record))
         self.epoch += 1
         self.step_in_epoch = 0
         self.epoch_loss = [0.0, 0.0]
