@@ -18,7 +18,7 @@ TORCH_PIN=torch==2.11.0
 TORCHVISION_PIN=torchvision==0.26.0
 TRITON_PIN=triton==3.6.0
 # Triton 3.6's interpreter turns a 1-element array into a loop bound with int(), which
-# numpy 2.4 refuses ("only 0-dimensional arrays can be converted"; Triton 3.7+ squeezes
+# numpy 2.4 refuses ("only 0-dimensional arrays can be converted"; Triton 3.8 squeezes
 # first): every interpreted kernel with a runtime loop bound failed. Only the interpreter
 # (tests) is affected, not GPU launches.
 NUMPY_PIN="numpy<2.4"
