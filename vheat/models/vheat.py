@@ -410,7 +410,8 @@ class VHeat(nn.Module):
         sources = [t for t in [self._freq_source(i)] if t is not None]
         for block in blocks:
             net = block.op.rate_net
-            sources += list(net.parameters()) if net is not None else []
+            # buffers too: torch.nn.utils.prune keeps its mask there
+            sources += list(net.parameters()) + list(net.buffers()) if net is not None else []
             if block.op.infer_mode:
                 sources.append(block.op.k_exp)
 
