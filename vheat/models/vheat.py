@@ -26,6 +26,7 @@ from vheat_kernels import attenuation
 from . import tracing
 from .freq_embed import AttenuationCache, resize_freq_embed
 from .heat import HeatBlock
+from .load_guard import unchanged_on_failure
 from .layers import LayerNorm2d, StemLayer, make_downsample
 
 GLOBAL_POOLS = ("", "avg", "max", "avgmax", "catavgmax")
@@ -303,9 +304,15 @@ class VHeat(nn.Module):
         pretrained=True)``, including timm's first-conv adaptation for another ``in_chans``);
         keeps this model's head when the class counts differ.
         """
-        from ..checkpoint_io import CLASSIFIER_KEYS, extract_state_dict, read_checkpoint
+        from ..checkpoint_io import extract_state_dict, read_checkpoint
 
-        sd = checkpoint_filter_fn(extract_state_dict(read_checkpoint(path, allow_pickle=allow_pickle), key), self)
+        checkpoint = read_checkpoint(path, allow_pickle=allow_pickle)
+        with unchanged_on_failure(self):
+            self._load_filtered(checkpoint_filter_fn(extract_state_dict(checkpoint, key), self), keep_classifier_if_mismatch)
+
+    def _load_filtered(self, sd: Dict[str, torch.Tensor], keep_classifier_if_mismatch: bool) -> None:
+        from ..checkpoint_io import CLASSIFIER_KEYS
+
         stem = "patch_embed.conv1.weight"
         in_chans = self.patch_embed.conv1.in_channels
         if stem in sd and sd[stem].shape[1] != in_chans:
@@ -541,7 +548,9 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: VHeat) -> Dict[st
                     f"has {(res, res)}: build the model with the checkpoint's img_size, or load a train-mode checkpoint"
                 )
         if not model.infer_mode:
-            model.set_infer_mode(True, keep_train_params=False)
+            # Train weights kept aside until the load succeeds (the loaded k_exp then drops
+            # them), so that a failed load can switch back (load_guard).
+            model.set_infer_mode(True, keep_train_params=True)
         return sd
     if model.infer_mode:
         return _fold_state_dict(sd, model)
