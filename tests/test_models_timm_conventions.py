@@ -399,6 +399,17 @@ def test_jit_trace_passes_its_check(tiny):
         torch.testing.assert_close(traced(x3), tiny(x3), rtol=1e-5, atol=1e-5)
 
 
+@needs_ops
+def test_jit_trace_of_a_train_mode_model_runs_at_other_sizes():
+    """The README's promise: a train-mode graph resizes freq_embed (and rebuilds E) at run time."""
+    model = _micro()
+    traced = torch.jit.trace(model, torch.randn(2, 3, 64, 64))
+    with torch.no_grad():
+        for size in [(96, 96), (48, 80)]:
+            x = torch.randn(2, 3, *size)
+            torch.testing.assert_close(traced(x), model(x), rtol=1e-5, atol=1e-5)
+
+
 def test_torch_export_dynamic_batch():
     model = _micro(seed=11)
     program = torch.export.export(model, (torch.randn(2, 3, 64, 64),), dynamic_shapes=({0: torch.export.Dim("batch")},))
