@@ -107,7 +107,15 @@ def test_global_pool_errors():
         timm.create_model("vheat_tiny", **MICRO, global_pool="")
     model = timm.create_model("vheat_tiny", **MICRO, global_pool="", num_classes=0)
     with pytest.raises(ValueError, match="needs num_classes=0"):
-        model.reset_classifier(10)
+        model.reset_classifier(10, "")
+
+
+def test_new_classifier_on_an_unpooled_model_pools_again():
+    """timm's test_model_default_cfgs calls reset_classifier(2) on a model built with global_pool=''."""
+    model = timm.create_model("vheat_tiny", **MICRO, global_pool="", num_classes=0).eval()
+    model.reset_classifier(2)
+    assert model.global_pool.pool_type == "avg" and not model.classifier.training
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 2)
 
 
 def test_models_register_from_the_architecture_module():
