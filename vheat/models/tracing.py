@@ -65,6 +65,12 @@ def hco(x: torch.Tensor, E: torch.Tensor, backend: Optional[str] = None) -> torc
         return vheat_kernels.heat_conduction(x, E, backend=backend)
 
 
+def _traced_for_any_size() -> bool:
+    # jit.trace records sizes as values; the TorchScript ONNX exporter (which traces) needs a
+    # static (H, W, C) for the HCO's lowering, so there H and W stay the traced ones.
+    return torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+
+
 def _attenuation_in_graph(k: torch.Tensor) -> torch.Tensor:
     # The uncached form of vheat_kernels.attenuation (same operations, same numbers): the decay
     # map is built from k's size inside the graph, so a scripted or traced graph runs at any size.
@@ -80,8 +86,10 @@ def attenuation_from_rates(k: torch.Tensor) -> torch.Tensor:
     if torch.jit.is_scripting():
         return _attenuation_in_graph(k)
     else:
-        if torch.jit.is_tracing():  # k.shape holds traced sizes here
+        if _traced_for_any_size():  # k.shape holds traced sizes here
             return _attenuation_in_graph(k)
+        if torch.jit.is_tracing():
+            _build_maps_outside_jit_trace(k.shape[0], k.shape[1], k.device, k.dtype)
         return vheat_kernels.attenuation(k)
 
 
@@ -101,7 +109,7 @@ def freq_embed_like(freq: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if torch.jit.is_scripting():
         return resize_freq_embed(freq, [x.shape[-2], x.shape[-1]])
     else:
-        if torch.jit.is_tracing():
+        if _traced_for_any_size():
             return _resize_in_traced_graph(freq, x)
         return resize_freq_embed(freq, [x.shape[-2], x.shape[-1]])
 
