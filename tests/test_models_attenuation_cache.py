@@ -60,3 +60,14 @@ def test_eval_logits_follow_weight_changes(change):
         expected = _uncached_copy(model)(x)
     assert not torch.equal(after, before)
     torch.testing.assert_close(after, expected, rtol=0, atol=0)
+
+
+def test_many_input_sizes_stay_under_the_byte_budget():
+    model = random_micro(hco_backend="fft").eval()
+    cache = model._attenuation_cache
+    cache.max_bytes = 64 << 10
+    with torch.no_grad():
+        for side in range(64, 128, 8):
+            model(torch.randn(1, 3, side, side))
+    stored = sum(t.numel() * t.element_size() for value in cache._entries.values() for t in value)
+    assert 0 < stored <= cache.max_bytes and len(cache) < 4 * 8

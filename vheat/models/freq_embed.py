@@ -57,12 +57,23 @@ class _Sources:
         return _identity(tensors) == self.identity and all(torch.equal(a, b) for a, b in zip(tensors, self.values))
 
 
+def _nbytes(value: List[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in value)
+
+
 class AttenuationCache:
     """LRU cache of per-block attenuation lists, keyed by (stage, H, W), valid while the stage's
-    source tensors are unchanged (see the module docstring for what is compared)."""
+    source tensors are unchanged (see the module docstring for what is compared).
 
-    def __init__(self, max_entries: int = 32):
+    Bounded by entries (``max_entries``, 32: eight resolutions of a four-stage model) and by
+    bytes (``max_bytes``, 256 MB: vHeat-T needs 6 MB per resolution around 224, but 50 MB for
+    stage 1 alone at a 1024 x 1024 input); the entry just built is always kept, even alone
+    over the budget.
+    """
+
+    def __init__(self, max_entries: int = 32, max_bytes: int = 256 << 20):
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._entries: "OrderedDict[Tuple[Hashable, ...], List[torch.Tensor]]" = OrderedDict()
         self._sources: Dict[Hashable, _Sources] = {}
 
@@ -81,7 +92,9 @@ class AttenuationCache:
             self._entries.move_to_end(key)
             return hit
         value = self._entries[key] = build()
-        while len(self._entries) > self.max_entries:
+        while len(self._entries) > 1 and (
+            len(self._entries) > self.max_entries or sum(map(_nbytes, self._entries.values())) > self.max_bytes
+        ):
             self._entries.popitem(last=False)
         return value
 
