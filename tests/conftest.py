@@ -32,14 +32,13 @@ def _fresh_seed(request):
 
 
 @pytest.fixture(autouse=True)
-def _gemm_choice_restored(monkeypatch):
-    """An in-process training run pins its GEMM library in os.environ (fused_linear.pin_training_library)
-    for the life of the process; here it ends with the test."""
-    value = os.environ.get("VHEAT_ONEDNN_LINEAR")
-    if value is None:
-        monkeypatch.delenv("VHEAT_ONEDNN_LINEAR", raising=False)
-    else:
-        monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", value)
+def _gemm_choice_restored():
+    """An in-process training run pins its GEMM library (fused_linear.pin_training_library) for
+    the life of the process; here it ends with the test."""
+    from vheat.models import fused_linear
+
+    yield
+    fused_linear.pin_training_library(None)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,5 +1,7 @@
 """vheat.models.fused_linear: oneDNN GEMMs (fused bias + GELU in inference, an autograd Function in training)
 where this machine measures them faster, F.linear elsewhere."""
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -181,3 +183,24 @@ def test_pinned_library_overrides_the_calibration(monkeypatch):
     assert fused_linear.uses_onednn(x, w, None) == fused_linear.onednn_available()
     with pytest.raises(ValueError, match="'onednn' or 'mkl'"):
         fused_linear.pin_training_library("blas")
+
+
+def test_pinning_leaves_the_environment_alone(monkeypatch):
+    monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "0")
+    fused_linear.pin_training_library("onednn")
+    assert os.environ["VHEAT_ONEDNN_LINEAR"] == "0"
+    assert fused_linear.training_library() == ("onednn" if fused_linear.onednn_available() else "mkl")
+    fused_linear.pin_training_library(None)
+    assert fused_linear.training_library() == "mkl"
+
+
+@pytest.mark.parametrize("mode", ["0", "rule", "always"])
+def test_fx_graph_runs_the_eager_gemms(mode, monkeypatch):
+    """timm's test_model_forward_fx asks for bitwise equality: the graph must call the same GEMMs."""
+    monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", mode)
+    model = VHeat(depths=(1, 1, 2, 1), dims=32, img_size=64, num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        eager = model(x)
+        graph = torch.fx.symbolic_trace(model)(x)
+    assert torch.equal(graph, eager)

@@ -107,7 +107,15 @@ def test_global_pool_errors():
         timm.create_model("vheat_tiny", **MICRO, global_pool="")
     model = timm.create_model("vheat_tiny", **MICRO, global_pool="", num_classes=0)
     with pytest.raises(ValueError, match="needs num_classes=0"):
-        model.reset_classifier(10)
+        model.reset_classifier(10, "")
+
+
+def test_new_classifier_on_an_unpooled_model_pools_again():
+    """timm's test_model_default_cfgs calls reset_classifier(2) on a model built with global_pool=''."""
+    model = timm.create_model("vheat_tiny", **MICRO, global_pool="", num_classes=0).eval()
+    model.reset_classifier(2)
+    assert model.global_pool.pool_type == "avg" and not model.classifier.training
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 2)
 
 
 def test_models_register_from_the_architecture_module():
@@ -397,6 +405,17 @@ def test_jit_trace_passes_its_check(tiny):
     with torch.no_grad():
         x3 = torch.randn(3, 3, 224, 224)
         torch.testing.assert_close(traced(x3), tiny(x3), rtol=1e-5, atol=1e-5)
+
+
+@needs_ops
+def test_jit_trace_of_a_train_mode_model_runs_at_other_sizes():
+    """The README's promise: a train-mode graph resizes freq_embed (and rebuilds E) at run time."""
+    model = _micro()
+    traced = torch.jit.trace(model, torch.randn(2, 3, 64, 64))
+    with torch.no_grad():
+        for size in [(96, 96), (48, 80)]:
+            x = torch.randn(2, 3, *size)
+            torch.testing.assert_close(traced(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_torch_export_dynamic_batch():

@@ -118,7 +118,7 @@ def test_resume_keeps_the_runs_gemm_library(folder, tmp_path):
     other = "mkl" if ckpt["gemm_library"] == "onednn" else "onednn"
     ckpt["gemm_library"] = other  # as if the run had started in a process that measured otherwise
     write_checkpoint(stopped["checkpoint"], ckpt)
-    os.environ.pop("VHEAT_ONEDNN_LINEAR", None)  # this "process" has its own calibration again
+    fused_linear.pin_training_library(None)  # this "process" has its own calibration again
     resumed = train(tiny_config(folder, part, "train.epochs=2"))
     assert resumed["status"] == "finished"
     assert fused_linear.training_library() == other == read_checkpoint(list_checkpoints(part)[-1])["gemm_library"]

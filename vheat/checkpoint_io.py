@@ -290,15 +290,19 @@ def load_official_checkpoint(
             if k in sd and k in own and sd[k].shape != own[k].shape:
                 sd.update({kk: own[kk] for kk in CLASSIFIER_KEYS if kk in own})
                 break
-    refold = False
-    if is_infer_layout(sd) and not model.infer_mode:
-        model.set_infer_mode(True, keep_train_params=False)
-    elif not is_infer_layout(sd) and model.infer_mode:
-        model.set_infer_mode(False)
-        refold = True
-    result = model.load_state_dict(sd, strict=strict)
-    if refold:
-        model.set_infer_mode(True)
+    from .models.load_guard import unchanged_on_failure
+
+    with unchanged_on_failure(model):
+        refold = False
+        if is_infer_layout(sd) and not model.infer_mode:
+            # Train weights kept aside until the load succeeds (the loaded k_exp then drops them).
+            model.set_infer_mode(True, keep_train_params=True)
+        elif not is_infer_layout(sd) and model.infer_mode:
+            model.set_infer_mode(False)
+            refold = True
+        result = model.load_state_dict(sd, strict=strict)
+        if refold:
+            model.set_infer_mode(True)
     return result
 
 

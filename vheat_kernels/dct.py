@@ -1,7 +1,9 @@
 """Cosine and decay maps of the Heat Conduction Operator, cached per (size, device, dtype).
 
 The maps are computed in float64 and cast once, so low-precision callers get the
-correctly rounded matrix rather than one built from rounded angles.
+correctly rounded matrix rather than one built from rounded angles. The cache (``MAPS``) is
+an LRU under a byte budget (``map_cache.DEFAULT_BUDGET_BYTES``, 32 MB; ``MAPS.set_budget``
+changes it), so a stream of distinct input sizes cannot grow it without bound.
 """
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import math
 import torch
 from torch._guards import detect_fake_mode
 
-_CACHE: dict = {}
+from .map_cache import TensorLRU
+
+MAPS = TensorLRU()
 
 
 def _cached(key, build):
@@ -18,10 +22,7 @@ def _cached(key, build):
     the builder yields fake tensors, which must never reach later eager calls."""
     if torch.compiler.is_compiling() or detect_fake_mode() is not None:
         return build(*key[1:])
-    value = _CACHE.get(key)
-    if value is None:
-        value = _CACHE[key] = build(*key[1:])
-    return value
+    return MAPS.get(key, lambda: build(*key[1:]))
 
 
 def _dct_matrix_build(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -25,11 +25,17 @@ ENV_VAR = "VHEAT_HCO_BACKEND"
 # two channels (1, 512, 512, 2) 12.0 / 14.2, (1, 256, 256, 2) 2.2 / 2.4; every vHeat shape
 # (C >= 96) is 3-20x faster fused. Long odd or prime sides need no rule: the cpu backend
 # itself takes an FFT path there (csrc/cpu/fft_path.cpp). fft stays the choice where the op
-# library is missing, and on devices without a kernel.
+# library is missing, and on devices without a kernel. Inside torch.compile the cpu backend
+# serves every CPU shape (see _cpu_prefers_fft).
 _CPU_FFT_PLANE = (64 * 64, 2048 * 2048)
 
 
 def _cpu_prefers_fft(x: torch.Tensor) -> bool:
+    # Not inside torch.compile: Inductor spends 30-44 s per static shape (150 s with
+    # dynamic=True) lowering the fft backend's complex FFTs and reorderings, against 7.6 s
+    # for the cpu backend's op, which it keeps opaque. The fft speed-up is a few ms.
+    if torch.compiler.is_compiling():
+        return False
     return x.shape[3] == 1 and _CPU_FFT_PLANE[0] <= x.shape[1] * x.shape[2] <= _CPU_FFT_PLANE[1]
 
 

@@ -18,12 +18,16 @@ Inference (no gradient needed) uses the fused op directly. Training on a oneDNN 
 through ``_OneDNNLinear``, whose backward is two more oneDNN GEMMs on strided views (no
 transposed copies); the GELU then stays a separate op, since its backward needs the
 pre-activation. Double backward (create_graph) runs through differentiable ``torch.matmul``.
-Tracing (fvcore FLOP counts, TorchScript, FX), ``torch.compile`` (Inductor picks its own
-GEMMs), CPU autocast, non-CPU devices and dtypes other than float32 take ``F.linear``
-(+ ``F.gelu``), which computes the same function. ``VHEAT_ONEDNN_LINEAR=0`` turns oneDNN off, ``rule`` keeps to the
-size rule, ``always`` uses oneDNN wherever it can run (training included), ``auto`` (default)
-measures. ``vheat train`` pins its run's choice (``pin_training_library``, recorded in the
-checkpoints), so a resumed run is bitwise the run it continues.
+``linear`` is an FX leaf: a ``torch.fx`` graph (timm's feature extractor included) calls it
+when it runs, so the graph takes the eager model's GEMM library and matches it bitwise.
+TorchScript (script and trace), ``torch.compile`` / ``torch.export`` (Inductor picks its own
+GEMMs), fvcore FLOP counts, CPU autocast, non-CPU devices and dtypes other than float32 take
+``F.linear`` (+ ``F.gelu``), which computes the same function to float rounding.
+``VHEAT_ONEDNN_LINEAR=0`` turns oneDNN off, ``rule`` keeps to the size rule, ``always`` uses
+oneDNN wherever it can run (training included), ``auto`` (default) measures. ``vheat train``
+pins its run's choice (``pin_training_library``, recorded in the checkpoints) for the rest of
+the process, so a resumed run is bitwise the run it continues; the pin lives in this module,
+never in ``os.environ`` (a library must not change its caller's environment).
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
@@ -47,7 +52,13 @@ def onednn_available() -> bool:
 _AVAILABLE = onednn_available()
 
 
+# Set by pin_training_library: the mode this process keeps whatever its environment says.
+_pinned_mode: Optional[str] = None
+
+
 def _mode() -> str:
+    if _pinned_mode is not None:
+        return _pinned_mode
     mode = os.environ.get("VHEAT_ONEDNN_LINEAR", "auto")
     if mode not in MODES:
         raise ValueError(f"VHEAT_ONEDNN_LINEAR must be 0, rule, auto (or 1) or always, got {mode!r}")
@@ -139,12 +150,14 @@ def training_library() -> str:
     return "onednn" if _AVAILABLE and mode != "0" and _onednn_everywhere(mode) else "mkl"
 
 
-def pin_training_library(library: str) -> None:
-    """Make this process train on ``library`` whatever its own calibration says, so that a run
-    resumed in another process (or on another rank) rounds its GEMMs the same way."""
-    if library not in ("onednn", "mkl"):
+def pin_training_library(library: Optional[str]) -> None:
+    """Make this process train on ``library`` whatever its own calibration and
+    $VHEAT_ONEDNN_LINEAR say, so that a run resumed in another process (or on another rank)
+    rounds its GEMMs the same way; ``None`` releases the pin."""
+    global _pinned_mode
+    if library not in ("onednn", "mkl", None):
         raise ValueError(f"fused_linear: library must be 'onednn' or 'mkl', got {library!r}")
-    os.environ["VHEAT_ONEDNN_LINEAR"] = "always" if library == "onednn" else "rule"
+    _pinned_mode = None if library is None else "always" if library == "onednn" else "rule"
 
 
 def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
@@ -211,6 +224,8 @@ class _OneDNNLinear(torch.autograd.Function):
         return dx, dw, db
 
 
+@register_notrace_function  # timm's FX tracer
+@torch.fx.wrap  # plain torch.fx.symbolic_trace; callers use fused_linear.linear (see tracing.py)
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, activation: str = "none") -> torch.Tensor:
     """``act(x @ weight.T + bias)`` with act in ("none", "gelu"); GELU is the exact (erf) one, as nn.GELU()."""
     if torch.jit.is_scripting():
@@ -232,7 +247,8 @@ def linear_module(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)`` for an ``nn.Linear``, through ``linear`` (fused where it applies) when the
     module is a plain, hook-free ``nn.Linear``. Anything else (a subclass, a LoRA or quantized
     replacement, a module with forward hooks) runs its own forward, so swapping or hooking
-    the layer keeps working."""
-    if type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks or is_fx_symbolic_tracing()):
+    the layer keeps working. FX graphs record the ``linear`` leaf too, so that they run the
+    eager model's GEMMs."""
+    if type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks):
         return linear(x, module.weight, module.bias)
     return module(x)

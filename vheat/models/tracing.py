@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from timm.layers import register_notrace_function
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
@@ -64,23 +65,51 @@ def hco(x: torch.Tensor, E: torch.Tensor, backend: Optional[str] = None) -> torc
         return vheat_kernels.heat_conduction(x, E, backend=backend)
 
 
+def _traced_for_any_size() -> bool:
+    # jit.trace records sizes as values; the TorchScript ONNX exporter (which traces) needs a
+    # static (H, W, C) for the HCO's lowering, so there H and W stay the traced ones.
+    return torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+
+
+def _attenuation_in_graph(k: torch.Tensor) -> torch.Tensor:
+    # The uncached form of vheat_kernels.attenuation (same operations, same numbers): the decay
+    # map is built from k's size inside the graph, so a scripted or traced graph runs at any size.
+    compute_dtype = torch.float64 if k.dtype == torch.float64 else torch.float32
+    log_d = torch.log(_decay_map_build(k.shape[0], k.shape[1], k.device, torch.float64)).to(compute_dtype)
+    return torch.exp(k.to(compute_dtype) * log_d[:, :, None])
+
+
 @register_notrace_function
 @torch.fx.wrap
 def attenuation_from_rates(k: torch.Tensor) -> torch.Tensor:
     """E = D ** k for a rate map k (H, W, C); D depends on (H, W)."""
-    if torch.jit.is_scripting():  # the uncached form of vheat_kernels.attenuation
-        compute_dtype = torch.float64 if k.dtype == torch.float64 else torch.float32
-        log_d = torch.log(_decay_map_build(k.shape[0], k.shape[1], k.device, torch.float64)).to(compute_dtype)
-        return torch.exp(k.to(compute_dtype) * log_d[:, :, None])
+    if torch.jit.is_scripting():
+        return _attenuation_in_graph(k)
     else:
+        if _traced_for_any_size():  # k.shape holds traced sizes here
+            return _attenuation_in_graph(k)
         if torch.jit.is_tracing():
             _build_maps_outside_jit_trace(k.shape[0], k.shape[1], k.device, k.dtype)
         return vheat_kernels.attenuation(k)
+
+
+def _resize_in_traced_graph(freq: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    # While jit.trace runs, x.shape holds traced sizes: passing them on (never int()) records a
+    # resize to the input's size at run time. It is recorded even at the traced size, where
+    # bicubic resizing returns its input exactly.
+    work = freq if freq.dtype in (torch.float32, torch.float64) else freq.float()
+    out = F.interpolate(work.permute(2, 0, 1).unsqueeze(0), size=x.shape[-2:], mode="bicubic", align_corners=False)
+    return out[0].permute(1, 2, 0).to(freq.dtype)
 
 
 @register_notrace_function
 @torch.fx.wrap
 def freq_embed_like(freq: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The (h, w, C) embedding resized (bicubic) to the spatial size of the NCHW feature map x."""
-    return resize_freq_embed(freq, [x.shape[-2], x.shape[-1]])
+    if torch.jit.is_scripting():
+        return resize_freq_embed(freq, [x.shape[-2], x.shape[-1]])
+    else:
+        if _traced_for_any_size():
+            return _resize_in_traced_graph(freq, x)
+        return resize_freq_embed(freq, [x.shape[-2], x.shape[-1]])
 

@@ -8,8 +8,9 @@ timm's model interface (forward_features / forward_head / forward_intermediates,
 reset_classifier) and timm's registration: ``checkpoint_filter_fn``, ``_create_vheat``,
 ``default_cfgs`` and ``vheat_tiny`` / ``vheat_small`` / ``vheat_base`` (as timm/models/convnext.py).
 """
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` in this module: torch.fx copies forward's
+# annotations into the code it generates, and TorchScript cannot read them as strings
+# ("Unknown type name '_torch_Tensor_'" when scripting an FX graph of the model).
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -25,6 +26,7 @@ from vheat_kernels import attenuation
 from . import tracing
 from .freq_embed import AttenuationCache, resize_freq_embed
 from .heat import HeatBlock
+from .load_guard import unchanged_on_failure
 from .layers import LayerNorm2d, StemLayer, make_downsample
 
 GLOBAL_POOLS = ("", "avg", "max", "avgmax", "catavgmax")
@@ -103,6 +105,8 @@ class VHeat(nn.Module):
         global_pool: timm's pooling before the Linear: 'avg' (official), 'max', 'avgmax',
             'catavgmax' (2x wide Linear input) or '' (none: forward_head returns the normed 4-D map,
             only with num_classes=0).
+        device, dtype: timm's factory arguments: where and in which float type the parameters live
+            (``create_model(..., device="meta")`` builds the structure without real weights).
     """
 
     # Properties TorchScript must not compile (they return modules or Python objects).
@@ -125,6 +129,8 @@ class VHeat(nn.Module):
         hco_backend: Optional[str] = None,
         drop_rate: float = 0.0,
         global_pool: str = "avg",
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
         _check_global_pool(global_pool, num_classes)
@@ -138,6 +144,7 @@ class VHeat(nn.Module):
                 raise ValueError(f"VHeat: img_size fixes square freq_embed grids; got {img_size}, pass one int")
             img_size = img_size[0]
         self.num_classes = num_classes
+        self.in_chans = in_chans
         self.num_layers = num_layers
         self.depths = list(depths)
         self.dims = list(dims)
@@ -179,6 +186,8 @@ class VHeat(nn.Module):
         object.__setattr__(self, "_attenuation_cache", AttenuationCache())
         self.cache_attenuation = True
         self.set_grad_checkpointing(use_checkpoint)
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
         if infer_mode:
             self.set_infer_mode(True)
 
@@ -295,9 +304,15 @@ class VHeat(nn.Module):
         pretrained=True)``, including timm's first-conv adaptation for another ``in_chans``);
         keeps this model's head when the class counts differ.
         """
-        from ..checkpoint_io import CLASSIFIER_KEYS, extract_state_dict, read_checkpoint
+        from ..checkpoint_io import extract_state_dict, read_checkpoint
 
-        sd = checkpoint_filter_fn(extract_state_dict(read_checkpoint(path, allow_pickle=allow_pickle), key), self)
+        checkpoint = read_checkpoint(path, allow_pickle=allow_pickle)
+        with unchanged_on_failure(self):
+            self._load_filtered(checkpoint_filter_fn(extract_state_dict(checkpoint, key), self), keep_classifier_if_mismatch)
+
+    def _load_filtered(self, sd: Dict[str, torch.Tensor], keep_classifier_if_mismatch: bool) -> None:
+        from ..checkpoint_io import CLASSIFIER_KEYS
+
         stem = "patch_embed.conv1.weight"
         in_chans = self.patch_embed.conv1.in_channels
         if stem in sd and sd[stem].shape[1] != in_chans:
@@ -356,15 +371,21 @@ class VHeat(nn.Module):
 
     @torch.jit.ignore
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """New Linear for ``num_classes`` (0: none) and, if given, another pooling (see GLOBAL_POOLS)."""
+        """New Linear for ``num_classes`` (0: none) and, if given, another pooling (see GLOBAL_POOLS).
+
+        Without ``global_pool`` the current pooling stays, except that a new classifier on a
+        model without pooling ('') gets the official 'avg' back: the Linear takes pooled features.
+        """
         pool = self.global_pool.pool_type if global_pool is None else global_pool
+        if global_pool is None and not pool and num_classes > 0:
+            pool = "avg"
         _check_global_pool(pool, num_classes)
         device, dtype = self.patch_embed.conv1.weight.device, self.patch_embed.conv1.weight.dtype
         self.num_classes = num_classes
         for idx, module in enumerate(_pool_and_fc(self.num_features, num_classes, pool), start=1):
             self.classifier[idx] = module
         self.classifier[3].apply(self._init_weights)
-        self.classifier.to(device=device, dtype=dtype)
+        self.classifier.to(device=device, dtype=dtype).train(self.training)
         self.head_hidden_size = self.num_features * self.classifier[1].feat_mult()
 
     # --- attenuation per stage -------------------------------------------------------------
@@ -396,7 +417,8 @@ class VHeat(nn.Module):
         sources = [t for t in [self._freq_source(i)] if t is not None]
         for block in blocks:
             net = block.op.rate_net
-            sources += list(net.parameters()) if net is not None else []
+            # buffers too: torch.nn.utils.prune keeps its mask there
+            sources += list(net.parameters()) + list(net.buffers()) if net is not None else []
             if block.op.infer_mode:
                 sources.append(block.op.k_exp)
 
@@ -526,7 +548,9 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: VHeat) -> Dict[st
                     f"has {(res, res)}: build the model with the checkpoint's img_size, or load a train-mode checkpoint"
                 )
         if not model.infer_mode:
-            model.set_infer_mode(True, keep_train_params=False)
+            # Train weights kept aside until the load succeeds (the loaded k_exp then drops
+            # them), so that a failed load can switch back (load_guard).
+            model.set_infer_mode(True, keep_train_params=True)
         return sd
     if model.infer_mode:
         return _fold_state_dict(sd, model)

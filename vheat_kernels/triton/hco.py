@@ -31,6 +31,7 @@ from torch._subclasses.fake_tensor import is_fake
 from torch.library import triton_op, wrap_triton
 
 from ..autograd import register_hco_autograd
+from ..map_cache import TensorLRU
 from . import configs as cfg
 from .chunks import backward_chunks
 from . import kernels as _kernels_module
@@ -112,7 +113,7 @@ def heat_conduction_triton(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
 # --- plans and launchers -----------------------------------------------------------------
 
 
-_COS_CACHE: dict[tuple, torch.Tensor] = {}
+_COS_CACHE = TensorLRU()  # bounded as dct.MAPS (map_cache.DEFAULT_BUDGET_BYTES)
 
 # Programs the register-resident backward aims for (two per SM of a 132-SM H100). A
 # constant, not the device's SM count, so the chunking, and with it dE's bits, is the
@@ -134,16 +135,13 @@ def _cos(n: int, like: torch.Tensor) -> torch.Tensor:
     """
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
     tracing = is_fake(like) or torch.compiler.is_compiling() or like.device.type == "meta"
-    key = (n, like.device, dtype)
-    if not tracing and key in _COS_CACHE:
-        return _COS_CACHE[key]
-    i = torch.arange(n, dtype=torch.float64, device=like.device)
-    mat = torch.cos(math.pi * (i[None, :] + 0.5) * i[:, None] / n) * math.sqrt(2.0 / n)
-    mat[0] = mat[0] / math.sqrt(2.0)
-    mat = mat.to(dtype)
-    if not tracing:
-        _COS_CACHE[key] = mat
-    return mat
+    def build() -> torch.Tensor:
+        i = torch.arange(n, dtype=torch.float64, device=like.device)
+        mat = torch.cos(math.pi * (i[None, :] + 0.5) * i[:, None] / n) * math.sqrt(2.0 / n)
+        mat[0] = mat[0] / math.sqrt(2.0)
+        return mat.to(dtype)
+
+    return build() if tracing else _COS_CACHE.get((n, like.device, dtype), build)
 
 
 @dataclass
