@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup build demo selfcheck bench bench-suite bench-quick test test-unit test-slow test-compat cuda-check cmake-test triton-aot bytes-model test-mm test-install build-cuda gpu-check build-gpu-check-artifact clean
+.PHONY: setup build demo selfcheck bench bench-suite bench-quick test test-unit test-slow test-timm test-compat cuda-check cmake-test triton-aot bytes-model test-mm test-install build-cuda gpu-check build-gpu-check-artifact clean
 
 setup:
 	bash scripts/setup_env.sh
@@ -33,13 +33,18 @@ bench-quick: setup
 # What CI runs (.ci/run): unit tests, compile-only checks of the GPU kernels, the LibTorch
 # (CMake) build, the mm extra (its first run builds mmcv: ~7 minutes here, then cached) and
 # a user's pip install from the sdist.
-test: test-unit cuda-check cmake-test test-mm test-install test-compat
+test: test-unit test-timm cuda-check cmake-test test-mm test-install test-compat
 
 test-unit: setup
 	$(PYTEST) -q
 
 test-slow: setup
 	$(PYTEST) -q -m slow
+
+# timm's own tests/test_models.py on vheat_small / vheat_base (vheat_tiny runs in test-unit),
+# with VHEAT_ONEDNN_LINEAR unset, 0 and always.
+test-timm: setup
+	$(PYTEST) -q -m slow tests/test_timm_own_tests.py
 
 # The declared floor, torch 2.11.0 + Triton 3.6.0, in .venv-compat: build, default unit tests
 # (Triton interpreter tests included), quick Triton AOT check (scripts/test_compat.sh).
