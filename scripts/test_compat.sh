@@ -24,6 +24,7 @@ TRITON_PIN=triton==3.6.0
 NUMPY_PIN="numpy<2.4"
 # Outside the clone (like the mm extra's wheel cache): fresh clones and CI reuse it.
 VENV="${COMPAT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/vheat-kernels/venv-compat}"
+case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac  # used from inside $SRC too
 SRC=build/compat/src
 start=$(date +%s)
 say() { echo "== test-compat [$(( $(date +%s) - start )) s]: $*"; }
@@ -51,15 +52,15 @@ mkdir -p "$SRC"
 git ls-files -z --cached --others --exclude-standard | grep -zv '^build/' | tar --null -T - -cf - | tar -xf - -C "$SRC"
 
 say "building the op library against that torch (CPU kernels)"
-(cd "$SRC" && VHEAT_BUILD_CUDA=0 MAX_JOBS="${MAX_JOBS:-2}" "$ROOT/$VENV/bin/python" setup.py -q build_ext --inplace \
+(cd "$SRC" && VHEAT_BUILD_CUDA=0 MAX_JOBS="${MAX_JOBS:-2}" "$VENV/bin/python" setup.py -q build_ext --inplace \
   > build.log 2>&1) || { tail -40 "$SRC/build.log"; echo "test-compat: the build failed" >&2; exit 1; }
-(cd "$SRC" && "$ROOT/$VENV/bin/python" -c \
+(cd "$SRC" && "$VENV/bin/python" -c \
   "import vheat_kernels as vk; assert vk.extension_available(), 'op library failed to load'; print('build_info:', vk.build_info())")
 
 say "default unit tests"
 # shellcheck disable=SC2086
-(cd "$SRC" && "$ROOT/$VENV/bin/python" -m pytest -q -p no:cacheprovider ${COMPAT_PYTEST_ARGS:-})
+(cd "$SRC" && "$VENV/bin/python" -m pytest -q -p no:cacheprovider ${COMPAT_PYTEST_ARGS:-})
 
 say "quick Triton AOT resource check (sm_80, sm_90)"
-(cd "$SRC" && "$ROOT/$VENV/bin/python" benchmarks/triton_resources.py --quick)
+(cd "$SRC" && "$VENV/bin/python" benchmarks/triton_resources.py --quick)
 say "passed"
