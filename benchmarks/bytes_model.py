@@ -10,14 +10,18 @@ official formulation (``reference.hco_matmul_dct``: 4 conv1d + einsum, autograd 
 backward), one read and one write of the feature map per op: a lower bound for it.
 
     python benchmarks/bytes_model.py             # print the tables
-    python benchmarks/bytes_model.py --update    # also rewrite docs/bytes_model.md
+    python benchmarks/bytes_model.py --update    # also rewrite docs/bytes_model.md (sizes with ptxas)
+                                                 # and vheat_kernels/auto_table.json (CUDA auto)
+    python benchmarks/bytes_model.py --ptxas --measured out/gpu_check/results.jsonl
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass
+from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.pop("TRITON_INTERPRET", None)
@@ -121,11 +125,166 @@ def model(shape, dtype: torch.dtype) -> Traffic:
                    (len(fwd_plan), len(bwd_plan)), matmul_fwd, matmul_bwd, x.numel() * 4 * (H + W))
 
 
+# --- roofline: a predicted H100 time per launch ---------------------------------------------
+#
+# Dense peaks of an H100 SXM (the GPU `make gpu-check` runs on): HBM3 3.35 TB/s; tensor cores
+# 989 TFLOP/s for bf16 / fp16, 495 for tf32, of which fp32's tf32x3 (three tf32 products per
+# fp32 product) gets a third. A launch takes at least the longer of its DRAM bytes over the
+# bandwidth and its MMA FLOPs over the peak; the MMA time is divided by the share of SM
+# slots its last wave fills (a grid of 1.2 waves holds the tensor cores for two); every
+# launch pays a fixed start-up. It is a model (no GPU was measured): `make gpu-check`
+# prints measured times beside it.
+H100 = dict(sms=132, hbm_bytes_per_s=3.35e12, launch_s=3e-6,
+            mma_flops_per_s={"fp32": 495e12 / 3, "bf16": 989e12, "fp16": 989e12})
+
+
+@dataclass
+class LaunchCost:
+    kernel: str
+    bytes: int
+    flops: int
+    programs: int
+    blocks_per_sm: Optional[int]  # from ptxas; None when not sized
+    resident_warps: Optional[int]
+
+    def predicted_s(self, dtype: str, gpu: dict = H100) -> float:
+        t_mem = self.bytes / gpu["hbm_bytes_per_s"]
+        t_mma = self.flops / gpu["mma_flops_per_s"][dtype]
+        if self.blocks_per_sm:
+            slots = gpu["sms"] * self.blocks_per_sm
+            waves = -(-self.programs // slots)
+            t_mma /= self.programs / (waves * slots)
+        return max(t_mem, t_mma) + gpu["launch_s"]
+
+
+def _programs(launch) -> int:
+    grid = launch.grid(launch.chosen(90) if launch.configs else None)
+    n = 1
+    for g in grid:
+        n *= int(g)
+    return n
+
+
+def launch_costs(plan, dtype: str, occupancy: bool) -> list[LaunchCost]:
+    """Cost of each launch of a plan (meta tensors); ``occupancy`` sizes the configuration
+    each launch runs on sm_90 with ptxas (``triton.aot``) for its resident blocks."""
+    out = []
+    for launch in plan:
+        b, f = _launch_traffic(launch)
+        bps = warps = None
+        if occupancy:
+            from vheat_kernels.triton import aot
+
+            chosen = [launch.chosen(90)] if launch.configs else None
+            res = aot.build(aot._builds_of(launch, dtype, 90, chosen)[0])
+            bps, warps = res.blocks_per_sm, res.resident_warps
+        out.append(LaunchCost(launch.kernel, b, f, _programs(launch), bps, warps))
+    return out
+
+
+TRAINING_BATCH = 128  # the per-GPU batch of vHeat's ImageNet recipe
+ROOFLINE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def classification_planes() -> list[tuple[str, tuple]]:
+    """(model, (B, H, W, C)) of every vHeat-T/S and -B stage at 224 x 224, training batch."""
+    from vheat_kernels.triton.aot import B_DIMS, T_DIMS, _stages
+
+    return ([("T/S", s) for s in _stages(224, T_DIMS, TRAINING_BATCH)]
+            + [("B", s) for s in _stages(224, B_DIMS, TRAINING_BATCH)])
+
+
+@dataclass
+class PassRoofline:
+    costs: list  # LaunchCost per launch
+    single_pass: int  # bytes of one read of each input and one write of each output
+    matmul_bytes: int  # the 4-matmul (official matmul-DCT) formulation's lower bound
+    dtype: str
+
+    @property
+    def launches(self) -> int:
+        return len(self.costs)
+
+    @property
+    def bytes(self) -> int:
+        return sum(c.bytes for c in self.costs)
+
+    @property
+    def predicted_s(self) -> float:
+        return sum(c.predicted_s(self.dtype) for c in self.costs)
+
+    @property
+    def min_warps(self) -> Optional[int]:
+        warps = [c.resident_warps for c in self.costs if c.resident_warps is not None]
+        return min(warps) if warps else None
+
+    def floor_s(self, nbytes: int) -> float:
+        return nbytes / H100["hbm_bytes_per_s"]
+
+
+def roofline(shape, dtype: str, occupancy: bool = False) -> dict[str, PassRoofline]:
+    """Forward and backward (both gradients) of the Triton backend at ``shape``."""
+    from vheat_kernels.triton import hco
+
+    B, H, W, C = shape
+    x = torch.empty(shape, device="meta", dtype=ROOFLINE_DTYPES[dtype])
+    E = torch.empty((H, W, C), device="meta")
+    n, e = _nbytes(x), _nbytes(E)
+    fwd_plan = hco.forward_plan(x, E, torch.empty_like(x))
+    bwd_plan, de = hco.backward_plan(x, x, E, torch.empty_like(x), True, True)
+    bwd = launch_costs(bwd_plan, dtype, occupancy)
+    if de.dim() == 4 and de.shape[0] > 1:
+        # The chunk partials summed on the host side (torch): one more kernel.
+        bwd.append(LaunchCost("partials sum (torch)", _nbytes(de) + e, 0, 0, None, None))
+    t = model(shape, ROOFLINE_DTYPES[dtype])
+    return {
+        "fwd": PassRoofline(launch_costs(fwd_plan, dtype, occupancy), 2 * n + e, t.matmul_fwd, dtype),
+        # read dy, x and E, write dx and dE
+        "bwd": PassRoofline(bwd, 3 * n + 2 * e, t.matmul_bwd, dtype),
+    }
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:.0f}"
+
+
+def render_roofline(occupancy: bool, measured: dict) -> list[str]:
+    lines = [
+        f"## Roofline: vHeat classification planes at 224 x 224, batch {TRAINING_BATCH}, H100 SXM model",
+        "",
+        "Per HCO call. `bytes` is the launches' DRAM traffic over one read of each input and one",
+        "write of each output (forward: x, E -> y; backward: dy, x, E -> dx, dE), `warps/SM` the",
+        "fewest resident warps per SM among the launches (ptxas, sm_90"
+        + ("" if occupancy else "; not sized in this run") + "), `predicted` the roofline time",
+        "(see the module docstring), `HBM floor` one pass at 3.35 TB/s, `4-matmul floor` the",
+        "official matmul-DCT's bytes at 3.35 TB/s (what cuBLAS could reach at best).",
+        "`measured` is filled from `make gpu-check`'s results.jsonl; empty where no GPU has run.",
+        "",
+    ]
+    for pass_name, title in (("fwd", "Forward"), ("bwd", "Backward (dx and dE)")):
+        lines += [f"### {title}", "",
+                  "| model | shape (B,H,W,C) | dtype | launches | MiB | x one pass | GFLOP | warps/SM | predicted us "
+                  "| HBM floor us | 4-matmul floor us | measured us |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for label, shape in classification_planes():
+            for dtype in ROOFLINE_DTYPES:
+                r = roofline(shape, dtype, occupancy)[pass_name]
+                warps = "" if r.min_warps is None else str(r.min_warps)
+                ms = measured.get((tuple(shape), dtype, pass_name, "triton"))
+                seen = "" if ms is None else f"{ms * 1e3:.0f}"
+                lines.append(
+                    f"| {label} | {shape} | {dtype} | {r.launches} | {mib(r.bytes)} | {r.bytes / r.single_pass:.2f}x | "
+                    f"{sum(c.flops for c in r.costs) / 1e9:.1f} | {warps} | {us(r.predicted_s)} | "
+                    f"{us(r.floor_s(r.single_pass))} | {us(r.floor_s(r.matmul_bytes))} | {seen} |")
+        lines.append("")
+    return lines
+
+
 def mib(b: int) -> str:
     return f"{b / 2**20:.1f}"
 
 
-def render() -> str:
+def render(occupancy: bool = False, measured: Optional[dict] = None) -> str:
     ridge = "; ".join(f"{d}: A100 {r['A100']:.0f}, H100 {r['H100']:.0f}" for d, r in RIDGE.items())
     lines = [
         "# Bytes moved by the HCO: fused Triton schedules vs matmul-DCT",
@@ -145,6 +304,7 @@ def render() -> str:
         f"over DRAM bandwidth, are {ridge} (fp32 dots run as tf32x3: a third of the tf32 peak).",
         "",
     ]
+    lines += render_roofline(occupancy, measured or {})
     for title, shapes in (("vHeat-T stages at 224 x 224, batch 8", VHEAT_T_224_B8),
                           ("Mask R-CNN at 800 x 1333 (vHeat-T), batch 2", DETECTION_T_B2)):
         lines += [f"## {title}", "",
@@ -172,16 +332,90 @@ def render() -> str:
     return "\n".join(lines)
 
 
+def measured_times(path: str) -> dict:
+    """{(shape, dtype, pass, candidate): ms} from `make gpu-check`'s results.jsonl (its timing
+    step records forward and forward + backward; backward is the difference)."""
+    rows = {}
+    with open(path) as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            if r.get("step") == "timing" and "ms" in r and "shape" in r:
+                rows[(tuple(r["shape"]), r["dtype"], r["pass_"], r["candidate"])] = r["ms"]
+    out = {}
+    for (shape, dtype, pass_, who), ms in rows.items():
+        if pass_ == "forward":
+            out[(shape, dtype, "fwd", who)] = ms
+            both = rows.get((shape, dtype, "fwd_bwd", who))
+            if both is not None:
+                out[(shape, dtype, "bwd", who)] = both - ms
+    return out
+
+
+# gpu-check's timing candidates -> dispatch backends ("4-matmul" is the reference backend's
+# formulation, reference.hco_matmul4).
+MEASURED_AS = {"triton": "triton", "cuda": "cuda", "4-matmul": "reference"}
+
+
+def auto_entries(measured: dict) -> dict:
+    """The CUDA auto table (vheat_kernels/auto_table.json): per (dtype, plane, pass) the
+    backend with the least time summed over the classification shapes of that plane:
+    measured times where `make gpu-check` timed every candidate, else the roofline
+    (triton from its plans; reference at its 4-matmul floor, its best case)."""
+    from vheat_kernels.dispatch import auto_table_key
+
+    totals: dict = {}
+    for _, shape in classification_planes():
+        B, H, W, C = shape
+        for dtype in ROOFLINE_DTYPES:
+            r = roofline(shape, dtype)
+            model_s = {"fwd": {"triton": r["fwd"].predicted_s, "reference": r["fwd"].floor_s(r["fwd"].matmul_bytes)},
+                       "bwd": {"triton": r["bwd"].predicted_s, "reference": r["bwd"].floor_s(r["bwd"].matmul_bytes)}}
+            for training in (False, True):
+                passes = ("fwd", "bwd") if training else ("fwd",)
+                seen = {who: sum(measured.get((shape, dtype, p, m), float("nan")) * 1e-3 for p in passes)
+                        for m, who in MEASURED_AS.items()}
+                seen = {who: t for who, t in seen.items() if t == t}
+                times = seen if len(seen) == len(MEASURED_AS) else {
+                    who: sum(model_s[p][who] for p in passes) for who in model_s["fwd"]}
+                key = auto_table_key(ROOFLINE_DTYPES[dtype], H, W, training)
+                entry = totals.setdefault(key, {"source": "measured" if times is seen else "roofline", "us": {}})
+                for who, t in times.items():
+                    entry["us"][who] = entry["us"].get(who, 0.0) + t * 1e6
+    return {key: dict(backend=min(e["us"], key=e["us"].get), source=e["source"],
+                      us={k: round(v, 1) for k, v in e["us"].items()}) for key, e in sorted(totals.items())}
+
+
+def write_auto_table(measured: dict) -> str:
+    from vheat_kernels.dispatch import AUTO_TABLE_FILE
+
+    entries = auto_entries(measured)
+    doc = {
+        "generated_by": "python benchmarks/bytes_model.py --update [--measured results.jsonl]",
+        "entries": {k: e["backend"] for k, e in entries.items()},
+        "basis": {k: {"source": e["source"], "us": e["us"]} for k, e in entries.items()},
+    }
+    atomic_write_text(str(AUTO_TABLE_FILE), json.dumps(doc, indent=1) + "\n")
+    return str(AUTO_TABLE_FILE)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--update", action="store_true", help=f"also write {os.path.relpath(DOC)}")
+    parser.add_argument("--ptxas", action="store_true",
+                        help="size each launch with ptxas (sm_90) for the warps/SM column and the wave model")
+    parser.add_argument("--measured", metavar="RESULTS_JSONL",
+                        help="fill the measured column from make gpu-check's results.jsonl")
     args = parser.parse_args()
-    text = render()
+    measured = measured_times(args.measured) if args.measured else {}
+    text = render(args.ptxas or args.update, measured)
     print(text)
     if args.update:
         atomic_write_text(os.path.abspath(DOC), text)
         print(f"wrote {os.path.abspath(DOC)}")
-
+        print(f"wrote {write_auto_table(measured)}")
 
 if __name__ == "__main__":
     main()

@@ -461,6 +461,9 @@ def summary_markdown(report: dict) -> str:
         for r in timing:
             lines.append(f"| {tuple(r['shape'])} | {r['dtype']} | {r['pass_']} | {r['candidate']} | {r['ms']:.3f} | "
                          f"{r.get('x_floor', 1.0):.2f} |")
+        lines += ["", "Adopt these times: `python benchmarks/bytes_model.py --update --measured results.jsonl` "
+                  "fills docs/bytes_model.md's measured column and rewrites CUDA auto's table "
+                  "(vheat_kernels/auto_table.json) from them."]
     model = [r for r in rows if r["step"] == "model" and "ms" in r]
     if model:
         lines += ["", "## vHeat-T", "", "| run | mode | batch | ms | images/s |", "|---|---|---:|---:|---:|"]

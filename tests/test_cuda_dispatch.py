@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vheat_kernels.backends as backends
-from vheat_kernels import BackendUnavailableError, _extension
+from vheat_kernels import BackendUnavailableError, _extension, dispatch
 from vheat_kernels.cuda_arch import Arch, arch_reason, parse_arch_list
 from vheat_kernels.dispatch import CUDA_FP64_LINES_MAX_HW, _auto, cuda_order, resolve_backend
 from vheat_kernels.triton import configs as triton_configs
@@ -91,26 +91,69 @@ def test_build_info_of_this_build_says_what_it_knows():
         assert info["cuda_sass"] is None or info["cuda_arch_list"]
 
 
+@pytest.fixture
+def no_auto_table(monkeypatch):
+    """The default order alone, whatever vheat_kernels/auto_table.json holds."""
+    monkeypatch.setattr(dispatch, "auto_table", lambda: {})
+
+
 @pytest.mark.parametrize(
     "shape, dtype, expected",
     [
-        ((2, 56, 56, 96), torch.float32, ["triton", "cuda", "fft", "reference"]),
-        ((2, 56, 56, 96), torch.bfloat16, ["triton", "cuda", "fft", "reference"]),
-        ((2, 200, 334, 96), torch.float16, ["triton", "cuda", "fft", "reference"]),
-        ((1, 4000, 4000, 2), torch.float32, ["triton", "cuda", "fft", "reference"]),
-        ((2, 56, 56, 96), torch.float64, ["cuda", "fft", "reference"]),
+        ((2, 56, 56, 96), torch.float32, ["triton", "cuda", "reference", "fft"]),
+        ((2, 56, 56, 96), torch.bfloat16, ["triton", "cuda", "reference", "fft"]),
+        ((2, 200, 334, 96), torch.float16, ["triton", "cuda", "reference", "fft"]),
+        ((1, 4000, 4000, 2), torch.float32, ["triton", "cuda", "reference", "fft"]),
+        ((2, 56, 56, 96), torch.float64, ["cuda", "reference", "fft"]),
         ((2, 200, 334, 96), torch.float64, ["fft", "cuda", "reference"]),
     ],
 )
-def test_cuda_order_per_plane_size_and_dtype(shape, dtype, expected):
+def test_cuda_order_per_plane_size_and_dtype(no_auto_table, shape, dtype, expected):
     assert cuda_order(FakeCudaTensor(shape, dtype)) == expected
 
 
-def test_cuda_order_fp64_threshold_is_on_h_plus_w():
+def test_cuda_order_fp64_threshold_is_on_h_plus_w(no_auto_table):
     at = FakeCudaTensor((1, CUDA_FP64_LINES_MAX_HW // 2, CUDA_FP64_LINES_MAX_HW // 2, 1), torch.float64)
     above = FakeCudaTensor((1, CUDA_FP64_LINES_MAX_HW // 2, CUDA_FP64_LINES_MAX_HW // 2 + 1, 1), torch.float64)
     assert cuda_order(at).index("cuda") < cuda_order(at).index("fft")
     assert cuda_order(above).index("fft") < cuda_order(above).index("cuda")
+
+
+@pytest.mark.parametrize("pick", ["triton", "cuda", "reference", "fft"])
+@pytest.mark.parametrize("training", [False, True])
+def test_the_auto_table_pick_goes_first_for_its_plane_dtype_and_pass(monkeypatch, pick, training):
+    key = dispatch.auto_table_key(torch.bfloat16, 28, 28, training)
+    monkeypatch.setattr(dispatch, "auto_table", lambda: {key: pick})
+    order = cuda_order(FakeCudaTensor((4, 28, 28, 192), torch.bfloat16), training)
+    assert order[0] == pick and sorted(order) == sorted(["triton", "cuda", "reference", "fft"])
+    # Another pass, plane or dtype keeps the default order.
+    assert cuda_order(FakeCudaTensor((4, 28, 28, 192), torch.bfloat16), not training)[0] == "triton"
+    assert cuda_order(FakeCudaTensor((4, 14, 14, 384), torch.bfloat16), training)[0] == "triton"
+    assert cuda_order(FakeCudaTensor((4, 28, 28, 192), torch.float16), training)[0] == "triton"
+
+
+def test_auto_passes_the_training_flag_from_autograd(monkeypatch, mock_gpu):
+    mock_gpu((9, 0), {"cuda": True, "cuda_arch_list": "8.0;9.0+PTX"})
+    monkeypatch.setattr(dispatch, "auto_table", lambda: {dispatch.auto_table_key(torch.float32, 7, 7, True): "cuda"})
+    x = FakeCudaTensor((2, 7, 7, 8), torch.float32)
+    assert _auto(x, None) == "triton"
+    x.requires_grad = True
+    assert _auto(x, None) == "cuda"
+    with torch.no_grad():
+        assert _auto(x, None) == "triton"
+
+
+def test_the_shipped_auto_table_names_registered_backends_for_classification_planes():
+    table = dispatch.auto_table()
+    assert table, f"{dispatch.AUTO_TABLE_FILE} is missing or empty"
+    for key, backend in table.items():
+        dtype, plane, pass_ = key.split(" ")
+        assert dtype in ("float32", "bfloat16", "float16") and pass_ in ("inference", "training"), key
+        assert backend in dispatch.backend_names(), (key, backend)
+    for side in (56, 28, 14, 7):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            for training in (False, True):
+                assert dispatch.auto_table_key(dtype, side, side, training) in table
 
 
 @pytest.fixture
@@ -150,6 +193,7 @@ SHAPES = [(4, 7, 7, 768), (4, 56, 56, 96), (1, 200, 334, 96), (1, 1024, 1024, 8)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 @pytest.mark.parametrize("device, cap", DEVICES)
 def test_auto_never_selects_a_backend_that_cannot_run_on_the_mocked_device(mock_gpu, device, cap, dtype):
+    # With the shipped table: its picks go through the same predicates.
     for info in BUILDS:
         for triton_importable in (True, False):
             mock_gpu(cap, info, triton_importable)
@@ -167,8 +211,10 @@ def test_auto_never_selects_a_backend_that_cannot_run_on_the_mocked_device(mock_
 def test_auto_takes_cuda_when_triton_is_missing_and_the_arch_matches(mock_gpu):
     mock_gpu((9, 0), {"cuda": True, "cuda_arch_list": "8.0;9.0+PTX"}, triton_importable=False)
     assert _auto(FakeCudaTensor((2, 56, 56, 96), torch.bfloat16), None) == "cuda"
+    # Neither fused backend runs (the build has no sm_100 code, triton is missing): the four
+    # cuBLAS matmuls of reference move fewer bytes than the fft path.
     mock_gpu((10, 0), {"cuda": True, "cuda_arch_list": "8.0;9.0"}, triton_importable=False)
-    assert _auto(FakeCudaTensor((2, 56, 56, 96), torch.bfloat16), None) == "fft"
+    assert _auto(FakeCudaTensor((2, 56, 56, 96), torch.bfloat16), None) == "reference"
 
 
 def test_requesting_cuda_on_an_uncovered_device_says_what_to_rebuild_with(mock_gpu):

@@ -7,8 +7,11 @@ that cannot run on the given tensors raises :class:`BackendUnavailableError`; on
 """
 from __future__ import annotations
 
+import functools
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -68,34 +71,62 @@ def available_backends(x: torch.Tensor, E: torch.Tensor) -> list[str]:
     return [name for name, b in _BACKENDS.items() if b.unavailable_reason(x, E) is None]
 
 
-# On CUDA tensors (rule derived in docs/cuda.md, "Which backend auto picks"):
-#  * float32 / bfloat16 / float16: triton, cuda, fft. Triton first wherever its predicate
-#    accepts the plane; both fused GPU backends transform on tensor cores and read x once,
-#    but at vHeat's stage-1 planes the CUDA kernel reads 8-byte channel pieces (its fp32
-#    shared-memory tile holds 2 channels of a 56 x 56 plane). cuda before fft at every
-#    size: its line path is tensor-core too, ~2s + 16 bytes per element in three passes,
-#    against ~320 B per element for the fft backend.
-#  * float64: triton has no fp64 GPU kernels; cuda (fp64 FMA) then fft, with fft first
-#    once H + W > CUDA_FP64_LINES_MAX_HW: on FMA units the CUDA line path does 2(H + W)
-#    multiply-adds per element at about a third of the peak, and meets the fft backend's
-#    ~640 B per element at H + W of about 335 (A100) to 535 (H100 SXM).
-# Each backend's unavailable_reason (device capability against the compiled CUDA archs,
-# triton's sm_80 minimum and plane limits, dtype) then removes what cannot run, so auto
-# never picks one. `make gpu-check` reports where measured times disagree with this rule.
+# On CUDA tensors auto reads one table, AUTO_TABLE_FILE: {"<dtype> <H>x<W> <pass>": backend}
+# for vHeat's classification planes, pass "inference" (no gradient wanted) or "training".
+# It is written from the roofline of each backend's launch plans (benchmarks/bytes_model.py
+# --update) and, once a GPU has run `make gpu-check`, from its measurements (--measured);
+# docs/bytes_model.md shows the numbers behind every entry. The table's pick goes first,
+# then the default order below; each backend's unavailable_reason (device capability
+# against the compiled CUDA archs, triton's sm_80 minimum and plane limits, dtype) removes
+# what cannot run, so auto never picks one.
+#  * float32 / bfloat16 / float16: triton, cuda (both fused: one read of x, tensor-core
+#    transforms), then reference (four cuBLAS matmuls, ~10 passes over the tensor) before
+#    fft (about 40 elementwise passes: each DCT is a reorder, a complex FFT and a twiddle),
+#    e.g. on pre-sm_80 GPUs or builds without the CUDA kernels.
+#  * float64: triton has no fp64 GPU kernels. cuda (fp64 FMA) then reference, with fft
+#    first once H + W > CUDA_FP64_LINES_MAX_HW: on FMA units the CUDA line path does
+#    2(H + W) multiply-adds per element at about a third of the peak, and meets the fft
+#    backend's ~640 B per element at H + W of about 335 (A100) to 535 (H100 SXM).
 CUDA_FP64_LINES_MAX_HW = 384
+AUTO_TABLE_FILE = Path(__file__).with_name("auto_table.json")
 
 
-def cuda_order(x: torch.Tensor) -> list[str]:
-    """Backends auto tries, in order, for a CUDA tensor x (B, H, W, C)."""
+@functools.lru_cache(maxsize=1)
+def auto_table() -> dict[str, str]:
+    """{"<dtype> <H>x<W> <pass>": backend} from AUTO_TABLE_FILE (empty if it is missing)."""
+    try:
+        return dict(json.loads(AUTO_TABLE_FILE.read_text())["entries"])
+    except FileNotFoundError:
+        return {}
+
+
+def auto_table_key(dtype: torch.dtype, H: int, W: int, training: bool) -> str:
+    return f"{str(dtype).replace('torch.', '')} {H}x{W} {'training' if training else 'inference'}"
+
+
+def cuda_order(x: torch.Tensor, training: bool = False) -> list[str]:
+    """Backends auto tries, in order, for a CUDA tensor x (B, H, W, C); ``training``: a
+    gradient will be taken (the table's "training" entries weigh the backward too)."""
     if x.dtype == torch.float64:
         big = x.dim() == 4 and x.shape[1] + x.shape[2] > CUDA_FP64_LINES_MAX_HW
-        return (["fft", "cuda"] if big else ["cuda", "fft"]) + ["reference"]
-    return ["triton", "cuda", "fft", "reference"]
+        order = ["fft", "cuda", "reference"] if big else ["cuda", "reference", "fft"]
+    else:
+        order = ["triton", "cuda", "reference", "fft"]
+    if x.dim() == 4:
+        pick = auto_table().get(auto_table_key(x.dtype, x.shape[1], x.shape[2], training))
+        if pick in order:
+            order.remove(pick)
+            order.insert(0, pick)
+    return order
+
+
+def _wants_grad(x: torch.Tensor, E: Optional[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and (getattr(x, "requires_grad", False) or getattr(E, "requires_grad", False))
 
 
 def _auto(x: torch.Tensor, E: torch.Tensor) -> str:
     if x.device.type == "cuda":
-        order = cuda_order(x)
+        order = cuda_order(x, _wants_grad(x, E))
     elif x.device.type == "cpu":
         order = ["fft", "cpu", "reference"] if _cpu_prefers_fft(x) else ["cpu", "fft", "reference"]
     else:
