@@ -4,7 +4,10 @@
 // Work is split into (batch, block of kLanes channels) planes. Each plane is gathered
 // once from the channels-last input into an fp32 (fp64 for double) (H, W, lanes)
 // buffer that stays in cache, transformed (DCT over W then H), attenuated, transformed
-// back and written once. The readable reference is vheat_kernels/reference.py.
+// back and written once. Inputs (x, grad_y, a saved spectrum) are read at their own
+// strides when their channels are adjacent (with_adjacent_channels): a view such as
+// Heat2D's chunk of its linear output costs no copy. Outputs are contiguous. The readable
+// reference is vheat_kernels/reference.py.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <ATen/ATen.h>
