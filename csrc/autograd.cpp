@@ -40,6 +40,8 @@ variable_list gradients(AutogradContext* ctx, const c10::TypedOperatorHandle<Bac
   const auto saved = ctx->get_saved_variables();
   std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
   if (!at::GradMode::is_enabled()) below_autograd.emplace();
+  // dy usually arrives contiguous (then this is no copy); an expanded one (zero strides,
+  // from a .sum()) would be copied by any kernel. The saved x goes as it is, a view included.
   auto [dx, dE] = backward.call(dy.contiguous(), saved[0], saved[1], need_dx, need_dE);
   return {need_dx ? dx : at::Tensor(), need_dE ? dE : at::Tensor()};
 }
@@ -52,6 +54,8 @@ class HcoForward : public torch::autograd::Function<HcoForward> {
   }
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& E) {
     ctx->set_materialize_grads(false);
+    // x as given, never copied: the kernels read a view with adjacent channels (Heat2D's
+    // chunk of its linear output) in place, in the forward and in the backward.
     ctx->save_for_backward({x, E});
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return kernel().call(x, E);

@@ -455,6 +455,19 @@ def test_opcheck_forward_and_backward():
         torch.library.opcheck(torch.ops.vheat.hco_backward_spectrum.default, (dy, x_hat, E.detach(), need_dx, need_dE))
 
 
+def test_opcheck_strided_x():
+    # x as Heat2D passes it (a chunk: row stride W 2C, point stride 2C): the kernels read it in
+    # place and their outputs, like the fakes', are contiguous.
+    vk.ops.compiled_ops()
+    x = torch.randn(2, 5, 7, 18).chunk(2, dim=-1)[0].requires_grad_(True)
+    E = torch.rand(5, 7, 9, requires_grad=True)
+    assert not x.is_contiguous()
+    torch.library.opcheck(torch.ops.vheat.hco_forward.default, (x, E))
+    torch.library.opcheck(torch.ops.vheat.hco_forward_spectrum.default, (x, E))
+    dy = torch.randn(2, 7, 5, 9).transpose(1, 2)
+    torch.library.opcheck(torch.ops.vheat.hco_backward.default, (dy, x.detach(), E.detach(), True, True))
+
+
 class _HeatLayer(torch.nn.Module):
     def __init__(self):
         super().__init__()

@@ -17,6 +17,10 @@ incoming (g_dx, g_dE), is again made of the same two ops:
     d E      = backward(g_dx, grad_y, E)[dE]
 
 Every op is called through its registered autograd, so third and higher orders follow.
+``x`` (and the saved ``grad_y``) reach the ops as they are, strided views included: the
+kernels read a channels-last tensor whose channels are adjacent at any other strides, so
+nothing here copies the feature map. Incoming gradients are made contiguous (no copy when
+they already are; an expanded one from a ``.sum()`` has zero strides).
 The CPU training pair saves ``X`` (fp32; fp64 for double) instead of ``x``; its second
 order uses ``x = IDCT2(X)`` through torch.fft (reference.idct2_2d), differentiable back to
 ``x`` because ``X`` is a differentiable output of the forward (d x += IDCT2(d X), in

@@ -18,6 +18,9 @@ def heat_conduction(
 
     Args:
         x: channels-last features (B, H, W, C); float32, float64, bfloat16 or float16.
+            Any strides: a view whose channels are adjacent (stride 1), such as a chunk of
+            a wider tensor, is read in place by the fused kernels; another layout is
+            copied once by the backend.
         E: attenuation (H, W, C) on x's device; any float dtype (kernels compute in fp32).
         backend: 'auto', 'reference', 'fft', 'cpu', 'triton' or 'cuda'; None defers to
             $VHEAT_HCO_BACKEND, then 'auto'. A named backend that cannot run raises.

@@ -4,7 +4,10 @@
 // Work is split into (batch, block of kLanes channels) planes. Each plane is gathered
 // once from the channels-last input into an fp32 (fp64 for double) (H, W, lanes)
 // buffer that stays in cache, transformed (DCT over W then H), attenuated, transformed
-// back and written once. The readable reference is vheat_kernels/reference.py.
+// back and written once. Inputs (x, grad_y, a saved spectrum) are read at their own
+// strides when their channels are adjacent (with_adjacent_channels): a view such as
+// Heat2D's chunk of its linear output costs no copy. Outputs are contiguous. The readable
+// reference is vheat_kernels/reference.py.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <ATen/ATen.h>
@@ -321,15 +324,26 @@ struct Geometry {
   int64_t plane_elems() const { return H * Wp * L; }  // (H, Wp, L), see padded_width
 };
 
-// Channels-last (B, H, W, C) plane (b, block) -> (H, Wp, L) buffer in T, zero-padded lanes.
+// Where the values of a channels-last (B, H, W, C) tensor with channel stride 1 lie:
+// point (b, h, w) starts at data + b * batch + h * row + w * point. Inputs keep the strides
+// they come with (Heat2D's chunk of a linear output has point stride 2C and row stride
+// W * 2C); outputs are allocated contiguous.
+struct ImageStrides {
+  int64_t batch, row, point;
+  explicit ImageStrides(const at::Tensor& t) : batch(t.stride(0)), row(t.stride(1)), point(t.stride(2)) {}
+  // Channel c0 of point (0, 0) of image b.
+  int64_t offset(int64_t b, int64_t c0) const { return b * batch + c0; }
+};
+
+// Channels-last plane (b, block) of src -> (H, Wp, L) buffer in T, zero-padded lanes.
 template <typename T, typename S>
-void gather(const Geometry<T>& g, const S* src, int64_t b, int64_t blk, T* plane) {
+void gather(const Geometry<T>& g, const S* src, const ImageStrides& st, int64_t b, int64_t blk, T* plane) {
   constexpr int L = Geometry<T>::L;
   const int64_t c0 = blk * L, lanes = std::min<int64_t>(L, g.C - c0);
-  const S* base = src + b * g.H * g.W * g.C + c0;
+  const S* base = src + st.offset(b, c0);
   for (int64_t h = 0; h < g.H; ++h)
     for (int64_t w = 0; w < g.W; ++w) {
-      const S* s = base + (h * g.W + w) * g.C;
+      const S* s = base + h * st.row + w * st.point;
       T* d = plane + (h * g.Wp + w) * L;
       if (lanes == L) {  // fixed trip count: vectorised
         for (int l = 0; l < L; ++l) d[l] = static_cast<T>(s[l]);
@@ -341,14 +355,14 @@ void gather(const Geometry<T>& g, const S* src, int64_t b, int64_t blk, T* plane
 }
 
 template <typename T, typename S>
-void scatter(const Geometry<T>& g, const T* plane, int64_t b, int64_t blk, S* dst) {
+void scatter(const Geometry<T>& g, const T* plane, int64_t b, int64_t blk, S* dst, const ImageStrides& st) {
   constexpr int L = Geometry<T>::L;
   const int64_t c0 = blk * L, lanes = std::min<int64_t>(L, g.C - c0);
-  S* base = dst + b * g.H * g.W * g.C + c0;
+  S* base = dst + st.offset(b, c0);
   for (int64_t h = 0; h < g.H; ++h)
     for (int64_t w = 0; w < g.W; ++w) {
       const T* s = plane + (h * g.Wp + w) * L;
-      S* d = base + (h * g.W + w) * g.C;
+      S* d = base + h * st.row + w * st.point;
       if (lanes == L) {
         for (int l = 0; l < L; ++l) d[l] = static_cast<S>(s[l]);
       } else {
@@ -370,8 +384,8 @@ at::Tensor lanes_of(const at::Tensor& E, int64_t blocks) {
 }
 
 // The 2-D transforms of one plane. A full channel block of a tensor already in T is read
-// (written) by the first (last) pass directly from (to) the channels-last tensor; other
-// blocks go through gather / scatter.
+// (written) by the first (last) pass directly from (to) the channels-last tensor, at its
+// strides; other blocks go through gather / scatter.
 template <typename T>
 struct PlaneContext {
   const Geometry<T>& g;
@@ -380,32 +394,32 @@ struct PlaneContext {
   explicit PlaneContext(const Geometry<T>& geo)
       : g(geo), th(axis_tables<T>(int(geo.H))), tw(axis_tables<T>(int(geo.W))) {}
   bool full_block(int64_t blk) const { return (blk + 1) * Geometry<T>::L <= g.C; }
-  int64_t offset(int64_t b, int64_t blk) const { return b * g.H * g.W * g.C + blk * Geometry<T>::L; }
+  static int64_t offset(const ImageStrides& st, int64_t b, int64_t blk) { return st.offset(b, blk * Geometry<T>::L); }
 
   // plane <- DCT2 of plane (b, blk) of the channels-last src.
   template <typename S>
-  void dct2_from(const S* src, int64_t b, int64_t blk, T* plane, T* scratch) const {
+  void dct2_from(const S* src, const ImageStrides& st, int64_t b, int64_t blk, T* plane, T* scratch) const {
     if constexpr (std::is_same_v<S, T>) {
       if (full_block(blk)) {
-        ops.dct2(th->tables, tw->tables, src + offset(b, blk), g.W * g.C, g.C, plane, scratch);
+        ops.dct2(th->tables, tw->tables, src + offset(st, b, blk), st.row, st.point, plane, scratch);
         return;
       }
     }
-    gather(g, src, b, blk, plane);
+    gather(g, src, st, b, blk, plane);
     ops.dct2(th->tables, tw->tables, plane, g.Wp * Geometry<T>::L, Geometry<T>::L, plane, scratch);
   }
 
   // Plane (b, blk) of the channels-last dst <- IDCT2 of plane (plane is overwritten).
   template <typename S>
-  void idct2_to(T* plane, S* dst, int64_t b, int64_t blk, T* scratch) const {
+  void idct2_to(T* plane, S* dst, const ImageStrides& st, int64_t b, int64_t blk, T* scratch) const {
     if constexpr (std::is_same_v<S, T>) {
       if (full_block(blk)) {
-        ops.idct2(th->tables, tw->tables, plane, dst + offset(b, blk), g.W * g.C, g.C, scratch);
+        ops.idct2(th->tables, tw->tables, plane, dst + offset(st, b, blk), st.row, st.point, scratch);
         return;
       }
     }
     ops.idct2(th->tables, tw->tables, plane, plane, g.Wp * Geometry<T>::L, Geometry<T>::L, scratch);
-    scatter(g, plane, b, blk, dst);
+    scatter(g, plane, b, blk, dst, st);
   }
 };
 
@@ -470,11 +484,13 @@ SmallRuns small_runs(const Geometry<T>& g, int64_t min_count) {
 }
 
 // y = IDCT2(DCT2(x) * E), T = accumulation type, S = storage type of x / y. With `spectrum`,
-// DCT2(x) is also written out (in T, channels-last) for the backward to reuse.
+// DCT2(x) is also written out (in T, channels-last) for the backward to reuse. x is read at
+// its strides (channel stride 1); y and the spectrum are contiguous.
 template <typename T, typename S>
 void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y, at::Tensor* spectrum) {
   const Geometry<T> g(x);
   const PlaneContext<T> ctx(g);
+  const ImageStrides xs(x), ys(y);
   const S* xp = x.const_data_ptr<S>();
   const T* ep = E_lanes.const_data_ptr<T>();
   const int64_t Cp = E_lanes.size(2);
@@ -488,12 +504,13 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y,
       T* work = thread_workspace<T>(small_run_work_elems(runs.length, int(g.H), int(g.W), L, false));
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / runs.count, first = runs.first(task % runs.count);
-        const int64_t off = ctx.offset(b, first);
+        const int64_t in = ctx.offset(xs, b, first), out = ctx.offset(ys, b, first);
         if constexpr (std::is_same_v<S, T>)
           ctx.ops.small_run(int(g.H), int(g.W),
-                            {.blocks = runs.size(task % runs.count), .C = g.C, .Ce = Cp, .ch = ctx.th->tables.dense,
-                             .cw = ctx.tw->tables.dense, .src = xp + off, .e = ep + first * L, .dst = yp + off,
-                             .spec = sp ? sp + off : nullptr, .work = work});
+                            {.blocks = runs.size(task % runs.count), .src_row = xs.row, .src_point = xs.point,
+                             .xs_row = 0, .xs_point = 0, .out_row = ys.row, .out_point = ys.point, .Ce = Cp,
+                             .ch = ctx.th->tables.dense, .cw = ctx.tw->tables.dense, .src = xp + in,
+                             .e = ep + first * L, .dst = yp + out, .spec = sp ? sp + out : nullptr, .work = work});
       }
       thread_workspace().trim();
     });
@@ -507,10 +524,10 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y,
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / rest, blk = runs.blocks + task % rest;
       T* work = plane + g.plane_elems();
-      ctx.dct2_from(xp, b, blk, plane, work);
-      if (sp) scatter(g, plane, b, blk, sp);
+      ctx.dct2_from(xp, xs, b, blk, plane, work);
+      if (sp) scatter(g, plane, b, blk, sp, ys);  // the spectrum is allocated like y
       multiply(g, plane, ep + blk * L, Cp);
-      ctx.idct2_to(plane, yp, b, blk, work);
+      ctx.idct2_to(plane, yp, ys, b, blk, work);
     }
     thread_workspace().trim();
   });
@@ -520,12 +537,14 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y,
 // Parallel over channel blocks with the batch summed in order inside each block: the
 // reduction order does not depend on the thread count, so results are deterministic.
 // With x_is_spectrum, x is DCT2(x) in T saved by the forward (X = T), so the backward
-// needs two 2-D transforms per plane instead of three.
+// needs two 2-D transforms per plane instead of three. dy and x are read at their own
+// strides (channel stride 1); dx is contiguous.
 template <typename T, typename S, typename X>
 void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor* dx,
                    at::Tensor& dE_lanes, bool x_is_spectrum) {
   const Geometry<T> g(x);
   const PlaneContext<T> ctx(g);
+  const ImageStrides xs(x), gs(dy), ds = dx ? ImageStrides(*dx) : gs;
   const X* xp = x.const_data_ptr<X>();
   const S* gp = dy.const_data_ptr<S>();
   const T* ep = E_lanes.const_data_ptr<T>();
@@ -544,12 +563,14 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
         const int64_t first = runs.first(r);
         for (int64_t p = 0; p < g.H * g.W; ++p) std::fill_n(dep + p * Cp + first * L, runs.size(r) * L, T(0));
         for (int64_t b = 0; b < g.B; ++b) {
-          const int64_t off = ctx.offset(b, first);
           if constexpr (std::is_same_v<S, T> && std::is_same_v<X, T>)
             ctx.ops.small_run(int(g.H), int(g.W),
-                              {.blocks = runs.size(r), .C = g.C, .Ce = Cp, .ch = ctx.th->tables.dense,
-                               .cw = ctx.tw->tables.dense, .src = gp + off, .e = ep + first * L,
-                               .dst = dxp ? dxp + off : nullptr, .xs = xp + off, .xs_is_spectrum = x_is_spectrum,
+                              {.blocks = runs.size(r), .src_row = gs.row, .src_point = gs.point, .xs_row = xs.row,
+                               .xs_point = xs.point, .out_row = ds.row, .out_point = ds.point, .Ce = Cp,
+                               .ch = ctx.th->tables.dense, .cw = ctx.tw->tables.dense,
+                               .src = gp + ctx.offset(gs, b, first), .e = ep + first * L,
+                               .dst = dxp ? dxp + ctx.offset(ds, b, first) : nullptr,
+                               .xs = xp + ctx.offset(xs, b, first), .xs_is_spectrum = x_is_spectrum,
                                .acc = dep + first * L, .work = work});
         }
       }
@@ -567,19 +588,19 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
       const T* e = ep + blk * L;
       for (int64_t p = 0; p < g.H * g.W; ++p) std::fill(acc + p * Cp, acc + p * Cp + L, T(0));
       for (int64_t b = 0; b < g.B; ++b) {
-        ctx.dct2_from(gp, b, blk, pg, work);
+        ctx.dct2_from(gp, gs, b, blk, pg, work);
         if (x_is_spectrum && ctx.full_block(blk)) {  // the saved spectrum, read in place
-          accumulate(g, acc, Cp, reinterpret_cast<const T*>(xp) + ctx.offset(b, blk), g.W * g.C, g.C, pg);
+          accumulate(g, acc, Cp, reinterpret_cast<const T*>(xp) + ctx.offset(xs, b, blk), xs.row, xs.point, pg);
         } else {
           if (x_is_spectrum)
-            gather(g, xp, b, blk, px);
+            gather(g, xp, xs, b, blk, px);
           else
-            ctx.dct2_from(xp, b, blk, px, work);
+            ctx.dct2_from(xp, xs, b, blk, px, work);
           accumulate(g, acc, Cp, px, g.Wp * L, L, pg);
         }
         if (dxp) {
           multiply(g, pg, e, Cp);
-          ctx.idct2_to(pg, dxp, b, blk, work);
+          ctx.idct2_to(pg, dxp, ds, b, blk, work);
         }
       }
     }
@@ -609,11 +630,20 @@ at::ScalarType accumulation_type(at::ScalarType st) {
   return st == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+// x (or grad_y, or a saved spectrum) as the kernels read it: the tensor itself when its
+// channels are adjacent (stride 1), whatever its batch, row and point strides, so that
+// Heat2D's chunk of a linear output or a spatially transposed view costs no copy. Any
+// other layout (channels strided, e.g. an NCHW tensor permuted to channels-last) is copied
+// once here: a plane kernel loads whole runs of adjacent channels.
+at::Tensor with_adjacent_channels(const at::Tensor& t) {
+  return t.size(3) == 1 || t.stride(3) == 1 ? t : t.contiguous();
+}
+
 // Shared body of hco_forward and hco_forward_spectrum (which also wants DCT2(x)).
 at::Tensor run_forward(const at::Tensor& x_in, const at::Tensor& E_in, const char* op, at::Tensor* spectrum) {
   check_inputs(x_in, E_in, op);
   const GiveBackFreedHeapAtEnd give_back(x_in.size(1), x_in.size(2));
-  const at::Tensor x = x_in.contiguous();
+  const at::Tensor x = with_adjacent_channels(x_in);
   at::Tensor y = new_cpu(x.sizes(), x.scalar_type());
   const auto acc = accumulation_type(x.scalar_type());
   if (spectrum) *spectrum = new_cpu(x.sizes(), acc);
@@ -644,7 +674,7 @@ std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const a
     if (need_dx) dx = run_forward(dy_in, E_in, "vheat::hco_backward", nullptr);
     return {dx, dE};
   }
-  const at::Tensor x = x_in.contiguous(), dy = dy_in.contiguous();
+  const at::Tensor x = with_adjacent_channels(x_in), dy = with_adjacent_channels(dy_in);
   if (uses_fft_path(dy.size(1), dy.size(2))) {
     if (need_dx) dx = at::empty_like(dy, at::MemoryFormat::Contiguous);
     dE = hco_backward_fft(dy, x, E_in, accumulation_type(dy.scalar_type()), x_is_spectrum, need_dx ? &dx : nullptr);

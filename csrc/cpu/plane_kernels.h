@@ -48,14 +48,19 @@ struct AxisTables {
 constexpr int kSmallMax = 16;
 inline bool small_plane_supported(int H, int W) { return (H == 7 && W == 7) || (H == 14 && W == 14); }
 
-// One run for small_run_hco. Every tensor is channels-last and points at channel 0 of the
-// run's first block: point (h, w) of block g at base + (h * W + w) * stride + g * L, with
-// stride C for the image tensors (src, dst, spec, xs) and Ce for E and acc (E's channels,
-// padded to whole blocks). Optional parts are null.
+// One run for small_run_hco. Every tensor is channels-last with channel stride 1 and points
+// at channel 0 of the run's first block of one image: point (h, w) of block g at
+// base + h * row + w * point + g * L. The inputs src and xs have their own row and point
+// strides (a view such as a chunk of a wider tensor is read in place); the outputs dst and
+// spec share out_row / out_point; E and acc are contiguous, row W * Ce and point Ce (E's
+// channels, padded to whole blocks). Optional parts are null.
 template <typename T>
 struct SmallRunArgs {
   int blocks;        // full channel blocks in the run
-  int64_t C, Ce;
+  int64_t src_row, src_point;
+  int64_t xs_row, xs_point;
+  int64_t out_row, out_point;
+  int64_t Ce;
   const T* ch;       // dense C_H, C_W (AxisTables::dense)
   const T* cw;
   const T* src;      // x (or grad_y)

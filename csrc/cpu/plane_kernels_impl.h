@@ -438,7 +438,8 @@ void small_run(const SmallRunArgs<T>& a) {
   constexpr int L = kLanes<T>, SL = kSubLanes<T>;
   constexpr int64_t P = int64_t(H) * W * L;  // one block's plane in work, (H, W, L)
   constexpr bool x_rows = Acc && !XsSpec;
-  const int64_t row = W * a.C, point = a.C, erow = W * a.Ce, epoint = a.Ce;
+  const int64_t srow = a.src_row, spoint = a.src_point, xrow = a.xs_row, xpoint = a.xs_point;
+  const int64_t orow = a.out_row, opoint = a.out_point, erow = W * a.Ce, epoint = a.Ce;
   const int blocks = a.blocks;
   const T* const src = a.src;
   const T* const xs = a.xs;
@@ -456,20 +457,20 @@ void small_run(const SmallRunArgs<T>& a) {
     for (int g = 0; g < blocks; ++g) {
       const int64_t o = int64_t(g) * L;
       if (h + 1 < H) {
-        prefetch_points<false, W>(src + (h + 1) * row + o, point);
-        if constexpr (x_rows) prefetch_points<false, W>(xs + (h + 1) * row + o, point);
+        prefetch_points<false, W>(src + (h + 1) * srow + o, spoint);
+        if constexpr (x_rows) prefetch_points<false, W>(xs + (h + 1) * xrow + o, xpoint);
       }
 #pragma GCC unroll 2
       for (int v = 0; v < kSub; ++v) {
         T* out = plane + g * P + h * W * L + v * SL;
         Vec<T> x[W];
 #pragma GCC unroll 16
-        for (int w = 0; w < W; ++w) x[w] = load(src + h * row + w * point + o + v * SL);
+        for (int w = 0; w < W; ++w) x[w] = load(src + h * srow + w * spoint + o + v * SL);
         small_dct<T, W>(cw.c, x, [&](int w, const Vec<T>& y) { store(out + w * L, y); });
         if constexpr (x_rows) {
           T* xout = xplane + g * P + h * W * L + v * SL;
 #pragma GCC unroll 16
-          for (int w = 0; w < W; ++w) x[w] = load(xs + h * row + w * point + o + v * SL);
+          for (int w = 0; w < W; ++w) x[w] = load(xs + h * xrow + w * xpoint + o + v * SL);
           small_dct<T, W>(cw.c, x, [&](int w, const Vec<T>& y) { store(xout + w * L, y); });
         }
       }
@@ -481,15 +482,16 @@ void small_run(const SmallRunArgs<T>& a) {
       const int64_t o = int64_t(g) * L;
       if (m + 1 < W) {
         if constexpr (Dst) prefetch_points<false, H>(e + (m + 1) * epoint + o, erow);
-        if constexpr (Spec) prefetch_points<true, H>(spec + (m + 1) * point + o, row);
+        if constexpr (Spec) prefetch_points<true, H>(spec + (m + 1) * opoint + o, orow);
         if constexpr (Acc) {
-          if constexpr (XsSpec) prefetch_points<false, H>(xs + (m + 1) * point + o, row);
+          if constexpr (XsSpec) prefetch_points<false, H>(xs + (m + 1) * xpoint + o, xrow);
           prefetch_points<true, H>(acc + (m + 1) * epoint + o, erow);
         }
       }
 #pragma GCC unroll 2
       for (int v = 0; v < kSub; ++v) {
-        const int64_t p = g * P + m * L + v * SL, oi = m * point + o + v * SL, oe = m * epoint + o + v * SL;
+        const int64_t p = g * P + m * L + v * SL, oo = m * opoint + o + v * SL, ox = m * xpoint + o + v * SL,
+                      oe = m * epoint + o + v * SL;
         Vec<T> col[H], X[H], XS[H];
         if constexpr (x_rows) {  // DCT2(xs) by columns too, before the spectrum it multiplies
 #pragma GCC unroll 16
@@ -500,10 +502,10 @@ void small_run(const SmallRunArgs<T>& a) {
         for (int n = 0; n < H; ++n) col[n] = load(plane + p + n * W * L);
         // Each spectrum value is used (written out, accumulated, attenuated) as it comes.
         small_dct<T, H>(ch.c, col, [&](int n, const Vec<T>& y) {
-          if constexpr (Spec) store(spec + oi + n * row, y);
+          if constexpr (Spec) store(spec + oo + n * orow, y);
           if constexpr (Acc) {
             T* q = acc + oe + n * erow;
-            store(q, load(q) + (x_rows ? XS[n] : load(xs + oi + n * row)) * y);
+            store(q, load(q) + (x_rows ? XS[n] : load(xs + ox + n * xrow)) * y);
           }
           if constexpr (Dst) X[n] = y * load(e + oe + n * erow);
         });
@@ -515,14 +517,14 @@ void small_run(const SmallRunArgs<T>& a) {
   for (int h = 0; h < H; ++h)
     for (int g = 0; g < blocks; ++g) {
       const int64_t o = int64_t(g) * L;
-      if (h + 1 < H) prefetch_points<true, W>(dst + (h + 1) * row + o, point);
+      if (h + 1 < H) prefetch_points<true, W>(dst + (h + 1) * orow + o, opoint);
 #pragma GCC unroll 2
       for (int v = 0; v < kSub; ++v) {
-        T* out = dst + h * row + o + v * SL;
+        T* out = dst + h * orow + o + v * SL;
         Vec<T> x[W];
 #pragma GCC unroll 16
         for (int w = 0; w < W; ++w) x[w] = load(plane + g * P + (h * W + w) * L + v * SL);
-        small_idct<T, W>(cw.c, x, [&](int w, const Vec<T>& y) { store(out + w * point, y); });
+        small_idct<T, W>(cw.c, x, [&](int w, const Vec<T>& y) { store(out + w * opoint, y); });
       }
     }
 }
@@ -561,7 +563,8 @@ void small_run_hco(int H, int W, const SmallRunArgs<T>& a) {
 
 // DCT-II over W then H into `plane` (H, padded_width(W), L). The first pass reads the
 // rows from src (row h, point w at src + h * src_row + w * src_point), which may be the
-// plane itself or, for full fp32 channel blocks, the channels-last input directly.
+// plane itself or, for full channel blocks already in T, the channels-last input directly
+// (at its own row and point strides: a view is read in place).
 // scratch: plane_scratch_elems().
 template <typename T>
 void dct2_plane(const AxisTables<T>& th, const AxisTables<T>& tw, const T* src, int64_t src_row,
