@@ -48,6 +48,8 @@ STATIC_SMEM_LIMIT = 48 * 1024
 MMA_KINDS = ("FMA", "TF32x3", "BF16", "FP16")  # enum MmaKind in csrc/cuda/device_compat.cuh
 MAX_REGISTERS = 128  # __launch_bounds__(256, 2)
 MAX_THREADS = 256
+# vHeat's classification planes at 224 px: forward in 1 launch, backward in at most 2.
+CLASSIFICATION_SIDES = (56, 28, 14, 7)
 # (B, H, W, C): vHeat-T stages at 224 px, odd / 1-wide planes, a detection-size stage 1,
 # the largest fused plane, and the longest supported axis.
 PLAN_SHAPES = [
@@ -108,10 +110,18 @@ class LaunchPlan:
     threads: int
     smem: int
     blocks: int
+    launches: int = -1  # kernel launches of one call of the op (forward, or backward with dx and dE)
     resident: int = -1  # blocks per SM by registers, threads and shared memory (-1: unknown)
+
+    def resident_warps(self) -> int:
+        return self.resident * (-(-self.threads // 32)) if self.resident >= 0 else -1
 
     def problems(self) -> list[str]:
         out = []
+        if self.shape[1] == self.shape[2] in CLASSIFICATION_SIDES and self.launches >= 0:
+            most = 1 if self.op == "forward" else 2
+            if self.launches > most:
+                out.append(f"{self.launches} launches for a classification plane (at most {most})")
         if self.resident == 0:
             out.append("not even one block fits an SM")
         if self.kernel_tc <= 0:
@@ -259,31 +269,49 @@ def parse_ptxas(log: str, sass_counts: dict | None = None) -> list[KernelResourc
 _PLAN_MAIN = r"""
 #include <cstdio>
 #include <cstdlib>
-#include "cuda/hco_plan.h"
+#include "cuda/hco_launch.cuh"
 using namespace vheat::cuda;
-static void row(const char* op, const char* path, const TileLaunch& t) {
-  std::printf("%s %s %d %d %zu %lld\n", op, path, t.tc, t.threads, t.smem, (long long)t.blocks);
+// Counts the launches of the op's real kernel sequence (hco_launch.cuh) without running it.
+struct CountingLaunch {
+  int* n;
+  template <typename... K, typename... A>
+  void operator()(void (*)(K...), int64_t blocks, int, size_t, A...) const { *n += blocks > 0; }
+};
+static void row(const char* op, const char* path, const TileLaunch& t, int launches) {
+  std::printf("%s %s %d %d %zu %lld %d\n", op, path, t.tc, t.threads, t.smem, (long long)t.blocks, launches);
+}
+template <typename T>
+static void plans(const HcoShape& s, size_t limit) {
+  int nf = 0, nb = 0;
+  const PlaneStrides st = contiguous_strides(s);
+  const ForwardPlan f = plan_forward(s, sizeof(T), limit);
+  run_forward(CountingLaunch{&nf}, s, f, (const T*)nullptr, st, (const T*)nullptr, (T*)nullptr, (T*)nullptr);
+  const BackwardPlan b = plan_backward(s, sizeof(T), limit, true, true);
+  run_backward(CountingLaunch{&nb}, s, b, (const T*)nullptr, st, (const T*)nullptr, st, (const T*)nullptr, (T*)nullptr,
+               (T*)nullptr, (T*)nullptr);
+  if (f.path == HcoPath::kFused) row("forward", "fused", f.fused, nf);
+  else { row("forward", "lines_w", f.line_w, nf); row("forward", "lines_h", f.line_h, nf); }
+  if (b.path == HcoPath::kFused) row("backward", "fused", b.fused, nb);
+  else { row("backward", "lines_w", b.line_w, nb); row("backward", "lines_h", b.line_h, nb); }
 }
 int main(int argc, char** argv) {
   const size_t limit = std::strtoull(argv[1], nullptr, 10), acc = std::strtoull(argv[2], nullptr, 10);
   const HcoShape s{std::atoll(argv[3]), std::atoll(argv[4]), std::atoll(argv[5]), std::atoll(argv[6])};
-  const ForwardPlan f = plan_forward(s, acc, limit);
-  if (f.path == HcoPath::kFused) row("forward", "fused", f.fused);
-  else { row("forward", "lines_w", f.line_w); row("forward", "lines_h", f.line_h); }
-  const GradEPlan g = plan_grad_E(s, acc, limit);
-  if (g.path == HcoPath::kFused) row("grad_E", "fused", g.fused);
-  else { row("grad_E", "lines_w", g.line_w); row("grad_E", "lines_h", g.line_h); }
+  if (acc == 8) plans<double>(s, limit);
+  else plans<float>(s, limit);
   return 0;
 }
 """
 
 
 def launch_plans(archs=ARCHS, shapes=PLAN_SHAPES, cxx: str = "g++") -> list[LaunchPlan]:
-    """What hco_plan.h asks for on each shape, for fp32 and fp64 accumulators, per arch."""
+    """What hco_plan.h asks for on each shape, for fp32 and fp64 accumulators, per arch, with
+    the kernel launches of one forward and one backward (dx and dE) call."""
     with tempfile.TemporaryDirectory() as tmp:
         src, exe = os.path.join(tmp, "plan.cpp"), os.path.join(tmp, "plan")
         Path(src).write_text(_PLAN_MAIN)
-        subprocess.run([cxx, "-std=c++20", "-O1", f"-I{ROOT / 'csrc'}", src, "-o", exe], check=True)
+        subprocess.run([cxx, "-std=c++20", "-O1", "-pthread", "-Wno-unknown-pragmas", f"-I{ROOT / 'csrc'}", src, "-o",
+                        exe], check=True)
         rows = []
         for arch in archs:
             for acc in (4, 8):
@@ -291,13 +319,13 @@ def launch_plans(archs=ARCHS, shapes=PLAN_SHAPES, cxx: str = "g++") -> list[Laun
                     args = [exe, str(SMEM_OPTIN[arch]), str(acc), *map(str, shape)]
                     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
                     for line in out.splitlines():
-                        op, path, tc, threads, smem, blocks = line.split()
+                        op, path, tc, threads, smem, blocks, launches = line.split()
                         rows.append(LaunchPlan(arch, tuple(shape), acc, op, path, int(tc), int(threads), int(smem),
-                                               int(blocks)))
+                                               int(blocks), int(launches)))
     return rows
 
 
-_PLAN_KERNELS = {"fused": {"forward": "hco_fused_forward_kernel", "grad_E": "hco_fused_grad_E_kernel"}}
+_PLAN_KERNELS = {"fused": {"forward": "hco_fused_forward_kernel", "backward": "hco_fused_backward_kernel"}}
 
 
 def add_residency(plans: list[LaunchPlan], kernels: list[KernelResources]) -> None:
@@ -324,11 +352,12 @@ def kernel_table(rows: list[KernelResources]) -> str:
 
 
 def plan_table(rows: list[LaunchPlan]) -> str:
-    lines = [f"{'arch':<6}{'acc':>4} {'shape (B,H,W,C)':<22}{'op':<8}{'path':<9}{'tc':>3}{'thr':>5}{'smem KiB':>10}"
-             f"{'blocks':>10}{'res/SM':>7}"]
+    lines = [f"{'arch':<6}{'acc':>4} {'shape (B,H,W,C)':<22}{'op':<9}{'path':<9}{'launch':>7}{'tc':>3}{'thr':>5}"
+             f"{'smem KiB':>10}{'blocks':>10}{'res/SM':>7}{'warps/SM':>9}"]
     for r in rows:
-        lines.append(f"sm_{r.arch:<3}{'fp' + str(8 * r.acc_bytes):>4} {str(r.shape):<22}{r.op:<8}{r.path:<9}"
-                     f"{r.kernel_tc:>3}{r.threads:>5}{r.smem / 1024:>10.1f}{r.blocks:>10}{r.resident:>7}")
+        lines.append(f"sm_{r.arch:<3}{'fp' + str(8 * r.acc_bytes):>4} {str(r.shape):<22}{r.op:<9}{r.path:<9}"
+                     f"{r.launches:>7}{r.kernel_tc:>3}{r.threads:>5}{r.smem / 1024:>10.1f}{r.blocks:>10}{r.resident:>7}"
+                     f"{r.resident_warps():>9}")
     return "\n".join(lines)
 
 

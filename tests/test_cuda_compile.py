@@ -34,7 +34,7 @@ def test_nvcc_sm80_sm90_no_spills_smem_within_limits_and_mma_in_fused_kernels():
     print("\n" + res.kernel_table(rows))
     assert {r.arch for r in rows} == set(res.ARCHS)
     kernels = {r.kernel.split("<")[0] for r in rows}
-    assert {"hco_fused_forward_kernel", "hco_fused_grad_E_kernel", "hco_line_kernel"} <= kernels, kernels
+    assert {"hco_fused_forward_kernel", "hco_fused_backward_kernel", "hco_line_kernel"} <= kernels, kernels
     bad = [f"sm_{r.arch} {r.kernel}: {'; '.join(r.problems())}" for r in rows if r.problems()]
     assert not bad, "kernels over budget:\n" + "\n".join(bad)
     fused = [r for r in rows if r.kernel.startswith("hco_fused_")]
@@ -62,8 +62,11 @@ def test_launch_plans_fit_each_architecture():
     by_key = {(r.arch, r.shape, r.acc_bytes, r.op): r for r in rows}
     for arch in res.ARCHS:
         for shape in res.PLAN_SHAPES[:4]:  # vHeat stages at 224 px run fused in fp32
-            for op in ("forward", "grad_E"):
+            for op in ("forward", "backward"):
                 assert by_key[(arch, shape, 4, op)].path == "fused", (arch, shape, op)
+            # the whole op per call: forward 1 launch, backward (dx + dE) at most 2
+            assert by_key[(arch, shape, 4, "forward")].launches == 1, (arch, shape)
+            assert 1 <= by_key[(arch, shape, 4, "backward")].launches <= 2, (arch, shape)
         assert by_key[(arch, (2, 200, 304, 96), 4, "forward")].path.startswith("lines")
 
 
@@ -86,6 +89,9 @@ def test_parse_ptxas_and_problems():
         res.parse_ptxas("ptxas info    : Compiling entry function '_Z1kv' for 'sm_90'\n")
     plan = res.LaunchPlan("80", (1, 1, 1, 1), 4, "forward", "fused", 1, 64, 164 * 1024, 1)
     assert "dynamic shared memory" in plan.problems()[0]
+    slow = res.LaunchPlan("90", (8, 56, 56, 96), 4, "backward", "fused", 1, 256, 70 * 1024, 10, launches=3)
+    assert slow.problems() == ["3 launches for a classification plane (at most 2)"]
+    assert res.LaunchPlan("90", (8, 200, 304, 96), 4, "backward", "lines_w", 1, 256, 1024, 10, launches=9).problems() == []
 
 
 SASS = """
@@ -113,7 +119,7 @@ def test_sass_counts_mma_requirement_and_residency():
     assert "not vectorised" in kernel("hco_fused_forward_kernel<float, float>", 4, ldg128=0).problems()[0]
     assert kernel("hco_fused_forward_kernel<BFloat16, float>", 0).problems() == [
         "no tensor-core MMA (HMMA) instruction in the SASS"]
-    assert kernel("hco_fused_grad_E_kernel<float, float>", 4).problems() == []
+    assert kernel("hco_fused_backward_kernel<float, float>", 4).problems() == []
     assert kernel("hco_fused_forward_kernel<double, double>", 0).problems() == []  # fp64 on FMA
     assert kernel("hco_line_kernel<FMA, double, double, double>", 0).problems() == []
     assert "HMMA" in kernel("hco_line_kernel<BF16, float, float, float>", 0).problems()[0]
