@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <string>
 #include <tuple>
+#include <type_traits>
 
 #include "hco_cuda_launch.h"
 
@@ -85,6 +86,13 @@ at::Tensor workspace_for(int64_t elems, const at::TensorOptions& acc_options) {
 
 at::ScalarType acc_type(at::ScalarType st) { return st == at::kDouble ? at::kDouble : at::kFloat; }
 
+// bf16 / fp16 fused kernels keep 16-bit split cosine matrices (their shared-memory layout
+// differs; hco_launch.cuh checks the plan against the kernel's type).
+template <typename scalar_t>
+constexpr bool split16_for() {
+  return std::is_same_v<scalar_t, at::BFloat16> || std::is_same_v<scalar_t, at::Half>;
+}
+
 at::Tensor hco_forward_cuda(const at::Tensor& x_in, const at::Tensor& E_in) {
   constexpr const char* op = "vheat::hco_forward (CUDA)";
   const HcoShape s = check_inputs(x_in, E_in, op);
@@ -95,7 +103,7 @@ at::Tensor hco_forward_cuda(const at::Tensor& x_in, const at::Tensor& E_in) {
   if (s.B == 0) return y;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "vheat_hco_forward_cuda", [&] {
     using acc_t = acc_type_t<scalar_t>;
-    const ForwardPlan plan = plan_forward(s, sizeof(acc_t), smem_limit(), force_lines());
+    const ForwardPlan plan = plan_forward(s, sizeof(acc_t), split16_for<scalar_t>(), smem_limit(), force_lines());
     check_forward_plan(plan, s, op);
     at::Tensor workspace = workspace_for(plan.workspace_elems, E.options());
     launch_hco_forward<scalar_t>(at::cuda::getCurrentCUDAStream(), s, plan, x.const_data_ptr<scalar_t>(),
@@ -129,7 +137,8 @@ std::tuple<at::Tensor, at::Tensor> hco_backward_cuda(const at::Tensor& gy_in, co
   if ((need_dx && s.B > 0) || need_dE) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "vheat_hco_backward_cuda", [&] {
       using acc_t = acc_type_t<scalar_t>;
-      const BackwardPlan plan = plan_backward(s, sizeof(acc_t), smem_limit(), need_dx, need_dE, force_lines());
+      const BackwardPlan plan = plan_backward(s, sizeof(acc_t), split16_for<scalar_t>(), smem_limit(), need_dx, need_dE,
+                                                   force_lines());
       if (need_dx) check_forward_plan(plan.forward, s, op);
       if (need_dE && plan.path == HcoPath::kFused) check_tiles(plan.fused, s, op);
       if (need_dE && plan.path == HcoPath::kLines) {

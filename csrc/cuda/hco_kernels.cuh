@@ -147,16 +147,18 @@ constexpr int kMmaStripTiles = 4;
 // MMA type (both multiplied), so only the data operand is rounded: to bf16 / fp16 for
 // those kinds; for kTf32x3 both operands are split and hi*lo + lo*hi + hi*hi summed
 // (3xTF32: about fp32 accuracy). Must be called by whole warps (block of 32k threads).
-template <MmaKind K, typename acc_t, typename Epilogue>
-VHEAT_DEVICE void transform_axis_mma(const acc_t* in, int n_other, int so, int n, int si, int tc,
-                                     const acc_t* mat, int mj, int mi, Epilogue epi) {
+// load_a(j0, k0, ahi, alo) fills this lane's A fragments (hi and lo parts) of the 16-row
+// tile j0 at depth k0 (transform_axis_mma: gathered and split here; the fused 16-bit
+// kernels: ldmatrix from pre-split matrices, SplitMatrix16 below).
+template <MmaKind K, typename acc_t, typename ALoader, typename Epilogue>
+VHEAT_DEVICE void transform_axis_mma_with(const acc_t* in, int n_other, int so, int n, int si, int tc,
+                                          ALoader load_a, Epilogue epi) {
   constexpr int kDepth = K == MmaKind::kTf32x3 ? 8 : 16;
   constexpr int NT = kMmaStripTiles;
   const int N = n_other * tc;
   const int mtiles = (n + 15) / 16, strips = (N + 8 * NT - 1) / (8 * NT);
   const int lane = lane_index(), g = lane >> 2, t = lane & 3;
   const int warps = block_size() >> 5;
-  auto A = [&](int row, int k) -> float { return row < n && k < n ? float(mat[row * mj + k * mi]) : 0.0f; };
   for (int item = thread_index() >> 5; item < mtiles * strips; item += warps) {
     const int j0 = (item % mtiles) * 16, q0 = (item / mtiles) * 8 * NT;
     // This lane's B column in each n tile: q = q0 + 8 nt + g.
@@ -176,21 +178,7 @@ VHEAT_DEVICE void transform_axis_mma(const acc_t* in, int n_other, int so, int n
       for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
     for (int k0 = 0; k0 < n; k0 += kDepth) {
       uint32_t ahi[4], alo[4];
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int row = j0 + g + 8 * (r & 1);
-        if constexpr (K == MmaKind::kTf32x3) {
-          const float v = A(row, k0 + t + 4 * (r >> 1));
-          ahi[r] = to_tf32(v);
-          alo[r] = to_tf32(v - tf32_value(ahi[r]));
-        } else {
-          const int k = k0 + 2 * t + 8 * (r >> 1);
-          const float v0 = A(row, k), v1 = A(row, k + 1);
-          const float h0 = round_16<K>(v0), h1 = round_16<K>(v1);
-          ahi[r] = pack_16x2<K>(h0, h1);
-          alo[r] = pack_16x2<K>(v0 - h0, v1 - h1);
-        }
-      }
+      load_a(j0, k0, ahi, alo);
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
         if (q0 + 8 * nt >= N) break;  // tile wholly past the columns (warp-uniform): no MMA
@@ -231,6 +219,68 @@ VHEAT_DEVICE void transform_axis_mma(const acc_t* in, int n_other, int so, int n
   }
 }
 
+// transform_axis_mma with M(j, i) = mat[j * mj + i * mi] (any memory), gathered per
+// fragment element and split into hi + lo at each k step.
+template <MmaKind K, typename acc_t, typename Epilogue>
+VHEAT_DEVICE void transform_axis_mma(const acc_t* in, int n_other, int so, int n, int si, int tc,
+                                     const acc_t* mat, int mj, int mi, Epilogue epi) {
+  const int lane = lane_index(), g = lane >> 2, t = lane & 3;
+  auto A = [&](int row, int k) -> float { return row < n && k < n ? float(mat[row * mj + k * mi]) : 0.0f; };
+  auto load_a = [&](int j0, int k0, uint32_t(&ahi)[4], uint32_t(&alo)[4]) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int row = j0 + g + 8 * (r & 1);
+      if constexpr (K == MmaKind::kTf32x3) {
+        const float v = A(row, k0 + t + 4 * (r >> 1));
+        ahi[r] = to_tf32(v);
+        alo[r] = to_tf32(v - tf32_value(ahi[r]));
+      } else {
+        const int k = k0 + 2 * t + 8 * (r >> 1);
+        const float v0 = A(row, k), v1 = A(row, k + 1);
+        const float h0 = round_16<K>(v0), h1 = round_16<K>(v1);
+        ahi[r] = pack_16x2<K>(h0, h1);
+        alo[r] = pack_16x2<K>(v0 - h0, v1 - h1);
+      }
+    }
+  };
+  transform_axis_mma_with<K>(in, n_other, so, n, si, tc, load_a, epi);
+}
+
+// C_n split into hi + lo parts of a 16-bit type, each stored row-major (S[k][i] = C_n[k, i])
+// over n16 = n rounded up to 16 rows and columns, zero past n, with ld = n16 + 8: rows are
+// 16-byte aligned for ldmatrix, and the 8 rows of one 8 x 8 matrix (ld * 2 bytes apart, 16
+// bytes mod 128) hit 8 different 16-byte bank groups.
+struct SplitMatrix16 {
+  const uint16_t* hi;
+  const uint16_t* lo;
+  int ld;
+};
+
+// transform_axis_mma for the 16-bit kinds with A fragments loaded by ldmatrix.x4 from a
+// SplitMatrix16: M = C_n (inverse false: rows of S, plain) or M = C_n^T (inverse true:
+// .trans), the same two MMAs (lo, then hi) per tile as transform_axis_mma.
+template <MmaKind K, typename acc_t, typename Epilogue>
+VHEAT_DEVICE void transform_axis_mma_ldsm(const acc_t* in, int n_other, int so, int n, int si, int tc,
+                                          const SplitMatrix16& m, bool inverse, Epilogue epi) {
+  static_assert(is_16bit(K), "ldmatrix fragments are for the 16-bit kinds");
+  // Lane l addresses row l % 8 of fragment matrix r = l / 8, which covers rows j0 + 8 (r & 1)
+  // and depths k0 + 8 (r >> 1) of M (see device_compat.cuh for the fragment layout).
+  const int lane = lane_index(), r = lane >> 3, rr = lane & 7;
+  auto load_a = [&](int j0, int k0, uint32_t(&ahi)[4], uint32_t(&alo)[4]) {
+    const int j = j0 + 8 * (r & 1), k = k0 + 8 * (r >> 1);
+    if (inverse) {  // M(j, k) = S[k][j]: 8 x 8 blocks of S with rows k, transposed by ldmatrix
+      const int off = (k + rr) * m.ld + j;
+      ldmatrix_x4<true>(ahi, m.hi + off);
+      ldmatrix_x4<true>(alo, m.lo + off);
+    } else {  // M(j, k) = S[j][k]
+      const int off = (j + rr) * m.ld + k;
+      ldmatrix_x4<false>(ahi, m.hi + off);
+      ldmatrix_x4<false>(alo, m.lo + off);
+    }
+  };
+  transform_axis_mma_with<K>(in, n_other, so, n, si, tc, load_a, epi);
+}
+
 // One 1-D transform on the units K names (FMA: register tiles of RO lines x 4 outputs).
 template <MmaKind K, int RO, typename acc_t, typename Epilogue>
 VHEAT_DEVICE void transform_on(const acc_t* in, int n_other, int so, int n, int si, int tc, const acc_t* mat, int mj,
@@ -240,13 +290,6 @@ VHEAT_DEVICE void transform_on(const acc_t* in, int n_other, int so, int n, int 
   } else {
     transform_axis_mma<K>(in, n_other, so, n, si, tc, mat, mj, mi, epi);
   }
-}
-
-// One 1-D transform of the fused kernels, on the units MmaKindOf<scalar_t> names.
-template <typename scalar_t, typename acc_t, typename Epilogue>
-VHEAT_DEVICE void fused_transform(const acc_t* in, int n_other, int so, int n, int si, int tc, const acc_t* mat,
-                                  int mj, int mi, Epilogue epi) {
-  transform_on<MmaKindOf<scalar_t>::value, kFusedOtherTile>(in, n_other, so, n, si, tc, mat, mj, mi, epi);
 }
 
 // Gathers the (H*W, tc) channel tile starting at channel c0 of one channels-last plane
@@ -281,59 +324,123 @@ VHEAT_DEVICE void load_plane_tile(const scalar_t* plane, int H, int W, int64_t s
 }
 
 // ---- fused plane kernels -----------------------------------------------------------
-// Shared memory (fused_smem_bytes() in hco_plan.h): C_H (H x (H+1)), C_W (W x (W+1))
-// padded against bank conflicts, the quarter-period cosines of both axes (H + 2, W + 2),
-// then `nbuf` tiles of H*W*tc.
-template <typename acc_t>
+// Shared memory (fused_smem_bytes() in hco_plan.h), from the 16-byte aligned base:
+//  * fp32 / fp64 inputs: C_H (H x (H+1)) and C_W (W x (W+1)) in acc_t, rows padded
+//    against bank conflicts;
+//  * bf16 / fp16 inputs: C_H and C_W as SplitMatrix16 (hi and lo, 16-bit; one set when
+//    H == W), the layout ldmatrix reads;
+// then the quarter-period cosines of both axes (H + 2, W + 2) and `nbuf` tiles of H*W*tc.
+template <MmaKind K, typename acc_t>
 struct FusedSmem {
-  acc_t *cos_h, *cos_w, *quarter_h, *quarter_w, *tiles;
-  int ldh, ldw, tile;
-  VHEAT_DEVICE FusedSmem(acc_t* smem, int H, int W, int tc) : ldh(H + 1), ldw(W + 1), tile(H * W * tc) {
-    cos_h = smem;
-    cos_w = cos_h + H * ldh;
-    quarter_h = cos_w + W * ldw;
+  static constexpr bool kSplit16 = is_16bit(K);
+  const acc_t *cos_h = nullptr, *cos_w = nullptr;  // !kSplit16
+  int ldh = 0, ldw = 0;
+  SplitMatrix16 split_h{}, split_w{};  // kSplit16
+  acc_t *quarter_h, *quarter_w, *tiles;
+  int tile;
+  VHEAT_DEVICE FusedSmem(acc_t* base, int H, int W, int tc) : tile(H * W * tc) {
+    acc_t* rest;
+    if constexpr (kSplit16) {
+      uint16_t* p = reinterpret_cast<uint16_t*>(base);
+      auto take = [&](int n) {
+        const int64_t elems = padded16(n) * split16_ld(n);
+        const SplitMatrix16 m{p, p + elems, static_cast<int>(split16_ld(n))};
+        p += 2 * elems;
+        return m;
+      };
+      split_h = take(H);
+      split_w = W == H ? split_h : take(W);
+      rest = reinterpret_cast<acc_t*>(p);  // 2 * elems * 2 bytes: a multiple of 256
+    } else {
+      ldh = H + 1;
+      ldw = W + 1;
+      cos_h = base;
+      cos_w = base + H * ldh;
+      rest = base + H * ldh + W * ldw;
+    }
+    quarter_h = rest;
     quarter_w = quarter_h + H + 2;
     tiles = quarter_w + W + 2;
   }
   VHEAT_DEVICE acc_t* buf(int i) const { return tiles + i * tile; }
 };
 
+// Step 2 of building C_n for the 16-bit kinds (after fill_quarter and a VHEAT_SYNC): the
+// hi and lo parts over padded16(n) x padded16(n), zero past n.
+template <MmaKind K, typename acc_t>
+VHEAT_DEVICE void fill_split_matrix(const acc_t* quarter, const SplitMatrix16& m, int n) {
+  const int n16 = static_cast<int>(padded16(n)), pairs = n16 / 2;
+  uint16_t* hi = const_cast<uint16_t*>(m.hi);
+  uint16_t* lo = const_cast<uint16_t*>(m.lo);
+  for (int idx = thread_index(); idx < n16 * pairs; idx += block_size()) {
+    const int k = idx / pairs, i = 2 * (idx - k * pairs);
+    const float v0 = k < n && i < n ? float(dct_from_quarter(quarter, k, i, n)) : 0.0f;
+    const float v1 = k < n && i + 1 < n ? float(dct_from_quarter(quarter, k, i + 1, n)) : 0.0f;
+    const float h0 = round_16<K>(v0), h1 = round_16<K>(v1);
+    const uint32_t phi = pack_16x2<K>(h0, h1), plo = pack_16x2<K>(v0 - h0, v1 - h1);
+    hi[k * m.ld + i] = static_cast<uint16_t>(phi & 0xFFFFu);
+    hi[k * m.ld + i + 1] = static_cast<uint16_t>(phi >> 16);
+    lo[k * m.ld + i] = static_cast<uint16_t>(plo & 0xFFFFu);
+    lo[k * m.ld + i + 1] = static_cast<uint16_t>(plo >> 16);
+  }
+}
+
 // Builds C_H and C_W in shared memory: quarter tables, VHEAT_SYNC, matrices. The caller
 // syncs again before reading them (it overlaps its first tile load with the fill).
-template <typename acc_t>
-VHEAT_DEVICE void build_dct_matrices(const FusedSmem<acc_t>& sm, int H, int W) {
+template <MmaKind K, typename acc_t>
+VHEAT_DEVICE void build_dct_matrices(const FusedSmem<K, acc_t>& sm, int H, int W) {
   fill_quarter(sm.quarter_h, H);
   fill_quarter(sm.quarter_w, W);
   VHEAT_SYNC();
-  fill_dct_matrix(sm.quarter_h, sm.cos_h, H, sm.ldh);
-  fill_dct_matrix(sm.quarter_w, sm.cos_w, W, sm.ldw);
+  if constexpr (FusedSmem<K, acc_t>::kSplit16) {
+    fill_split_matrix<K>(sm.quarter_h, sm.split_h, H);
+    if (W != H) fill_split_matrix<K>(sm.quarter_w, sm.split_w, W);
+  } else {
+    fill_dct_matrix(sm.quarter_h, const_cast<acc_t*>(sm.cos_h), H, sm.ldh);
+    fill_dct_matrix(sm.quarter_w, const_cast<acc_t*>(sm.cos_w), W, sm.ldw);
+  }
+}
+
+// One 1-D transform of the fused kernels along H or W (the matrix C_n, or C_n^T when
+// inverse), on the units K names: ldmatrix + MMA for bf16 / fp16, 3xTF32 MMA for fp32,
+// FMA register tiles for fp64.
+template <MmaKind K, typename acc_t, typename Epilogue>
+VHEAT_DEVICE void fused_transform(const FusedSmem<K, acc_t>& sm, bool along_w, bool inverse, const acc_t* in,
+                                  int n_other, int so, int n, int si, int tc, Epilogue epi) {
+  if constexpr (FusedSmem<K, acc_t>::kSplit16) {
+    transform_axis_mma_ldsm<K>(in, n_other, so, n, si, tc, along_w ? sm.split_w : sm.split_h, inverse, epi);
+  } else {
+    const acc_t* mat = along_w ? sm.cos_w : sm.cos_h;
+    const int ld = along_w ? sm.ldw : sm.ldh;
+    transform_on<K, kFusedOtherTile>(in, n_other, so, n, si, tc, mat, inverse ? 1 : ld, inverse ? ld : 1, epi);
+  }
 }
 
 // DCT2 of the tile `in` (clobbers scratch): epi(idx, v) for every spectrum value v at
 // idx = (n * W + m) * tc + c. Syncs between the two transforms.
-template <typename scalar_t, typename acc_t, typename Epilogue>
-VHEAT_DEVICE void fused_dct2(const FusedSmem<acc_t>& sm, const acc_t* in, acc_t* scratch, int H, int W, int tc,
+template <MmaKind K, typename acc_t, typename Epilogue>
+VHEAT_DEVICE void fused_dct2(const FusedSmem<K, acc_t>& sm, const acc_t* in, acc_t* scratch, int H, int W, int tc,
                              Epilogue epi) {
   // DCT along W: scratch(h, m, c) = sum_w C_W[m, w] in(h, w, c)
-  fused_transform<scalar_t>(in, H, W * tc, W, tc, tc, sm.cos_w, sm.ldw, 1,
-                            [&](int h, int m, int c, acc_t v) { scratch[(h * W + m) * tc + c] = v; });
+  fused_transform(sm, true, false, in, H, W * tc, W, tc, tc,
+                  [&](int h, int m, int c, acc_t v) { scratch[(h * W + m) * tc + c] = v; });
   VHEAT_SYNC();
   // DCT along H: v(n, m, c) = sum_h C_H[n, h] scratch(h, m, c)
-  fused_transform<scalar_t>(scratch, W, tc, H, W * tc, tc, sm.cos_h, sm.ldh, 1,
-                            [&](int m, int n, int c, acc_t v) { epi((n * W + m) * tc + c, v); });
+  fused_transform(sm, false, false, scratch, W, tc, H, W * tc, tc,
+                  [&](int m, int n, int c, acc_t v) { epi((n * W + m) * tc + c, v); });
 }
 
 // Inverse DCT2 of the spectrum tile `in` (clobbers scratch): out(h, w, c, v) for every
 // output value. Syncs between the two transforms.
-template <typename scalar_t, typename acc_t, typename Out>
-VHEAT_DEVICE void fused_idct2(const FusedSmem<acc_t>& sm, const acc_t* in, acc_t* scratch, int H, int W, int tc,
+template <MmaKind K, typename acc_t, typename Out>
+VHEAT_DEVICE void fused_idct2(const FusedSmem<K, acc_t>& sm, const acc_t* in, acc_t* scratch, int H, int W, int tc,
                               Out out) {
   // inverse DCT along H: scratch(h, m, c) = sum_n C_H[n, h] in(n, m, c)
-  fused_transform<scalar_t>(in, W, tc, H, W * tc, tc, sm.cos_h, 1, sm.ldh,
-                            [&](int m, int h, int c, acc_t v) { scratch[(h * W + m) * tc + c] = v; });
+  fused_transform(sm, false, true, in, W, tc, H, W * tc, tc,
+                  [&](int m, int h, int c, acc_t v) { scratch[(h * W + m) * tc + c] = v; });
   VHEAT_SYNC();
   // inverse DCT along W: out(h, w, c) = sum_m C_W[m, w] scratch(h, m, c)
-  fused_transform<scalar_t>(scratch, H, W * tc, W, tc, tc, sm.cos_w, 1, sm.ldw, out);
+  fused_transform(sm, true, true, scratch, H, W * tc, W, tc, tc, out);
 }
 
 // E[n, m, c0 + c] for the spectrum index idx = (n * W + m) * tc + c (0 past C).
@@ -350,7 +457,7 @@ VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
     hco_fused_forward_kernel(const scalar_t* __restrict__ x, PlaneStrides xs, const acc_t* __restrict__ E,
                              scalar_t* __restrict__ y, int H, int W, int C, int tc, int ctiles) {
   VHEAT_DYNAMIC_SMEM(acc_t, smem);
-  const FusedSmem<acc_t> sm(smem, H, W, tc);
+  const FusedSmem<MmaKindOf<scalar_t>::value, acc_t> sm(smem, H, W, tc);
   acc_t* buf_a = sm.buf(0);
   acc_t* buf_b = sm.buf(1);
   const int c0 = static_cast<int>(block_index() % ctiles) * tc;
@@ -360,12 +467,12 @@ VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
   load_plane_tile(x + b * xs.b, H, W, xs.h, xs.w, C, c0, tc, buf_a);
   VHEAT_SYNC();
   // attenuated spectrum: buf_a(n, m, c) = E[n, m, c] * DCT2(x)(n, m, c)
-  fused_dct2<scalar_t>(sm, buf_a, buf_b, H, W, tc,
+  fused_dct2(sm, buf_a, buf_b, H, W, tc,
                        [&](int idx, acc_t v) { buf_a[idx] = v * attenuation(E, idx, C, c0, tc); });
   VHEAT_SYNC();
   // inverse DCT2, the last transform straight to global memory
   scalar_t* y_plane = y + b * int64_t(H) * W * C;
-  fused_idct2<scalar_t>(sm, buf_a, buf_b, H, W, tc, [&](int h, int w, int c, acc_t v) {
+  fused_idct2(sm, buf_a, buf_b, H, W, tc, [&](int h, int w, int c, acc_t v) {
     if (c0 + c < C) y_plane[int64_t(h * W + w) * C + c0 + c] = static_cast<scalar_t>(v);
   });
 }
@@ -385,7 +492,7 @@ VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
                               acc_t* __restrict__ partial, int64_t B, int H, int W, int C, int tc, int ctiles,
                               int64_t bchunk) {
   VHEAT_DYNAMIC_SMEM(acc_t, smem);
-  const FusedSmem<acc_t> sm(smem, H, W, tc);
+  const FusedSmem<MmaKindOf<scalar_t>::value, acc_t> sm(smem, H, W, tc);
   acc_t* buf_p = sm.buf(0);
   acc_t* buf_q = sm.buf(1);
   acc_t* buf_r = sm.buf(2);
@@ -403,14 +510,14 @@ VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
     load_plane_tile(gy + b * gs.b, H, W, gs.h, gs.w, C, c0, tc, buf_p);
     VHEAT_SYNC();
     // buf_p = G = DCT2(dy_b); buf_r = G * E
-    fused_dct2<scalar_t>(sm, buf_p, buf_q, H, W, tc, [&](int idx, acc_t v) {
+    fused_dct2(sm, buf_p, buf_q, H, W, tc, [&](int idx, acc_t v) {
       buf_p[idx] = v;
       if (dx != nullptr) buf_r[idx] = v * attenuation(E, idx, C, c0, tc);
     });
     VHEAT_SYNC();
     if (dx != nullptr) {
       scalar_t* dx_plane = dx + b * plane_size;
-      fused_idct2<scalar_t>(sm, buf_r, buf_q, H, W, tc, [&](int h, int w, int c, acc_t v) {
+      fused_idct2(sm, buf_r, buf_q, H, W, tc, [&](int h, int w, int c, acc_t v) {
         if (c0 + c < C) dx_plane[int64_t(h * W + w) * C + c0 + c] = static_cast<scalar_t>(v);
       });
       // No sync needed here: the last inverse transform reads only buf_q, and x_b goes to
@@ -422,7 +529,7 @@ VHEAT_GLOBAL void VHEAT_LAUNCH_BOUNDS(kMaxThreads)
       VHEAT_SYNC();
       // acc += G * DCT2(x_b); DCT along W overwrites buf_q: all threads passed the sync
       // above, so the inverse transform's reads of buf_q are done.
-      fused_dct2<scalar_t>(sm, buf_r, buf_q, H, W, tc, [&](int idx, acc_t v) { acc[idx] += buf_p[idx] * v; });
+      fused_dct2(sm, buf_r, buf_q, H, W, tc, [&](int idx, acc_t v) { acc[idx] += buf_p[idx] * v; });
     }
     VHEAT_SYNC();
   }

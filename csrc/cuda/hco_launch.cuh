@@ -9,10 +9,20 @@
 // backward 1 (one batch chunk) or 2 (the chunks' dE partials, then their reduction).
 #pragma once
 
+#include <stdexcept>
+
 #include "hco_kernels.cuh"
 #include "hco_plan.h"
 
 namespace vheat::cuda {
+
+// A plan made for another input type would size the fused kernels' shared memory wrongly.
+template <typename scalar_t>
+void check_plan_type(bool split16) {
+  if (split16 != is_16bit(MmaKindOf<scalar_t>::value))
+    throw std::invalid_argument("vheat CUDA: launch plan made with split16 = " + std::to_string(split16) +
+                                " for an input type whose fused kernels use the other shared-memory layout");
+}
 
 // Line geometry of a (B, H, W, C) tensor along W (lines = (b, h)) and along H (lines =
 // (b, w)); the output contiguous, the input read with strides `in`.
@@ -48,6 +58,7 @@ void dct2_lines(const Launch& launch, const HcoShape& s, const TileLaunch& lw, c
 template <typename scalar_t, typename acc_t, typename Launch>
 void run_forward(const Launch& launch, const HcoShape& s, const ForwardPlan& plan, const scalar_t* x,
                  const PlaneStrides& xs, const acc_t* E, scalar_t* y, acc_t* workspace) {
+  check_plan_type<scalar_t>(plan.split16);
   const int H = static_cast<int>(s.H), W = static_cast<int>(s.W), C = static_cast<int>(s.C);
   if (plan.path == HcoPath::kFused) {
     const TileLaunch& f = plan.fused;
@@ -79,6 +90,7 @@ template <typename scalar_t, typename acc_t, typename Launch>
 void run_backward(const Launch& launch, const HcoShape& s, const BackwardPlan& plan, const scalar_t* x,
                   const PlaneStrides& xs, const scalar_t* gy, const PlaneStrides& gs, const acc_t* E, scalar_t* dx,
                   acc_t* dE_acc, acc_t* workspace) {
+  check_plan_type<scalar_t>(plan.split16);
   const int H = static_cast<int>(s.H), W = static_cast<int>(s.W), C = static_cast<int>(s.C);
   if (!plan.need_dE) {
     if (plan.need_dx) run_forward(launch, s, plan.forward, gy, gs, E, dx, workspace);

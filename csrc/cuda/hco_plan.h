@@ -51,8 +51,11 @@ struct TileLaunch {
   size_t smem = 0;
 };
 
+// split16: the input is bf16 / fp16 (its fused kernels keep 16-bit split matrices, so
+// their shared memory differs); run_forward / run_backward check it against the type.
 struct ForwardPlan {
   HcoPath path = HcoPath::kFused;
+  bool split16 = false;
   TileLaunch fused;              // kFused: builds its cosine matrices in shared memory
   TileLaunch line_w, line_h;     // kLines
   int64_t workspace_elems = 0;   // acc_t elements; kLines: cosine tables + one (B, H, W, C) buffer
@@ -62,6 +65,7 @@ struct ForwardPlan {
 // dE = sum_b DCT2(x_b) * DCT2(dy_b).
 struct BackwardPlan {
   HcoPath path = HcoPath::kFused;
+  bool split16 = false;
   bool need_dx = true, need_dE = true;
   // dx alone (any path), and dx on the line path: the forward plan run on dy.
   ForwardPlan forward;
@@ -88,10 +92,20 @@ inline int64_t pow2_at_least(int64_t v) {
   return p;
 }
 
-// C_H and C_W (rows padded to N + 1), the quarter-period cosines each is built from
-// (N + 2 values per axis, see build_dct_matrices), then nbuf tiles of H * W * tc.
-inline size_t fused_smem_bytes(int64_t H, int64_t W, int tc, int nbuf, size_t acc_bytes) {
-  return size_t(H * (H + 1) + W * (W + 1) + (H + 2) + (W + 2) + nbuf * H * W * tc) * acc_bytes;
+// The bf16 / fp16 fused kernels keep C_n as hi + lo 16-bit matrices of padded16(n) rows
+// of split16_ld(n) values (SplitMatrix16 in hco_kernels.cuh: ldmatrix rows 16-byte
+// aligned and spread over the banks), one set shared by both axes when H == W.
+constexpr int64_t padded16(int64_t n) { return (n + 15) / 16 * 16; }
+constexpr int64_t split16_ld(int64_t n) { return padded16(n) + 8; }
+inline size_t split16_matrix_bytes(int64_t n) { return size_t(2 * padded16(n) * split16_ld(n)) * 2; }
+
+// Cosine matrices (split16: see above; else C_H and C_W in acc_t, rows padded to N + 1),
+// the quarter-period cosines they are built from (N + 2 values per axis, see
+// build_dct_matrices), then nbuf tiles of H * W * tc (FusedSmem in hco_kernels.cuh).
+inline size_t fused_smem_bytes(int64_t H, int64_t W, int tc, int nbuf, size_t acc_bytes, bool split16) {
+  const size_t matrices = split16 ? split16_matrix_bytes(H) + (W == H ? 0 : split16_matrix_bytes(W))
+                                  : size_t(H * (H + 1) + W * (W + 1)) * acc_bytes;
+  return matrices + size_t((H + 2) + (W + 2) + nbuf * H * W * tc) * acc_bytes;
 }
 
 inline size_t line_smem_bytes(int64_t n, int tc, size_t acc_bytes) { return size_t(2 * n * tc) * acc_bytes; }
@@ -111,15 +125,16 @@ int pick_tc(int64_t C, size_t smem_limit, SmemFn smem_for) {
   return fallback;
 }
 
-inline TileLaunch fused_launch(const HcoShape& s, int nbuf, size_t acc_bytes, size_t smem_limit, int64_t planes) {
+inline TileLaunch fused_launch(const HcoShape& s, int nbuf, size_t acc_bytes, bool split16, size_t smem_limit,
+                               int64_t planes) {
   TileLaunch t;
-  t.tc = pick_tc(s.C, smem_limit, [&](int tc) { return fused_smem_bytes(s.H, s.W, tc, nbuf, acc_bytes); });
+  t.tc = pick_tc(s.C, smem_limit, [&](int tc) { return fused_smem_bytes(s.H, s.W, tc, nbuf, acc_bytes, split16); });
   if (t.tc == 0) return t;
   t.ctiles = static_cast<int>(ceil_div(s.C, t.tc));
   const int64_t side = std::max(s.H, s.W);  // work items of the larger transform phase
   t.threads = threads_for(ceil_div(side, kFusedOtherTileHost) * ceil_div(side, kMicroTileHost) * t.tc);
   t.blocks = planes * t.ctiles;
-  t.smem = fused_smem_bytes(s.H, s.W, t.tc, nbuf, acc_bytes);
+  t.smem = fused_smem_bytes(s.H, s.W, t.tc, nbuf, acc_bytes, split16);
   return t;
 }
 
@@ -152,10 +167,12 @@ inline std::string unsupported_reason(const HcoShape& s) {
 }
 
 // force_lines: take the line path even when the fused kernel fits (tests cover both).
-inline ForwardPlan plan_forward(const HcoShape& s, size_t acc_bytes, size_t smem_limit, bool force_lines = false) {
+inline ForwardPlan plan_forward(const HcoShape& s, size_t acc_bytes, bool split16, size_t smem_limit,
+                                bool force_lines = false) {
   ForwardPlan p;
+  p.split16 = split16;
   if (!force_lines) {
-    p.fused = fused_launch(s, kForwardBuffers, acc_bytes, smem_limit, s.B);
+    p.fused = fused_launch(s, kForwardBuffers, acc_bytes, split16, smem_limit, s.B);
     if (p.fused.tc > 0) return p;
   }
   p.path = HcoPath::kLines;
@@ -166,19 +183,20 @@ inline ForwardPlan plan_forward(const HcoShape& s, size_t acc_bytes, size_t smem
 }
 
 // target_blocks: how many blocks the batch chunking aims for (tests lower it).
-inline BackwardPlan plan_backward(const HcoShape& s, size_t acc_bytes, size_t smem_limit, bool need_dx, bool need_dE,
-                                  bool force_lines = false, int64_t target_blocks = 1024) {
+inline BackwardPlan plan_backward(const HcoShape& s, size_t acc_bytes, bool split16, size_t smem_limit, bool need_dx,
+                                  bool need_dE, bool force_lines = false, int64_t target_blocks = 1024) {
   BackwardPlan p;
+  p.split16 = split16;
   p.need_dx = need_dx;
   p.need_dE = need_dE;
-  p.forward = plan_forward(s, acc_bytes, smem_limit, force_lines);
+  p.forward = plan_forward(s, acc_bytes, split16, smem_limit, force_lines);
   p.path = p.forward.path;
   if (!need_dE) {
     p.workspace_elems = p.forward.workspace_elems;
     return p;
   }
   if (!force_lines) {
-    p.fused = fused_launch(s, kBackwardBuffers, acc_bytes, smem_limit, 1);
+    p.fused = fused_launch(s, kBackwardBuffers, acc_bytes, split16, smem_limit, 1);
     if (p.fused.tc > 0) {
       p.path = HcoPath::kFused;
       // Batch chunks from the shape alone (never from the device), so the summation

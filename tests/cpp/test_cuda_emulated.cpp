@@ -141,6 +141,7 @@ template <typename T>
 void check_shape(const HcoShape& s, size_t smem_limit, bool force_lines, int max_threads, std::mt19937& rng,
                  Layout layout = Layout::kContiguous, bool all_backward_variants = true) {
   using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  constexpr bool kSplit16 = vheat::cuda::is_16bit(vheat::cuda::MmaKindOf<T>::value);
   const int failures_before = failures;
   const double tol = tolerance<T>();
   const char* tname = std::is_same_v<T, float>      ? "float"
@@ -172,7 +173,7 @@ void check_shape(const HcoShape& s, size_t smem_limit, bool force_lines, int max
   char detail[128], fwd_detail[128] = "", bwd_detail[128] = "";
   double rel_fwd = 0, rel_dx = 0, rel_dE = 0;  // error / bound, reported on success
   {
-    const auto plan = vheat::cuda::plan_forward(s, sizeof(acc_t), smem_limit, force_lines);
+    const auto plan = vheat::cuda::plan_forward(s, sizeof(acc_t), kSplit16, smem_limit, force_lines);
     std::vector<T> out(s.numel(), T(NAN));
     std::vector<acc_t> ws(plan.workspace_elems);
     vheat::cuda::run_forward(launch, s, plan, xin.data(), xin.strides, Et.data(), out.data(), ws.data());
@@ -188,8 +189,8 @@ void check_shape(const HcoShape& s, size_t smem_limit, bool force_lines, int max
   // batches share a chunk (bchunk > 1) and several chunks need the reduce.
   for (const auto [need_dx, need_dE] : {std::pair{true, true}, std::pair{false, true}, std::pair{true, false}}) {
     if (!all_backward_variants && !(need_dx && need_dE)) continue;
-    const auto plan = vheat::cuda::plan_backward(s, sizeof(acc_t), smem_limit, need_dx, need_dE, force_lines,
-                                                 s.B > 2 ? 2 : 1024);
+    const auto plan = vheat::cuda::plan_backward(s, sizeof(acc_t), kSplit16, smem_limit, need_dx, need_dE,
+                                                 force_lines, s.B > 2 ? 2 : 1024);
     std::vector<T> dx_out(need_dx ? s.numel() : 0, T(NAN));
     std::vector<acc_t> dE_out(need_dE ? s.plane() : 0, acc_t(NAN)), ws(plan.workspace_elems);
     vheat::cuda::run_backward(launch, s, plan, xin.data(), xin.strides, gyin.data(), gyin.strides, Et.data(),
@@ -228,12 +229,13 @@ struct CountingLaunch {
 template <typename T>
 void count_launches(const char* tname, const char* arch, size_t smem_limit, const HcoShape& s) {
   using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  constexpr bool kSplit16 = vheat::cuda::is_16bit(vheat::cuda::MmaKindOf<T>::value);
   int forward = 0, backward = 0;
-  const auto fp = vheat::cuda::plan_forward(s, sizeof(acc_t), smem_limit);
+  const auto fp = vheat::cuda::plan_forward(s, sizeof(acc_t), kSplit16, smem_limit);
   vheat::cuda::run_forward(CountingLaunch{&forward}, s, fp, static_cast<const T*>(nullptr),
                            vheat::cuda::contiguous_strides(s), static_cast<const acc_t*>(nullptr),
                            static_cast<T*>(nullptr), static_cast<acc_t*>(nullptr));
-  const auto bp = vheat::cuda::plan_backward(s, sizeof(acc_t), smem_limit, true, true);
+  const auto bp = vheat::cuda::plan_backward(s, sizeof(acc_t), kSplit16, smem_limit, true, true);
   vheat::cuda::run_backward(CountingLaunch{&backward}, s, bp, static_cast<const T*>(nullptr),
                             vheat::cuda::contiguous_strides(s), static_cast<const T*>(nullptr),
                             vheat::cuda::contiguous_strides(s), static_cast<const acc_t*>(nullptr),
@@ -262,21 +264,21 @@ void count_classification_launches() {
 void check_plans() {
   const size_t h100 = 227 * 1024;
   HcoShape stage1{64, 56, 56, 96}, stage4{64, 7, 7, 768}, det{2, 200, 304, 96};
-  const auto f1 = vheat::cuda::plan_forward(stage1, 4, h100);
+  const auto f1 = vheat::cuda::plan_forward(stage1, 4, false, h100);
   expect(f1.path == HcoPath::kFused && f1.fused.smem <= vheat::cuda::kSoftSmemBudget, "plan", stage1,
          "stage-1 forward should be fused within the soft budget");
-  const auto f4 = vheat::cuda::plan_forward(stage4, 4, h100);
+  const auto f4 = vheat::cuda::plan_forward(stage4, 4, false, h100);
   expect(f4.path == HcoPath::kFused && f4.fused.tc == 32, "plan", stage4, "7x7 forward should use tc=32");
-  const auto fd = vheat::cuda::plan_forward(det, 4, h100);
+  const auto fd = vheat::cuda::plan_forward(det, 4, false, h100);
   expect(fd.path == HcoPath::kLines && fd.line_w.tc > 0 && fd.line_h.tc > 0, "plan", det,
          "200x304 planes should take the line path");
-  const auto g1 = vheat::cuda::plan_backward(stage1, 4, h100, true, true);
+  const auto g1 = vheat::cuda::plan_backward(stage1, 4, false, h100, true, true);
   expect(g1.path == HcoPath::kFused && g1.nchunks * g1.bchunk >= stage1.B && (g1.nchunks - 1) * g1.bchunk < stage1.B,
          "plan", stage1, "backward chunks must cover the batch exactly");
-  const auto g0 = vheat::cuda::plan_backward({0, 7, 7, 96}, 4, h100, true, true);
+  const auto g0 = vheat::cuda::plan_backward({0, 7, 7, 96}, 4, true, h100, true, true);
   expect(g0.path == HcoPath::kFused && g0.nchunks == 0 && g0.fused.blocks == 0 && g0.reduce.blocks > 0, "plan",
          {0, 7, 7, 96}, "B = 0: no backward block, the reduce writes dE = 0");
-  const auto d8 = vheat::cuda::plan_forward({1, 8192, 8192, 1}, 8, h100);
+  const auto d8 = vheat::cuda::plan_forward({1, 8192, 8192, 1}, 8, false, h100);
   expect(d8.line_w.tc == 1 && d8.line_h.tc == 1, "plan", {1, 8192, 8192, 1}, "kMaxAxis fp64 lines must fit");
 }
 
