@@ -137,8 +137,8 @@ std::tuple<at::Tensor, at::Tensor> hco_backward_cuda(const at::Tensor& gy_in, co
   if ((need_dx && s.B > 0) || need_dE) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "vheat_hco_backward_cuda", [&] {
       using acc_t = acc_type_t<scalar_t>;
-      const BackwardPlan plan = plan_backward(s, sizeof(acc_t), split16_for<scalar_t>(), smem_limit(), need_dx, need_dE,
-                                                   force_lines());
+      const BackwardPlan plan =
+          plan_backward(s, sizeof(acc_t), split16_for<scalar_t>(), smem_limit(), need_dx, need_dE, force_lines());
       if (need_dx) check_forward_plan(plan.forward, s, op);
       if (need_dE && plan.path == HcoPath::kFused) check_tiles(plan.fused, s, op);
       if (need_dE && plan.path == HcoPath::kLines) {
