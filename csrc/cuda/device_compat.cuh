@@ -6,7 +6,7 @@
 //
 // Kernels may only use: block-stride loops over thread_index()/block_size(),
 // block_index()/grid_size() on a 1-D grid, VHEAT_SYNC() at block-uniform points,
-// dynamic shared memory from VHEAT_DYNAMIC_SMEM and the warp-level tensor-core MMAs below
+// dynamic shared memory from VHEAT_DYNAMIC_SMEM and the warp-level ldmatrix / tensor-core MMAs below
 // (called by all 32 lanes of a warp together; blocks of a multiple of 32 threads); no
 // other warp intrinsics, no atomics.
 //
@@ -18,12 +18,20 @@
 //   m16n8k8  tf32:        A reg r = A(g + 8 (r & 1), t + 4 (r >> 1)), B reg r = B(t + 4r, g)
 //   D (both):             d[e] = D(g + 8 (e >> 1), 2t + (e & 1))
 // The emulator rebuilds A and B from the 32 lanes' fragments with exactly this layout.
+//
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 (sm_75+): lane l gives the address of
+// row l % 8 of matrix l / 8 (8 contiguous 16-bit values, 16-byte aligned, in shared
+// memory); register i of lane l receives matrix i's (row l / 4, columns 2 (l % 4) + {0, 1}),
+// with .trans (rows 2 (l % 4) + {0, 1}, column l / 4), the lower index in the low half.
 #pragma once
 
 #include <cstdint>
 
 namespace vheat::cuda {
 enum class MmaKind { kFma, kTf32x3, kBf16, kFp16 };
+// The 16-bit kinds keep their cosine matrices pre-split (hi + lo) in 16-bit shared memory
+// and load the A fragments with ldmatrix.
+constexpr bool is_16bit(MmaKind k) { return k == MmaKind::kBf16 || k == MmaKind::kFp16; }
 }  // namespace vheat::cuda
 
 #if defined(__CUDACC__)
@@ -85,6 +93,24 @@ VHEAT_DEVICE uint32_t to_tf32(float v) {
 }
 VHEAT_DEVICE float tf32_value(uint32_t bits) { return __uint_as_float(bits); }
 
+// ldmatrix x4 (see the header comment); `row` must point into shared memory. The memory
+// clobber keeps the load after the __syncthreads that published the matrix.
+template <bool kTrans>
+VHEAT_DEVICE void ldmatrix_x4(uint32_t (&r)[4], const uint16_t* row) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  if constexpr (kTrans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+  }
+}
+
 template <MmaKind K>
 VHEAT_DEVICE void mma_sync(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   if constexpr (K == MmaKind::kBf16) {
@@ -136,6 +162,7 @@ struct WarpExchange {
   // slot p, so one barrier per MMA suffices.
   uint32_t a[2][32][4];
   uint32_t b[2][32][2];
+  const uint16_t* rows[2][32];  // ldmatrix row addresses
   int phase[32] = {};
 };
 struct ThreadContext {
@@ -213,6 +240,33 @@ inline uint32_t to_tf32(float v) {
   return (emu::float_bits(v) + 0x1000u) & 0xFFFFE000u;
 }
 inline float tf32_value(uint32_t bits) { return emu::bits_float(bits); }
+
+// ldmatrix x4 on the emulator: every lane publishes its row address, then reads its four
+// registers from the rows of the other lanes (header comment). Rows must be 16-byte
+// aligned, as on the device.
+template <bool kTrans>
+inline void ldmatrix_x4(uint32_t (&r)[4], const uint16_t* row) {
+  auto& w = *(*emu::ctx.warps)[emu::ctx.thread / 32];
+  if (w.lanes != 32) {
+    std::fprintf(stderr, "emulated ldmatrix: warp of %d lanes (blocks must have a multiple of 32 threads)\n", w.lanes);
+    std::abort();
+  }
+  if (reinterpret_cast<uintptr_t>(row) % 16 != 0) {
+    std::fprintf(stderr, "emulated ldmatrix: row address not 16-byte aligned\n");
+    std::abort();
+  }
+  const int lane = lane_index();
+  const int p = w.phase[lane];
+  w.phase[lane] = p ^ 1;
+  w.rows[p][lane] = row;
+  w.barrier.arrive_and_wait();
+  const int q = lane / 4, t2 = 2 * (lane % 4);
+  for (int i = 0; i < 4; ++i) {
+    const uint16_t lo = kTrans ? w.rows[p][8 * i + t2][q] : w.rows[p][8 * i + q][t2];
+    const uint16_t hi = kTrans ? w.rows[p][8 * i + t2 + 1][q] : w.rows[p][8 * i + q][t2 + 1];
+    r[i] = uint32_t(lo) | (uint32_t(hi) << 16);
+  }
+}
 
 // mma.sync on the emulator: every lane publishes its fragments, then computes its four
 // D elements from the whole A and B rebuilt with PTX's fragment layout (header comment).

@@ -21,13 +21,18 @@ struct AccType<double> {
 template <typename scalar_t>
 using acc_type_t = typename AccType<scalar_t>::type;
 
-// Each launch is followed by C10_CUDA_KERNEL_LAUNCH_CHECK (throws c10::Error).
+// Each launch is followed by C10_CUDA_KERNEL_LAUNCH_CHECK (throws c10::Error). x and gy:
+// channel stride 1, batch / row / pixel strides xs / gs; everything else contiguous.
 template <typename scalar_t>
 void launch_hco_forward(cudaStream_t stream, const HcoShape& s, const ForwardPlan& plan, const scalar_t* x,
-                        const acc_type_t<scalar_t>* E, scalar_t* y, acc_type_t<scalar_t>* workspace);
+                        const PlaneStrides& xs, const acc_type_t<scalar_t>* E, scalar_t* y,
+                        acc_type_t<scalar_t>* workspace);
 
+// dx (plan.need_dx) and dE in acc_t (plan.need_dE); see run_backward in hco_launch.cuh.
 template <typename scalar_t>
-void launch_hco_grad_E(cudaStream_t stream, const HcoShape& s, const GradEPlan& plan, const scalar_t* x,
-                       const scalar_t* gy, acc_type_t<scalar_t>* dE, acc_type_t<scalar_t>* workspace);
+void launch_hco_backward(cudaStream_t stream, const HcoShape& s, const BackwardPlan& plan, const scalar_t* x,
+                         const PlaneStrides& xs, const scalar_t* gy, const PlaneStrides& gs,
+                         const acc_type_t<scalar_t>* E, scalar_t* dx, acc_type_t<scalar_t>* dE,
+                         acc_type_t<scalar_t>* workspace);
 
 }  // namespace vheat::cuda
