@@ -17,6 +17,7 @@ backward), one read and one write of the feature map per op: a lower bound for i
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # cuda_resources
 os.environ.pop("TRITON_INTERPRET", None)
 
 import torch  # noqa: E402
@@ -244,6 +246,53 @@ def roofline(shape, dtype: str, occupancy: bool = False) -> dict[str, PassRoofli
     }
 
 
+@functools.lru_cache(maxsize=None)
+def cuda_plans(shapes: tuple) -> dict:
+    """{(shape, dtype, op): cuda_resources.LaunchPlan} of the CUDA backend on sm_90: what
+    csrc/cuda/hco_plan.h asks for (cuda_resources compiles it into a small host program),
+    bf16's plan serving fp16 too."""
+    import cuda_resources
+
+    rows = cuda_resources.launch_plans(archs=("90",), shapes=list(shapes))
+    return {(tuple(r.shape), r.dtype, r.op): r for r in rows if r.path == "fused"}
+
+
+def cuda_roofline(shape, dtype: str) -> Optional[dict[str, PassRoofline]]:
+    """Forward and backward (dx and dE) of the CUDA backend's fused kernels at ``shape``
+    from its launch plan; None where it takes the multi-pass line path. Resident blocks
+    per SM come from threads and shared memory (registers are not counted: no nvcc build
+    here; `benchmarks/cuda_resources.py` reports them)."""
+    import cuda_resources
+
+    plans = cuda_plans(tuple(tuple(s) for _, s in classification_planes()))
+    key = "bf16" if dtype == "fp16" else dtype
+    fwd, bwd = plans.get((tuple(shape), key, "forward")), plans.get((tuple(shape), key, "backward"))
+    if fwd is None or bwd is None:
+        return None
+    B, H, W, C = shape
+    n = B * H * W * C * torch.empty((), dtype=ROOFLINE_DTYPES[dtype]).element_size()
+    e = H * W * C * 4  # E in fp32
+    # MMA tiles are 16 wide (m16n8k16 / k8 for tf32): each 1-D transform pads its side to 16.
+    pad = lambda v: -(-v // 16) * 16
+    transform = B * H * W * C * 2 * (pad(H) + pad(W))  # one 2-D DCT: FLOPs over the tensor
+
+    def cost(p, nbytes, flops, name):
+        bps = min(cuda_resources.SMEM_PER_SM["90"] // (p.smem + cuda_resources.SMEM_RESERVED_PER_BLOCK),
+                  2048 // p.threads)
+        return LaunchCost(name, nbytes, flops, p.blocks, bps, bps * (-(-p.threads // 32)))
+
+    fwd_costs = [cost(fwd, 2 * n + e, 2 * transform, "hco_fused_forward")]
+    plane = H * W * C
+    chunks = bwd.blocks // -(-C // bwd.kernel_tc)
+    partials = chunks * plane * 4 if bwd.launches > 1 else e  # fp32 partials, or dE itself
+    bwd_costs = [cost(bwd, 3 * n + e + partials, 4 * transform, "hco_fused_backward")]
+    if bwd.launches > 1:  # the fixed-order sum of the chunk partials (elementwise, memory bound)
+        bwd_costs.append(LaunchCost("sum_chunks", partials + e, 0, 0, None, None))
+    t = model(shape, ROOFLINE_DTYPES[dtype])
+    return {"fwd": PassRoofline(fwd_costs, 2 * n + e, t.matmul_fwd, dtype),
+            "bwd": PassRoofline(bwd_costs, 3 * n + 2 * e, t.matmul_bwd, dtype)}
+
+
 def us(seconds: float) -> str:
     return f"{seconds * 1e6:.0f}"
 
@@ -252,33 +301,40 @@ def render_roofline(occupancy: bool, measured: dict) -> list[str]:
     lines = [
         f"## Roofline: vHeat classification planes at 224 x 224, batch {TRAINING_BATCH}, H100 SXM model",
         "",
-        "Per HCO call. `bytes` is the launches' DRAM traffic over one read of each input and one",
-        "write of each output (forward: x, E -> y; backward: dy, x, E -> dx, dE), `warps/SM` the",
-        "fewest resident warps per SM among the launches (ptxas, sm_90"
-        + ("" if occupancy else "; not sized in this run") + "), `predicted` the roofline time",
-        "(see the module docstring), `HBM floor` one pass at 3.35 TB/s, `4-matmul floor` the",
-        "official matmul-DCT's bytes at 3.35 TB/s (what cuBLAS could reach at best).",
-        "`measured` is filled from `make gpu-check`'s results.jsonl; empty where no GPU has run.",
+        "Per HCO call, for each fused GPU backend. `MiB` is the launches' DRAM traffic, `x one pass`",
+        "that over one read of each input and one write of each output (forward: x, E -> y;",
+        "backward: dy, x, E -> dx, dE), `warps/SM` the fewest resident warps per SM among the",
+        "launches (triton: ptxas, sm_90" + ("" if occupancy else ", not sized in this run")
+        + "; cuda: threads and shared memory of its plan), `predicted` the roofline time (see the",
+        "module docstring), `HBM floor` one pass at 3.35 TB/s, `4-matmul floor` the official",
+        "matmul-DCT's bytes at 3.35 TB/s (what cuBLAS could reach at best). The triton plane",
+        "kernels' scratch slots are assumed L2-resident (not DRAM). `measured` comes from",
+        "`make gpu-check`'s results.jsonl (`--measured`); empty where no GPU has run.",
         "",
     ]
+    rooflines = {"triton": lambda shape, dtype: roofline(shape, dtype, occupancy), "cuda": cuda_roofline}
     for pass_name, title in (("fwd", "Forward"), ("bwd", "Backward (dx and dE)")):
         lines += [f"### {title}", "",
-                  "| model | shape (B,H,W,C) | dtype | launches | MiB | x one pass | GFLOP | warps/SM | predicted us "
-                  "| HBM floor us | 4-matmul floor us | measured us |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for label, shape in classification_planes():
-            for dtype in ROOFLINE_DTYPES:
-                r = roofline(shape, dtype, occupancy)[pass_name]
-                warps = "" if r.min_warps is None else str(r.min_warps)
-                ms = measured.get((tuple(shape), dtype, pass_name, "triton"))
-                seen = "" if ms is None else f"{ms * 1e3:.0f}"
-                lines.append(
-                    f"| {label} | {shape} | {dtype} | {r.launches} | {mib(r.bytes)} | {r.bytes / r.single_pass:.2f}x | "
-                    f"{sum(c.flops for c in r.costs) / 1e9:.1f} | {warps} | {us(r.predicted_s)} | "
-                    f"{us(r.floor_s(r.single_pass))} | {us(r.floor_s(r.matmul_bytes))} | {seen} |")
+                  "| backend | model | shape (B,H,W,C) | dtype | launches | MiB | x one pass | GFLOP | warps/SM "
+                  "| predicted us | HBM floor us | 4-matmul floor us | measured us |",
+                  "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for backend, of in rooflines.items():
+            for label, shape in classification_planes():
+                for dtype in ROOFLINE_DTYPES:
+                    both = of(shape, dtype)
+                    if both is None:
+                        continue
+                    r = both[pass_name]
+                    warps = "" if r.min_warps is None else str(r.min_warps)
+                    ms = measured.get((tuple(shape), dtype, pass_name, backend))
+                    seen = "" if ms is None else f"{ms * 1e3:.0f}"
+                    lines.append(
+                        f"| {backend} | {label} | {shape} | {dtype} | {r.launches} | {mib(r.bytes)} | "
+                        f"{r.bytes / r.single_pass:.2f}x | {sum(c.flops for c in r.costs) / 1e9:.1f} | {warps} | "
+                        f"{us(r.predicted_s)} | {us(r.floor_s(r.single_pass))} | {us(r.floor_s(r.matmul_bytes))} | "
+                        f"{seen} |")
         lines.append("")
     return lines
-
 
 def mib(b: int) -> str:
     return f"{b / 2**20:.1f}"
@@ -371,8 +427,11 @@ def auto_entries(measured: dict) -> dict:
         B, H, W, C = shape
         for dtype in ROOFLINE_DTYPES:
             r = roofline(shape, dtype)
-            model_s = {"fwd": {"triton": r["fwd"].predicted_s, "reference": r["fwd"].floor_s(r["fwd"].matmul_bytes)},
-                       "bwd": {"triton": r["bwd"].predicted_s, "reference": r["bwd"].floor_s(r["bwd"].matmul_bytes)}}
+            model_s = {p: {"triton": r[p].predicted_s, "reference": r[p].floor_s(r[p].matmul_bytes)} for p in r}
+            cuda = cuda_roofline(shape, dtype)
+            if cuda is not None:
+                for p in model_s:
+                    model_s[p]["cuda"] = cuda[p].predicted_s
             for training in (False, True):
                 passes = ("fwd", "bwd") if training else ("fwd",)
                 seen = {who: sum(measured.get((shape, dtype, p, m), float("nan")) * 1e-3 for p in passes)
