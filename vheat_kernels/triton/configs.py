@@ -71,6 +71,24 @@ def fits(H: int, W: int, elem_bytes: int) -> bool:
     return all(SPILL_FREE.get(_table_key(HP, WP, elem_bytes, bw)) for bw in (False, True))
 
 
+# A register-resident pass runs only with a channel block of at least this many bytes per
+# pixel: narrower blocks read channels-last rows in pieces of a 32-byte sector (BC = 1 in
+# bf16 moves 16x the bytes it uses through L2), and the plane kernel reads 16-32 B.
+MIN_COALESCED_BYTES = 16
+
+
+def resident(H: int, W: int, elem_bytes: int, backward: bool) -> bool:
+    """Whether one pass (forward, or the backward computing dE) of this plane and dtype size
+    runs register-resident: a spill-free configuration exists and one of them is at least
+    ``MIN_COALESCED_BYTES`` wide. Decided per pass: 28 x 28's forward qualifies in every
+    dtype, its backward (BC <= 2) does not and takes the plane kernel."""
+    HP, WP = padded(H), padded(W)
+    if HP > MAX_SIDE or WP > MAX_SIDE:
+        return False
+    table = SPILL_FREE.get(_table_key(HP, WP, elem_bytes, backward), ())
+    return any(bc * min(elem_bytes, 4) >= MIN_COALESCED_BYTES for bc, _ in table)
+
+
 def max_side(elem_bytes: int) -> int:
     """Largest padded square side both kernels support for this dtype size."""
     return max((s for s in PADDED_SIDES if fits(s, s, elem_bytes)), default=0)
@@ -90,6 +108,45 @@ def prune(H: int, W: int, C: int, elem_bytes: int, backward: bool) -> list[Block
     if not narrow and configs:
         narrow = [c for c in configs if c.BC == configs[-1].BC]
     return narrow[:MAX_CONFIGS]
+
+
+MAX_PLANE_SIDE = 64  # largest padded side of the single-launch plane kernels (plane.py)
+
+
+@dataclass(frozen=True)
+class PlaneConfig:
+    """Tiles of the plane kernels (plane.py): BC channels per work item; the H passes take
+    TW pixels per column tile, the W pass TH H-frequencies per row tile (both TW * BC and
+    TH * BC columns per dot)."""
+
+    BC: int
+    TW: int
+    TH: int
+    num_warps: int
+
+
+def plane_fits(H: int, W: int) -> bool:
+    return padded(H) <= MAX_PLANE_SIDE and padded(W) <= MAX_PLANE_SIDE
+
+
+# (BC, dot columns, warps), best guess first, per dot operand size. 16-bit: 16 channels
+# = one 32-byte sector per pixel; fp32: 8 (32 B). Columns per dot: 64 at 8 warps, 32 at 4
+# warps (a (64, cols) fp32 tile is 16 / thread then; tf32x3 holds hi / lo splits too).
+# Every candidate returned for vHeat's shapes is built by the compile check (sm_80, sm_90).
+PLANE_TILES = {
+    2: ((16, 64, 8), (8, 64, 8), (16, 32, 4), (8, 32, 4)),
+    4: ((8, 64, 8), (8, 32, 4), (4, 64, 8), (4, 32, 4)),
+}
+
+
+def plane_configs(C: int, elem_bytes: int) -> list[PlaneConfig]:
+    """Tiles of the plane kernels for C channels (fp64, interpreter only, uses fp32's):
+    blocks much wider than C dropped (the narrowest always stays), best guess first."""
+    tiles = PLANE_TILES[min(elem_bytes, 4)]
+    cap = _pow2_at_least(C)
+    narrowest = min(bc for bc, _, _ in tiles)
+    out = [PlaneConfig(bc, cols // bc, cols // bc, warps) for bc, cols, warps in tiles if bc <= max(cap, narrowest)]
+    return out[:MAX_CONFIGS]
 
 
 @dataclass(frozen=True)
