@@ -71,7 +71,7 @@ TARGET_SHAPES = ("T/S@224",)  # the resident-warps target applies to these
 class Build:
     """One compilation: a kernel with its runtime specialisation and constexprs."""
 
-    kernel: str  # hco_fwd | hco_bwd | hco_axis | hco_de | hco_line | hco_line_bwd
+    kernel: str  # hco_fwd | hco_bwd | hco_plane | hco_plane_bwd | hco_de_sum | hco_axis | hco_de | hco_line | hco_line_bwd
     dtype: str
     arch: int
     signature: tuple  # ((name, type), ...), "constexpr" for specialised constants
@@ -88,6 +88,9 @@ class Build:
             "hco_bwd": ("HP", "WP", "BC", "NEED_DX", "NEED_DE"),
             "hco_axis": ("BM", "BK", "TZ", "BN", "TRANSPOSE", "HAS_E"),
             "hco_de": ("SCALE_G", "BLOCK"),
+            "hco_plane": ("HP", "WP", "BC", "TW", "TH", "BK"),
+            "hco_plane_bwd": ("HP", "WP", "BC", "TW", "TH", "BK", "NEED_DX"),
+            "hco_de_sum": ("BLOCK",),
             "hco_line": ("NP", "TZ", "BN"),
             "hco_line_bwd": ("NP", "TZ", "BN"),
         }[self.kernel]

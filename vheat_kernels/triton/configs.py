@@ -122,6 +122,7 @@ class PlaneConfig:
     BC: int
     TW: int
     TH: int
+    BK: int
     num_warps: int
 
 
@@ -134,8 +135,8 @@ def plane_fits(H: int, W: int) -> bool:
 # warps (a (64, cols) fp32 tile is 16 / thread then; tf32x3 holds hi / lo splits too).
 # Every candidate returned for vHeat's shapes is built by the compile check (sm_80, sm_90).
 PLANE_TILES = {
-    2: ((16, 64, 8), (8, 64, 8), (16, 32, 4), (8, 32, 4)),
-    4: ((8, 64, 8), (8, 32, 4), (4, 64, 8), (4, 32, 4)),
+    2: ((16, 64, 32, 8), (8, 64, 32, 8), (16, 32, 32, 4), (8, 32, 32, 4)),
+    4: ((8, 64, 16, 8), (8, 32, 16, 4), (4, 64, 16, 8), (4, 32, 16, 4)),
 }
 
 
@@ -144,8 +145,9 @@ def plane_configs(C: int, elem_bytes: int) -> list[PlaneConfig]:
     blocks much wider than C dropped (the narrowest always stays), best guess first."""
     tiles = PLANE_TILES[min(elem_bytes, 4)]
     cap = _pow2_at_least(C)
-    narrowest = min(bc for bc, _, _ in tiles)
-    out = [PlaneConfig(bc, cols // bc, cols // bc, warps) for bc, cols, warps in tiles if bc <= max(cap, narrowest)]
+    narrowest = min(t[0] for t in tiles)
+    out = [PlaneConfig(bc, cols // bc, cols // bc, bk, warps) for bc, cols, bk, warps in tiles
+           if bc <= max(cap, narrowest)]
     return out[:MAX_CONFIGS]
 
 

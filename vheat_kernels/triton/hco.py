@@ -201,7 +201,7 @@ class Launch:
         if isinstance(c, cfg.BlockConfig):
             return dict(BC=c.BC), c.num_warps, 1
         if isinstance(c, cfg.PlaneConfig):
-            return dict(BC=c.BC, TW=c.TW, TH=c.TH), c.num_warps, 1
+            return dict(BC=c.BC, TW=c.TW, TH=c.TH, BK=c.BK), c.num_warps, 1
         if isinstance(c, cfg.LineConfig):
             return dict(TZ=c.TZ, BN=c.BN), c.num_warps, 1
         return dict(BM=c.BM, BK=c.BK, TZ=c.TZ, BN=c.BN), c.num_warps, c.num_stages

@@ -26,53 +26,102 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .kernels import _apply, _cos, _round
+from .kernels import _mma, _round
+
+
+@triton.jit
+def _transform(mat_ptr, N, NP: tl.constexpr, TRANSPOSE: tl.constexpr, src_ptr, ROW_STRIDE, cols, cols_ok,
+               BK: tl.constexpr, COLS: tl.constexpr, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr,
+               ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    """(NP, COLS) = M (or M^T) @ src along N, src[k, j] at src_ptr + k * ROW_STRIDE + cols[j].
+
+    K-looped in BK-row steps with both operands loaded from memory (L1 / L2): a 64-long
+    contraction held whole in registers spilled in fp32 (tf32x3 keeps hi / lo splits of
+    both operands) and in bf16 on sm_80; the loop holds one (NP, BK) matrix slice and one
+    (BK, COLS) source slice next to the accumulator.
+    """
+    r = tl.arange(0, NP)[:, None]
+    acc = tl.full((NP, COLS), 0, dtype=ACC_DTYPE)
+    for k0 in range(0, N, BK):
+        k = k0 + tl.arange(0, BK)
+        if TRANSPOSE:
+            m_offs = k[None, :] * N + r
+        else:
+            m_offs = r * N + k[None, :]
+        m = tl.load(mat_ptr + m_offs, mask=(r < N) & (k[None, :] < N), other=0.0)
+        s = tl.load(src_ptr + k[:, None] * ROW_STRIDE + cols[None, :], mask=(k[:, None] < N) & cols_ok[None, :],
+                    other=0.0)
+        acc = _mma(_round(m, ROUND_DTYPE, DOT_DTYPE), _round(s, ROUND_DTYPE, DOT_DTYPE), acc, PRECISION)
+    return acc
 
 
 @triton.jit
 def _h_pass(src_ptr, src_base, S_SH, S_SW, ch_ptr, slot_ptr, H, W, C, c0, valid,
-            HP: tl.constexpr, BC: tl.constexpr, TW: tl.constexpr, TRANSPOSE: tl.constexpr,
+            HP: tl.constexpr, BC: tl.constexpr, TW: tl.constexpr, BK: tl.constexpr,
             ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
-    """slot (n, w, c) = C_H (or C_H^T) @ src along H, in tiles of TW pixels; src addressed
+    """slot (n, w, c) = C_H @ src along H, in tiles of TW pixels; src (h, w, c) addressed
     src_base + h * S_SH + w * S_SW + c0 + c (channel stride 1)."""
     h = tl.arange(0, HP)[:, None, None]
-    c = tl.arange(0, BC)[None, None, :]
-    mat = _cos(ch_ptr, H, HP, TRANSPOSE, ROUND_DTYPE, DOT_DTYPE)
+    c = tl.arange(0, BC)[None, :]
     for w0 in range(0, W, TW):
-        w = w0 + tl.arange(0, TW)[None, :, None]
-        ok = (h < H) & (w < W)
-        tile = tl.load(src_ptr + src_base + h * S_SH + w * S_SW + c0 + c, mask=ok & (c0 + c < C) & valid, other=0.0)
-        t = _apply(mat, tl.reshape(tile, (HP, TW * BC)), ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
+        w = w0 + tl.arange(0, TW)[:, None]
+        cols = tl.reshape(w * S_SW + c0 + c, (TW * BC,))
+        cols_ok = tl.reshape((w < W) & (c0 + c < C) & valid, (TW * BC,))
+        t = _transform(ch_ptr, H, HP, False, src_ptr + src_base, S_SH, cols, cols_ok, BK, TW * BC,
+                       ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
         t = _round(tl.reshape(t, (HP, TW, BC)), ROUND_DTYPE, DOT_DTYPE)
-        tl.store(slot_ptr + (h * W + w) * BC + c, t.to(slot_ptr.dtype.element_ty), mask=ok)
+        w3 = w[None, :, :]
+        tl.store(slot_ptr + (h * W + w3) * BC + c[None, :, :], t.to(slot_ptr.dtype.element_ty),
+                 mask=(h < H) & (w3 < W))
 
 
 @triton.jit
 def _h_inverse_store(slot_ptr, ch_ptr, dst_ptr, dst_base, H, W, C, c0, valid,
-                     HP: tl.constexpr, BC: tl.constexpr, TW: tl.constexpr,
+                     HP: tl.constexpr, BC: tl.constexpr, TW: tl.constexpr, BK: tl.constexpr,
                      ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr,
                      PRECISION: tl.constexpr):
     """dst (contiguous (H, W, C) plane at dst_base) = C_H^T @ slot along H, in TW-pixel tiles."""
     h = tl.arange(0, HP)[:, None, None]
-    c = tl.arange(0, BC)[None, None, :]
-    mat = _cos(ch_ptr, H, HP, True, ROUND_DTYPE, DOT_DTYPE)
+    c = tl.arange(0, BC)[None, :]
     for w0 in range(0, W, TW):
-        w = w0 + tl.arange(0, TW)[None, :, None]
-        ok = (h < H) & (w < W)
-        tile = tl.load(slot_ptr + (h * W + w) * BC + c, mask=ok, other=0.0)
-        y = _apply(mat, tl.reshape(tile, (HP, TW * BC)), ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
+        w = w0 + tl.arange(0, TW)[:, None]
+        cols = tl.reshape(w * BC + c, (TW * BC,))
+        cols_ok = tl.reshape((w < W) & (c < BC), (TW * BC,))
+        y = _transform(ch_ptr, H, HP, True, slot_ptr, W * BC, cols, cols_ok, BK, TW * BC,
+                       ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
         y = _round(tl.reshape(y, (HP, TW, BC)), ROUND_DTYPE, DOT_DTYPE)
-        tl.store(dst_ptr + dst_base + (h * W + w) * C + c0 + c, y.to(dst_ptr.dtype.element_ty),
-                 mask=ok & (c0 + c < C) & valid)
+        w3 = w[None, :, :]
+        c3 = c0 + c[None, :, :]
+        tl.store(dst_ptr + dst_base + (h * W + w3) * C + c3, y.to(dst_ptr.dtype.element_ty),
+                 mask=(h < H) & (w3 < W) & (c3 < C) & valid)
 
 
 @triton.jit
-def _w_tile(n0, H, W, WP: tl.constexpr, TH: tl.constexpr, BC: tl.constexpr):
-    """Slot offsets (w, n, c) of the rows n0 .. n0 + TH, whole W lines, and their mask."""
-    w = tl.arange(0, WP)[:, None, None]
-    n = n0 + tl.arange(0, TH)[None, :, None]
-    c = tl.arange(0, BC)[None, None, :]
-    return (n * W + w) * BC + c, (w < W) & (n < H) & (c < BC)
+def _w_cols(n0, H, TH: tl.constexpr, BC: tl.constexpr, W):
+    """Slot columns (n, c) of the rows n0 .. n0 + TH for a transform along W (row stride BC)."""
+    n = n0 + tl.arange(0, TH)[:, None]
+    c = tl.arange(0, BC)[None, :]
+    return tl.reshape(n * W * BC + c, (TH * BC,)), tl.reshape((n < H) & (c < BC), (TH * BC,))
+
+
+@triton.jit
+def _w_transform(slot_ptr, cw_ptr, n0, H, W, WP: tl.constexpr, TH: tl.constexpr, BC: tl.constexpr,
+                 TRANSPOSE: tl.constexpr, BK: tl.constexpr, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr,
+                 ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    """(WP, TH * BC): C_W (or C_W^T) @ the slot's rows n0 .. n0 + TH along W."""
+    cols, cols_ok = _w_cols(n0, H, TH, BC, W)
+    return _transform(cw_ptr, W, WP, TRANSPOSE, slot_ptr, BC, cols, cols_ok, BK, TH * BC,
+                      ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
+
+
+@triton.jit
+def _w_store(slot_ptr, v, n0, H, W, WP: tl.constexpr, TH: tl.constexpr, BC: tl.constexpr,
+             ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr):
+    """Rows n0 .. n0 + TH of the slot = v (WP, TH * BC) in (w, n, c) order, rounded to the input dtype."""
+    w = tl.arange(0, WP)[:, None]
+    cols, cols_ok = _w_cols(n0, H, TH, BC, W)
+    v = _round(v, ROUND_DTYPE, DOT_DTYPE)
+    tl.store(slot_ptr + w * BC + cols[None, :], v.to(slot_ptr.dtype.element_ty), mask=(w < W) & cols_ok[None, :])
 
 
 @triton.jit
@@ -88,33 +137,33 @@ def _e_tile(e_ptr, n0, H, W, C, c0, WP: tl.constexpr, TH: tl.constexpr, BC: tl.c
 @triton.jit
 def hco_plane_kernel(x_ptr, e_ptr, ch_ptr, cw_ptr, y_ptr, s_ptr, B, H, W, C, X_SB, X_SH, X_SW, PROGRAMS,
                      HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr, TW: tl.constexpr, TH: tl.constexpr,
-                     ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                     PRECISION: tl.constexpr):
+                     BK: tl.constexpr, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr,
+                     ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
     """y[b] = IDCT2(DCT2(x[b]) * E): PROGRAMS persistent programs walk the work items
     (b, channel block), channel block fastest, each through its own slot of s_ptr
     (H * W * BC elements). x is read through strides (X_SB, X_SH, X_SW, 1); y is contiguous."""
     pid = tl.program_id(0)
     blocks = (C + BC - 1) // BC
-    slot_ptr = s_ptr + pid.to(tl.int64) * H * W * BC
+    slot = s_ptr + pid.to(tl.int64) * H * W * BC
     for item in range(pid, B * blocks, PROGRAMS):
         c0 = (item % blocks) * BC
         b = (item // blocks).to(tl.int64)
-        _h_pass(x_ptr, b * X_SB, X_SH, X_SW, ch_ptr, slot_ptr, H, W, C, c0, True, HP, BC, TW, False,
+        _h_pass(x_ptr, b * X_SB, X_SH, X_SW, ch_ptr, slot, H, W, C, c0, True, HP, BC, TW, BK,
                 ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
         tl.debug_barrier()
         for n0 in range(0, H, TH):
-            offs, ok = _w_tile(n0, H, W, WP, TH, BC)
-            t = tl.reshape(tl.load(slot_ptr + offs, mask=ok, other=0.0), (WP, TH * BC))
-            f = _apply(_cos(cw_ptr, W, WP, False, ROUND_DTYPE, DOT_DTYPE), t, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
-                       PRECISION)
+            f = _w_transform(slot, cw_ptr, n0, H, W, WP, TH, BC, False, BK, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
+                             PRECISION)
             f = f * _e_tile(e_ptr, n0, H, W, C, c0, WP, TH, BC, ACC_DTYPE)
-            s = _apply(_cos(cw_ptr, W, WP, True, ROUND_DTYPE, DOT_DTYPE), f, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
-                       PRECISION)
-            s = _round(tl.reshape(s, (WP, TH, BC)), ROUND_DTYPE, DOT_DTYPE)
-            tl.debug_barrier()  # every thread has read the tile before it is overwritten
-            tl.store(slot_ptr + offs, s.to(s_ptr.dtype.element_ty), mask=ok)
+            tl.debug_barrier()  # every thread has read the rows before they are overwritten
+            _w_store(slot, f, n0, H, W, WP, TH, BC, ROUND_DTYPE, DOT_DTYPE)
+            tl.debug_barrier()
+            s = _w_transform(slot, cw_ptr, n0, H, W, WP, TH, BC, True, BK, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
+                             PRECISION)
+            tl.debug_barrier()
+            _w_store(slot, s, n0, H, W, WP, TH, BC, ROUND_DTYPE, DOT_DTYPE)
         tl.debug_barrier()
-        _h_inverse_store(slot_ptr, ch_ptr, y_ptr, b * H * W * C, H, W, C, c0, True, HP, BC, TW,
+        _h_inverse_store(slot, ch_ptr, y_ptr, b * H * W * C, H, W, C, c0, True, HP, BC, TW, BK,
                          ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
         tl.debug_barrier()  # the slot is free for the next item
 
@@ -124,57 +173,55 @@ def hco_plane_kernel(x_ptr, e_ptr, ch_ptr, cw_ptr, y_ptr, s_ptr, B, H, W, C, X_S
 def hco_plane_bwd_kernel(x_ptr, dy_ptr, e_ptr, ch_ptr, cw_ptr, dx_ptr, de_ptr, s_ptr, B, H, W, C,
                          X_SB, X_SH, X_SW, G_SB, G_SH, G_SW, B_PER_PROG,
                          HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr, TW: tl.constexpr, TH: tl.constexpr,
-                         NEED_DX: tl.constexpr, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr,
-                         ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+                         BK: tl.constexpr, NEED_DX: tl.constexpr, ROUND_DTYPE: tl.constexpr,
+                         DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
     """Launch 1 of the plane backward: program (channel block, chunk) walks the batch
     elements chunk * B_PER_PROG ... in order; per element g = DCT2(dy), dx = IDCT2(g * E)
     (NEED_DX) and de[chunk] += g * DCT2(x), the chunk's fp32 partial (H, W, C) accumulated
     in place (only this program touches its columns; the first element stores, so a
-    repeated launch gives the same bits). Two slots per program: dy's H transform (then
-    dx's inverse W transform) and x's. dy and x are read through strides; dx is contiguous.
+    repeated launch gives the same bits). Two slots per program: dy's transforms (then
+    dx's) and x's. dy and x are read through strides; dx is contiguous.
     """
     cb = tl.program_id(0)
     chunk = tl.program_id(1)
     c0 = cb * BC
-    slots = tl.num_programs(0).to(tl.int64) * chunk + cb
-    g_slot = s_ptr + slots * 2 * H * W * BC
+    g_slot = s_ptr + (tl.num_programs(0).to(tl.int64) * chunk + cb) * 2 * H * W * BC
     x_slot = g_slot + H * W * BC
     de_base = chunk.to(tl.int64) * H * W * C
+    m = tl.arange(0, WP)[:, None, None]
+    c = c0 + tl.arange(0, BC)[None, None, :]
     for i in range(0, B_PER_PROG):
         b = chunk * B_PER_PROG + i
         valid = b < B
         b64 = b.to(tl.int64)
-        _h_pass(dy_ptr, b64 * G_SB, G_SH, G_SW, ch_ptr, g_slot, H, W, C, c0, valid, HP, BC, TW, False,
+        _h_pass(dy_ptr, b64 * G_SB, G_SH, G_SW, ch_ptr, g_slot, H, W, C, c0, valid, HP, BC, TW, BK,
                 ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
-        _h_pass(x_ptr, b64 * X_SB, X_SH, X_SW, ch_ptr, x_slot, H, W, C, c0, valid, HP, BC, TW, False,
+        _h_pass(x_ptr, b64 * X_SB, X_SH, X_SW, ch_ptr, x_slot, H, W, C, c0, valid, HP, BC, TW, BK,
                 ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
         tl.debug_barrier()
         for n0 in range(0, H, TH):
-            offs, ok = _w_tile(n0, H, W, WP, TH, BC)
-            g = tl.reshape(tl.load(g_slot + offs, mask=ok, other=0.0), (WP, TH * BC))
-            g = _apply(_cos(cw_ptr, W, WP, False, ROUND_DTYPE, DOT_DTYPE), g, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
-                       PRECISION)
-            xf = tl.reshape(tl.load(x_slot + offs, mask=ok, other=0.0), (WP, TH * BC))
-            xf = _apply(_cos(cw_ptr, W, WP, False, ROUND_DTYPE, DOT_DTYPE), xf, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
-                        PRECISION)
-            # de[chunk, n, m, c]: the partial in E's layout, (m, n, c) order like the tile.
-            m = tl.arange(0, WP)[:, None, None]
+            g = _w_transform(g_slot, cw_ptr, n0, H, W, WP, TH, BC, False, BK, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
+                             PRECISION)
+            xf = _w_transform(x_slot, cw_ptr, n0, H, W, WP, TH, BC, False, BK, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
+                              PRECISION)
+            # de[chunk, n, m, c]: the partial in E's layout, visited in the tile's (m, n, c) order.
             n = n0 + tl.arange(0, TH)[None, :, None]
-            c = c0 + tl.arange(0, BC)[None, None, :]
             d_offs = de_base + (n * W + m) * C + c
             d_ok = (m < W) & (n < H) & (c < C)
             prev = tl.load(de_ptr + d_offs, mask=d_ok & (i > 0), other=0.0)
             tl.store(de_ptr + d_offs, prev + tl.reshape(g * xf, (WP, TH, BC)), mask=d_ok)
             if NEED_DX:
-                s = g * _e_tile(e_ptr, n0, H, W, C, c0, WP, TH, BC, ACC_DTYPE)
-                s = _apply(_cos(cw_ptr, W, WP, True, ROUND_DTYPE, DOT_DTYPE), s, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
-                           PRECISION)
-                s = _round(tl.reshape(s, (WP, TH, BC)), ROUND_DTYPE, DOT_DTYPE)
-                tl.debug_barrier()  # every thread has read the tile before it is overwritten
-                tl.store(g_slot + offs, s.to(s_ptr.dtype.element_ty), mask=ok)
+                g = g * _e_tile(e_ptr, n0, H, W, C, c0, WP, TH, BC, ACC_DTYPE)
+                tl.debug_barrier()  # every thread has read the rows before they are overwritten
+                _w_store(g_slot, g, n0, H, W, WP, TH, BC, ROUND_DTYPE, DOT_DTYPE)
+                tl.debug_barrier()
+                s = _w_transform(g_slot, cw_ptr, n0, H, W, WP, TH, BC, True, BK, ROUND_DTYPE, DOT_DTYPE,
+                                 ACC_DTYPE, PRECISION)
+                tl.debug_barrier()
+                _w_store(g_slot, s, n0, H, W, WP, TH, BC, ROUND_DTYPE, DOT_DTYPE)
         tl.debug_barrier()
         if NEED_DX:
-            _h_inverse_store(g_slot, ch_ptr, dx_ptr, b64 * H * W * C, H, W, C, c0, valid, HP, BC, TW,
+            _h_inverse_store(g_slot, ch_ptr, dx_ptr, b64 * H * W * C, H, W, C, c0, valid, HP, BC, TW, BK,
                              ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
             tl.debug_barrier()  # the slots are free for the next element
 
