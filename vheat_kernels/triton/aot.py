@@ -370,3 +370,36 @@ def spill_free_table(rows: list[Resources]) -> dict:
         if ok:
             out[(kernel, eb, HP, WP)].append((bc, nw))
     return {k: tuple(v) for k, v in out.items()}
+
+
+# --- sweep of plane-kernel candidates (regenerates configs.PLANE_SPILLED) ------------------
+
+
+def plane_sweep_builds(archs: Iterable[int] = ARCHS) -> list[Build]:
+    """Every PLANE_TILES candidate of the plane kernels (forward, backward with and without
+    dx) per padded plane, bf16 standing for both 16-bit types; the plane itself, C = 64, B = 8."""
+    hco = _hco()
+    out = []
+    for arch in archs:
+        for dtype in ("bf16", "fp32"):
+            candidates = cfg.plane_candidates(ELEM_BYTES[dtype])
+            for HP in cfg.PADDED_SIDES:
+                for WP in cfg.PADDED_SIDES:
+                    x, E = _meta((8, HP, WP, 64), dtype)
+                    out += _builds_of(hco.forward_plan(x, E, x, schedule="plane")[0], dtype, arch, candidates)
+                    for need_dx in (True, False):
+                        plan = hco.backward_plan(x, x, E, x, need_dx, True, schedule="plane")[0]
+                        out += _builds_of(plan[0], dtype, arch, candidates)
+    return out
+
+
+def plane_spilled_table(rows: list[Resources]) -> dict:
+    """{(elem_bytes, HP, WP): ((BC, TW, TH, BK, warps), ...)} of candidates with a problem."""
+    out: dict[tuple, set] = {}
+    for r in rows:
+        c = dict(r.build.constexprs)
+        key = (ELEM_BYTES[r.build.dtype], c["HP"], c["WP"])
+        out.setdefault(key, set())
+        if r.spill_bytes or r.shared_bytes > SMEM_LIMIT[r.build.arch]:
+            out[key].add((c["BC"], c["TW"], c["TH"], c["BK"], r.build.num_warps))
+    return {k: tuple(sorted(v)) for k, v in sorted(out.items()) if v}

@@ -377,7 +377,7 @@ def forward_plan(x: torch.Tensor, E: torch.Tensor, y: torch.Tensor, resident: Op
 def _plane_forward(x, E, y, ch, cw, consts) -> Launch:
     """The single-launch plane forward: persistent programs, one scratch slot each."""
     B, H, W, C = x.shape
-    configs = cfg.plane_configs(C, x.element_size())
+    configs = cfg.plane_configs(H, W, C, x.element_size())
     programs = INTERPRETER_PLANE_PROGRAMS if x.device.type == "cpu" else PLANE_PROGRAMS
     # Sized for the widest candidate, so every configuration fits the buffer.
     scratch = x.new_empty(programs * H * W * max(c.BC for c in configs))
@@ -412,7 +412,7 @@ def _de_sum(part: torch.Tensor, E: torch.Tensor) -> tuple[list[Launch], torch.Te
 def _plane_backward(grad_y, x, E, dx, need_dx, ch, cw, consts) -> tuple[list[Launch], torch.Tensor]:
     """The plane backward: launch 1 per (channel block, batch chunk), then the partial sum."""
     B, H, W, C = x.shape
-    configs = cfg.plane_configs(C, x.element_size())
+    configs = cfg.plane_configs(H, W, C, x.element_size())
     widest = max(c.BC for c in configs)
     wave = INTERPRETER_PROGRAMS_WANTED if x.device.type == "cpu" else PLANE_BWD_WAVE
     chunks = wave_chunks(B, triton.cdiv(C, widest), wave)  # the shape's, not the config's: dE's bits
