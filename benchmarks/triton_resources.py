@@ -49,6 +49,8 @@ def main() -> int:
     parser.add_argument("--dtype", action="append", choices=aot.DTYPES, help="repeatable; default all")
     parser.add_argument("--shapes", action="append", choices=list(aot.SHAPES), help="repeatable; default all")
     parser.add_argument("--jobs", type=int, default=1, help="parallel compiles (default 1)")
+    parser.add_argument("--first-only", action="store_true",
+                        help="only the configuration each launch runs (Launch.chosen), not every candidate")
     parser.add_argument("--json", help="also write the table as JSON to this path")
     parser.add_argument("--sweep", action="store_true", help="measure candidates for configs.SPILL_FREE")
     parser.add_argument("--plane-table", action="store_true",
@@ -74,7 +76,7 @@ def main() -> int:
     elif args.quick:
         items = list(aot.quick_builds(archs).items())
     else:
-        items = list(aot.every_build(archs, dtypes, args.shapes or tuple(aot.SHAPES)).items())
+        items = list(aot.every_build(archs, dtypes, args.shapes or tuple(aot.SHAPES), args.first_only).items())
     print(f"ptxas: {aot.find_ptxas()}; {len(items)} builds", flush=True)
     # spawn, not fork: a forked child of a process that already ran Triton's MLIR can crash.
     pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) if args.jobs > 1 else None
