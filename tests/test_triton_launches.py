@@ -83,9 +83,11 @@ CHECKED: set = set()  # kernels checked in this session (test_new_kernels_were_c
 def test_tunable_launches_are_idempotent(hco, plane, dtype, schedule):
     H, W = plane
     checked = 0
-    # B = 3: the plane forward's persistent programs (3 under the interpreter) each own a
-    # work item; the backward's chunks accumulate their partial over several elements.
-    for name, plan in _plans(hco, 3, H, W, 2, dtype, schedule):
+    # Forced plane cases: B = 5, so the plane forward's persistent programs (3 under the
+    # interpreter) own several work items and the backward's chunks (3 of up to 2
+    # elements) accumulate their partial in place. B = 1 elsewhere (the interpreter is slow
+    # on the large planes).
+    for name, plan in _plans(hco, 5 if schedule == "plane" else 1, H, W, 2, dtype, schedule):
         for launch in plan:
             if not launch.configs:
                 continue

@@ -84,11 +84,11 @@ def test_plane_kernels_on_uneven_planes(hco, shape, dtype):
 def test_plane_kernels_every_config(hco, every):
     """Each candidate tile gives the same answer within tolerance (a 9-channel plane keeps
     every candidate: none is much wider than C). Default run: the first two."""
-    shape = (3, 12, 10, 9)
+    shape = (3, 20, 36, 9)
     x, E = inputs(shape, torch.float32, seed=23)
     g = torch.randn_like(x)
     want_y, want_dx, want_dE = oracle(x, E), oracle(g, E), oracle_dE(x, g)
-    configs = cfg.plane_configs(12, 10, 9, 4)
+    configs = cfg.plane_configs(20, 36, 9, 4)
     assert len(configs) > 2
     for c in configs if every else configs[:2]:
         assert rel_err(hco.forward(x, E, config=c, schedule="plane"), want_y) <= TOL[torch.float32], c
