@@ -53,6 +53,8 @@ def main() -> int:
                         help="only the configuration each launch runs (Launch.chosen), not every candidate")
     parser.add_argument("--json", help="also write the table as JSON to this path")
     parser.add_argument("--sweep", action="store_true", help="measure candidates for configs.SPILL_FREE")
+    parser.add_argument("--planes", action="append", metavar="HPxWP",
+                        help="with --sweep-plane: only these padded planes (repeatable; the table keeps the others)")
     parser.add_argument("--plane-table", action="store_true",
                         help="print the per-plane schedule table (vHeat-T/S/B at 224, sm_90) as markdown")
     parser.add_argument("--update-docs", action="store_true", help="with --plane-table: rewrite it in docs/triton.md")
@@ -72,7 +74,8 @@ def main() -> int:
     if args.sweep:
         items = [(b, []) for b in aot.sweep_builds(archs)]
     elif args.sweep_plane:
-        items = [(b, []) for b in aot.plane_sweep_builds(archs)]
+        planes = [tuple(int(v) for v in p.split("x")) for p in args.planes] if args.planes else None
+        items = [(b, []) for b in aot.plane_sweep_builds(archs, planes)]
     elif args.quick:
         items = list(aot.quick_builds(archs).items())
     else:
@@ -97,6 +100,12 @@ def main() -> int:
           f"fewest resident warps per SM {fewest}")
     if args.sweep_plane:
         table = aot.plane_spilled_table(rows)
+        if args.planes:  # a partial sweep: the other planes keep their entries
+            from vheat_kernels.triton import configs
+
+            swept = {(eb, HP, WP) for eb in (2, 4) for HP, WP in planes}
+            table = dict(sorted({**{k: v for k, v in configs.PLANE_SPILLED.items() if k not in swept},
+                                 **table}.items()))
         literal = "PLANE_SPILLED: dict[tuple, tuple] = " + pprint.pformat(table, width=110, compact=True) + "\n"
         print("\n" + literal)
         if args.update_configs:

@@ -281,11 +281,11 @@ def test_chunks_do_not_depend_on_the_gpu(interpreter, monkeypatch):
     from vheat_kernels.triton.chunks import wave_chunks
 
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *a: pytest.fail("SM count consulted"))
-    # Register-resident backward (14 x 14) and the plane backward (28 x 28 fp32).
-    x = torch.empty((64, 14, 14, 384), device="meta")  # meta: planned as for a GPU
+    # Register-resident backward (14 x 14 bf16) and the plane backward (28 x 28 fp32).
+    x = torch.empty((64, 14, 14, 384), device="meta", dtype=torch.bfloat16)  # meta: planned as for a GPU
     E = torch.empty((14, 14, 384), device="meta")
     plan, de = interpreter.backward_plan(x, x, E, torch.empty_like(x), True, True)
-    widest = cfg.prune(14, 14, 384, 4, backward=True)[0].BC
+    widest = cfg.prune(14, 14, 384, 2, backward=True)[0].BC
     per_prog = -(-64 // backward_chunks(64, 384, interpreter.PROGRAMS_WANTED, widest))
     assert plan[0].kernel == "hco_bwd" and plan[0].args["B_PER_PROG"] == per_prog
     assert plan[1].kernel == "hco_de_sum" and plan[1].args["CHUNKS"] == -(-64 // per_prog)

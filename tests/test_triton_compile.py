@@ -3,8 +3,8 @@
 No GPU needed. Builds come from the launch plans vHeat's shapes produce (aot.SHAPES), with
 the specialisation Triton gives a real launch. The default run builds the launches of
 vHeat-T's 56 x 56 stage (plane kernels), 28 x 28 stage (register-resident forward, plane
-backward) and 14 x 14 stage (register-resident) and a detection plane (streamed, line pass)
-in fp32 for sm_90; the slow run builds every shape x dtype x autotune configuration x arch (what
+backward) and 14 x 14 stage (register-resident in bf16; fp32's backward takes the plane
+kernel) and a detection plane (streamed, line pass), fp32 (and 14 x 14 bf16) for sm_90; the slow run builds every shape x dtype x autotune configuration x arch (what
 ``make triton-aot`` prints). A build fails on any register spill, on shared memory above
 the architecture's per-block limit, or, for a vHeat-T stage at 224, on fewer than 8
 resident warps per SM.
@@ -49,6 +49,7 @@ def test_vheat_t_stage_builds_fit():
     builds = {}
     for shape in ((8, 56, 56, 96), (8, 28, 28, 192), (8, 14, 14, 384)):
         builds.update(_stage_builds(shape, "fp32", 90))
+    builds.update(_stage_builds((8, 14, 14, 384), "bf16", 90))  # fp32's backward takes the plane kernel
     builds.update({b: ["det T/S 2x50x84x384"] for b in aot.shape_builds((2, 50, 84, 384), "fp32", 90, True)})
     kernels = {b.kernel for b in builds}
     assert {"hco_plane", "hco_plane_bwd", "hco_de_sum", "hco_fwd", "hco_bwd", "hco_axis", "hco_line",
@@ -71,7 +72,7 @@ def test_builds_carry_the_runtime_specialisation():
     assert consts["E_PERIOD"] == 1 and sig["src_ptr"] == "*fp32"
     assert attrs[names.index("src_ptr")] == "D" and attrs[names.index("R")] == "D"  # R = 167 * 192
     assert attrs[names.index("N")] == ""  # N = 100
-    bwd = aot.shape_builds((3, 14, 14, 384), "fp32", 90, first_only=True)
+    bwd = aot.shape_builds((3, 14, 14, 384), "bf16", 90, first_only=True)
     resident_bwd = [b for b in bwd if b.kernel == "hco_bwd"]
     # dx-only backwards run the forward kernel on dy: every backward build computes dE.
     assert resident_bwd and all(dict(b.constexprs)["NEED_DE"] is True for b in resident_bwd)

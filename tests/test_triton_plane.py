@@ -124,14 +124,16 @@ def test_plane_gradcheck_float64(hco, monkeypatch):
 def test_routing_per_pass(hco, dtype):
     """56 x 56 takes the plane kernels both ways; 28 x 28 keeps the register-resident forward
     and its backward (too narrow to coalesce: BC <= 2) takes the plane kernel; 14 and 7 stay
-    register-resident; sides over 64 stream."""
+    register-resident, except fp32's backward (its only spill-free block is BC = 2, 8 B per
+    pixel); sides over 64 stream."""
     def sched(side, backward, w=None):
         return hco.schedule(torch.empty(1, side, w or side, 8, dtype=dtype, device="meta"), backward)
 
     assert sched(56, False) == sched(56, True) == "plane"
     assert sched(28, False) == "resident" and sched(28, True) == "plane"
     for side in (14, 7):
-        assert sched(side, False) == sched(side, True) == "resident"
+        assert sched(side, False) == "resident"
+        assert sched(side, True) == ("plane" if dtype == torch.float32 else "resident")
     assert sched(84, False) == sched(200, True, 334) == "streamed"
 
 

@@ -375,17 +375,21 @@ def spill_free_table(rows: list[Resources]) -> dict:
 # --- sweep of plane-kernel candidates (regenerates configs.PLANE_SPILLED) ------------------
 
 
-def plane_sweep_builds(archs: Iterable[int] = ARCHS) -> list[Build]:
+def plane_sweep_builds(archs: Iterable[int] = ARCHS, planes=None) -> list[Build]:
     """Every PLANE_TILES candidate of the plane kernels (forward, backward with and without
-    dx) per padded plane, bf16 standing for both 16-bit types; the plane itself, C = 64, B = 8."""
+    dx) per padded plane, bf16 standing for both 16-bit types, C = 64, B = 8, on two planes
+    per padded size: the padded plane itself and one 4 shorter per side (28 x 28 for 32 x 32):
+    sides that are not multiples of 16 lose Triton's divisibility specialisation and
+    compile differently (a candidate clean at 32 x 32 spilled at 28 x 28)."""
     hco = _hco()
     out = []
+    planes = planes or [(HP, WP) for HP in cfg.PADDED_SIDES for WP in cfg.PADDED_SIDES]
     for arch in archs:
         for dtype in ("bf16", "fp32"):
             candidates = cfg.plane_candidates(ELEM_BYTES[dtype])
-            for HP in cfg.PADDED_SIDES:
-                for WP in cfg.PADDED_SIDES:
-                    x, E = _meta((8, HP, WP, 64), dtype)
+            for HP, WP in planes:
+                for H, W in ((HP, WP), (HP - 4, WP - 4)):
+                    x, E = _meta((8, H, W, 64), dtype)
                     out += _builds_of(hco.forward_plan(x, E, x, schedule="plane")[0], dtype, arch, candidates)
                     for need_dx in (True, False):
                         plan = hco.backward_plan(x, x, E, x, need_dx, True, schedule="plane")[0]
