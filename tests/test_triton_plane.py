@@ -130,7 +130,9 @@ def test_routing_per_pass(hco, dtype):
         return hco.schedule(torch.empty(1, side, w or side, 8, dtype=dtype, device="meta"), backward)
 
     assert sched(56, False) == sched(56, True) == "plane"
-    assert sched(28, False) == "resident" and sched(28, True) == "plane"
+    # fp32 at padded 32 x 32: every plane tile spilled somewhere (configs.PLANE_SPILLED), so
+    # its backward stays register-resident with a narrow block.
+    assert sched(28, False) == "resident" and sched(28, True) == ("resident" if dtype == torch.float32 else "plane")
     for side in (14, 7):
         assert sched(side, False) == "resident"
         assert sched(side, True) == ("plane" if dtype == torch.float32 else "resident")
@@ -277,7 +279,7 @@ def test_backward_grid_fills_whole_waves(hco):
     fixed by the shape, so narrower configurations run more programs)."""
     for side in (56, 28):
         for C in CHANNELS[side]:
-            for dtype in GPU_DTYPES:
+            for dtype in GPU_DTYPES if side == 56 else (torch.bfloat16, torch.float16):  # 28 fp32: resident
                 x = torch.empty((128, side, side, C), dtype=dtype, device="meta")
                 E = torch.empty((side, side, C), device="meta")
                 plan, _ = hco.backward_plan(x, x, E, x, True, True)

@@ -376,8 +376,8 @@ def spill_free_table(rows: list[Resources]) -> dict:
 
 
 def plane_sweep_builds(archs: Iterable[int] = ARCHS, planes=None) -> list[Build]:
-    """Every PLANE_TILES candidate of the plane kernels (forward, backward with and without
-    dx) per padded plane, bf16 standing for both 16-bit types, C = 64, B = 8, on two planes
+    """Every PLANE_TILES and PLANE_FALLBACK_TILES candidate of the plane kernels (forward,
+    backward with and without dx) per padded plane, bf16 standing for both 16-bit types, C = 64, B = 8, on two planes
     per padded size: the padded plane itself and one 4 shorter per side (28 x 28 for 32 x 32):
     sides that are not multiples of 16 lose Triton's divisibility specialisation and
     compile differently (a candidate clean at 32 x 32 spilled at 28 x 28)."""
@@ -386,7 +386,7 @@ def plane_sweep_builds(archs: Iterable[int] = ARCHS, planes=None) -> list[Build]
     planes = planes or [(HP, WP) for HP in cfg.PADDED_SIDES for WP in cfg.PADDED_SIDES]
     for arch in archs:
         for dtype in ("bf16", "fp32"):
-            candidates = cfg.plane_candidates(ELEM_BYTES[dtype])
+            candidates = cfg.plane_candidates(ELEM_BYTES[dtype]) + cfg.plane_candidates(ELEM_BYTES[dtype], True)
             for HP, WP in planes:
                 for H, W in ((HP, WP), (HP - 4, WP - 4)):
                     x, E = _meta((8, H, W, 64), dtype)

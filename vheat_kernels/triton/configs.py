@@ -130,6 +130,22 @@ def plane_fits(H: int, W: int) -> bool:
     return padded(H) <= MAX_PLANE_SIDE and padded(W) <= MAX_PLANE_SIDE
 
 
+def plane_usable(H: int, W: int, elem_bytes: int) -> bool:
+    """Whether the plane kernels take this plane: sides up to 64 and a tile that spilled in
+    none of them (fp32 at 32 x 32 has none: every tile spilled 8-104 B on sm_80 or sm_90)."""
+    if not plane_fits(H, W):
+        return False
+    spilled = set(PLANE_SPILLED.get((min(elem_bytes, 4), padded(H), padded(W)), ()))
+    every = plane_candidates(elem_bytes) + plane_candidates(elem_bytes, fallback=True)
+    return any(astuple(c) not in spilled for c in every)
+
+
+def resident_fits(H: int, W: int, elem_bytes: int, backward: bool) -> bool:
+    """Whether one pass has any spill-free register-resident configuration (however narrow)."""
+    HP, WP = padded(H), padded(W)
+    return HP <= MAX_SIDE and WP <= MAX_SIDE and bool(SPILL_FREE.get(_table_key(HP, WP, elem_bytes, backward)))
+
+
 # (BC, dot columns, warps), best guess first, per dot operand size. 16-bit: 16 channels
 # = one 32-byte sector per pixel; fp32: 8 (32 B). Columns per dot: 64 at 8 warps, 32 at 4
 # warps (a (64, cols) fp32 tile is 16 / thread then; tf32x3 holds hi / lo splits too).
@@ -140,9 +156,20 @@ PLANE_TILES = {
 }
 
 
-def plane_candidates(elem_bytes: int) -> list[PlaneConfig]:
-    """Every tile of PLANE_TILES for a dot operand size (fp64, interpreter only: fp32's)."""
-    return [PlaneConfig(bc, cols // bc, cols // bc, bk, warps) for bc, cols, bk, warps in PLANE_TILES[min(elem_bytes, 4)]]
+# 16-column tiles at 4 warps, used only where every PLANE_TILES candidate spilled: at
+# 28 x 28 (padded 32 x 32) the wider tiles spilled 8-104 B (ptxas allocated 48-80
+# registers there and still spilled), these did not.
+PLANE_FALLBACK_TILES = {
+    2: ((8, 16, 32, 4), (16, 16, 32, 4), (4, 16, 32, 4)),
+    4: ((8, 16, 16, 4), (4, 16, 16, 4)),
+}
+
+
+def plane_candidates(elem_bytes: int, fallback: bool = False) -> list[PlaneConfig]:
+    """The tiles of PLANE_TILES (``fallback``: PLANE_FALLBACK_TILES) for a dot operand size
+    (fp64, interpreter only: fp32's)."""
+    table = (PLANE_FALLBACK_TILES if fallback else PLANE_TILES)[min(elem_bytes, 4)]
+    return [PlaneConfig(bc, cols // bc, cols // bc, bk, warps) for bc, cols, bk, warps in table]
 
 
 def plane_configs(H: int, W: int, C: int, elem_bytes: int) -> list[PlaneConfig]:
@@ -151,6 +178,10 @@ def plane_configs(H: int, W: int, C: int, elem_bytes: int) -> list[PlaneConfig]:
     wider than C dropped (the narrowest left always stays)."""
     spilled = PLANE_SPILLED.get((min(elem_bytes, 4), padded(H), padded(W)), ())
     tiles = [c for c in plane_candidates(elem_bytes) if astuple(c) not in spilled]
+    if not tiles:
+        tiles = [c for c in plane_candidates(elem_bytes, fallback=True) if astuple(c) not in spilled]
+    if not tiles:  # only when the plane schedule is forced: the routing never picks it (plane_usable)
+        tiles = plane_candidates(elem_bytes, fallback=True)[:1]
     cap = _pow2_at_least(C)
     narrowest = min(c.BC for c in tiles)
     return [c for c in tiles if c.BC <= max(cap, narrowest)][:MAX_CONFIGS]
@@ -340,14 +371,16 @@ SPILL_FREE: dict[tuple, tuple] = {('bwd', 2, 16, 16): ((4, 8), (8, 4), (8, 8)),
 PLANE_SPILLED: dict[tuple, tuple] = {(2, 16, 16): ((8, 8, 8, 32, 8), (16, 2, 2, 32, 4), (16, 4, 4, 32, 8)),
  (2, 16, 32): ((8, 4, 4, 32, 4), (16, 2, 2, 32, 4)),
  (2, 32, 16): ((8, 8, 8, 32, 8), (16, 2, 2, 32, 4), (16, 4, 4, 32, 8)),
- (2, 32, 32): ((8, 8, 8, 32, 8), (16, 2, 2, 32, 4), (16, 4, 4, 32, 8)),
+ (2, 32, 32): ((4, 4, 4, 32, 4), (8, 4, 4, 32, 4), (8, 8, 8, 32, 8), (16, 1, 1, 32, 4), (16, 2, 2, 32, 4),
+               (16, 4, 4, 32, 8)),
  (2, 64, 16): ((8, 4, 4, 32, 4), (16, 4, 4, 32, 8)),
  (2, 64, 32): ((8, 4, 4, 32, 4), (8, 8, 8, 32, 8), (16, 4, 4, 32, 8)),
  (2, 64, 64): ((16, 4, 4, 32, 8),),
  (4, 16, 16): ((4, 8, 8, 16, 4), (8, 4, 4, 16, 4), (8, 8, 8, 16, 8)),
  (4, 16, 32): ((4, 16, 16, 16, 8), (8, 8, 8, 16, 8)),
  (4, 32, 16): ((4, 16, 16, 16, 8), (8, 8, 8, 16, 8)),
- (4, 32, 32): ((8, 8, 8, 16, 8),),
+ (4, 32, 32): ((4, 4, 4, 16, 4), (4, 8, 8, 16, 4), (4, 16, 16, 16, 8), (8, 2, 2, 16, 4), (8, 4, 4, 16, 4),
+               (8, 8, 8, 16, 8)),
  (4, 32, 64): ((8, 4, 4, 16, 4),),
  (4, 64, 16): ((4, 8, 8, 16, 4),),
  (4, 64, 32): ((8, 4, 4, 16, 4),),
