@@ -13,6 +13,10 @@ Triton (~/.triton/cache), so re-runs are faster.
     python benchmarks/triton_resources.py --arch 90 --dtype bf16 --shapes det\ T/S --json out.json
     python benchmarks/triton_resources.py --sweep --jobs 2 --update-configs
         # measure register-resident candidates and regenerate configs.SPILL_FREE
+    python benchmarks/triton_resources.py --plane-table --update-docs
+        # the per-plane schedule table of docs/triton.md (vHeat-T/S/B at 224, sm_90)
+    python benchmarks/triton_resources.py --sweep-plane --jobs 2 --update-configs
+        # measure the plane kernels' candidates and regenerate configs.PLANE_SPILLED
 """
 from __future__ import annotations
 
@@ -45,9 +49,18 @@ def main() -> int:
     parser.add_argument("--dtype", action="append", choices=aot.DTYPES, help="repeatable; default all")
     parser.add_argument("--shapes", action="append", choices=list(aot.SHAPES), help="repeatable; default all")
     parser.add_argument("--jobs", type=int, default=1, help="parallel compiles (default 1)")
+    parser.add_argument("--first-only", action="store_true",
+                        help="only the configuration each launch runs (Launch.chosen), not every candidate")
     parser.add_argument("--json", help="also write the table as JSON to this path")
     parser.add_argument("--sweep", action="store_true", help="measure candidates for configs.SPILL_FREE")
-    parser.add_argument("--update-configs", action="store_true", help="with --sweep: rewrite SPILL_FREE in configs.py")
+    parser.add_argument("--planes", action="append", metavar="HPxWP",
+                        help="with --sweep-plane: only these padded planes (repeatable; the table keeps the others)")
+    parser.add_argument("--plane-table", action="store_true",
+                        help="print the per-plane schedule table (vHeat-T/S/B at 224, sm_90) as markdown")
+    parser.add_argument("--update-docs", action="store_true", help="with --plane-table: rewrite it in docs/triton.md")
+    parser.add_argument("--sweep-plane", action="store_true", help="measure plane-kernel candidates for configs.PLANE_SPILLED")
+    parser.add_argument("--update-configs", action="store_true",
+                        help="with --sweep / --sweep-plane: rewrite SPILL_FREE / PLANE_SPILLED in configs.py")
     parser.add_argument("--drop-failures", metavar="JSON",
                         help="remove from SPILL_FREE every (kernel, dtype size, plane, config) that failed in the "
                              "--json output of a run, then exit")
@@ -55,13 +68,18 @@ def main() -> int:
 
     if args.drop_failures:
         return _drop_failures(args.drop_failures)
+    if args.plane_table:
+        return _plane_table(args.update_docs)
     archs, dtypes = args.arch or aot.ARCHS, args.dtype or aot.DTYPES
     if args.sweep:
         items = [(b, []) for b in aot.sweep_builds(archs)]
+    elif args.sweep_plane:
+        planes = [tuple(int(v) for v in p.split("x")) for p in args.planes] if args.planes else None
+        items = [(b, []) for b in aot.plane_sweep_builds(archs, planes)]
     elif args.quick:
         items = list(aot.quick_builds(archs).items())
     else:
-        items = list(aot.every_build(archs, dtypes, args.shapes or tuple(aot.SHAPES)).items())
+        items = list(aot.every_build(archs, dtypes, args.shapes or tuple(aot.SHAPES), args.first_only).items())
     print(f"ptxas: {aot.find_ptxas()}; {len(items)} builds", flush=True)
     # spawn, not fork: a forked child of a process that already ran Triton's MLIR can crash.
     pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) if args.jobs > 1 else None
@@ -80,6 +98,19 @@ def main() -> int:
     fewest = min(r.resident_warps for r in rows)
     print(f"\n{len(rows)} builds, {len(bad)} with problems; max registers {worst_regs}, max shared {worst_smem:.1f} KiB, "
           f"fewest resident warps per SM {fewest}")
+    if args.sweep_plane:
+        table = aot.plane_spilled_table(rows)
+        if args.planes:  # a partial sweep: the other planes keep their entries
+            from vheat_kernels.triton import configs
+
+            swept = {(eb, HP, WP) for eb in (2, 4) for HP, WP in planes}
+            table = dict(sorted({**{k: v for k, v in configs.PLANE_SPILLED.items() if k not in swept},
+                                 **table}.items()))
+        literal = "PLANE_SPILLED: dict[tuple, tuple] = " + pprint.pformat(table, width=110, compact=True) + "\n"
+        print("\n" + literal)
+        if args.update_configs:
+            _rewrite_table("PLANE_SPILLED", literal)
+        return 0
     if args.sweep:
         table = aot.spill_free_table(rows)
         literal = "SPILL_FREE: dict[tuple, tuple] = " + pprint.pformat(table, width=110, compact=True) + "\n"
@@ -95,6 +126,53 @@ def main() -> int:
                         shapes=r.shapes, problems=r.problems) for r in rows]
         atomic_write_json(args.json, payload, indent=1)
     return 1 if bad else 0
+
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "triton.md")
+TABLE_BEGIN = "<!-- plane table: benchmarks/triton_resources.py --plane-table --update-docs -->"
+TABLE_END = "<!-- end plane table -->"
+
+
+def _plane_table(update_docs: bool) -> int:
+    """Markdown: per vHeat-T/S/B classification plane, dtype and pass, the launches with the
+    configuration each runs on sm_90 and its ptxas resources. The "measured H100" column is
+    left for `make gpu-check`."""
+    hco = aot._hco()
+    head = ("| plane (B x H x W x C) | dtype | pass | launches | kernel: config | regs | smem KiB | warps/SM "
+            "| measured H100 (make gpu-check) |")
+    lines = [head, "|" + "---|" * 9]
+    for label in ("T/S@224", "B@224"):
+        for shape in aot.SHAPES[label]:
+            B, H, W, C = shape
+            for dtype in aot.DTYPES:
+                x, E = aot._meta(shape, dtype)
+                plans = {"forward": hco.forward_plan(x, E, x), "backward": hco.backward_plan(x, x, E, x, True, True)[0]}
+                for name, plan in plans.items():
+                    cells = []
+                    for launch in plan:
+                        chosen = launch.chosen(90)
+                        b = aot._builds_of(launch, dtype, 90, [chosen] if chosen is not None else None)[0]
+                        r = aot.build(b)
+                        config = "" if chosen is None else " " + ",".join(f"{k}={v}" for k, v in
+                                                                           launch.config_kwargs(chosen)[0].items())
+                        cells.append((f"{launch.kernel[4:]}{config} w{b.num_warps}", r))
+                    row = (f"| {label} {B}x{H}x{W}x{C} | {dtype} | {name} | {len(plan)} | "
+                           + " / ".join(c for c, _ in cells) + " | "
+                           + " / ".join(str(r.registers) for _, r in cells) + " | "
+                           + " / ".join(f"{r.shared_bytes / 1024:.0f}" for _, r in cells) + " | "
+                           + " / ".join(str(r.resident_warps) for _, r in cells) + " |  |")
+                    if any(r.spill_bytes for _, r in cells):
+                        row = row.replace("|  |", "| (spills!) |")
+                    lines.append(row)
+    table = "\n".join(lines)
+    print(table)
+    if update_docs:
+        with open(DOCS) as f:
+            text = f.read()
+        begin, end = text.index(TABLE_BEGIN), text.index(TABLE_END)
+        atomic_write_text(DOCS, text[:begin] + TABLE_BEGIN + "\n" + table + "\n" + text[end:])
+        print(f"rewrote the plane table in {DOCS}")
+    return 0
 
 
 def _drop_failures(path: str) -> int:
@@ -119,14 +197,23 @@ def _drop_failures(path: str) -> int:
 
 
 def _rewrite_spill_free(literal: str) -> None:
+    _rewrite_table("SPILL_FREE", literal)
+
+
+def _rewrite_table(name: str, literal: str) -> None:
+    """Replace configs.py's ``name: dict[tuple, tuple] = ...`` literal (up to the next blank
+    line followed by a comment or the end of the file)."""
     from vheat_kernels.triton import configs
 
     path = configs.__file__
     with open(path) as f:
         text = f.read()
-    new = re.sub(r"^SPILL_FREE: dict\[tuple, tuple\] = .*\Z", literal, text, flags=re.S | re.M)
-    atomic_write_text(path, new)
-    print(f"rewrote SPILL_FREE in {path}")
+    pattern = rf"^{name}: dict\[tuple, tuple\] = .*?(?=\n\n\n|\n\n#|\Z)"
+    new, n = re.subn(pattern, literal.rstrip("\n"), text, count=1, flags=re.S | re.M)
+    if n != 1:
+        raise RuntimeError(f"{name} not found in {path}")
+    atomic_write_text(path, new if new.endswith("\n") else new + "\n")
+    print(f"rewrote {name} in {path}")
 
 
 if __name__ == "__main__":

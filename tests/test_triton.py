@@ -79,9 +79,18 @@ def inputs(shape, dtype, e_dtype=torch.float32, seed=0):
     return x, E
 
 
-def check_forward(shape, dtype):
+def _forward(x, E, schedule=None):
+    """heat_conduction, or with ``schedule`` the backend's forward on that schedule."""
+    if schedule is None:
+        return heat_conduction(x, E, backend="triton")
+    from vheat_kernels.triton import hco
+
+    return hco.forward(x, E, schedule=schedule)
+
+
+def check_forward(shape, dtype, schedule=None):
     x, E = inputs(shape, dtype)
-    y = heat_conduction(x, E, backend="triton")
+    y = _forward(x, E, schedule)
     assert y.dtype == dtype and y.shape == x.shape
     want = oracle(x, E)
     err = rel_err(y, want)
@@ -92,13 +101,18 @@ def check_forward(shape, dtype):
         assert err <= 2 * ref_err + 1e-3, f"{shape} {dtype}: {err:.2e} vs reference {ref_err:.2e}"
 
 
-def check_backward(shape, dtype):
+def check_backward(shape, dtype, schedule=None):
     x, E = inputs(shape, dtype, seed=1)
-    x.requires_grad_(True)
-    E.requires_grad_(True)
-    y = heat_conduction(x, E, backend="triton")
-    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(7)).to(dtype)
-    dx, dE = torch.autograd.grad(y, (x, E), g)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(7)).to(dtype)
+    if schedule is None:
+        x.requires_grad_(True)
+        E.requires_grad_(True)
+        y = heat_conduction(x, E, backend="triton")
+        dx, dE = torch.autograd.grad(y, (x, E), g)
+    else:
+        from vheat_kernels.triton import hco
+
+        dx, dE = hco.backward(g, x, E, True, True, schedule=schedule)
     assert dx.dtype == dtype and dE.dtype == E.dtype
     tol = TOL[dtype]
     # Self-adjoint in x: dx = HCO(g, E).
@@ -141,20 +155,20 @@ def test_full_matrix(shape, dtype):
      ((2, 56, 56, 3), torch.float32, False), ((2, 66, 65, 2), torch.float32, True), ((1, 66, 65, 2), torch.bfloat16, False)],
 )
 def test_streamed_planes(shape, dtype, backward, interpreter):
-    """Representative subset of STREAMED_SHAPES (the whole matrix is in test_full_matrix):
-    the line pass along W (57 x 43, 65 x 1, 56 x 56), along H (1 x 130), and four streamed
-    passes (66 x 65: both sides pad to 128)."""
+    """The streamed schedule on a representative subset of STREAMED_SHAPES: the line pass
+    along W (57 x 43, 65 x 1, 56 x 56), along H (1 x 130), and four streamed passes (66 x 65:
+    both sides pad to 128). Planes up to 64 per side route to the plane kernels: forced here."""
     x, _ = inputs(shape, dtype)
-    assert not interpreter.register_resident(x)
-    check_forward(shape, dtype)
+    assert interpreter.schedule(x) == ("plane" if max(shape[1:3]) <= 64 else "streamed")
+    check_forward(shape, dtype, "streamed")
     if backward:
-        check_backward(shape, dtype)
+        check_backward(shape, dtype, "streamed")
 
 
 @pytest.mark.parametrize("shape", [(2, 33, 5, 3), (1, 66, 65, 1)])
-def test_streamed_gradcheck_float64(interpreter, shape):
+def test_streamed_gradcheck_float64(interpreter, shape, monkeypatch):
     x, E = inputs(shape, torch.float64, e_dtype=torch.float64, seed=10)
-    assert not interpreter.register_resident(x)
+    monkeypatch.setattr(interpreter, "schedule", lambda x, backward=False: "streamed")  # 33 x 5: plane kernels
     x.requires_grad_(True)
     E.requires_grad_(True)
     fn = lambda a, b: heat_conduction(a, b, backend="triton")
@@ -216,12 +230,12 @@ def test_backward_single_input(which):
 
 def test_every_block_config(interpreter):
     """Each candidate configuration gives the same answer (forward and backward)."""
-    shape = (2, 12, 10, 19)
+    shape = (2, 20, 10, 19)  # padded 32 x 16: several spill-free blocks both ways in fp32
     x, E = inputs(shape, torch.float32, seed=6)
     g = torch.randn_like(x)
     want_y, want_dx, want_dE = oracle(x, E), oracle(g, E), oracle_dE(x, g)
-    fwd = cfg.prune(12, 10, 19, 4, backward=False)
-    bwd = cfg.prune(12, 10, 19, 4, backward=True)
+    fwd = cfg.prune(20, 10, 19, 4, backward=False)
+    bwd = cfg.prune(20, 10, 19, 4, backward=True)
     assert len(fwd) > 1 and len(bwd) > 1
     for c in fwd:
         assert rel_err(interpreter.forward(x, E, config=c), want_y) <= 2e-6, c
@@ -233,9 +247,9 @@ def test_every_block_config(interpreter):
 
 @pytest.mark.parametrize("shape", [(7, 9, 9, 4), (5, 33, 3, 2), (3, 66, 65, 1)])
 def test_backward_is_deterministic_with_batch_chunks(interpreter, shape):
-    # B = 7 with the interpreter's chunking gives uneven chunks (and a masked tail); the
-    # other shapes take the streamed schedule, whose dE reductions (line pass, or the
-    # separate reduction of four-pass planes) loop over the batch in order.
+    # B = 7 (register-resident) and B = 5 (plane kernels) with the interpreter's chunking
+    # give uneven chunks (and a masked tail), summed in order by hco_de_sum; 66 x 65 takes
+    # the streamed schedule, whose dE reduction loops over the batch in order.
     x, E = inputs(shape, torch.float32, seed=8)
     g = torch.randn_like(x)
     first = interpreter.backward(g, x, E, True, True)
@@ -252,10 +266,10 @@ def test_every_line_config(interpreter):
     want_y, want_dx, want_dE = oracle(x, E), oracle(g, E), oracle_dE(x, g)
     fwd, bwd = cfg.line_configs(5, 2, False, 4), cfg.line_configs(5, 2, True, 4)
     assert len(fwd) > 1 and len(bwd) > 1
-    for c in fwd:
-        assert rel_err(interpreter.forward(x, E, config=c), want_y) <= TOL[torch.float32], c
+    for c in fwd:  # 33 x 5 routes to the plane kernels: the streamed schedule is forced
+        assert rel_err(interpreter.forward(x, E, config=c, schedule="streamed"), want_y) <= TOL[torch.float32], c
     for c in bwd:
-        dx, dE = interpreter.backward(g, x, E, True, True, config=c)
+        dx, dE = interpreter.backward(g, x, E, True, True, config=c, schedule="streamed")
         assert rel_err(dx, want_dx) <= TOL[torch.float32], c
         assert rel_err(dE, want_dE) <= 2 * TOL[torch.float32], c
 
@@ -264,13 +278,24 @@ def test_chunks_do_not_depend_on_the_gpu(interpreter, monkeypatch):
     """The backward's chunking (hence dE's summation order) is a function of the shape only."""
     from vheat_kernels.triton.chunks import backward_chunks
 
+    from vheat_kernels.triton.chunks import wave_chunks
+
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *a: pytest.fail("SM count consulted"))
-    x = torch.empty((64, 28, 28, 192), device="meta")  # meta: planned as for a GPU
+    # Register-resident backward (14 x 14 bf16) and the plane backward (28 x 28 bf16).
+    x = torch.empty((64, 14, 14, 384), device="meta", dtype=torch.bfloat16)  # meta: planned as for a GPU
+    E = torch.empty((14, 14, 384), device="meta")
+    plan, de = interpreter.backward_plan(x, x, E, torch.empty_like(x), True, True)
+    widest = cfg.prune(14, 14, 384, 2, backward=True)[0].BC
+    per_prog = -(-64 // backward_chunks(64, 384, interpreter.PROGRAMS_WANTED, widest))
+    assert plan[0].kernel == "hco_bwd" and plan[0].args["B_PER_PROG"] == per_prog
+    assert plan[1].kernel == "hco_de_sum" and plan[1].args["CHUNKS"] == -(-64 // per_prog)
+    x = torch.empty((64, 28, 28, 192), device="meta", dtype=torch.bfloat16)
     E = torch.empty((28, 28, 192), device="meta")
     plan, de = interpreter.backward_plan(x, x, E, torch.empty_like(x), True, True)
-    widest = cfg.prune(28, 28, 192, 4, backward=True)[0].BC
-    per_prog = -(-64 // backward_chunks(64, 192, interpreter.PROGRAMS_WANTED, widest))
-    assert de.shape[0] == -(-64 // per_prog) and plan[0].args["B_PER_PROG"] == per_prog
+    widest = max(c.BC for c in cfg.plane_configs(28, 28, 192, 2))
+    per_prog = -(-64 // wave_chunks(64, -(-192 // widest), interpreter.PLANE_BWD_WAVE))
+    assert plan[0].kernel == "hco_plane_bwd" and plan[0].args["B_PER_PROG"] == per_prog
+    assert plan[1].args["CHUNKS"] == -(-64 // per_prog)
 
 
 @pytest.mark.parametrize("shape", [(70000, 8, 8, 4), (70000, 57, 43, 4), (70000, 66, 65, 4), (70000, 1, 130, 4)])
@@ -283,7 +308,7 @@ def test_forward_grid_is_1d(interpreter, shape):
         for launch in plan:
             for c in launch.configs or [None]:
                 grid = launch.grid(c)
-                if launch.kernel == "hco_bwd":  # (channel blocks, chunks), chunks capped
+                if launch.kernel in ("hco_bwd", "hco_plane_bwd"):  # (channel blocks, chunks), chunks capped
                     assert grid[1] <= 65535 and grid[1] * launch.args["B_PER_PROG"] >= B
                 else:
                     assert len(grid) == 1 and grid[0] < 2**31 - 1, (launch.kernel, grid)
@@ -388,7 +413,7 @@ def test_interpreter_after_compiled_import():
         "os.environ.pop('TRITON_INTERPRET', None)\n"
         "from vheat_kernels.triton import hco\n"
         "os.environ['TRITON_INTERPRET'] = '1'\n"
-        "for shape in ((2, 7, 7, 3), (2, 33, 5, 2), (1, 66, 65, 1)):\n"
+        "for shape in ((2, 7, 7, 3), (2, 33, 5, 2), (1, 66, 65, 1)):  # resident, plane, streamed\n"
         "    x, E = torch.randn(shape), torch.rand(shape[1:])\n"
         "    hco.forward(x, E)\n"
         "    hco.backward(x, x, E, True, True)\n"
@@ -406,6 +431,9 @@ def test_interpreter_is_effective(interpreter):
     assert interpreter.interpreting()
     assert isinstance(interpreter.kernels().hco_fwd_kernel, InterpretedFunction)
     assert isinstance(interpreter.kernels().hco_bwd_kernel, InterpretedFunction)
+    assert isinstance(interpreter.plane().hco_plane_kernel, InterpretedFunction)
+    assert isinstance(interpreter.plane().hco_plane_bwd_kernel, InterpretedFunction)
+    assert isinstance(interpreter.plane().hco_de_sum_kernel, InterpretedFunction)
     assert isinstance(interpreter.streamed().hco_axis_kernel, InterpretedFunction)
     assert isinstance(interpreter.streamed().hco_de_kernel, InterpretedFunction)
     assert isinstance(interpreter.streamed().hco_line_kernel, InterpretedFunction)

@@ -2,8 +2,9 @@
 
 No GPU needed. Builds come from the launch plans vHeat's shapes produce (aot.SHAPES), with
 the specialisation Triton gives a real launch. The default run builds the launches of
-vHeat-T's 56 x 56 stage (streamed schedule) and 28 x 28 stage (register-resident) in fp32
-for sm_90; the slow run builds every shape x dtype x autotune configuration x arch (what
+vHeat-T's 56 x 56 stage (plane kernels), 28 x 28 stage (register-resident forward, plane
+backward) and 14 x 14 stage (register-resident in bf16; fp32's backward takes the plane
+kernel) and a detection plane (streamed, line pass), fp32 (and 14 x 14 bf16) for sm_90; the slow run builds every shape x dtype x autotune configuration x arch (what
 ``make triton-aot`` prints). A build fails on any register spill, on shared memory above
 the architecture's per-block limit, or, for a vHeat-T stage at 224, on fewer than 8
 resident warps per SM.
@@ -45,9 +46,14 @@ def _stage_builds(shape, dtype, arch, first_only=True) -> dict:
 
 
 def test_vheat_t_stage_builds_fit():
-    builds = {**_stage_builds((8, 56, 56, 96), "fp32", 90), **_stage_builds((8, 28, 28, 192), "fp32", 90)}
+    builds = {}
+    for shape in ((8, 56, 56, 96), (8, 28, 28, 192), (8, 14, 14, 384)):
+        builds.update(_stage_builds(shape, "fp32", 90))
+    builds.update(_stage_builds((8, 14, 14, 384), "bf16", 90))  # fp32's backward takes the plane kernel
+    builds.update({b: ["det T/S 2x50x84x384"] for b in aot.shape_builds((2, 50, 84, 384), "fp32", 90, True)})
     kernels = {b.kernel for b in builds}
-    assert {"hco_axis", "hco_line", "hco_line_bwd", "hco_fwd", "hco_bwd"} <= kernels
+    assert {"hco_plane", "hco_plane_bwd", "hco_de_sum", "hco_fwd", "hco_bwd", "hco_axis", "hco_line",
+            "hco_line_bwd"} <= kernels, kernels
     _check(builds)
 
 
@@ -59,18 +65,23 @@ def test_every_build_fits():
 def test_builds_carry_the_runtime_specialisation():
     """Integers divisible by 16 get tt.divisibility, 1 becomes a constant, pointers are
     16-byte aligned, and B_PER_PROG stays unspecialised (as the JIT does at launch)."""
-    builds = aot.shape_builds((8, 56, 56, 96), "fp32", 90, first_only=True)
+    builds = aot.shape_builds((2, 100, 167, 192), "fp32", 90, first_only=True)  # four streamed passes
     axis_h = next(b for b in builds if b.kernel == "hco_axis" and dict(b.signature).get("E_PERIOD") == "constexpr")
     sig, attrs, consts = dict(axis_h.signature), dict(axis_h.attrs), dict(axis_h.constexprs)
     names = [n for n, _ in axis_h.signature]
     assert consts["E_PERIOD"] == 1 and sig["src_ptr"] == "*fp32"
-    assert attrs[names.index("src_ptr")] == "D" and attrs[names.index("R")] == "D"  # R = 56 * 96
-    assert attrs[names.index("N")] == ""  # N = 56
-    bwd = aot.shape_builds((3, 28, 28, 192), "fp32", 90, first_only=True)
+    assert attrs[names.index("src_ptr")] == "D" and attrs[names.index("R")] == "D"  # R = 167 * 192
+    assert attrs[names.index("N")] == ""  # N = 100
+    bwd = aot.shape_builds((3, 14, 14, 384), "bf16", 90, first_only=True)
     resident_bwd = [b for b in bwd if b.kernel == "hco_bwd"]
     # dx-only backwards run the forward kernel on dy: every backward build computes dE.
     assert resident_bwd and all(dict(b.constexprs)["NEED_DE"] is True for b in resident_bwd)
     assert all(dict(b.signature)["B_PER_PROG"] == "i32" for b in resident_bwd)  # 1 here, but not a constant
+    plane_bwd = [b for b in aot.shape_builds((1, 56, 56, 96), "bf16", 90, True) if b.kernel == "hco_plane_bwd"]
+    assert plane_bwd and all(dict(b.signature)["B_PER_PROG"] == "i32" for b in plane_bwd)
+    # The pixel stride of the chunk view (2C = 192) keeps its divisibility; C's does too.
+    sig = dict(plane_bwd[0].signature)
+    assert sig["X_SW"] == "i32" and sig["G_SW"] == "i32"
 
 
 def test_shape_table_covers_the_issue():

@@ -32,7 +32,7 @@ def _fast(plane, dtype) -> bool:
     return max(plane) <= 84 or (plane == (128, 128) and dtype == torch.float32)
 
 
-CASES = [pytest.param(plane, dtype, marks=[] if _fast(plane, dtype) else [pytest.mark.slow],
+CASES = [pytest.param(plane, dtype, None, marks=[] if _fast(plane, dtype) else [pytest.mark.slow],
                       id=f"{plane[0]}x{plane[1]}-{str(dtype)[6:]}")
          for plane in PLANES for dtype in (torch.float32, torch.bfloat16, torch.float16)]
 COSINE_ARGS = ("mat_ptr", "ch_ptr", "cw_ptr")  # cached cosine matrices: never overwritten
@@ -48,13 +48,13 @@ def hco():
         yield hco
 
 
-def _plans(hco, B, H, W, C, dtype):
+def _plans(hco, B, H, W, C, dtype, schedule=None):
     x = torch.randn(B, H, W, C, dtype=dtype)
     E = torch.rand(H, W, C, dtype=dtype)
     dy = torch.randn_like(x)
-    yield "forward", hco.forward_plan(x, E, torch.empty_like(x))
+    yield "forward", hco.forward_plan(x, E, torch.empty_like(x), schedule=schedule)
     for need_dx, need_dE in aot.BWD_VARIANTS:
-        plan, _ = hco.backward_plan(dy, x, E, torch.empty_like(x), need_dx, need_dE)
+        plan, _ = hco.backward_plan(dy, x, E, torch.empty_like(x), need_dx, need_dE, schedule=schedule)
         yield f"backward dx={need_dx} dE={need_dE}", plan
 
 
@@ -72,11 +72,22 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone().contiguous().view(torch.uint8)
 
 
-@pytest.mark.parametrize("plane, dtype", CASES)
-def test_tunable_launches_are_idempotent(hco, plane, dtype):
+# The plane kernels on the planes the routing gives to the register-resident kernels (the
+# compile check and gpu-check never build these, but forcing them is how the tests run them).
+FORCED_PLANE = [pytest.param((side, side), dtype, "plane", id=f"{side}x{side}-{str(dtype)[6:]}-plane")
+                for side in (14, 7) for dtype in (torch.float32, torch.bfloat16)]
+CHECKED: set = set()  # kernels checked in this session (test_new_kernels_were_checked)
+
+
+@pytest.mark.parametrize("plane, dtype, schedule", CASES + FORCED_PLANE)
+def test_tunable_launches_are_idempotent(hco, plane, dtype, schedule):
     H, W = plane
     checked = 0
-    for name, plan in _plans(hco, 1, H, W, 2, dtype):
+    # Forced plane cases: B = 5, so the plane forward's persistent programs (3 under the
+    # interpreter) own several work items and the backward's chunks (3 of up to 2
+    # elements) accumulate their partial in place. B = 1 elsewhere (the interpreter is slow
+    # on the large planes).
+    for name, plan in _plans(hco, 5 if schedule == "plane" else 1, H, W, 2, dtype, schedule):
         for launch in plan:
             if not launch.configs:
                 continue
@@ -92,7 +103,15 @@ def test_tunable_launches_are_idempotent(hco, plane, dtype):
                     f"{H}x{W} {dtype} {name}: launching {launch.kernel} twice changed its arguments "
                     "(it reads memory it writes: a tuner's repeated launches would corrupt the first call)")
             checked += 1
+            CHECKED.add(launch.kernel)
     assert checked, "no tunable launch was checked"
+
+
+def test_new_kernels_were_checked():
+    """Runs after the idempotence cases (file order): the plane kernels were among them."""
+    if not CHECKED:
+        pytest.skip("the idempotence cases were deselected")
+    assert {"hco_plane", "hco_plane_bwd", "hco_fwd", "hco_bwd"} <= CHECKED, CHECKED
 
 
 def test_no_kernel_is_wrapped_in_triton_autotune(hco):

@@ -71,7 +71,7 @@ TARGET_SHAPES = ("T/S@224",)  # the resident-warps target applies to these
 class Build:
     """One compilation: a kernel with its runtime specialisation and constexprs."""
 
-    kernel: str  # hco_fwd | hco_bwd | hco_axis | hco_de | hco_line | hco_line_bwd
+    kernel: str  # hco_fwd | hco_bwd | hco_plane | hco_plane_bwd | hco_de_sum | hco_axis | hco_de | hco_line | hco_line_bwd
     dtype: str
     arch: int
     signature: tuple  # ((name, type), ...), "constexpr" for specialised constants
@@ -88,6 +88,9 @@ class Build:
             "hco_bwd": ("HP", "WP", "BC", "NEED_DX", "NEED_DE"),
             "hco_axis": ("BM", "BK", "TZ", "BN", "TRANSPOSE", "HAS_E"),
             "hco_de": ("SCALE_G", "BLOCK"),
+            "hco_plane": ("HP", "WP", "BC", "TW", "TH", "BK"),
+            "hco_plane_bwd": ("HP", "WP", "BC", "TW", "TH", "BK", "NEED_DX"),
+            "hco_de_sum": ("BLOCK",),
             "hco_line": ("NP", "TZ", "BN"),
             "hco_line_bwd": ("NP", "TZ", "BN"),
         }[self.kernel]
@@ -367,3 +370,40 @@ def spill_free_table(rows: list[Resources]) -> dict:
         if ok:
             out[(kernel, eb, HP, WP)].append((bc, nw))
     return {k: tuple(v) for k, v in out.items()}
+
+
+# --- sweep of plane-kernel candidates (regenerates configs.PLANE_SPILLED) ------------------
+
+
+def plane_sweep_builds(archs: Iterable[int] = ARCHS, planes=None) -> list[Build]:
+    """Every PLANE_TILES and PLANE_FALLBACK_TILES candidate of the plane kernels (forward,
+    backward with and without dx) per padded plane, bf16 standing for both 16-bit types, C = 64, B = 8, on two planes
+    per padded size: the padded plane itself and one 4 shorter per side (28 x 28 for 32 x 32):
+    sides that are not multiples of 16 lose Triton's divisibility specialisation and
+    compile differently (a candidate clean at 32 x 32 spilled at 28 x 28)."""
+    hco = _hco()
+    out = []
+    planes = planes or [(HP, WP) for HP in cfg.PADDED_SIDES for WP in cfg.PADDED_SIDES]
+    for arch in archs:
+        for dtype in ("bf16", "fp32"):
+            candidates = cfg.plane_candidates(ELEM_BYTES[dtype]) + cfg.plane_candidates(ELEM_BYTES[dtype], True)
+            for HP, WP in planes:
+                for H, W in ((HP, WP), (HP - 4, WP - 4)):
+                    x, E = _meta((8, H, W, 64), dtype)
+                    out += _builds_of(hco.forward_plan(x, E, x, schedule="plane")[0], dtype, arch, candidates)
+                    for need_dx in (True, False):
+                        plan = hco.backward_plan(x, x, E, x, need_dx, True, schedule="plane")[0]
+                        out += _builds_of(plan[0], dtype, arch, candidates)
+    return out
+
+
+def plane_spilled_table(rows: list[Resources]) -> dict:
+    """{(elem_bytes, HP, WP): ((BC, TW, TH, BK, warps), ...)} of candidates with a problem."""
+    out: dict[tuple, set] = {}
+    for r in rows:
+        c = dict(r.build.constexprs)
+        key = (ELEM_BYTES[r.build.dtype], c["HP"], c["WP"])
+        out.setdefault(key, set())
+        if r.spill_bytes or r.shared_bytes > SMEM_LIMIT[r.build.arch]:
+            out[key].add((c["BC"], c["TW"], c["TH"], c["BK"], r.build.num_warps))
+    return {k: tuple(sorted(v)) for k, v in sorted(out.items()) if v}

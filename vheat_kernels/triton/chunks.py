@@ -17,3 +17,13 @@ def backward_chunks(B: int, C: int, programs_wanted: int, block: int) -> int:
     chunks = max(1, min(B, 65535, math.ceil(programs_wanted / per_chunk)))  # 65535: CUDA's grid.y limit
     per_prog = math.ceil(B / chunks)
     return math.ceil(B / per_prog)
+
+
+def wave_chunks(B: int, blocks: int, wave: int) -> int:
+    """Batch chunks of the plane backward: (blocks x chunks) programs fill at most one
+    ``wave`` (132 SMs of an H100: a constant, so dE's summation order is the same on every
+    GPU), as many as fit; fewer when B is small. Each chunk walks ceil(B / chunks)
+    elements, the last one possibly fewer."""
+    chunks = max(1, min(B, 65535, wave // max(blocks, 1)))
+    per_prog = math.ceil(B / chunks)
+    return math.ceil(B / per_prog)

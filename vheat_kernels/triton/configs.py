@@ -71,6 +71,24 @@ def fits(H: int, W: int, elem_bytes: int) -> bool:
     return all(SPILL_FREE.get(_table_key(HP, WP, elem_bytes, bw)) for bw in (False, True))
 
 
+# A register-resident pass runs only with a channel block of at least this many bytes per
+# pixel: narrower blocks read channels-last rows in pieces of a 32-byte sector (BC = 1 in
+# bf16 moves 16x the bytes it uses through L2), and the plane kernel reads 16-32 B.
+MIN_COALESCED_BYTES = 16
+
+
+def resident(H: int, W: int, elem_bytes: int, backward: bool) -> bool:
+    """Whether one pass (forward, or the backward computing dE) of this plane and dtype size
+    runs register-resident: a spill-free configuration exists and one of them is at least
+    ``MIN_COALESCED_BYTES`` wide. Decided per pass: 28 x 28's forward qualifies in every
+    dtype, its backward (BC <= 2) does not and takes the plane kernel."""
+    HP, WP = padded(H), padded(W)
+    if HP > MAX_SIDE or WP > MAX_SIDE:
+        return False
+    table = SPILL_FREE.get(_table_key(HP, WP, elem_bytes, backward), ())
+    return any(bc * min(elem_bytes, 4) >= MIN_COALESCED_BYTES for bc, _ in table)
+
+
 def max_side(elem_bytes: int) -> int:
     """Largest padded square side both kernels support for this dtype size."""
     return max((s for s in PADDED_SIDES if fits(s, s, elem_bytes)), default=0)
@@ -90,6 +108,83 @@ def prune(H: int, W: int, C: int, elem_bytes: int, backward: bool) -> list[Block
     if not narrow and configs:
         narrow = [c for c in configs if c.BC == configs[-1].BC]
     return narrow[:MAX_CONFIGS]
+
+
+MAX_PLANE_SIDE = 64  # largest padded side of the single-launch plane kernels (plane.py)
+
+
+@dataclass(frozen=True)
+class PlaneConfig:
+    """Tiles of the plane kernels (plane.py): BC channels per work item; the H passes take
+    TW pixels per column tile, the W pass TH H-frequencies per row tile (both TW * BC and
+    TH * BC columns per dot)."""
+
+    BC: int
+    TW: int
+    TH: int
+    BK: int
+    num_warps: int
+
+
+def plane_fits(H: int, W: int) -> bool:
+    return padded(H) <= MAX_PLANE_SIDE and padded(W) <= MAX_PLANE_SIDE
+
+
+def plane_usable(H: int, W: int, elem_bytes: int) -> bool:
+    """Whether the plane kernels take this plane: sides up to 64 and a tile that spilled in
+    none of them (fp32 at 32 x 32 has none: every tile spilled 8-104 B on sm_80 or sm_90)."""
+    if not plane_fits(H, W):
+        return False
+    spilled = set(PLANE_SPILLED.get((min(elem_bytes, 4), padded(H), padded(W)), ()))
+    every = plane_candidates(elem_bytes) + plane_candidates(elem_bytes, fallback=True)
+    return any(astuple(c) not in spilled for c in every)
+
+
+def resident_fits(H: int, W: int, elem_bytes: int, backward: bool) -> bool:
+    """Whether one pass has any spill-free register-resident configuration (however narrow)."""
+    HP, WP = padded(H), padded(W)
+    return HP <= MAX_SIDE and WP <= MAX_SIDE and bool(SPILL_FREE.get(_table_key(HP, WP, elem_bytes, backward)))
+
+
+# (BC, dot columns, warps), best guess first, per dot operand size. 16-bit: 16 channels
+# = one 32-byte sector per pixel; fp32: 8 (32 B). Columns per dot: 64 at 8 warps, 32 at 4
+# warps (a (64, cols) fp32 tile is 16 / thread then; tf32x3 holds hi / lo splits too).
+# Every candidate returned for vHeat's shapes is built by the compile check (sm_80, sm_90).
+PLANE_TILES = {
+    2: ((16, 64, 32, 8), (8, 64, 32, 8), (16, 32, 32, 4), (8, 32, 32, 4)),
+    4: ((8, 64, 16, 8), (8, 32, 16, 4), (4, 64, 16, 8), (4, 32, 16, 4)),
+}
+
+
+# 16-column tiles at 4 warps, used only where every PLANE_TILES candidate spilled: at
+# 28 x 28 (padded 32 x 32) the wider tiles spilled 8-104 B (ptxas allocated 48-80
+# registers there and still spilled), these did not.
+PLANE_FALLBACK_TILES = {
+    2: ((8, 16, 32, 4), (16, 16, 32, 4), (4, 16, 32, 4)),
+    4: ((8, 16, 16, 4), (4, 16, 16, 4)),
+}
+
+
+def plane_candidates(elem_bytes: int, fallback: bool = False) -> list[PlaneConfig]:
+    """The tiles of PLANE_TILES (``fallback``: PLANE_FALLBACK_TILES) for a dot operand size
+    (fp64, interpreter only: fp32's)."""
+    table = (PLANE_FALLBACK_TILES if fallback else PLANE_TILES)[min(elem_bytes, 4)]
+    return [PlaneConfig(bc, cols // bc, cols // bc, bk, warps) for bc, cols, bk, warps in table]
+
+
+def plane_configs(H: int, W: int, C: int, elem_bytes: int) -> list[PlaneConfig]:
+    """Tiles of the plane kernels for an H x W plane of C channels, best guess first:
+    those that spilled in the sweep dropped (``PLANE_SPILLED``, either kernel), blocks much
+    wider than C dropped (the narrowest left always stays)."""
+    spilled = PLANE_SPILLED.get((min(elem_bytes, 4), padded(H), padded(W)), ())
+    tiles = [c for c in plane_candidates(elem_bytes) if astuple(c) not in spilled]
+    if not tiles:
+        tiles = [c for c in plane_candidates(elem_bytes, fallback=True) if astuple(c) not in spilled]
+    if not tiles:  # only when the plane schedule is forced: the routing never picks it (plane_usable)
+        tiles = plane_candidates(elem_bytes, fallback=True)[:1]
+    cap = _pow2_at_least(C)
+    narrowest = min(c.BC for c in tiles)
+    return [c for c in tiles if c.BC <= max(cap, narrowest)][:MAX_CONFIGS]
 
 
 @dataclass(frozen=True)
@@ -240,7 +335,7 @@ SPILL_FREE: dict[tuple, tuple] = {('bwd', 2, 16, 16): ((4, 8), (8, 4), (8, 8)),
  ('bwd', 2, 64, 16): ((1, 8), (2, 8)),
  ('bwd', 2, 64, 32): ((1, 8),),
  ('bwd', 2, 64, 64): (),
- ('bwd', 4, 16, 16): ((2, 4), (8, 8)),
+ ('bwd', 4, 16, 16): ((2, 4),),
  ('bwd', 4, 16, 32): ((1, 4),),
  ('bwd', 4, 16, 64): (),
  ('bwd', 4, 32, 16): ((1, 4), (2, 8), (4, 8)),
@@ -267,3 +362,26 @@ SPILL_FREE: dict[tuple, tuple] = {('bwd', 2, 16, 16): ((4, 8), (8, 4), (8, 8)),
  ('fwd', 4, 64, 16): ((1, 4), (1, 8)),
  ('fwd', 4, 64, 32): (),
  ('fwd', 4, 64, 64): ()}
+
+
+# Generated by `python benchmarks/triton_resources.py --sweep-plane --update-configs` (ptxas -v,
+# sm_80 and sm_90, bf16 for both 16-bit types and fp32, the forward and both backward
+# variants): {(dtype bytes, HP, WP): ((BC, TW, TH, BK, num_warps), ...)} of PLANE_TILES
+# candidates that spilled (or exceeded shared memory) in some kernel on some architecture.
+PLANE_SPILLED: dict[tuple, tuple] = {(2, 16, 16): ((8, 8, 8, 32, 8), (16, 2, 2, 32, 4), (16, 4, 4, 32, 8)),
+ (2, 16, 32): ((8, 4, 4, 32, 4), (16, 2, 2, 32, 4)),
+ (2, 32, 16): ((8, 8, 8, 32, 8), (16, 2, 2, 32, 4), (16, 4, 4, 32, 8)),
+ (2, 32, 32): ((4, 4, 4, 32, 4), (8, 4, 4, 32, 4), (8, 8, 8, 32, 8), (16, 1, 1, 32, 4), (16, 2, 2, 32, 4),
+               (16, 4, 4, 32, 8)),
+ (2, 64, 16): ((8, 4, 4, 32, 4), (16, 4, 4, 32, 8)),
+ (2, 64, 32): ((8, 4, 4, 32, 4), (8, 8, 8, 32, 8), (16, 4, 4, 32, 8)),
+ (2, 64, 64): ((16, 4, 4, 32, 8),),
+ (4, 16, 16): ((4, 8, 8, 16, 4), (8, 4, 4, 16, 4), (8, 8, 8, 16, 8)),
+ (4, 16, 32): ((4, 16, 16, 16, 8), (8, 8, 8, 16, 8)),
+ (4, 32, 16): ((4, 16, 16, 16, 8), (8, 8, 8, 16, 8)),
+ (4, 32, 32): ((4, 4, 4, 16, 4), (4, 8, 8, 16, 4), (4, 16, 16, 16, 8), (8, 2, 2, 16, 4), (8, 4, 4, 16, 4),
+               (8, 8, 8, 16, 8)),
+ (4, 32, 64): ((8, 4, 4, 16, 4),),
+ (4, 64, 16): ((4, 8, 8, 16, 4),),
+ (4, 64, 32): ((8, 4, 4, 16, 4),),
+ (4, 64, 64): ((8, 4, 4, 16, 4),)}

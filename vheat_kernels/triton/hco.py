@@ -5,9 +5,12 @@
 
 Each call is planned as a list of ``Launch`` (kernel, grid, arguments, candidate
 configurations) and then run; ``aot.py`` compiles the same plans, so the compile check
-builds exactly the kernels that run. Planes that fit the register-resident kernels
-(``configs.fits``) take them; every other plane takes the streamed schedule
-(``streamed.py``: one 1-D transform per pass through a global scratch).
+builds exactly the kernels that run. Each pass picks one of three schedules (``schedule``):
+register-resident (``kernels.py``) where that pass has a spill-free configuration wide
+enough to coalesce (``configs.resident``), else the single-launch plane kernels
+(``plane.py``) for padded sides up to 64, else the streamed schedule (``streamed.py``:
+one 1-D transform per pass through a global scratch). Forward: one launch up to 64 per
+side; backward (dx and dE): two, the second summing the dE chunk partials.
 
 The forward and backward are ``torch.library.triton_op`` ops launched through
 ``wrap_triton``, so ``torch.compile`` sees the kernels instead of graph-breaking. Nothing
@@ -34,7 +37,9 @@ from ..autograd import register_hco_autograd
 from ..map_cache import TensorLRU
 from . import configs as cfg
 from .chunks import backward_chunks
+from .chunks import wave_chunks
 from . import kernels as _kernels_module
+from . import plane as _plane_module
 from . import streamed as _streamed_module
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -54,13 +59,14 @@ def kernels():
 
     ``@triton.jit`` picks interpreter or compiler when it decorates, so a process that
     imported this package before setting TRITON_INTERPRET=1 would otherwise keep GPU-only
-    kernels (and the other way round). ``streamed`` builds on ``kernels``' helpers and is
-    reloaded with it.
+    kernels (and the other way round). ``streamed`` and ``plane`` build on ``kernels``'
+    helpers and are reloaded with it.
     """
-    global _kernels_module, _streamed_module
+    global _kernels_module, _streamed_module, _plane_module
     if _kernels_module.INTERPRETED != interpreting():
         _kernels_module = importlib.reload(_kernels_module)
         _streamed_module = importlib.reload(_streamed_module)
+        _plane_module = importlib.reload(_plane_module)
     return _kernels_module
 
 
@@ -68,6 +74,12 @@ def streamed():
     """The streamed kernels module, current with TRITON_INTERPRET (see ``kernels``)."""
     kernels()
     return _streamed_module
+
+
+def plane():
+    """The plane kernels module, current with TRITON_INTERPRET (see ``kernels``)."""
+    kernels()
+    return _plane_module
 
 
 def dtype_constants(dtype: torch.dtype, interpreted: bool) -> dict:
@@ -124,6 +136,16 @@ INTERPRETER_PROGRAMS_WANTED = 4
 BWD_STAGES = 2
 DE_BLOCK = 1024  # elements of dE per program of the streamed dE reduction
 DE_STAGES = 3
+# Persistent programs of the plane forward: two per SM of a 132-SM H100, each with one
+# scratch slot of H * W * BC elements (56 x 56 x 16 bf16 or x 8 fp32: 98 KiB, 26 MB for
+# all, inside the 50 MB L2). The plane backward holds two slots per program and fills one
+# wave (132 programs). Constants, never read from the device: the chunking, hence dE's
+# bits, is the same on every GPU. Under the interpreter a handful, so the tests see
+# programs with several work items and uneven chunks.
+PLANE_PROGRAMS = 264
+PLANE_BWD_WAVE = 132
+INTERPRETER_PLANE_PROGRAMS = 3
+DE_SUM_BLOCK = 1024  # elements of dE per program of the chunk-partial sum
 
 
 def _cos(n: int, like: torch.Tensor) -> torch.Tensor:
@@ -142,6 +164,9 @@ def _cos(n: int, like: torch.Tensor) -> torch.Tensor:
         return mat.to(dtype)
 
     return build() if tracing else _COS_CACHE.get((n, like.device, dtype), build)
+
+
+STRIDE_ARGS = ("X_SB", "X_SH", "X_SW", "G_SB", "G_SH", "G_SW")  # (batch, row, pixel) strides of x, dy
 
 
 @dataclass
@@ -166,7 +191,10 @@ class Launch:
         arguments and flags that shape the problem, and the dot operands' size."""
         if arch is None:
             return None
-        shape = [v for v in self.args.values() if isinstance(v, int) and not isinstance(v, bool)]
+        # Strides left out: gpu-check tunes on contiguous tensors and the model passes the
+        # chunk view of a linear's output; both are the same problem for the tile choice.
+        shape = [v for k, v in self.args.items()
+                 if isinstance(v, int) and not isinstance(v, bool) and k not in STRIDE_ARGS]
         shape += [int(v) for k, v in self.consts.items() if isinstance(v, bool)]
         return cfg.tuned_key(self.kernel, tuple(shape), self.consts["ROUND_DTYPE"].primitive_bitwidth // 8, arch)
 
@@ -178,12 +206,16 @@ class Launch:
         """(constexprs, num_warps, num_stages) of configuration ``c``."""
         if isinstance(c, cfg.BlockConfig):
             return dict(BC=c.BC), c.num_warps, 1
+        if isinstance(c, cfg.PlaneConfig):
+            return dict(BC=c.BC, TW=c.TW, TH=c.TH, BK=c.BK), c.num_warps, 1
         if isinstance(c, cfg.LineConfig):
             return dict(TZ=c.TZ, BN=c.BN), c.num_warps, 1
         return dict(BM=c.BM, BK=c.BK, TZ=c.TZ, BN=c.BN), c.num_warps, c.num_stages
 
 
 def _module_of(kernel: str):
+    if kernel in ("hco_plane", "hco_plane_bwd", "hco_de_sum"):
+        return plane()
     return streamed() if kernel in ("hco_axis", "hco_de", "hco_line", "hco_line_bwd") else kernels()
 
 
@@ -234,10 +266,45 @@ def _consts(x: torch.Tensor) -> dict:
     return dtype_constants(x.dtype, kernels().INTERPRETED)
 
 
-def register_resident(x: torch.Tensor) -> bool:
-    """Whether (x's plane, dtype) runs on the register-resident kernels."""
+SCHEDULES = ("resident", "plane", "streamed")
+
+
+def schedule(x: torch.Tensor, backward: bool = False) -> str:
+    """The schedule of one pass over x's plane and dtype (the backward: the pass computing
+    dE; dx alone is the forward on dy): "resident" (kernels.py), "plane" (plane.py) or
+    "streamed" (streamed.py)."""
     _, H, W, _ = x.shape
-    return cfg.fits(H, W, x.element_size())
+    eb = x.element_size()
+    if cfg.resident(H, W, eb, backward):
+        return "resident"
+    if cfg.plane_usable(H, W, eb):
+        return "plane"
+    # No spill-free plane tile (fp32 at 32 x 32): a narrow register-resident block still
+    # beats the streamed schedule's passes.
+    return "resident" if cfg.resident_fits(H, W, eb, backward) else "streamed"
+
+
+def register_resident(x: torch.Tensor) -> bool:
+    """Whether (x's plane, dtype) runs its forward on the register-resident kernel."""
+    return schedule(x) == "resident"
+
+
+def _schedule_of(x, backward: bool, resident: Optional[bool], which: Optional[str]) -> str:
+    """``which`` if given; ``resident`` True / False forces "resident" / "streamed" (the
+    compile check's sweep); else ``schedule``."""
+    if which is not None:
+        if which not in SCHEDULES:
+            raise ValueError(f"schedule {which!r}: expected one of {SCHEDULES}")
+        return which
+    if resident is not None:
+        return "resident" if resident else "streamed"
+    return schedule(x, backward)
+
+
+def _strides(t: torch.Tensor) -> tuple[int, int, int]:
+    """(batch, row, pixel) strides of a channels-last tensor with channel stride 1."""
+    assert t.stride(3) == 1 or t.shape[3] == 1 or t.numel() == 0
+    return t.stride(0), t.stride(1), t.stride(2)
 
 
 def _axis(src, mat, e, dst, Z, N, R, e_period, transpose, consts) -> Launch:
@@ -297,51 +364,121 @@ def _line(src, dst, mat, E, Z, N, R, period, consts) -> Launch:
                   lambda c: (triton.cdiv(Z, c.TZ) * triton.cdiv(R, c.BN),), configs)
 
 
-def forward_plan(x: torch.Tensor, E: torch.Tensor, y: torch.Tensor, resident: Optional[bool] = None) -> list[Launch]:
-    """Launches computing y = HCO(x, E) (x, E contiguous); ``resident`` forces the schedule
-    (the compile check's sweep of candidate configurations)."""
+def forward_plan(x: torch.Tensor, E: torch.Tensor, y: torch.Tensor, resident: Optional[bool] = None,
+                 schedule: Optional[str] = None) -> list[Launch]:
+    """Launches computing y = HCO(x, E) into contiguous y. x has channel stride 1 (any batch,
+    row and pixel strides; the streamed schedule needs it contiguous), E is contiguous.
+    ``resident`` / ``schedule`` force the schedule (tests, the compile check's sweep)."""
     B, H, W, C = x.shape
     consts = _consts(x)
     ch, cw = _cos(H, x), _cos(W, x)
-    if register_resident(x) if resident is None else resident:
+    which = _schedule_of(x, False, resident, schedule)
+    if which == "resident":
         args = dict(x_ptr=x, e_ptr=E, ch_ptr=ch, cw_ptr=cw, y_ptr=y, H=H, W=W, C=C)
+        args.update(zip(("X_SB", "X_SH", "X_SW"), _strides(x)))
         grid = lambda c: (triton.cdiv(C, c.BC) * B,)
         return [Launch("hco_fwd", args, dict(HP=cfg.padded(H), WP=cfg.padded(W), **consts), grid,
                        cfg.prune(H, W, C, x.element_size(), backward=False))]
+    if which == "plane":
+        return [_plane_forward(x, E, y, ch, cw, consts)]
+    assert x.is_contiguous() or x.device.type == "meta", "the streamed schedule views x as (Z, N, R)"
     return _streamed_forward(x, E, y, ch, cw, consts)
+
+
+def _plane_forward(x, E, y, ch, cw, consts) -> Launch:
+    """The single-launch plane forward: persistent programs, one scratch slot each."""
+    B, H, W, C = x.shape
+    configs = cfg.plane_configs(H, W, C, x.element_size())
+    programs = INTERPRETER_PLANE_PROGRAMS if x.device.type == "cpu" else PLANE_PROGRAMS
+    # Sized for the widest candidate, so every configuration fits the buffer.
+    scratch = x.new_empty(programs * H * W * max(c.BC for c in configs))
+    args = dict(x_ptr=x, e_ptr=E, ch_ptr=ch, cw_ptr=cw, y_ptr=y, s_ptr=scratch, B=B, H=H, W=W, C=C)
+    args.update(zip(("X_SB", "X_SH", "X_SW"), _strides(x)))
+    args["PROGRAMS"] = programs
+    grid = lambda c: (min(B * triton.cdiv(C, c.BC), programs),)
+    return Launch("hco_plane", args, dict(HP=cfg.padded(H), WP=cfg.padded(W), **consts), grid, configs)
 
 
 def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def backward_plan(grad_y, x, E, dx, need_dx: bool, need_dE: bool,
-                  resident: Optional[bool] = None) -> tuple[list[Launch], torch.Tensor]:
-    """Launches computing dx (into ``dx``) and dE (returned buffer: per-chunk partials of
-    shape (chunks, H, W, C), or dE itself (H, W, C)); the caller sums the partials."""
+def _de_sum(part: torch.Tensor, E: torch.Tensor) -> tuple[list[Launch], torch.Tensor]:
+    """Launch 2 of the fused backward: dE (in E's dtype) = the chunk partials part
+    (chunks, H, W, C) summed in order. None when there is one fp32 partial of an fp32 E:
+    it is dE already."""
+    if part.shape[0] == 1 and part.dtype == E.dtype:
+        return [], part[0]
+    de = torch.empty(E.shape, device=E.device, dtype=E.dtype)
+    P = E.numel()
+    round_dt = _TL[E.dtype]
+    # The interpreter's fp32 -> bf16 cast truncates: round on the bits (kernels._round).
+    round_to = tl.float32 if (kernels().INTERPRETED and E.dtype == torch.bfloat16) else round_dt
+    launch = Launch("hco_de_sum", dict(part_ptr=part, de_ptr=de, CHUNKS=part.shape[0], P=P),
+                    dict(BLOCK=DE_SUM_BLOCK, ROUND_DTYPE=round_dt, ROUND_TO=round_to),
+                    lambda c: (triton.cdiv(P, DE_SUM_BLOCK),), num_warps=4)
+    return [launch], de
+
+
+def _plane_backward(grad_y, x, E, dx, need_dx, ch, cw, consts) -> tuple[list[Launch], torch.Tensor]:
+    """The plane backward: launch 1 per (channel block, batch chunk), then the partial sum."""
+    B, H, W, C = x.shape
+    configs = cfg.plane_configs(H, W, C, x.element_size())
+    widest = max(c.BC for c in configs)
+    wave = INTERPRETER_PROGRAMS_WANTED if x.device.type == "cpu" else PLANE_BWD_WAVE
+    chunks = wave_chunks(B, triton.cdiv(C, widest), wave)  # the shape's, not the config's: dE's bits
+    per_prog = math.ceil(B / chunks)
+    part = torch.empty((chunks, H, W, C), device=x.device, dtype=_acc_dtype(x))
+    # Two slots (dy's and x's H transforms) per program, for the candidate with most programs' worth.
+    scratch = x.new_empty(max(triton.cdiv(C, c.BC) * c.BC for c in configs) * chunks * 2 * H * W)
+    # An unused pointer still needs a valid tensor of the right dtype: pass grad_y.
+    args = dict(x_ptr=x, dy_ptr=grad_y, e_ptr=E, ch_ptr=ch, cw_ptr=cw, dx_ptr=dx if need_dx else grad_y,
+                de_ptr=part, s_ptr=scratch, B=B, H=H, W=W, C=C)
+    args.update(zip(("X_SB", "X_SH", "X_SW"), _strides(x)))
+    args.update(zip(("G_SB", "G_SH", "G_SW"), _strides(grad_y)))
+    args["B_PER_PROG"] = per_prog
+    launch = Launch("hco_plane_bwd", args, dict(HP=cfg.padded(H), WP=cfg.padded(W), NEED_DX=need_dx, **consts),
+                    lambda c: (triton.cdiv(C, c.BC), chunks), configs)
+    sum_plan, de = _de_sum(part, E)
+    return [launch] + sum_plan, de
+
+
+def backward_plan(grad_y, x, E, dx, need_dx: bool, need_dE: bool, resident: Optional[bool] = None,
+                  schedule: Optional[str] = None) -> tuple[list[Launch], torch.Tensor]:
+    """Launches computing dx (into contiguous ``dx``) and dE (the returned buffer: (H, W, C)
+    in E's dtype, or in fp32 / fp64 for the streamed schedule; empty without need_dE).
+    x and grad_y as in ``forward_plan``."""
     acc = _acc_dtype(x)
     if not need_dE:
         # dx = IDCT2(DCT2(dy) * E): the operator is self-adjoint in x, so dx is the forward's
         # plan on dy (one kernel fewer to build and size; the backward kernel's dx-only
         # variant spilled on Triton 3.6 at 32 x 32 fp32).
-        return forward_plan(grad_y, E, dx, resident), x.new_empty(0, dtype=acc)
+        return forward_plan(grad_y, E, dx, resident, schedule), x.new_empty(0, dtype=acc)
     B, H, W, C = x.shape
     consts = _consts(x)
     ch, cw = _cos(H, x), _cos(W, x)
-    if register_resident(x) if resident is None else resident:
+    which = _schedule_of(x, True, resident, schedule)
+    if which == "resident":
         widest = (cfg.prune(H, W, C, x.element_size(), backward=True) or [cfg.BlockConfig(max(cfg.BLOCKS), 0)])[0].BC
         wanted = INTERPRETER_PROGRAMS_WANTED if x.device.type == "cpu" else PROGRAMS_WANTED
         chunks = backward_chunks(B, C, wanted, widest)
         per_prog = math.ceil(B / chunks)
         chunks = math.ceil(B / per_prog)
-        de = torch.empty((chunks, H, W, C), device=x.device, dtype=acc)
+        part = torch.empty((chunks, H, W, C), device=x.device, dtype=acc)
         # An unused pointer still needs a valid tensor of the right dtype: pass grad_y.
         args = dict(x_ptr=x, dy_ptr=grad_y, e_ptr=E, ch_ptr=ch, cw_ptr=cw,
-                    dx_ptr=dx if need_dx else grad_y, de_ptr=de, B=B, H=H, W=W, C=C, B_PER_PROG=per_prog)
+                    dx_ptr=dx if need_dx else grad_y, de_ptr=part, B=B, H=H, W=W, C=C)
+        args.update(zip(("X_SB", "X_SH", "X_SW"), _strides(x)))
+        args.update(zip(("G_SB", "G_SH", "G_SW"), _strides(grad_y)))
+        args["B_PER_PROG"] = per_prog
         grid = lambda c: (triton.cdiv(C, c.BC), chunks)
         consts = dict(HP=cfg.padded(H), WP=cfg.padded(W), NEED_DX=need_dx, NEED_DE=need_dE, NUM_STAGES=BWD_STAGES,
                       **consts)
-        return [Launch("hco_bwd", args, consts, grid, cfg.prune(H, W, C, x.element_size(), backward=True))], de
+        sum_plan, de = _de_sum(part, E)
+        return [Launch("hco_bwd", args, consts, grid, cfg.prune(H, W, C, x.element_size(), backward=True))] + sum_plan, de
+    if which == "plane":
+        return _plane_backward(grad_y, x, E, dx, need_dx, ch, cw, consts)
+    assert (x.is_contiguous() and grad_y.is_contiguous()) or x.device.type == "meta", "streamed: (Z, N, R) views"
     de = torch.empty((H, W, C), device=x.device, dtype=acc)
     views = _line_views(B, H, W, C, ch, cw)
     if views is not None:
@@ -373,14 +510,26 @@ def backward_plan(grad_y, x, E, dx, need_dx: bool, need_dE: bool,
     return plan, de
 
 
-def forward(x: torch.Tensor, E: torch.Tensor, config=None) -> torch.Tensor:
-    """Fused forward; ``config`` forces a block / tile configuration (tests)."""
-    x, E = x.contiguous(), E.contiguous()
-    y = torch.empty_like(x)
+def _channels_last_view(t: torch.Tensor, streamed: bool) -> torch.Tensor:
+    """t itself when the kernels can read it through its strides (channel stride 1, any
+    batch / row / pixel strides: the chunk view vHeat's Heat2D passes), else one contiguous
+    copy. The streamed schedule (sides over 64) views its input as (Z, N, R) and needs it
+    contiguous."""
+    if streamed or (t.stride(3) != 1 and t.shape[3] != 1):
+        return t.contiguous()
+    return t
+
+
+def forward(x: torch.Tensor, E: torch.Tensor, config=None, schedule: Optional[str] = None) -> torch.Tensor:
+    """Fused forward; ``config`` forces a block / tile configuration, ``schedule`` one of
+    SCHEDULES (tests). y is contiguous whatever x's strides."""
+    which = _schedule_of(x, False, None, schedule)
+    x, E = _channels_last_view(x, which == "streamed"), E.contiguous()
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if y.numel() == 0:
         return y
     with _device_guard(x):
-        run(forward_plan(x, E, y), config)
+        run(forward_plan(x, E, y, schedule=which), config)
     return y
 
 
@@ -391,22 +540,25 @@ def backward(
     need_dx: bool,
     need_dE: bool,
     config=None,
+    schedule: Optional[str] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """dx = HCO(grad_y, E) and dE = sum_b DCT2(x) * DCT2(grad_y); unneeded ones are empty."""
-    grad_y, x, E = grad_y.contiguous(), x.contiguous(), E.contiguous()
-    dx = torch.empty_like(x) if need_dx else x.new_empty(0)
+    """dx = HCO(grad_y, E) and dE = sum_b DCT2(x) * DCT2(grad_y); unneeded ones are empty.
+    dx is contiguous; ``config`` / ``schedule`` as in ``forward``."""
+    which = _schedule_of(x, need_dE, None, schedule)
+    streamed = which == "streamed"
+    grad_y, x, E = _channels_last_view(grad_y, streamed), _channels_last_view(x, streamed), E.contiguous()
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_dx else x.new_empty(0)
     if not (need_dx or need_dE) or x.numel() == 0:
         dE = torch.zeros_like(E) if need_dE else E.new_empty(0)
         return dx, dE
     with _device_guard(x):
-        plan, de = backward_plan(grad_y, x, E, dx, need_dx, need_dE)
+        plan, de = backward_plan(grad_y, x, E, dx, need_dx, need_dE, schedule=which)
         run(plan, config)
     if not need_dE:
         return dx, E.new_empty(0)
-    # Chunk partials summed in a fixed order: deterministic run to run and GPU to GPU.
-    if de.dim() == 4:
-        de = de[0] if de.shape[0] == 1 else de.sum(dim=0)
-    return dx, de.to(E.dtype)
+    # Resident and plane schedules: dE summed from its chunk partials in a fixed order, in
+    # E's dtype, by the plan's last launch. The streamed schedule's fp32 dE is cast here.
+    return dx, de if de.dtype == E.dtype else de.to(E.dtype)
 
 
 # --- ops and autograd ------------------------------------------------------------------

@@ -111,14 +111,16 @@ def _swap(plane, AP: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
 
 
 @triton.jit
-def _dct2(x_ptr, base, ch_ptr, cw_ptr, H, W, C, c0, valid, HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr,
-          ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
-    """Load plane (h, w, c) at x_ptr + base and return its 2-D DCT-II as (m, n * c).
+def _dct2(x_ptr, base, S_SH, S_SW, ch_ptr, cw_ptr, H, W, C, c0, valid, HP: tl.constexpr, WP: tl.constexpr,
+          BC: tl.constexpr, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr,
+          PRECISION: tl.constexpr):
+    """Load plane (h, w, c) at x_ptr + base + h * S_SH + w * S_SW + c and return its 2-D
+    DCT-II as (m, n * c).
 
     Each cosine matrix is loaded (from L1 / L2) right before its dot rather than kept
     live: at 64 x 64 four resident matrices would cost 64 registers per thread.
     """
-    offs, mask = _plane_offsets(H, W, C, HP, WP, BC, c0, W * C, C)
+    offs, mask = _plane_offsets(H, W, C, HP, WP, BC, c0, S_SH, S_SW)
     x = tl.load(x_ptr + base + offs, mask=mask & valid, other=0.0)
     ch = _cos(ch_ptr, H, HP, False, ROUND_DTYPE, DOT_DTYPE)
     t = _apply(ch, tl.reshape(x, (HP, WP * BC)), ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)  # (n, w c)
@@ -148,28 +150,31 @@ def _load_freq(e_ptr, H, W, C, c0, HP: tl.constexpr, WP: tl.constexpr, BC: tl.co
 
 
 @triton.jit
-def hco_fwd_kernel(x_ptr, e_ptr, ch_ptr, cw_ptr, y_ptr, H, W, C,
+def hco_fwd_kernel(x_ptr, e_ptr, ch_ptr, cw_ptr, y_ptr, H, W, C, X_SB, X_SH, X_SW,
                    HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr,
                    ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr,
                    PRECISION: tl.constexpr):
     """y[b] = IDCT2(DCT2(x[b]) * E) for one (channel block, batch element) per program.
 
-    1-D grid (channel block fastest): no 65535 limit on the batch.
+    1-D grid (channel block fastest): no 65535 limit on the batch. x is read through its
+    strides (X_SB, X_SH, X_SW, 1); y is contiguous.
     """
     blocks = (C + BC - 1) // BC  # not tl.cdiv: @jit in triton.language.standard (see tl.full below)
     pid = tl.program_id(0)
     c0 = (pid % blocks) * BC
-    base = (pid // blocks).to(tl.int64) * H * W * C
-    f = _dct2(x_ptr, base, ch_ptr, cw_ptr, H, W, C, c0, True, HP, WP, BC, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
+    b = (pid // blocks).to(tl.int64)
+    f = _dct2(x_ptr, b * X_SB, X_SH, X_SW, ch_ptr, cw_ptr, H, W, C, c0, True, HP, WP, BC,
+              ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
     f = f * _load_freq(e_ptr, H, W, C, c0, HP, WP, BC, ACC_DTYPE)
-    _idct2_store(f, y_ptr, base, ch_ptr, cw_ptr, H, W, C, c0, True, HP, WP, BC,
+    _idct2_store(f, y_ptr, b * H * W * C, ch_ptr, cw_ptr, H, W, C, c0, True, HP, WP, BC,
                  ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
 
 
 # B_PER_PROG is not specialised: as 1 (every dx-only launch) Triton would unroll the
 # pipelined batch loop into a body that spills where the loop does not.
 @triton.jit(do_not_specialize=["B_PER_PROG"])
-def hco_bwd_kernel(x_ptr, dy_ptr, e_ptr, ch_ptr, cw_ptr, dx_ptr, de_ptr, B, H, W, C, B_PER_PROG,
+def hco_bwd_kernel(x_ptr, dy_ptr, e_ptr, ch_ptr, cw_ptr, dx_ptr, de_ptr, B, H, W, C,
+                   X_SB, X_SH, X_SW, G_SB, G_SH, G_SW, B_PER_PROG,
                    HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr,
                    NEED_DX: tl.constexpr, NEED_DE: tl.constexpr, NUM_STAGES: tl.constexpr,
                    ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr,
@@ -177,7 +182,8 @@ def hco_bwd_kernel(x_ptr, dy_ptr, e_ptr, ch_ptr, cw_ptr, dx_ptr, de_ptr, B, H, W
     """dx[b] = HCO(dy[b], E) and per-chunk partials de[chunk] = sum_b DCT2(x[b]) * DCT2(dy[b]).
 
     Program (channel block, chunk) walks batch elements chunk * B_PER_PROG ... in order;
-    the host sums the chunk partials in a fixed order, so dE is deterministic (no atomics).
+    ``plane.hco_de_sum_kernel`` sums the chunk partials in a fixed order, so dE is
+    deterministic (no atomics). x and dy are read through strides; dx is contiguous.
     E and the cosine matrices are re-read (L1 / L2 hits) each iteration instead of being
     kept live across the loop, leaving the registers to the planes. The batch loop is
     software-pipelined (``NUM_STAGES``): the next element's loads are issued while the
@@ -194,15 +200,16 @@ def hco_bwd_kernel(x_ptr, dy_ptr, e_ptr, ch_ptr, cw_ptr, dx_ptr, de_ptr, B, H, W
     for i in tl.range(0, B_PER_PROG, num_stages=NUM_STAGES):
         b = chunk * B_PER_PROG + i
         valid = b < B
-        base = b.to(tl.int64) * plane
-        g = _dct2(dy_ptr, base, ch_ptr, cw_ptr, H, W, C, c0, valid, HP, WP, BC,
+        b64 = b.to(tl.int64)
+        base = b64 * plane
+        g = _dct2(dy_ptr, b64 * G_SB, G_SH, G_SW, ch_ptr, cw_ptr, H, W, C, c0, valid, HP, WP, BC,
                   ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
         if NEED_DX:
             e = _load_freq(e_ptr, H, W, C, c0, HP, WP, BC, ACC_DTYPE)
             _idct2_store(g * e, dx_ptr, base, ch_ptr, cw_ptr, H, W, C, c0, valid, HP, WP, BC,
                          ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
         if NEED_DE:
-            acc += g * _dct2(x_ptr, base, ch_ptr, cw_ptr, H, W, C, c0, valid, HP, WP, BC,
+            acc += g * _dct2(x_ptr, b64 * X_SB, X_SH, X_SW, ch_ptr, cw_ptr, H, W, C, c0, valid, HP, WP, BC,
                              ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
     if NEED_DE:
         offs, mask = _plane_offsets(W, H, C, WP, HP, BC, c0, C, W * C)
