@@ -79,7 +79,33 @@ def _launch_traffic(launch) -> tuple[int, int]:
     if k == "hco_de":
         g = a["g_ptr"]
         return 2 * _nbytes(g) + _nbytes(a["de_ptr"]) + (_nbytes(a["e_ptr"]) + _nbytes(g)) * c["SCALE_G"], 2 * g.numel()
+    if k == "hco_plane":
+        # x, E read once and y written once; the persistent programs' scratch slots (four
+        # passes over each element: T written, the W line read and written, read back) stay
+        # in L2 as far as the slots fit (`_l2_excess`).
+        x = a["x_ptr"]
+        scratch = 4 * x.numel() * a["s_ptr"].element_size()
+        b = _nbytes(x) + _nbytes(a["e_ptr"]) + _nbytes(a["y_ptr"])
+        return b + _l2_excess(scratch, _nbytes(a["s_ptr"])), x.numel() * 4 * (c["HP"] + c["WP"])
+    if k == "hco_plane_bwd":
+        # dy, x (and E, dx with NEED_DX) once; the chunk partials written once (their per
+        # element read-modify-write and the two slots per program stay in L2 as far as they fit).
+        dy, part = a["dy_ptr"], a["de_ptr"]
+        b = _nbytes(dy) + _nbytes(a["x_ptr"]) + _nbytes(part) + (_nbytes(a["e_ptr"]) + _nbytes(dy)) * c["NEED_DX"]
+        passes = 4 * (2 + c["NEED_DX"])  # slot passes per element: DCT2 of dy and of x, IDCT2 for dx
+        on_chip = passes * dy.numel() * a["s_ptr"].element_size() + 2 * dy.numel() * part.element_size()
+        held = _nbytes(a["s_ptr"]) + _nbytes(part)
+        transforms = 4 + 2 * c["NEED_DX"]
+        return b + _l2_excess(on_chip, held), dy.numel() * transforms * (c["HP"] + c["WP"])
+    if k == "hco_de_sum":
+        return _nbytes(a["part_ptr"]) + _nbytes(a["de_ptr"]), 0
     raise ValueError(f"no traffic model for kernel {k}")
+
+
+def _l2_excess(traffic: int, held: int) -> int:
+    """DRAM bytes of on-chip-meant traffic over a working set of ``held`` bytes: none while it
+    fits the H100's L2, else the share of it that does not fit."""
+    return 0 if held <= H100["l2_bytes"] else int(traffic * (1 - H100["l2_bytes"] / held))
 
 
 @dataclass
@@ -95,12 +121,18 @@ class Traffic:
 
 
 def schedule_name(hco, x) -> str:
+    """The forward's schedule / the backward's (hco.schedule), with the streamed line axis."""
     from vheat_kernels.triton import configs as cfg
 
-    if hco.register_resident(x):
-        return "register"
-    side = cfg.line_side(x.shape[1], x.shape[2])
-    return f"line {side}" if side else "4 passes"
+    def name(backward: bool) -> str:
+        which = hco.schedule(x, backward)
+        if which != "streamed":
+            return which
+        side = cfg.line_side(x.shape[1], x.shape[2])
+        return f"line {side}" if side else "4 passes"
+
+    fwd, bwd = name(False), name(True)
+    return fwd if fwd == bwd else f"{fwd} / {bwd}"
 
 
 def model(shape, dtype: torch.dtype) -> Traffic:
@@ -110,11 +142,9 @@ def model(shape, dtype: torch.dtype) -> Traffic:
     x = torch.empty(shape, device="meta", dtype=dtype)
     E = torch.empty((H, W, C), device="meta")
     fwd_plan = hco.forward_plan(x, E, torch.empty_like(x))
-    bwd_plan, de = hco.backward_plan(x, x, E, torch.empty_like(x), True, True)
+    bwd_plan, _ = hco.backward_plan(x, x, E, torch.empty_like(x), True, True)
     fwd = [_launch_traffic(launch) for launch in fwd_plan]
     bwd_bytes = sum(_launch_traffic(launch)[0] for launch in bwd_plan)
-    if de.dim() == 4 and de.shape[0] > 1:
-        bwd_bytes += _nbytes(de) + _nbytes(de[0])  # host sum of the chunk partials
     n = x.numel() * x.element_size()
     e = _nbytes(E)
     cos = (H * H + W * W) * 4
@@ -136,7 +166,7 @@ def model(shape, dtype: torch.dtype) -> Traffic:
 # slots its last wave fills (a grid of 1.2 waves holds the tensor cores for two); every
 # launch pays a fixed start-up. It is a model (no GPU was measured): `make gpu-check`
 # prints measured times beside it.
-H100 = dict(sms=132, hbm_bytes_per_s=3.35e12, launch_s=3e-6,
+H100 = dict(sms=132, hbm_bytes_per_s=3.35e12, launch_s=3e-6, l2_bytes=50 * 2**20,
             mma_flops_per_s={"fp32": 495e12 / 3, "bf16": 989e12, "fp16": 989e12})
 
 
@@ -233,11 +263,8 @@ def roofline(shape, dtype: str, occupancy: bool = False) -> dict[str, PassRoofli
     E = torch.empty((H, W, C), device="meta")
     n, e = _nbytes(x), _nbytes(E)
     fwd_plan = hco.forward_plan(x, E, torch.empty_like(x))
-    bwd_plan, de = hco.backward_plan(x, x, E, torch.empty_like(x), True, True)
+    bwd_plan, _ = hco.backward_plan(x, x, E, torch.empty_like(x), True, True)
     bwd = launch_costs(bwd_plan, dtype, occupancy)
-    if de.dim() == 4 and de.shape[0] > 1:
-        # The chunk partials summed on the host side (torch): one more kernel.
-        bwd.append(LaunchCost("partials sum (torch)", _nbytes(de) + e, 0, 0, None, None))
     t = model(shape, ROOFLINE_DTYPES[dtype])
     return {
         "fwd": PassRoofline(launch_costs(fwd_plan, dtype, occupancy), 2 * n + e, t.matmul_fwd, dtype),

@@ -10,6 +10,8 @@ known to see real launches.
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -275,8 +277,9 @@ def test_launch_recorder_sees_real_launches(hco, monkeypatch):
 
 def test_backward_grid_fills_whole_waves(hco):
     """At B = 128 the plane backward's (channel blocks x chunks) grid of vHeat's 56 and 28
-    planes fills 0.9 - 1 wave of 132 SMs with the widest configuration (the chunking is
-    fixed by the shape, so narrower configurations run more programs)."""
+    planes fills whole waves of 132 SMs to at least 90 %, within 4 waves, with the widest
+    configuration (the chunking is fixed by the shape, so narrower configurations run more
+    programs)."""
     for side in (56, 28):
         for C in CHANNELS[side]:
             for dtype in GPU_DTYPES if side == 56 else (torch.bfloat16, torch.float16):  # 28 fp32: resident
@@ -287,5 +290,7 @@ def test_backward_grid_fills_whole_waves(hco):
                 assert launch.kernel == "hco_plane_bwd"
                 widest = max(launch.configs, key=lambda c: c.BC)
                 blocks, chunks = launch.grid(widest)
-                assert 0.9 * hco.PLANE_BWD_WAVE <= blocks * chunks <= hco.PLANE_BWD_WAVE, (side, C, dtype, blocks, chunks)
+                programs, wave = blocks * chunks, hco.PLANE_BWD_WAVE
+                waves = math.ceil(programs / wave)
+                assert waves <= 4 and programs >= 0.9 * waves * wave, (side, C, dtype, blocks, chunks)
                 assert chunks * launch.args["B_PER_PROG"] >= 128

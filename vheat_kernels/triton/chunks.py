@@ -19,11 +19,22 @@ def backward_chunks(B: int, C: int, programs_wanted: int, block: int) -> int:
     return math.ceil(B / per_prog)
 
 
-def wave_chunks(B: int, blocks: int, wave: int) -> int:
-    """Batch chunks of the plane backward: (blocks x chunks) programs fill at most one
-    ``wave`` (132 SMs of an H100: a constant, so dE's summation order is the same on every
-    GPU), as many as fit; fewer when B is small. Each chunk walks ceil(B / chunks)
-    elements, the last one possibly fewer."""
-    chunks = max(1, min(B, 65535, wave // max(blocks, 1)))
-    per_prog = math.ceil(B / chunks)
+def wave_chunks(B: int, blocks: int, wave: int, max_waves: int = 4) -> int:
+    """Batch chunks of the plane backward: the fewest chunks whose (blocks x chunks)
+    programs fill whole waves to at least 90 % (``wave``: 132 SMs of an H100, a constant,
+    so dE's summation order is the same on every GPU), within ``max_waves`` (each chunk
+    costs a partial write and read); else the best fill found there; fewer when B is
+    small. Each chunk walks ceil(B / chunks) elements, the last one possibly fewer."""
+    blocks = max(blocks, 1)
+    best, best_fill = 1, 0.0
+    for chunks in range(1, max(1, min(B, 65535)) + 1):
+        programs = blocks * chunks
+        if chunks > 1 and programs > max_waves * wave:
+            break
+        fill = programs / (math.ceil(programs / wave) * wave)
+        if fill > best_fill:
+            best, best_fill = chunks, fill
+        if fill >= 0.9:
+            break
+    per_prog = math.ceil(B / best)
     return math.ceil(B / per_prog)
