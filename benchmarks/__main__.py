@@ -3,8 +3,11 @@
     python -m benchmarks                 # full run (799 s with --threads 1 on a 2-core AMD EPYC); writes docs/benchmarks.md
     python -m benchmarks --quick         # smoke run (T only, small batches, short timing)
     python -m benchmarks --only kernel,memory   # sections: kernel, model, resolution, memory, profile
-    VHEAT_CPU_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
-        python -m benchmarks --threads 1 --only model   # an AVX2-only CPU, approximated on an AVX-512 one
+    python -m benchmarks --threads 1 --only model   # whole models only (file tag: model)
+
+An AVX2-only CPU is approximated on an AVX-512 one by prefixing VHEAT_CPU_ISA=avx2
+ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 (the JSON and the
+tables say which were set; ONNX Runtime has no such switch).
 
 Writes benchmarks/results/<tag>_<machine class>.json (tag: full / quick, or the sections run,
 e.g. model; machine class: CPU model and ISA, machine.machine_class) and PNG plots beside it,
