@@ -87,6 +87,8 @@ def parse_args(argv):
     p.add_argument("--batch-sizes", type=_ints, help="model section batch sizes (inference and training)")
     p.add_argument("--vheat-models", type=_names)
     p.add_argument("--timm-models", type=_names)
+    p.add_argument("--timer", choices=["auto", "wall", "thread"],
+                   help="model section clock; auto (default): thread CPU time with --threads 1, wall clock otherwise")
     p.add_argument("--model-peers", type=_names,
                    help="model section's deployment peers, comma list of " + ",".join(DEPLOYMENT_PEERS) + " or 'none'")
     p.add_argument("--resolutions", type=_ints)
@@ -106,7 +108,7 @@ def parse_args(argv):
     if args.batch_sizes is not None:
         cfg["train_batch_sizes"] = args.batch_sizes
     for key in ("min_time", "dtypes", "kernel_resolutions", "kernel_batch", "img_size", "num_classes", "batch_sizes",
-                "vheat_models", "timm_models", "model_peers", "resolutions", "resolution_models", "memory_img_size", "memory_batch"):
+                "vheat_models", "timm_models", "model_peers", "timer", "resolutions", "resolution_models", "memory_img_size", "memory_batch"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     for key in ("img_size", "memory_img_size", *cfg["resolutions"]):

@@ -202,6 +202,7 @@ def test_model_section_onnxruntime_peers_and_a_failed_compile(tmp_path, monkeypa
             _assert_timed_and_checked(rows[(label, n)])
         failed = rows[("vHeat-T official + torch.compile", n)]
         assert failed["ms"] is None and failed["status"] == "did not compile: RuntimeError: InductorError: no working C++ compiler found"
+    assert section["clock"] == ("thread" if torch.get_num_threads() == 1 else "wall")
     table = model_section.table(section)
     assert "| vHeat-T official + torch.compile | did not compile: RuntimeError: InductorError" in table
     assert "| vHeat-T ours, ONNX Runtime | " in table and "x official | ours fused x | max rel diff |" in table

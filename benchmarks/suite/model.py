@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from typing import Dict, List, Optional
 
 import torch
@@ -35,8 +36,22 @@ def _build_peers(name: str, model, cfg: Dict, workdir: str) -> deployment.Peers:
     return deployment.Peers(short, model, official, cfg["img_size"], cfg["model_peers"], workdir, torch.get_num_threads())
 
 
+def clock_name(cfg: Dict) -> str:
+    """'thread' (CPU time of the calling thread) with one torch thread unless cfg['timer'] says
+    'wall': on a shared machine it leaves out the time other processes hold the core. It is fair
+    to every candidate with one thread: torch (MKL, oneDNN, inductor's OpenMP code) and ONNX
+    Runtime with intra_op_num_threads = 1 all compute on the calling thread."""
+    timer = cfg.get("timer", "auto")
+    if timer == "auto":
+        return "thread" if torch.get_num_threads() == 1 else "wall"
+    if timer == "thread" and torch.get_num_threads() != 1:
+        raise ValueError("model section: the thread clock measures one thread; use it with --threads 1")
+    return timer
+
+
 def run(cfg: Dict, peaks: Dict) -> Dict:
     rows = []
+    clock = clock_name(cfg)
     kwargs = cfg.get("model_kwargs", {})  # tests: smaller vHeat configs under the same names
     built = {name: models.create(name, cfg["img_size"], cfg["num_classes"], **kwargs.get(name, {}))
              for name in cfg["vheat_models"] + cfg["timm_models"]}
@@ -66,7 +81,8 @@ def run(cfg: Dict, peaks: Dict) -> Dict:
                             if failure:
                                 status[label] = failure
                     fns.update({label: fn for label, fn in own.items() if label not in status})
-                ms = time_paired(fns, cfg["min_time"], min_reps=cfg["model_reps"], max_reps=cfg["model_reps"] + 2)
+                ms = time_paired(fns, cfg["min_time"], min_reps=cfg["model_reps"], max_reps=cfg["model_reps"] + 2,
+                                 clock=time.thread_time if clock == "thread" else time.perf_counter)
                 for label in [*fns, *status]:
                     t = ms.get(label)
                     rows.append({"model": label, "mode": mode, "batch": n, "img_size": cfg["img_size"],
@@ -75,9 +91,9 @@ def run(cfg: Dict, peaks: Dict) -> Dict:
                 print(f"  model {mode} batch {n}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in ms.items())
                       + "".join(f"; {k}: {v}" for k, v in status.items()), file=sys.stderr)
     add_ratios(rows)
-    return {"threads": torch.get_num_threads(), "rows": rows, "max_rel_diff_allowed": deployment.MAX_REL_DIFF,
+    return {"threads": torch.get_num_threads(), "clock": clock, "rows": rows, "max_rel_diff_allowed": deployment.MAX_REL_DIFF,
             "peers": list(cfg.get("model_peers", [])),
-            "note": "inference: eval + torch.no_grad, vHeat in infer mode (E folded); "
+            "note": f"{clock} clock ({'CPU time of the one calling thread' if clock == 'thread' else 'wall time'}); inference: eval + torch.no_grad, vHeat in infer mode (E folded); "
                     "train: forward + cross-entropy + backward + AdamW step (torch fused, as vheat train); candidates timed "
                     "interleaved. torch.compile: inductor defaults, compiled before timing; ONNX Runtime: dynamo export "
                     "(dynamic batch), CPU provider, intra-op threads = torch threads, all graph optimisations; inference "
