@@ -121,7 +121,7 @@ def test_docs_show_each_machines_model_run(run):
     rows = [{"model": "vHeat-T fused (cpu)", "mode": "infer", "batch": 1, "img_size": 224, "ms": 50.0, "images_per_s": 20.0,
              "status": "ok", "max_rel_diff": 0.0, "x_official": 2.0, "ours_x": 1.0},
             {"model": "vHeat-T official + torch.compile", "mode": "infer", "batch": 1, "img_size": 224, "ms": None,
-             "images_per_s": None, "status": "did not compile: X", "max_rel_diff": None}]
+             "images_per_s": None, "status": "did not compile: X", "max_rel_diff": None, "x_official": None, "ours_x": None}]
     side = out / "model_some-cpu_avx2-forced-on-avx512.json"
     side.write_text(json.dumps({"command": "ONEDNN_MAX_CPU_ISA=AVX2 python -m benchmarks --only model", "finished_utc": "now",
                                 "machine": machine, "config": {"img_size": 224}, "results": {"model": {"rows": rows}}}))
