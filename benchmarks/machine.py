@@ -22,15 +22,25 @@ def host_isa() -> str:
     return "avx512" if "avx512f" in flags else "avx2" if {"avx2", "fma"} <= flags else "generic"
 
 
+# The switches that narrow what a library dispatches to, read at process start: ours
+# (csrc/cpu/hco_cpu.cpp), ATen's own kernels and inductor's generated code, oneDNN (torch's
+# convolutions and its oneDNN linear), MKL (torch's matmul / addmm). Setting them all to AVX2 on
+# an AVX-512 host approximates an AVX2-only CPU of the same cores; ONNX Runtime's MLAS has no
+# such switch and keeps the host's widest ISA.
+ISA_SWITCHES = ("VHEAT_CPU_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
 def machine_info():
     """CPU model, the ISA our CPU kernels ran (forced by $VHEAT_CPU_ISA or the host's
-    widest), threads and versions."""
+    widest), which ISA switches were set (isa_forced_by), threads and versions."""
     import torch
     import vheat_kernels as vk
 
     forced = os.environ.get("VHEAT_CPU_ISA") or None
     return {"cpu": _cpuinfo_field("model name") or platform.processor(), "host_isa": host_isa(),
-            "isa": forced or host_isa(), "isa_forced": forced is not None, "threads": torch.get_num_threads(),
+            "isa": forced or host_isa(), "isa_forced": forced is not None,
+            "isa_forced_by": {k: os.environ[k] for k in ISA_SWITCHES if os.environ.get(k)},
+            "threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "build_info": vk.build_info()}
 
 
@@ -48,5 +58,6 @@ def machine_label(machine) -> str:
     """The CPU model and ISA, as tables name them."""
     isa = machine.get("isa", "kernel ISA not recorded")
     if machine.get("isa_forced") and isa != machine.get("host_isa"):
-        isa += f" (forced by VHEAT_CPU_ISA on an {machine['host_isa']} host)"
+        switches = " ".join(f"{k}={v}" for k, v in machine.get("isa_forced_by", {}).items()) or "VHEAT_CPU_ISA"
+        isa += f" (forced by {switches} on an {machine['host_isa']} host)"
     return f"{machine['cpu']}, {isa}"

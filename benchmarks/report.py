@@ -1,6 +1,8 @@
 """Render docs/benchmarks.md from the suite's JSON (tables, target check, plots, exact command).
 
-    python -m benchmarks.report [--json benchmarks/results/full.json] [--out docs/benchmarks.md]
+    python -m benchmarks.report [--json benchmarks/results/full_<machine class>.json] [--out docs/benchmarks.md]
+
+(default --json: the full run of this machine's class, benchmarks.machine.machine_class)
 """
 from __future__ import annotations
 
@@ -22,8 +24,11 @@ TITLES = {"kernel": "HCO kernels vs the official matmul-DCT", "model": "Whole mo
 
 
 def _row(rows: List[Dict], prefix: str, **match) -> Optional[Dict]:
+    """The first timed row named ``prefix`` or ``prefix (...)`` ('vHeat-T fused' finds 'vHeat-T fused (cpu)';
+    'vHeat-T official' does not find 'vHeat-T official + torch.compile')."""
     for r in rows:
-        if r["model"].startswith(prefix) and all(r[k] == v for k, v in match.items()):
+        named = r["model"] == prefix or r["model"].startswith(prefix + " (")
+        if named and r.get("ms") is not None and all(r[k] == v for k, v in match.items()):
             return r
     return None
 
@@ -131,11 +136,11 @@ def hco_share(results: Dict) -> Optional[str]:
     lines = []
     per_image = _hco_per_image(results, 224)
     model_rows = [r for r in results.get("model", {}).get("rows", [])
-                  if r["mode"] == "infer" and r["model"].startswith("vHeat-T official")]
+                  if r["mode"] == "infer" and r["model"] == "vHeat-T official" and r.get("ms") is not None]
     if per_image and model_rows:
         m = max(model_rows, key=lambda r: r["batch"])
         lines.append(_bound_line(per_image, 224, m["ms"] / m["batch"], f"inference, batch {m['batch']}"))
-    res_rows = [r for r in results.get("resolution", {}).get("rows", []) if r["model"].startswith("vHeat-T official")]
+    res_rows = [r for r in results.get("resolution", {}).get("rows", []) if r["model"] == "vHeat-T official"]
     if res_rows:
         top = max(res_rows, key=lambda r: r["img_size"])
         per_image = _hco_per_image(results, top["img_size"]) if top["img_size"] != 224 else None
@@ -178,6 +183,7 @@ def render(payload: Dict, plot_dir_rel: str) -> str:
         f"Run: {payload['finished_utc']} UTC, {payload['wall_s']:.0f} s, code at {payload.get('git', 'unrecorded commit')}.  ",
         f"Machine: {machine_label(m)}, {m.get('cpu_count', '?')} cores, {m['threads']} torch threads, torch {m['torch']}, "
         f"Python {m['python']}; 1-min load average {_load(m)}.  ",
+        *([f"ISA: {m['isa_note']}.  "] if m.get("isa_note") else []),
         f"Measured ceilings: GEMM {payload['peaks']['gemm_gflops']:.1f} GFLOP/s (fp32, the faster of MKL and oneDNN), "
         f"copy {payload['peaks']['copy_gbs']:.1f} GB/s (read + write).",
         "",
@@ -197,7 +203,7 @@ def render(payload: Dict, plot_dir_rel: str) -> str:
         if name not in payload["results"]:
             continue
         section = payload["results"][name]
-        parts += ["", f"## {TITLES[name]}", ""]
+        parts += ["", f"## {TITLES[name]} ({machine_label(m)}, {m['threads']} threads)", ""]
         if section.get("note"):
             parts += [section["note"], ""]
         if name in payload.get("plots", {}):
@@ -238,11 +244,31 @@ def update_readme(path: str, payload: Dict) -> bool:
     return True
 
 
+def model_runs(results_dir: str) -> str:
+    """The model tables of the per-machine model-only runs beside the full run's JSON
+    (model_<machine class>.json, from ``python -m benchmarks --only model``), each headed by its
+    CPU, ISA, command and load: figures of different CPUs side by side, never mixed."""
+    parts = []
+    for name in sorted(os.listdir(results_dir)):
+        if not (name.startswith("model_") and name.endswith(".json")):
+            continue
+        with open(os.path.join(results_dir, name)) as f:
+            run = json.load(f)
+        m = run["machine"]
+        parts += ["", f"## Whole models at {run['config']['img_size']}: {machine_label(m)}, {m['threads']} threads", "",
+                  f"`{run['command']}` ({run['finished_utc']} UTC, code at {run.get('git', '?')}, "
+                  f"`benchmarks/results/{name}`); 1-min load average {_load(m)}."
+                  + (f" ISA: {m['isa_note']}." if m.get("isa_note") else ""), "",
+                  run["results"]["model"].get("note", ""), "", model.table(run["results"]["model"])]
+    return "\n".join(parts)
+
+
 def write_docs(json_path: str, out: str, readme: Optional[str] = None) -> str:
     with open(json_path) as f:
         payload = json.load(f)
     rel = os.path.relpath(os.path.dirname(os.path.abspath(json_path)), os.path.dirname(os.path.abspath(out)))
-    atomic_write_text(out, render(payload, rel))
+    extra = model_runs(os.path.dirname(os.path.abspath(json_path)))
+    atomic_write_text(out, render(payload, rel) + (extra + "\n" if extra else ""))
     if readme:
         update_readme(readme, payload)
     return out
@@ -250,10 +276,14 @@ def write_docs(json_path: str, out: str, readme: Optional[str] = None) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--json", default="benchmarks/results/full.json")
+    p.add_argument("--json", default=None, help="default: benchmarks/results/full_<this machine's class>.json")
     p.add_argument("--out", default="docs/benchmarks.md")
     p.add_argument("--readme", default="README.md", help="README whose marked target block is updated ('' to skip)")
     args = p.parse_args(argv)
+    if args.json is None:
+        from .machine import machine_class, machine_info
+
+        args.json = f"benchmarks/results/full_{machine_class(machine_info())}.json"
     print(f"wrote {write_docs(args.json, args.out, args.readme or None)}")
 
 

@@ -8,8 +8,11 @@ import os
 import pytest
 import torch
 
-from benchmarks.__main__ import main
-from benchmarks.report import hco_share, render, targets, targets_table
+from benchmarks.__main__ import QUICK, main
+from benchmarks.machine import machine_class, machine_info
+from benchmarks.report import TITLES, hco_share, render, targets, targets_table
+from benchmarks.suite import deployment
+from benchmarks.suite import model as model_section
 from benchmarks.suite.official_vheat import OfficialVHeat
 from vheat.models import VHeat
 from vheat_kernels import extension_available
@@ -18,7 +21,7 @@ from reference_data import GOLDEN
 
 TINY = ["--quick", "--threads", "1", "--min-time", "0", "--dtypes", "float32", "--kernel-resolutions", "32", "--kernel-batch", "1",
         "--img-size", "64", "--num-classes", "7", "--batch-sizes", "1", "--vheat-models", "vheat_tiny",
-        "--timm-models", "deit_small_patch16_224", "--resolutions", "32,64",
+        "--timm-models", "deit_small_patch16_224", "--model-peers", "none", "--resolutions", "32,64",
         "--resolution-models", "vheat_tiny,deit_small_patch16_224", "--memory-img-size", "64", "--memory-batch", "1"]
 
 
@@ -32,10 +35,10 @@ def run(tmp_path_factory):
 
 def test_json_schema(run):
     out, _, payload = run
-    with open(out / "t.json") as f:
+    with open(out / f"t_{machine_class(machine_info())}.json") as f:  # one file per machine class
         saved = json.load(f)
     assert saved["command"].startswith("python -m benchmarks --quick") and saved["git"]
-    assert {"cpu", "threads", "torch", "python"} <= set(saved["machine"])
+    assert {"cpu", "isa", "host_isa", "isa_forced_by", "isa_note", "machine_class", "threads", "torch", "python"} <= set(saved["machine"])
     assert saved["peaks"]["gemm_gflops"] > 0 and saved["peaks"]["copy_gbs"] > 0
     assert set(saved["results"]) == {"kernel", "model", "resolution", "memory", "profile"}
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
@@ -53,7 +56,11 @@ def test_json_schema(run):
     for mode in ("infer", "train"):
         fused = "vHeat-T fused (cpu)" if extension_available() else "vHeat-T fused (fft)"
         assert {l for l, md in labels if md == mode} == {fused, "vHeat-T official", "vHeat-T ours + matmul-DCT", "DeiT-S"}
-    assert all(r["ms"] > 0 and r["images_per_s"] > 0 for r in m["rows"])
+    assert all(r["ms"] > 0 and r["images_per_s"] > 0 and r["status"] == "ok" for r in m["rows"])
+    # every vHeat inference candidate was checked against our eager model on the same input
+    checked = [r for r in m["rows"] if r["mode"] == "infer" and r["model"].startswith("vHeat-T")]
+    assert len(checked) == 3 and all(0 <= r["max_rel_diff"] <= m["max_rel_diff_allowed"] for r in checked)
+    assert all(r["max_rel_diff"] is None for r in m["rows"] if r["mode"] == "train" or r["model"] == "DeiT-S")
 
     res = saved["results"]["resolution"]
     assert sorted({r["img_size"] for r in res["rows"]}) == [32, 64]
@@ -90,14 +97,43 @@ def test_json_schema(run):
 
 def test_plots_and_docs(run):
     out, docs, _ = run
-    for name in ("t_resolution.png", "t_kernel_speedup.png"):
+    stem = f"t_{machine_class(machine_info())}"
+    for name in (f"{stem}_resolution.png", f"{stem}_kernel_speedup.png"):
         with open(out / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     text = docs.read_text()
     assert "`python -m benchmarks --quick" in text and "## Targets" in text
-    assert "(./t_resolution.png)" in text and "(./t_kernel_speedup.png)" in text
+    assert f"(./{stem}_resolution.png)" in text and f"(./{stem}_kernel_speedup.png)" in text
+    cpu = machine_info()["cpu"]
     for title in ("HCO kernels", "Whole models", "Resolution scaling", "Memory", "Where the time goes"):
         assert f"## {title}" in text
+    for title in TITLES.values():
+        assert f"## {title} ({cpu}, " in text  # every table names the CPU (and ISA) it ran on
+
+
+def test_docs_show_each_machines_model_run(run):
+    from benchmarks.report import write_docs
+
+    out, docs, _ = run
+    forced = {"VHEAT_CPU_ISA": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    machine = {"cpu": "Some CPU", "host_isa": "avx512", "isa": "avx2", "isa_forced": True, "isa_forced_by": forced,
+               "threads": 1, "load_avg_before": [3.0], "load_avg_after": [4.0], "isa_note": "forced by ..."}
+    rows = [{"model": "vHeat-T fused (cpu)", "mode": "infer", "batch": 1, "img_size": 224, "ms": 50.0, "images_per_s": 20.0,
+             "status": "ok", "max_rel_diff": 0.0, "x_official": 2.0, "ours_x": 1.0},
+            {"model": "vHeat-T official + torch.compile", "mode": "infer", "batch": 1, "img_size": 224, "ms": None,
+             "images_per_s": None, "status": "did not compile: X", "max_rel_diff": None, "x_official": None, "ours_x": None}]
+    side = out / "model_some-cpu_avx2-forced-on-avx512.json"
+    side.write_text(json.dumps({"command": "ONEDNN_MAX_CPU_ISA=AVX2 python -m benchmarks --only model", "finished_utc": "now",
+                                "machine": machine, "config": {"img_size": 224}, "results": {"model": {"rows": rows}}}))
+    try:
+        text = (write_docs(str(out / f"t_{machine_class(machine_info())}.json"), str(docs)) and docs.read_text())
+    finally:
+        side.unlink()
+    section = text[text.index("## Whole models at 224: Some CPU, avx2 (forced by VHEAT_CPU_ISA=avx2 ONEDNN_MAX_CPU_ISA=AVX2 "
+                              "on an avx512 host), 1 threads"):]
+    assert "`ONEDNN_MAX_CPU_ISA=AVX2 python -m benchmarks --only model`" in section and "load average 3.0 before" in section
+    assert "| infer | 1 | vHeat-T fused (cpu) | 50.0 | 20.00 | 2.00x | 1.00x | 0.0e+00 |" in section
+    assert "| infer | 1 | vHeat-T official + torch.compile | did not compile: X |" in section
 
 
 def test_targets_bookkeeping():
@@ -125,6 +161,94 @@ def test_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit):
         main(argv)
     assert message in capsys.readouterr().err
+
+
+# --- the model section's deployment peers (torch.compile, ONNX Runtime) on a micro vHeat ------------
+MICRO_MODEL = dict(QUICK, img_size=64, num_classes=7, batch_sizes=[1, 2], min_time=0, model_reps=1, modes=["infer"],
+                   vheat_models=["vheat_tiny"], timm_models=[], model_kwargs={"vheat_tiny": dict(depths=(1, 1, 1, 1), dims=8)})
+PEER_ROWS = ("vHeat-T official + torch.compile", "vHeat-T official, ONNX Runtime", "vHeat-T ours, ONNX Runtime")
+
+
+def _model_section(tmp_path, monkeypatch, **cfg):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where the section's .onnx files go
+    exported, export = [], deployment.export_onnx
+    monkeypatch.setattr(deployment, "export_onnx", lambda model, x, path: (exported.append(path), export(model, x, path)))
+    section = model_section.run(dict(MICRO_MODEL, **cfg), {})
+    # the exports went to a temporary directory, deleted after the section
+    assert all(p.startswith(str(tmp_path)) and not os.path.exists(p) for p in exported)
+    assert not list(tmp_path.glob("vheat-bench-onnx-*"))
+    return {(r["model"], r["batch"]): r for r in section["rows"]}, section
+
+
+def _assert_timed_and_checked(row):
+    assert row["status"] == "ok" and row["ms"] > 0 and row["x_official"] > 0 and row["ours_x"] > 0
+    assert 0 <= row["max_rel_diff"] <= deployment.MAX_REL_DIFF
+
+
+@pytest.mark.skipif(not extension_available(), reason="our ONNX export of vHeat needs the op library's symbolics")
+def test_model_section_onnxruntime_peers_and_a_failed_compile(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+
+    def no_compiler(module, **kwargs):  # torch.compile fails at the first call, as inductor does
+        def call(*args):
+            raise RuntimeError("InductorError: no working C++ compiler found\nsecond line of the error")
+        return call
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    rows, section = _model_section(tmp_path, monkeypatch, model_peers=["compile", "onnxruntime"])
+    for n in (1, 2):  # one export with a dynamic batch serves every batch size
+        for label in ("vHeat-T fused (cpu)", "vHeat-T official", "vHeat-T ours + matmul-DCT", *PEER_ROWS[1:]):
+            _assert_timed_and_checked(rows[(label, n)])
+        failed = rows[("vHeat-T official + torch.compile", n)]
+        assert failed["ms"] is None and failed["status"] == "did not compile: RuntimeError: InductorError: no working C++ compiler found"
+    assert section["clock"] == ("thread" if torch.get_num_threads() == 1 else "wall")
+    table = model_section.table(section)
+    assert "| vHeat-T official + torch.compile | did not compile: RuntimeError: InductorError" in table
+    assert "| vHeat-T ours, ONNX Runtime | " in table and "x official | ours fused x | max rel diff |" in table
+
+
+@pytest.mark.slow
+def test_model_section_compiles_the_official_model(tmp_path, monkeypatch):
+    rows, _ = _model_section(tmp_path, monkeypatch, model_peers=["compile"])
+    for n in (1, 2):  # batch 2 recompiles before timing
+        _assert_timed_and_checked(rows[(PEER_ROWS[0], n)])
+
+
+def test_model_section_reports_failed_exports_and_numeric_mismatches(tmp_path, monkeypatch, capsys):
+    def no_export(model, example, path):
+        raise RuntimeError("exporting aten::imaginary_op is not supported\ndetails")
+
+    monkeypatch.setattr(deployment, "export_onnx", no_export)  # _model_section's wrapper calls this one
+    # A tolerance nothing but our model itself meets: every other candidate fails, loudly, untimed.
+    monkeypatch.setattr(deployment, "MAX_REL_DIFF", 1e-12)
+    rows, section = _model_section(tmp_path, monkeypatch, batch_sizes=[1], model_peers=["onnxruntime"])
+    fused = rows[("vHeat-T fused (cpu)" if extension_available() else "vHeat-T fused (fft)", 1)]
+    assert fused["status"] == "ok" and fused["ms"] > 0 and fused["max_rel_diff"] == 0
+    assert fused["x_official"] is None and fused["ours_x"] == 1.0  # no official time to compare with
+    err = capsys.readouterr().err
+    for label in ("vHeat-T official", "vHeat-T ours + matmul-DCT"):
+        row = rows[(label, 1)]
+        assert row["ms"] is None and row["max_rel_diff"] > 1e-12
+        assert row["status"].startswith("numeric check FAILED: max rel diff") and f"ERROR {label}: numeric check FAILED" in err
+    for label in PEER_ROWS[1:]:
+        assert rows[(label, 1)] == dict(rows[(label, 1)], ms=None, max_rel_diff=None,
+                                        status="not exported: RuntimeError: exporting aten::imaginary_op is not supported")
+    assert "| vHeat-T official | numeric check FAILED" in model_section.table(section)
+
+
+def test_forced_isa_is_named():
+    from benchmarks.__main__ import isa_note
+    from benchmarks.machine import machine_label
+
+    forced = {"VHEAT_CPU_ISA": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    m = {"cpu": "AMD EPYC", "host_isa": "avx512", "isa": "avx2", "isa_forced": True, "isa_forced_by": forced}
+    assert machine_class(m) == "amd-epyc_avx2-forced-on-avx512"
+    assert machine_label(m) == ("AMD EPYC, avx2 (forced by VHEAT_CPU_ISA=avx2 ONEDNN_MAX_CPU_ISA=AVX2 "
+                                "MKL_ENABLE_INSTRUCTIONS=AVX2 on an avx512 host)")
+    note = isa_note(m)
+    assert "ONNX Runtime's MLAS has no such switch" in note and "NOT forced: ATEN_CPU_CAPABILITY" in note
+    assert "not forced" in isa_note({"host_isa": "avx512", "isa_forced_by": {}})
 
 
 def test_amdahl_bound():

@@ -24,10 +24,11 @@ def fused_backend() -> str:
     return "cpu" if vk.extension_available() else "fft"
 
 
-def create(name: str, img_size: int = 224, num_classes: int = 1000) -> torch.nn.Module:
-    """A timm model without weights (nothing is downloaded), built for img_size input."""
+def create(name: str, img_size: int = 224, num_classes: int = 1000, **overrides) -> torch.nn.Module:
+    """A timm model without weights (nothing is downloaded), built for img_size input; ``overrides``
+    go to the model's constructor (tests: a smaller vHeat under the name vheat_tiny)."""
     kwargs = {} if name.startswith("convnext") else {"img_size": img_size}
-    return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs, **overrides)
 
 
 def candidates(name: str, model: torch.nn.Module) -> Dict[str, Tuple[torch.nn.Module, Optional[str]]]:
