@@ -25,9 +25,12 @@ def wave_chunks(B: int, blocks: int, wave: int, max_waves: int = 4) -> int:
     so dE's summation order is the same on every GPU), within ``max_waves`` (each chunk
     costs a partial write and read); else the best fill found there; fewer when B is
     small. Each chunk walks ceil(B / chunks) elements, the last one possibly fewer."""
+    if B <= 0:
+        return 1
     blocks = max(blocks, 1)
     best, best_fill = 1, 0.0
-    for chunks in range(1, max(1, min(B, 65535)) + 1):
+    for wanted in range(1, max(1, min(B, 65535)) + 1):
+        chunks = math.ceil(B / math.ceil(B / wanted))  # every chunk walks ceil(B / chunks) elements
         programs = blocks * chunks
         if chunks > 1 and programs > max_waves * wave:
             break
@@ -36,5 +39,4 @@ def wave_chunks(B: int, blocks: int, wave: int, max_waves: int = 4) -> int:
             best, best_fill = chunks, fill
         if fill >= 0.9:
             break
-    per_prog = math.ceil(B / best)
-    return math.ceil(B / per_prog)
+    return best
