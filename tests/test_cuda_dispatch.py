@@ -225,3 +225,19 @@ def test_requesting_cuda_on_an_uncovered_device_says_what_to_rebuild_with(mock_g
     mock_gpu((9, 0), {"cuda": True, "cuda_arch_list": "8.0;9.0+PTX"})
     with pytest.raises(BackendUnavailableError, match="H and W must be <= 8192"):
         resolve_backend(FakeCudaTensor((1, 9000, 2, 1), torch.float32), None, "cuda")
+
+
+def test_a_damaged_auto_table_is_a_clear_error_and_a_missing_one_the_default_order(monkeypatch, tmp_path):
+    bad = tmp_path / "auto_table.json"
+    bad.write_text('{"entries": {"bfloat16 7x7 inference": "cuda"')  # cut short
+    monkeypatch.setattr(dispatch, "AUTO_TABLE_FILE", bad)
+    dispatch.auto_table.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="auto_table.json is unreadable .*bytes_model.py --update"):
+            dispatch.auto_table()
+        monkeypatch.setattr(dispatch, "AUTO_TABLE_FILE", tmp_path / "missing.json")
+        dispatch.auto_table.cache_clear()
+        assert dispatch.auto_table() == {}
+    finally:
+        monkeypatch.undo()
+        dispatch.auto_table.cache_clear()

@@ -98,6 +98,9 @@ def auto_table() -> dict[str, str]:
         return dict(json.loads(AUTO_TABLE_FILE.read_text())["entries"])
     except FileNotFoundError:
         return {}
+    except (ValueError, KeyError, TypeError) as exc:  # a damaged install: say so, not deep in a call
+        raise RuntimeError(f"{AUTO_TABLE_FILE} is unreadable ({type(exc).__name__}: {exc}); reinstall "
+                           "vheat-kernels or rewrite it with `python benchmarks/bytes_model.py --update`") from exc
 
 
 def auto_table_key(dtype: torch.dtype, H: int, W: int, training: bool) -> str:
