@@ -166,7 +166,7 @@ def _nvidia_include_dirs() -> list[str]:
 def extensions():
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
-    sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/python_module.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    sources = ["csrc/ops.cpp", "csrc/python_module.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     cxx_flags = ["-O3", "-g0", "-fopenmp", "-std=c++20", "-DNDEBUG"]
     if not _cuda_wanted():
         return [CppExtension("vheat_kernels._C", sources, extra_compile_args={"cxx": cxx_flags},

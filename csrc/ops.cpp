@@ -1,7 +1,7 @@
 // Schema of the vheat op library. Device implementations register themselves with
-// TORCH_LIBRARY_IMPL next to their kernels (cpu/, cuda/), the forward ops' autograd in
-// autograd.cpp; fake (meta) kernels and the backward ops' autograd (higher orders) are
-// registered from Python (vheat_kernels/ops.py).
+// TORCH_LIBRARY_IMPL next to their kernels (cpu/, cuda/); fakes and autograd (every order,
+// one pair for every backend) are registered from Python: vheat_kernels/ops.py, which
+// reads top to bottom from this schema to the backends' calls.
 #include <torch/library.h>
 
 TORCH_LIBRARY(vheat, m) {
@@ -10,11 +10,8 @@ TORCH_LIBRARY(vheat, m) {
   // dx = HCO(grad_y, E); dE = sum_b DCT2(x) * DCT2(grad_y) (reduced over the batch in a
   // fixed order). A gradient that is not needed is returned as an empty tensor.
   m.def("hco_backward(Tensor grad_y, Tensor x, Tensor E, bool need_dx, bool need_dE) -> (Tensor, Tensor)");
-  // Training pair (CPU): the forward also returns x_hat = DCT2(x) in fp32 (fp64 for double)
-  // so the backward skips re-transforming x; x_hat replaces x among the saved tensors.
+  // The spectrum pair (CPU): the forward also returns spectrum = DCT2(x) in fp32 (fp64 for
+  // double), saved instead of x, so the backward skips re-transforming x.
   m.def("hco_forward_spectrum(Tensor x, Tensor E) -> (Tensor, Tensor)");
-  m.def("hco_backward_spectrum(Tensor grad_y, Tensor x_hat, Tensor E, bool need_dx, bool need_dE) -> (Tensor, Tensor)");
-  // Orthonormal DCT-III over H and W (the inverse of x_hat = DCT2(x)), differentiable:
-  // the spectrum pair's second-order term. Implemented in Python (reference.idct2_2d).
-  m.def("idct2_2d(Tensor X) -> Tensor");
+  m.def("hco_backward_spectrum(Tensor grad_y, Tensor spectrum, Tensor E, bool need_dx, bool need_dE) -> (Tensor, Tensor)");
 }

@@ -5,6 +5,8 @@
 
 #include <string>
 
+#include "cuda/hco_plan.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -30,6 +32,9 @@ py::dict build_info() {
 #else
   info["cuda_arch_list"] = py::none();
 #endif
+  // Longest H or W the CUDA kernels accept (compiled in either way: the CUDA backend's
+  // reason for refusing a plane reads it).
+  info["cuda_max_axis"] = vheat::cuda::kMaxAxis;
   // The torch this library was compiled against: it loads only into that torch's ABI.
   info["torch_built"] = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
                         std::to_string(TORCH_VERSION_PATCH);

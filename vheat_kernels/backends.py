@@ -1,4 +1,5 @@
-"""Registers the HCO backends with the dispatcher (see dispatch.py for the choice)."""
+"""The HCO backends: where each can run (its ``unavailable_reason``) and what it calls,
+registered with the dispatcher (dispatch.py chooses among them)."""
 from __future__ import annotations
 
 import functools
@@ -7,11 +8,11 @@ from typing import Optional
 
 import torch
 
-from . import ops as _ops
 from . import reference
 from ._extension import build_info, extension_available, require_extension
 from .cuda_arch import arch_reason, device_capability
 from .dispatch import Backend, register_backend
+from .ops import hco_compiled
 
 
 def _always(x: torch.Tensor, E: torch.Tensor) -> Optional[str]:
@@ -31,26 +32,14 @@ def _compiled_reason(x: torch.Tensor, E: torch.Tensor, device_type: str) -> Opti
     return None
 
 
-# Longest axis the CUDA kernels accept (== kMaxAxis in csrc/cuda/hco_plan.h).
-CUDA_MAX_AXIS = 8192
-
-
 def _cuda_reason(x: torch.Tensor, E: torch.Tensor) -> Optional[str]:
     reason = _compiled_reason(x, E, "cuda")
     if reason is not None:
         return reason
-    if x.dim() == 4 and max(x.shape[1], x.shape[2]) > CUDA_MAX_AXIS:
-        return f"H and W must be <= {CUDA_MAX_AXIS} for the CUDA kernels, got H={x.shape[1]}, W={x.shape[2]}"
+    max_axis = build_info()["cuda_max_axis"]  # kMaxAxis, csrc/cuda/hco_plan.h
+    if x.dim() == 4 and max(x.shape[1], x.shape[2]) > max_axis:
+        return f"H and W must be <= {max_axis} for the CUDA kernels, got H={x.shape[1]}, W={x.shape[2]}"
     return arch_reason(device_capability(x.device), build_info())
-
-
-def _compiled_hco(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
-    # Few Python steps on purpose: with cold caches each costs microseconds per call.
-    ops = _ops.compiled_ops()
-    # On CPU, when a backward will follow, keep DCT2(x) from the forward (saved instead of x).
-    if x.is_cpu and (x.requires_grad or E.requires_grad) and torch.is_grad_enabled():
-        return ops.hco_forward_spectrum(x, E)[0]
-    return ops.hco_forward(x, E)
 
 
 _triton_state: list = []  # [(module or None, reason)] once imported; plain state for torch.compile
@@ -81,6 +70,6 @@ def _triton_hco(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
 
 register_backend(Backend("reference", _always, reference.hco_matmul_dct))
 register_backend(Backend("fft", _always, reference.hco_fft))
-register_backend(Backend("cpu", functools.partial(_compiled_reason, device_type="cpu"), _compiled_hco))
+register_backend(Backend("cpu", functools.partial(_compiled_reason, device_type="cpu"), hco_compiled))
 register_backend(Backend("triton", _triton_reason, _triton_hco))
-register_backend(Backend("cuda", _cuda_reason, _compiled_hco))
+register_backend(Backend("cuda", _cuda_reason, hco_compiled))

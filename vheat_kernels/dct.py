@@ -17,6 +17,13 @@ from .map_cache import TensorLRU
 MAPS = TensorLRU()
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the HCO computes in for inputs of ``dtype``: float64 for float64, else
+    float32 (bf16 / fp16 inputs accumulate in fp32; torch.fft has no bf16 kernels). The C++
+    kernels keep the same rule in one place (accumulation_type, csrc/cpu)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _cached(key, build):
     """Memoise real tensors only: under FakeTensorMode (opcheck, export, compile tracing)
     the builder yields fake tensors, which must never reach later eager calls."""
@@ -68,6 +75,6 @@ def attenuation(k: torch.Tensor) -> torch.Tensor:
     if k.dim() != 3:
         raise ValueError(f"attenuation: k must have shape (H, W, C), got {tuple(k.shape)}")
     h, w, _ = k.shape
-    compute_dtype = torch.float64 if k.dtype == torch.float64 else torch.float32
-    log_d = torch.log(decay_map(h, w, k.device, torch.float64)).to(compute_dtype)
-    return torch.exp(k.to(compute_dtype) * log_d[:, :, None])
+    work = compute_dtype(k.dtype)
+    log_d = torch.log(decay_map(h, w, k.device, torch.float64)).to(work)
+    return torch.exp(k.to(work) * log_d[:, :, None])

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .dct import dct_matrix
+from .dct import compute_dtype, dct_matrix
 
 
 def hco_matmul_dct(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
@@ -40,11 +40,6 @@ def hco_matmul4(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
     y = torch.matmul(cos_w, y.view(B * H, W, C)).view(B, H, W, C) * E.to(x.dtype)
     y = torch.matmul(cos_w.t(), y.view(B * H, W, C))
     return torch.matmul(cos_h.t(), y.view(B, H, W * C)).view(B, H, W, C)
-
-
-def _fft_dtype(dtype: torch.dtype) -> torch.dtype:
-    # torch.fft has no bf16 kernels and half only for powers of two on CUDA: compute in fp32.
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def dct2_ortho(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -83,7 +78,7 @@ def idct2_ortho(X: torch.Tensor, dim: int) -> torch.Tensor:
 
 def dct2_2d(x: torch.Tensor) -> torch.Tensor:
     """Orthonormal DCT-II over H and W of (B, H, W, C), in fp32 (fp64 for fp64 inputs)."""
-    x = x.to(_fft_dtype(x.dtype))
+    x = x.to(compute_dtype(x.dtype))
     if x.numel() == 0:  # MKL rejects empty transforms; the transform of nothing is nothing
         return x.clone()
     return dct2_ortho(dct2_ortho(x, 1), 2)
@@ -91,7 +86,7 @@ def dct2_2d(x: torch.Tensor) -> torch.Tensor:
 
 def idct2_2d(X: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`dct2_2d` (orthonormal DCT-III over H and W)."""
-    X = X.to(_fft_dtype(X.dtype))
+    X = X.to(compute_dtype(X.dtype))
     if X.numel() == 0:
         return X.clone()
     return idct2_ortho(idct2_ortho(X, 2), 1)
@@ -99,5 +94,5 @@ def idct2_2d(X: torch.Tensor) -> torch.Tensor:
 
 def hco_fft(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
     """HCO with DCTs through torch.fft; computed in fp32 (fp64 for fp64 inputs)."""
-    work = _fft_dtype(x.dtype)
+    work = compute_dtype(x.dtype)
     return idct2_2d(dct2_2d(x) * E.to(work)).to(x.dtype)

@@ -33,8 +33,8 @@ import triton.language as tl
 from torch._subclasses.fake_tensor import is_fake
 from torch.library import triton_op, wrap_triton
 
-from ..autograd import register_hco_autograd
-from ..map_cache import TensorLRU
+from ..dct import compute_dtype, dct_matrix
+from ..ops import register_hco_autograd
 from . import configs as cfg
 from .chunks import backward_chunks
 from .chunks import wave_chunks
@@ -125,8 +125,6 @@ def heat_conduction_triton(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
 # --- plans and launchers -----------------------------------------------------------------
 
 
-_COS_CACHE = TensorLRU()  # bounded as dct.MAPS (map_cache.DEFAULT_BUDGET_BYTES)
-
 # Programs the register-resident backward aims for (two per SM of a 132-SM H100). A
 # constant, not the device's SM count, so the chunking, and with it dE's bits, is the
 # same on every GPU. Under the interpreter a handful, so tests see uneven chunks.
@@ -149,21 +147,9 @@ DE_SUM_BLOCK = 1024  # elements of dE per program of the chunk-partial sum
 
 
 def _cos(n: int, like: torch.Tensor) -> torch.Tensor:
-    """Orthonormal DCT-II matrix (n, n) in fp32 (fp64 for fp64 inputs), cached per device.
-
-    Traced calls (torch.compile, opcheck under FakeTensorMode) and meta tensors (the
-    compile check's plans) build it uncached, so neither reaches later eager calls;
-    ``dct.dct_matrix`` follows the same rule.
-    """
-    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-    tracing = is_fake(like) or torch.compiler.is_compiling() or like.device.type == "meta"
-    def build() -> torch.Tensor:
-        i = torch.arange(n, dtype=torch.float64, device=like.device)
-        mat = torch.cos(math.pi * (i[None, :] + 0.5) * i[:, None] / n) * math.sqrt(2.0 / n)
-        mat[0] = mat[0] / math.sqrt(2.0)
-        return mat.to(dtype)
-
-    return build() if tracing else _COS_CACHE.get((n, like.device, dtype), build)
+    """Orthonormal DCT-II matrix (n, n) in the compute dtype of ``like``, on its device:
+    ``dct.dct_matrix`` (cached, never under tracing)."""
+    return dct_matrix(n, like.device, compute_dtype(like.dtype))
 
 
 STRIDE_ARGS = ("X_SB", "X_SH", "X_SW", "G_SB", "G_SH", "G_SW")  # (batch, row, pixel) strides of x, dy
@@ -399,10 +385,6 @@ def _plane_forward(x, E, y, ch, cw, consts) -> Launch:
     return Launch("hco_plane", args, dict(HP=cfg.padded(H), WP=cfg.padded(W), **consts), grid, configs)
 
 
-def _acc_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 def _de_sum(part: torch.Tensor, E: torch.Tensor) -> tuple[list[Launch], torch.Tensor]:
     """Launch 2 of the fused backward: dE (in E's dtype) = the chunk partials part
     (chunks, H, W, C) summed in order. None when there is one fp32 partial of an fp32 E:
@@ -428,7 +410,7 @@ def _plane_backward(grad_y, x, E, dx, need_dx, ch, cw, consts) -> tuple[list[Lau
     wave = INTERPRETER_PROGRAMS_WANTED if x.device.type == "cpu" else PLANE_BWD_WAVE
     chunks = wave_chunks(B, triton.cdiv(C, widest), wave)  # the shape's, not the config's: dE's bits
     per_prog = math.ceil(B / chunks)
-    part = torch.empty((chunks, H, W, C), device=x.device, dtype=_acc_dtype(x))
+    part = torch.empty((chunks, H, W, C), device=x.device, dtype=compute_dtype(x.dtype))
     # Two slots (dy's and x's H transforms) per program, for the candidate with most programs' worth.
     scratch = x.new_empty(max(triton.cdiv(C, c.BC) * c.BC for c in configs) * chunks * 2 * H * W)
     # An unused pointer still needs a valid tensor of the right dtype: pass grad_y.
@@ -448,7 +430,7 @@ def backward_plan(grad_y, x, E, dx, need_dx: bool, need_dE: bool, resident: Opti
     """Launches computing dx (into contiguous ``dx``) and dE (the returned buffer: (H, W, C)
     in E's dtype, or in fp32 / fp64 for the streamed schedule; empty without need_dE).
     x and grad_y as in ``forward_plan``."""
-    acc = _acc_dtype(x)
+    acc = compute_dtype(x.dtype)
     if not need_dE:
         # dx = IDCT2(DCT2(dy) * E): the operator is self-adjoint in x, so dx is the forward's
         # plan on dy (one kernel fewer to build and size; the backward kernel's dx-only
@@ -576,5 +558,5 @@ def _hco_triton_backward(
     return backward(grad_y, x, E, need_dx, need_dE)
 
 
-# Autograd to any order (double backward through the same two ops): vheat_kernels/autograd.py.
+# Autograd to any order (double backward through the same two ops): vheat_kernels/ops.py.
 register_hco_autograd(torch.ops.vheat.hco_triton, torch.ops.vheat.hco_triton_backward)
