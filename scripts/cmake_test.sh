@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Configures and builds the vheat op library with CMake against the LibTorch of .venv, then
 # runs the C++ tests (CTest): the CPU op through the dispatcher and the CUDA kernels on the
-# host block emulator. CUDA kernels are off unless VHEAT_WITH_CUDA=ON|AUTO (nvcc for two
+# host block emulator. CUDA kernels are off unless VHEAT_BUILD_CUDA=1|auto (nvcc for two
 # architectures adds minutes on a 2-core machine). Build folder: build/cmake.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,6 @@ if [ -n "${CUDA_HOME:-}" ]; then
   cuda_args+=("-DCUDA_TOOLKIT_ROOT_DIR=$CUDA_HOME" "-DCUDAToolkit_ROOT=$CUDA_HOME" "-DCMAKE_CUDA_COMPILER=$CUDA_HOME/bin/nvcc")
 fi
 cmake -S . -B build/cmake -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
-  -DVHEAT_WITH_CUDA="${VHEAT_WITH_CUDA:-OFF}" "${cuda_args[@]}"
+  -DVHEAT_BUILD_CUDA="${VHEAT_BUILD_CUDA:-0}" "${cuda_args[@]}"
 cmake --build build/cmake -j "${CMAKE_JOBS:-2}"
 ctest --test-dir build/cmake --output-on-failure
