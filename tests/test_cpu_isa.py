@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECK = r"""
 import sys, torch
 sys.path.insert(0, "tests")
-from hco_oracle import assert_backend_matches_oracle
+from hco_oracle import assert_matches_scipy
 torch.manual_seed(int(sys.argv[1]))
 # even lengths that recurse (16, 28, 56, 64, 30 = 2 x odd), odd and prime ones, 1-wide, the
 # small-plane sweep (7 x 7, 14 x 14; full and partial channel blocks), the FFT path (797)
@@ -27,7 +27,7 @@ for shape in [(2, 56, 28, 20), (1, 64, 30, 16), (2, 13, 16, 35), (1, 1, 7, 3), (
         x = torch.randn(shape, dtype=torch.float64).to(dtype).requires_grad_(True)
         E = torch.rand(shape[1:], dtype=torch.float64).to(dtype).requires_grad_(True)
         dy = torch.randn(shape, dtype=torch.float64).to(dtype)
-        assert_backend_matches_oracle(x, E, dy, dtype, "cpu")
+        assert_matches_scipy("cpu", x, E, dy)
 print("ok")
 """
 

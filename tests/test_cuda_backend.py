@@ -11,7 +11,9 @@ import torch
 
 import vheat_kernels as vk
 from vheat_kernels import BackendUnavailableError, heat_conduction
-from hco_oracle import AWKWARD_SHAPES, RTOL_OF_MAX_REFERENCE, assert_close_to, hco_grad_oracle, hco_oracle
+from hco_oracle import AWKWARD_SHAPES, hco_grad_oracle, hco_oracle
+from vheat_kernels.dct import compute_dtype
+from vheat_kernels.testing import assert_close
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 SHAPES = AWKWARD_SHAPES + [(2, 56, 56, 24), (2, 7, 7, 768)]  # + vHeat stages
@@ -93,7 +95,7 @@ def test_forward_matches_scipy(path, dtype, shape):
     x, E = _inputs(shape, dtype)
     y = heat_conduction(x, E, backend="cuda")
     assert y.shape == x.shape and y.dtype == x.dtype and y.device == x.device
-    assert_close_to(y, hco_oracle(x, E), dtype, what=f"cuda {path} {shape}")
+    assert_close(y, hco_oracle(x, E), "cuda", dtype, "y", what=f"cuda {path} {shape}")
 
 
 @pytest.mark.gpu
@@ -102,7 +104,7 @@ def test_forward_matches_scipy(path, dtype, shape):
 @pytest.mark.parametrize("shape", LARGE_SHAPES, ids=str)
 def test_large_planes_take_the_line_path(dtype, shape):
     x, E = _inputs(shape, dtype)
-    assert_close_to(heat_conduction(x, E, backend="cuda"), hco_oracle(x, E), dtype, what=f"cuda {shape}")
+    assert_close(heat_conduction(x, E, backend="cuda"), hco_oracle(x, E), "cuda", dtype, "y", what=f"cuda {shape}")
 
 
 @pytest.mark.gpu
@@ -115,9 +117,9 @@ def test_gradients_match_scipy(path, dtype, shape):
     heat_conduction(x, E, backend="cuda").backward(dy)
     dx_want, dE_want = hco_grad_oracle(x, E, dy)
     assert x.grad.dtype == dtype and E.grad.dtype == dtype
-    assert_close_to(x.grad, dx_want, dtype, what=f"dx {path} {shape}")
+    assert_close(x.grad, dx_want, "cuda", dtype, "dx", what=f"dx {path} {shape}")
     # dE sums B products of spectra: allow for B roundings of the output.
-    assert_close_to(E.grad, dE_want, dtype, what=f"dE {path} {shape}")
+    assert_close(E.grad, dE_want, "cuda", dtype, "dE", what=f"dE {path} {shape}")
 
 
 @pytest.mark.gpu
@@ -131,9 +133,9 @@ def test_matches_reference_backend(dtype, shape):
     heat_conduction(x, E, backend="cuda").backward(dy.to(dtype))
     y_ref = heat_conduction(x_ref, E_ref, backend="reference")
     y_ref.backward(dy.to(dtype).double())
-    assert_close_to(heat_conduction(x, E, backend="cuda"), y_ref, dtype, table=RTOL_OF_MAX_REFERENCE, what="y")
-    assert_close_to(x.grad, x_ref.grad, dtype, table=RTOL_OF_MAX_REFERENCE, what="dx")
-    assert_close_to(E.grad, E_ref.grad, dtype, table=RTOL_OF_MAX_REFERENCE, what="dE")
+    assert_close(heat_conduction(x, E, backend="cuda"), y_ref, "reference", dtype, "y")
+    assert_close(x.grad, x_ref.grad, "reference", dtype, "dx")
+    assert_close(E.grad, E_ref.grad, "reference", dtype, "dE")
 
 
 @pytest.mark.gpu
@@ -153,7 +155,7 @@ def test_dE_is_bitwise_deterministic(shape):
     dy = torch.randn_like(x)
     results = [torch.ops.vheat.hco_backward(dy, x, E, False, True)[1] for _ in range(3)]
     assert all(torch.equal(results[0], r) for r in results[1:])
-    assert_close_to(results[0], hco_grad_oracle(x, E, dy)[1], torch.float32, what="dE")
+    assert_close(results[0], hco_grad_oracle(x, E, dy)[1], "cuda", torch.float32, "dE", what="dE")
 
 
 @pytest.mark.gpu
@@ -162,13 +164,13 @@ def test_non_contiguous_and_mixed_dtype_inputs():
     base = torch.randn(2, 6, 9, 5, device="cuda").permute(0, 2, 1, 3)  # (2, 9, 6, 5), not contiguous
     E = torch.rand(9, 6, 5, device="cuda")
     assert not base.is_contiguous()
-    assert_close_to(heat_conduction(base, E, backend="cuda"), hco_oracle(base, E), torch.float32, what="permuted")
+    assert_close(heat_conduction(base, E, backend="cuda"), hco_oracle(base, E), "cuda", torch.float32, "y", what="permuted")
     xb = base.contiguous().to(torch.bfloat16).requires_grad_()
     E32 = E.clone().requires_grad_()  # fp32 E with bf16 x: dE comes back in fp32
     dy = torch.randn_like(xb)
     heat_conduction(xb, E32, backend="cuda").backward(dy)
     assert E32.grad.dtype == torch.float32 and xb.grad.dtype == torch.bfloat16
-    assert_close_to(E32.grad, hco_grad_oracle(xb, E32, dy)[1], torch.bfloat16, what="dE fp32")
+    assert_close(E32.grad, hco_grad_oracle(xb, E32, dy)[1], "cuda", torch.bfloat16, "dE", what="dE fp32")
 
 
 @pytest.mark.gpu
@@ -195,7 +197,7 @@ def test_follows_the_current_device_and_stream():
     with torch.cuda.stream(stream):
         y = heat_conduction(x, E, backend="cuda")
     stream.synchronize()
-    assert_close_to(y, hco_oracle(x, E), torch.float32, what="side stream")
+    assert_close(y, hco_oracle(x, E), "cuda", torch.float32, "y", what="side stream")
 
 
 @pytest.mark.gpu
@@ -225,8 +227,7 @@ def test_chunk_view_inputs_are_read_in_place(path, dtype, shape):
     and the op makes no copy of them (no aten::copy_ / clone in the profile of the call)."""
     x, dy = _chunk_views(shape, dtype, True), _chunk_views(shape, dtype, False)
     # E in the accumulation dtype, so no conversion copy of E or dE shows in the profile either
-    E = torch.rand(shape[1:], dtype=torch.float64).to(device="cuda", dtype=torch.float64 if dtype == torch.float64
-                                                       else torch.float32)
+    E = torch.rand(shape[1:], dtype=torch.float64).to(device="cuda", dtype=compute_dtype(dtype))
     assert x.stride() == (shape[1] * shape[2] * 2 * shape[3], shape[2] * 2 * shape[3], 2 * shape[3], 1)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         y = torch.ops.vheat.hco_forward(x, E)
@@ -235,9 +236,9 @@ def test_chunk_view_inputs_are_read_in_place(path, dtype, shape):
     assert not copies, copies
     assert y.is_contiguous() and dx.is_contiguous()
     dx_want, dE_want = hco_grad_oracle(x, E, dy)
-    assert_close_to(y, hco_oracle(x, E), dtype, what=f"y {path} {shape}")
-    assert_close_to(dx, dx_want, dtype, what=f"dx {path} {shape}")
-    assert_close_to(dE, dE_want, dtype, what=f"dE {path} {shape}")
+    assert_close(y, hco_oracle(x, E), "cuda", dtype, "y", what=f"y {path} {shape}")
+    assert_close(dx, dx_want, "cuda", dtype, "dx", what=f"dx {path} {shape}")
+    assert_close(dE, dE_want, "cuda", dtype, "dE", what=f"dE {path} {shape}")
 
 
 @pytest.mark.gpu
@@ -246,4 +247,4 @@ def test_channels_not_innermost_are_copied_once_and_correct():
     x = torch.randn(2, 5, 6, 7, device="cuda").permute(0, 2, 3, 1)  # (2, 6, 7, 5), channel stride 42
     E = torch.rand(6, 7, 5, device="cuda")
     assert x.stride(3) != 1
-    assert_close_to(torch.ops.vheat.hco_forward(x, E), hco_oracle(x, E), torch.float32, what="channels strided")
+    assert_close(torch.ops.vheat.hco_forward(x, E), hco_oracle(x, E), "cuda", torch.float32, "y", what="channels strided")

@@ -17,7 +17,9 @@ from torch.profiler import ProfilerActivity, profile
 
 import vheat_kernels as vk
 from vheat_kernels import extension_available, heat_conduction
-from hco_oracle import AWKWARD_SHAPES, RTOL_OF_MAX_REFERENCE, assert_close_to, hco_grad_oracle, hco_oracle
+from hco_oracle import AWKWARD_SHAPES, hco_grad_oracle, hco_oracle
+from vheat_kernels.dct import compute_dtype
+from vheat_kernels.testing import assert_close
 from test_cpu_isa import _run, _supported
 
 NEEDS_OP_LIBRARY = pytest.mark.skipif(not extension_available(), reason="op library not built")
@@ -68,7 +70,7 @@ def _run_hco(backend, x, E, dy):
 def _check_layout(backend, shape, dtype, layout):
     x = strided(layout, shape, dtype)
     # E in fp32 beside low-precision x, as vHeat feeds it (computed from k in fp32).
-    E = torch.rand(shape[1:], dtype=torch.float64).to(torch.float64 if dtype == torch.float64 else torch.float32)
+    E = torch.rand(shape[1:], dtype=torch.float64).to(compute_dtype(dtype))
     dy = torch.randn(shape, dtype=torch.float64).to(dtype)
     y, dx, dE = _run_hco(backend, x, E, dy)
     assert y.shape == x.shape and y.dtype == x.dtype
@@ -81,14 +83,12 @@ def _check_layout(backend, shape, dtype, layout):
     if x.numel() == 0:  # an empty batch: nothing to compare, dE is defined (zeros)
         assert dx.shape == x.shape and dE.shape == E.shape and not dE.any()
         return
-    table = RTOL_OF_MAX_REFERENCE if backend == "reference" else None
-    kwargs = {"table": table} if table else {}
     if backend != "cpu":
-        assert_close_to(y, y_c.double(), dtype, what=f"{backend} {layout} y vs contiguous", **kwargs)
-    assert_close_to(y, hco_oracle(x, E), dtype, what=f"{backend} {layout} y {shape}", **kwargs)
+        assert_close(y, y_c, backend, dtype, what=f"{backend} {layout} y vs contiguous")
+    assert_close(y, hco_oracle(x, E), backend, dtype, what=f"{backend} {layout} y {shape}")
     dx_ref, dE_ref = hco_grad_oracle(x, E, dy)
-    assert_close_to(dx, dx_ref, dtype, what=f"{backend} {layout} dx {shape}", **kwargs)
-    assert_close_to(dE, dE_ref, dtype, what=f"{backend} {layout} dE {shape}", **kwargs)
+    assert_close(dx, dx_ref, backend, dtype, "dx", what=f"{backend} {layout} dx {shape}")
+    assert_close(dE, dE_ref, backend, dtype, "dE", what=f"{backend} {layout} dE {shape}")
 
 
 # Every layout on the cpu kernel; the baselines (which copy internally) on the three kinds of
