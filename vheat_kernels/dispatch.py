@@ -1,9 +1,18 @@
 """The one place that chooses an HCO backend.
 
-Precedence: the ``backend`` argument of a call, then the module's ``backend``, then the
-environment variable ``VHEAT_HCO_BACKEND``, then ``auto``. A backend asked for by name
-that cannot run on the given tensors raises :class:`BackendUnavailableError`; only
-``auto`` chooses, and it never picks something that cannot run.
+The backend setting has one carrier per layer, and the nearer one wins (call > module >
+process):
+
+1. call: ``heat_conduction(x, E, backend=...)``;
+2. module: the ``backend`` attribute of the module making the call
+   (``vheat_kernels.HeatConduction``; vHeat's layers carry theirs the same way), passed
+   to the call, so a module's setting is a call argument by the time it reaches here;
+3. process: the environment variable ``VHEAT_HCO_BACKEND`` (:data:`ENV_VAR`);
+4. otherwise ``auto``.
+
+A backend asked for by name that cannot run on the given tensors raises
+:class:`BackendUnavailableError`; only ``auto`` chooses, and it never picks something
+that cannot run.
 """
 from __future__ import annotations
 
@@ -21,22 +30,20 @@ ENV_VAR = "VHEAT_HCO_BACKEND"
 # On CPU tensors auto prefers the fused kernel, except for single-channel planes from 64 x 64
 # to 2048 x 2048, where it picks fft. The fused kernel vectorises across 16 channels (8 in
 # fp64), so one channel leaves 15 of 16 lanes idle, while torch.fft (MKL) transforms the
-# contiguous plane directly. Measured with one thread (thread CPU time, fp32 forward, 2-core
-# AMD EPYC with AVX-512, shared machine), cpu / fft time: (1, 128, 128, 1) 0.75 / 0.35 ms,
-# (1, 256, 256, 1) 2.2 / 1.0, (4, 512, 512, 1) 44 / 25, (1, 1000, 1000, 1) 102 / 21,
-# (1, 2048, 2048, 1) 371 / 299, but (1, 4096, 4096, 1) 1653 / 2256 (memory bound), and with
-# two channels (1, 512, 512, 2) 12.0 / 14.2, (1, 256, 256, 2) 2.2 / 2.4; every vHeat shape
-# (C >= 96) is 3-20x faster fused. Long odd or prime sides need no rule: the cpu backend
-# itself takes an FFT path there (csrc/cpu/fft_path.cpp). fft stays the choice where the op
-# library is missing, and on devices without a kernel. Inside torch.compile the cpu backend
-# serves every CPU shape (see _cpu_prefers_fft).
+# contiguous plane directly; above 2048 x 2048 the FFT is memory bound and the fused kernel
+# wins again, and from two channels on the fused kernel is as fast or faster (every vHeat
+# shape, C >= 96, is several times faster fused; measurements in CHANGELOG.md). Long odd or
+# prime sides need no rule: the cpu backend itself takes an FFT path there
+# (csrc/cpu/fft_path.cpp). fft stays the choice where the op library is missing, and on
+# devices without a kernel. Inside torch.compile the cpu backend serves every CPU shape
+# (see _cpu_prefers_fft).
 _CPU_FFT_PLANE = (64 * 64, 2048 * 2048)
 
 
 def _cpu_prefers_fft(x: torch.Tensor) -> bool:
-    # Not inside torch.compile: Inductor spends 30-44 s per static shape (150 s with
-    # dynamic=True) lowering the fft backend's complex FFTs and reorderings, against 7.6 s
-    # for the cpu backend's op, which it keeps opaque. The fft speed-up is a few ms.
+    # Not inside torch.compile: Inductor lowers the fft backend's complex FFTs and
+    # reorderings for tens of seconds per shape, while it keeps the cpu backend's op opaque
+    # (a few seconds); the fft speed-up is a few milliseconds per call.
     if torch.compiler.is_compiling():
         return False
     return x.shape[3] == 1 and _CPU_FFT_PLANE[0] <= x.shape[1] * x.shape[2] <= _CPU_FFT_PLANE[1]

@@ -283,8 +283,8 @@ def line_configs(N: int, R: int, backward: bool, elem_bytes: int) -> list[LineCo
 # --- the configuration a launch runs ---------------------------------------------------
 #
 # No kernel is autotuned at run time: a first call per shape would cost seconds of timing,
-# CUDA-graph capture would break, and the tuner's repeated launches on the live arguments
-# had corrupted an in-place kernel's first call. Each launch runs ``choose``'s pick: an
+# CUDA-graph capture would break, and a tuner launches each candidate on the live
+# arguments, which an in-place kernel overwrites. Each launch runs ``choose``'s pick: an
 # entry of ``TUNED_FILE`` measured on that GPU architecture, else the planner's first
 # candidate, which is also what the interpreter tests run and what the quick compile check
 # builds. `make gpu-check` times every candidate on copies of the arguments and writes
