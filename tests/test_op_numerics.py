@@ -1,13 +1,19 @@
 """Op numerics on every CPU-runnable backend (and Triton's interpreter): values and
 gradients against the scipy float64 oracle and the official matmul-DCT reference, every
 dtype, awkward and degenerate shapes, identities, gradcheck / gradgradcheck and higher
-orders, and the module, decay-map and rate-gradient helpers."""
+orders, the module, decay-map and rate-gradient helpers, and the torch-only oracle of
+vheat_kernels.testing with the self-check built on it."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 import vheat_kernels as vk
 from hco_oracle import AWKWARD_SHAPES, assert_matches_scipy, hco_grad_oracle, hco_oracle, random_inputs
 from vheat_kernels import heat_conduction
+from vheat_kernels import testing
 from vheat_kernels.testing import assert_close
 
 
@@ -73,7 +79,7 @@ def test_self_adjoint(backend):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_non_contiguousrandom_inputs(backend):
+def test_non_contiguous_inputs(backend):
     nchw = torch.randn(2, 24, 10, 7)
     x = nchw.permute(0, 2, 3, 1)  # channels-last view of an NCHW tensor
     E = torch.rand(7, 10, 24).transpose(0, 1)  # (10, 7, 24), non-contiguous
@@ -186,3 +192,27 @@ def test_rate_gradient_chain_rule():
     E.backward(g)
     expected = g * E.detach() * torch.log(vk.decay_map(5, 4, dtype=torch.float64))[:, :, None]
     torch.testing.assert_close(k.grad, expected)
+
+
+# ---- the torch-only float64 oracle and the self-check (vheat_kernels.testing) -----------
+
+
+@pytest.mark.parametrize("shape", AWKWARD_SHAPES, ids=str)
+def test_torch_oracle_matches_scipy_oracle(shape):
+    x, E = random_inputs(shape, torch.float64)
+    dy = torch.randn(shape, dtype=torch.float64)
+    torch.testing.assert_close(testing.hco_oracle(x, E), hco_oracle(x, E))
+    for got, want in zip(testing.hco_grad_oracle(x, E, dy), hco_grad_oracle(x, E, dy)):
+        torch.testing.assert_close(got, want)
+
+
+def test_selfcheck_runs_without_scipy():
+    # scipy is a test dependency only: the self-check's oracle is vheat_kernels.testing's.
+    script = ("import sys; sys.modules['scipy'] = None\n"
+              "import vheat_kernels.selfcheck as s\n"
+              "s.SHAPES = [(2, 7, 5, 3), (1, 1, 9, 4)]\n"
+              "sys.exit(s.main())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "self-check passed" in out.stdout

@@ -3,6 +3,7 @@ forward's second output, autograd of both op pairs to second order, opcheck (sch
 autograd) on contiguous and strided inputs, torch.compile(fullgraph=True) and torch.export."""
 import itertools
 
+import pytest
 import torch
 
 import vheat_kernels as vk

@@ -18,7 +18,8 @@ class HeatConduction(nn.Module):
     The decay and cosine maps are cached per (H, W, device, dtype) in vheat_kernels.dct.
 
     Args:
-        backend: forced backend for this module (None: $VHEAT_HCO_BACKEND, then auto).
+        backend: this module's backend (the module layer of the precedence in
+            vheat_kernels.dispatch); None defers to $VHEAT_HCO_BACKEND, then auto.
     """
 
     def __init__(self, backend: Optional[str] = None):
