@@ -8,7 +8,7 @@ add an independent oracle (scipy.fft, tests/hco_oracle.py) through ``oracle=``.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
@@ -113,22 +113,13 @@ def errors_against_oracle(
             "dE": relative_error(E.grad, dE)}
 
 
-def assert_matches_oracle(
-    backend: str,
-    x: torch.Tensor,
-    E: torch.Tensor,
-    dy: torch.Tensor,
-    *,
-    oracle: Callable = hco_oracle,
-    grad_oracle: Callable = hco_grad_oracle,
-    tolerance_of: Optional[str] = None,
-) -> dict[str, float]:
+def assert_matches_oracle(backend: str, x: torch.Tensor, E: torch.Tensor, dy: torch.Tensor,
+                          **oracles: Callable) -> dict[str, float]:
     """Forward and gradients of ``backend`` within :func:`tolerance` of the float64 oracle
-    (or the given one); returns the errors. ``tolerance_of``: the backend whose tolerances
-    apply (default: ``backend``)."""
-    errors = errors_against_oracle(backend, x, E, dy, oracle=oracle, grad_oracle=grad_oracle)
+    (or the ``oracle`` / ``grad_oracle`` given); returns the errors."""
+    errors = errors_against_oracle(backend, x, E, dy, **oracles)
     for quantity, err in errors.items():
-        tol = tolerance(tolerance_of or backend, x.dtype, quantity)
+        tol = tolerance(backend, x.dtype, quantity)
         assert err <= tol, (f"{backend} {quantity} {tuple(x.shape)} {x.dtype}: relative error {err:.3e} "
                             f"> {tol:.1e}")
     return errors
