@@ -56,7 +56,8 @@ def hco_grad_oracle(x: torch.Tensor, E: torch.Tensor, dy: torch.Tensor):
 
 def oracle_dE(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """dE = sum_b DCT2(x) * DCT2(g) in float64 (hco_grad_oracle without dx)."""
-    return torch.from_numpy((dct2(x.detach().double().cpu().numpy()) * dct2(g.detach().double().cpu().numpy())).sum(axis=0))
+    xd, gd = (t.detach().double().cpu().numpy() for t in (x, g))
+    return torch.from_numpy((dct2(xd) * dct2(gd)).sum(axis=0))
 
 
 def seeded_inputs(shape, dtype, e_dtype=torch.float32, seed=0):

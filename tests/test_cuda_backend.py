@@ -164,7 +164,8 @@ def test_non_contiguous_and_mixed_dtype_inputs():
     base = torch.randn(2, 6, 9, 5, device="cuda").permute(0, 2, 1, 3)  # (2, 9, 6, 5), not contiguous
     E = torch.rand(9, 6, 5, device="cuda")
     assert not base.is_contiguous()
-    assert_close(heat_conduction(base, E, backend="cuda"), hco_oracle(base, E), "cuda", torch.float32, "y", what="permuted")
+    y = heat_conduction(base, E, backend="cuda")
+    assert_close(y, hco_oracle(base, E), "cuda", torch.float32, "y", what="permuted")
     xb = base.contiguous().to(torch.bfloat16).requires_grad_()
     E32 = E.clone().requires_grad_()  # fp32 E with bf16 x: dE comes back in fp32
     dy = torch.randn_like(xb)
@@ -247,4 +248,5 @@ def test_channels_not_innermost_are_copied_once_and_correct():
     x = torch.randn(2, 5, 6, 7, device="cuda").permute(0, 2, 3, 1)  # (2, 6, 7, 5), channel stride 42
     E = torch.rand(6, 7, 5, device="cuda")
     assert x.stride(3) != 1
-    assert_close(torch.ops.vheat.hco_forward(x, E), hco_oracle(x, E), "cuda", torch.float32, "y", what="channels strided")
+    y = torch.ops.vheat.hco_forward(x, E)
+    assert_close(y, hco_oracle(x, E), "cuda", torch.float32, "y", what="channels strided")

@@ -68,11 +68,11 @@ def _symbolic_spectrum_and_back(g, x, E):
         return g.op("Constant", value_t=t.contiguous())
 
     flat, full = const(torch.tensor([-1, H, W * C])), const(torch.tensor([-1, H, W, C]))  # batch inferred
-    x_hat = g.op("MatMul", const(c_w), g.op("Reshape", g.op("MatMul", const(c_h), g.op("Reshape", x, flat)), full))
+    spectrum = g.op("MatMul", const(c_w), g.op("Reshape", g.op("MatMul", const(c_h), g.op("Reshape", x, flat)), full))
     E = g.op("Cast", E, to_i=symbolic_helper.cast_pytorch_to_onnx[x.type().scalarType()])
-    y = g.op("MatMul", const(c_w.t()), g.op("Mul", x_hat, E))
+    y = g.op("MatMul", const(c_w.t()), g.op("Mul", spectrum, E))
     y = g.op("Reshape", g.op("MatMul", const(c_h.t()), g.op("Reshape", y, flat)), full)
-    return y, x_hat
+    return y, spectrum
 
 
 def _symbolic_hco_forward(g, x, E):
@@ -83,17 +83,8 @@ def _symbolic_hco_forward_spectrum(g, x, E):
     return _symbolic_spectrum_and_back(g, x, E)
 
 
-_registered = False
-
-
-def register() -> None:
-    """Register the TorchScript-exporter symbolics (idempotent; a no-op without the op library)."""
-    global _registered
-    if _registered or not extension_available():
-        return
+# The TorchScript-exporter symbolics, registered once, on import of vheat_kernels (a no-op
+# without the op library, whose ops they lower).
+if extension_available():
     torch.onnx.register_custom_op_symbolic("vheat::hco_forward", _symbolic_hco_forward, OPSET)
     torch.onnx.register_custom_op_symbolic("vheat::hco_forward_spectrum", _symbolic_hco_forward_spectrum, OPSET)
-    _registered = True
-
-
-register()
