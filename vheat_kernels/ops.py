@@ -17,7 +17,7 @@ Fakes keep ``torch.compile(fullgraph=True)`` and ``torch.export`` tracing throug
 and make ``torch.library.opcheck`` pass. Everything registers when this module is imported
 (once, by ``import vheat_kernels``); without the op library only the Triton pair exists.
 
-Autograd (math in ../DESIGN.md), the same pair for every backend:
+Autograd, the same pair for every backend:
 
     dx = HCO(grad_y, E)                 dE = sum_b spectrum * DCT2(grad_y)
 
