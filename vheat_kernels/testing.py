@@ -56,8 +56,10 @@ def tolerance(backend: str, dtype: torch.dtype, quantity: str = "y") -> float:
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    """max |got - want| / max |want|, in float64 on the CPU (0 for empty tensors)."""
-    got, want = torch.as_tensor(got).detach().double().cpu(), torch.as_tensor(want).detach().double().cpu()
+    """max |got - want| / max |want| in float64 (0 for empty tensors), on ``want``'s device
+    (``got`` is moved there: a GPU result against a CPU oracle)."""
+    want = torch.as_tensor(want).detach().double()
+    got = torch.as_tensor(got).detach().to(device=want.device, dtype=torch.float64)
     if want.numel() == 0:
         return 0.0
     return (got - want).abs().max().item() / max(want.abs().max().item(), 1e-30)
