@@ -30,8 +30,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from benchmarks.suite.kernel import FAMILY_DIMS, stage_shapes  # noqa: E402
+from benchmarks.suite.kernel import stage_shapes  # noqa: E402
 from vheat.train.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from vheat_kernels.stages import FAMILIES  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BACKENDS = ("cuda", "triton", "fft", "reference")
@@ -182,7 +183,7 @@ def markdown(payload: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", action="append", help="B,H,W,C (repeatable); default: vHeat stage shapes")
-    parser.add_argument("--family", nargs="+", default=list(FAMILY_DIMS), choices=list(FAMILY_DIMS))
+    parser.add_argument("--family", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--res", nargs="+", type=int, default=[224, 512], help="input resolutions")
     parser.add_argument("--batch", type=int, default=8, help="batch at 224 (1 above, as the suite)")
     parser.add_argument("--dtype", action="append", choices=DTYPES, help="repeatable; default fp32 and bf16")

@@ -31,13 +31,14 @@ os.environ.pop("TRITON_INTERPRET", None)
 import torch  # noqa: E402
 
 from vheat.train.atomic import atomic_write_text  # noqa: E402
+from vheat_kernels import stages  # noqa: E402
 
 DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "bytes_model.md")
 # vHeat-T stages at 224 x 224, batch 8, and Mask R-CNN at 800 x 1333 (vHeat-T dims), batch 2.
-VHEAT_T_224_B8 = [(8, 56, 56, 96), (8, 28, 28, 192), (8, 14, 14, 384), (8, 7, 7, 768)]
-DETECTION_T_B2 = [(2, 200, 334, 96), (2, 100, 167, 192), (2, 50, 84, 384), (2, 25, 42, 768)]
+VHEAT_T_224_B8 = stages.stage_shapes("T", 224, 8)
+DETECTION_T_B2 = [(2, *plane) for plane in stages.detection_planes("T")]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-DEPTHS = (2, 2, 6, 2)  # vHeat-T: HCO calls per stage and forward pass
+DEPTHS = stages.VARIANTS["T"].depths  # HCO calls per stage and forward pass
 # Ridge points (FLOP per DRAM byte) for the intensity column's comparison, dense peaks:
 # A100 SXM 80GB (2.04 TB/s): tf32 156 TFLOP/s (tf32x3: a third), bf16 312; H100 SXM
 # (3.35 TB/s): tf32 495, bf16 989.
@@ -227,10 +228,7 @@ ROOFLINE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.
 
 def classification_planes() -> list[tuple[str, tuple]]:
     """(model, (B, H, W, C)) of every vHeat-T/S and -B stage at 224 x 224, training batch."""
-    from vheat_kernels.triton.aot import B_DIMS, T_DIMS, _stages
-
-    return ([("T/S", s) for s in _stages(224, T_DIMS, TRAINING_BATCH)]
-            + [("B", s) for s in _stages(224, B_DIMS, TRAINING_BATCH)])
+    return [(fam, shape) for fam in stages.FAMILIES for shape in stages.stage_shapes(fam, 224, TRAINING_BATCH)]
 
 
 @dataclass

@@ -47,6 +47,8 @@ STEP_CAPS = {"correctness": 150, "train": 70, "timing": 110, "model": 100, "tune
 BACKENDS = ("triton", "cuda")
 DTYPES = ("bf16", "fp32")
 TRAIN_BATCH, MODEL_BATCH = 64, 128
+# B of the kernel planes: vHeat's ImageNet batch per GPU, and Mask R-CNN's images per GPU.
+PLANE_BATCH, DETECTION_BATCH = 128, 2
 # Largest accepted error relative to max |reference| (the GPU benchmark's table), and for
 # the training step's parameter gradients (bf16 autocast everywhere but the HCO).
 GRAD_RTOL = 5e-2
@@ -97,17 +99,17 @@ class Context:
         """(label, (B, H, W, C)) of the correctness step."""
         if self.dry_run:
             return [("tiny resident", (2, 7, 7, 3)), ("tiny streamed", (1, 20, 34, 2))]
-        from vheat_kernels.triton.aot import SHAPES
+        from vheat_kernels.stages import PLANES
 
-        out = [(label, (128,) + shape[1:]) for label in ("T/S@224", "B@224") for shape in SHAPES[label]]
-        return out + [("det T/S", shape) for shape in SHAPES["det T/S"]]
+        out = [(label, (PLANE_BATCH, *plane)) for label in ("T/S@224", "B@224") for plane in PLANES[label]]
+        return out + [("det T/S", (DETECTION_BATCH, *plane)) for plane in PLANES["det T/S"]]
 
     def timing_planes(self) -> list[tuple]:
         if self.dry_run:
             return [(2, 7, 7, 3)]
-        from vheat_kernels.triton.aot import SHAPES
+        from vheat_kernels.stages import stage_shapes
 
-        return [(128,) + shape[1:] for shape in SHAPES["T/S@224"]]
+        return stage_shapes("T", 224, PLANE_BATCH)
 
     def sync(self):
         import torch

@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from .. import stages
 from . import configs as cfg
 
 ARCHS = (80, 90)
@@ -38,32 +39,18 @@ BWD_VARIANTS = ((True, True), (True, False), (False, True))
 MIN_RESIDENT_WARPS = 8
 
 
-def _stages(res: int, dims: tuple[int, ...], batch: int) -> list[tuple[int, int, int, int]]:
-    side = res // 4
-    return [(batch, side // 2**i, side // 2**i, d) for i, d in enumerate(dims)]
+# Batch of the builds per input size (a launch plan depends on B through its grid and the
+# backward's batch chunking).
+BATCH = {224: 8, 512: 2, 1024: 1}
+DETECTION_BATCH = 2
 
 
-def _detection(dims: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
-    # Mask R-CNN at 800 x 1333: stage 1 is 200 x 334, then halved (rounded up).
-    h, w, out = 200, 334, []
-    for d in dims:
-        out.append((2, h, w, d))
-        h, w = -(-h // 2), -(-w // 2)
-    return out
+def _batch(label: str) -> int:
+    return DETECTION_BATCH if label.startswith("det ") else BATCH[int(label.rsplit("@", 1)[1])]
 
 
-T_DIMS, B_DIMS = (96, 192, 384, 768), (128, 256, 512, 1024)
-# (label, [(B, H, W, C) per stage]). vHeat-T and -S share their stage shapes.
-SHAPES = {
-    "T/S@224": _stages(224, T_DIMS, 8),
-    "B@224": _stages(224, B_DIMS, 8),
-    "T/S@512": _stages(512, T_DIMS, 2),
-    "B@512": _stages(512, B_DIMS, 2),
-    "T/S@1024": _stages(1024, T_DIMS, 1),
-    "B@1024": _stages(1024, B_DIMS, 1),
-    "det T/S": _detection(T_DIMS),
-    "det B": _detection(B_DIMS),
-}
+# (label, [(B, H, W, C) per stage]): the planes of vheat_kernels.stages.PLANES with a batch.
+SHAPES = {label: [(_batch(label), *plane) for plane in planes] for label, planes in stages.PLANES.items()}
 TARGET_SHAPES = ("T/S@224",)  # the resident-warps target applies to these
 
 
