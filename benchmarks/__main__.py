@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from vheat.train.atomic import atomic_write_json
+from vheat.io import atomic_write_json
 
 from .machine import machine_class, machine_info, machine_label
 from .report import SECTION_TABLES, TITLES, hco_share, targets, targets_table, write_docs

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from benchmarks.suite.kernel import stage_shapes  # noqa: E402
-from vheat.train.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from vheat.io import atomic_write_json, atomic_write_text  # noqa: E402
 from vheat_kernels.stages import FAMILIES  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

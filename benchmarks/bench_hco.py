@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vheat_kernels as vk  # noqa: E402
 from vheat_kernels.stages import PLANES, stage_shapes  # noqa: E402
-from vheat.train.atomic import atomic_write_json  # noqa: E402
+from vheat.io import atomic_write_json  # noqa: E402
 from benchmarks.machine import machine_class, machine_info, machine_label  # noqa: E402
 from benchmarks.peers import PEERS, candidates  # noqa: E402
 from benchmarks.suite.kernel import matmul_dct_flops  # noqa: E402

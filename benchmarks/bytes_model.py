@@ -30,7 +30,7 @@ os.environ.pop("TRITON_INTERPRET", None)
 
 import torch  # noqa: E402
 
-from vheat.train.atomic import atomic_write_text  # noqa: E402
+from vheat.io import atomic_write_text  # noqa: E402
 from vheat_kernels import stages  # noqa: E402
 
 DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "bytes_model.md")

@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from vheat.train.atomic import atomic_write_json  # noqa: E402
+from vheat.io import atomic_write_json  # noqa: E402
 from vheat_kernels import stages  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import json
 import os
 from typing import Dict, List, Optional
 
-from vheat.train.atomic import atomic_write_text
+from vheat.io import atomic_write_text
 
 from .machine import machine_label
 from .suite import kernel, memory, model, profile, resolution

@@ -33,7 +33,7 @@ from dataclasses import asdict
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.pop("TRITON_INTERPRET", None)
 
-from vheat.train.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from vheat.io import atomic_write_json, atomic_write_text  # noqa: E402
 from vheat_kernels.triton import aot  # noqa: E402
 
 

@@ -370,7 +370,7 @@ def step_tune(ctx: Context) -> bool:
 
     import torch
 
-    from vheat.train.atomic import atomic_write_json
+    from vheat.io import atomic_write_json
     from vheat_kernels.triton import hco
 
     arch = 0 if ctx.dry_run else hco._arch(torch.empty(0, device="cuda"))  # sm_0: the interpreter
@@ -497,7 +497,7 @@ def main(argv=None) -> int:
     if args.step:
         return 0 if STEP_FUNCTIONS[args.step](Context(out, args.dry_run, args.deadline)) else 1
 
-    from vheat.train.atomic import atomic_write_json, atomic_write_text
+    from vheat.io import atomic_write_json, atomic_write_text
     from vheat_kernels import build_info
 
     results = out / "results.jsonl"
