@@ -53,15 +53,15 @@ test-compat:
 
 # nvcc for sm_80 / sm_90 with ptxas -v: fails on spills or shared memory over the limit.
 cuda-check: setup
-	$(PY) benchmarks/cuda_resources.py --check
-	$(PY) benchmarks/triton_resources.py --quick
+	$(PY) tools/cuda_resources.py --check
+	$(PY) tools/triton_resources.py --quick
 
 cmake-test: setup
 	bash scripts/cmake_test.sh
 
 # Every Triton kernel configuration for sm_80/sm_90 (~1000 builds, ~20 minutes here).
 triton-aot: setup
-	$(PY) benchmarks/triton_resources.py --jobs 2
+	$(PY) tools/triton_resources.py --jobs 2
 
 bytes-model: setup
 	$(PY) benchmarks/bytes_model.py --update

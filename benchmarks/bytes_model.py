@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # cuda_resources
 os.environ.pop("TRITON_INTERPRET", None)
 
 import torch  # noqa: E402
@@ -207,13 +206,13 @@ def _programs(launch) -> int:
 
 def launch_costs(plan, dtype: str, occupancy: bool) -> list[LaunchCost]:
     """Cost of each launch of a plan (meta tensors); ``occupancy`` sizes the configuration
-    each launch runs on sm_90 with ptxas (``triton.aot``) for its resident blocks."""
+    each launch runs on sm_90 with ptxas (tools/triton_aot.py) for its resident blocks."""
     out = []
     for launch in plan:
         b, f = _launch_traffic(launch)
         bps = warps = None
         if occupancy:
-            from vheat_kernels.triton import aot
+            from tools import triton_aot as aot
 
             chosen = [launch.chosen(90)] if launch.configs else None
             res = aot.build(aot._builds_of(launch, dtype, 90, chosen)[0])
@@ -283,7 +282,7 @@ def cuda_plans(shapes: tuple) -> dict:
     """{(shape, dtype, op): cuda_resources.LaunchPlan} of the CUDA backend on sm_90: what
     csrc/cuda/hco_plan.h asks for (cuda_resources compiles it into a small host program),
     bf16's plan serving fp16 too."""
-    import cuda_resources
+    from tools import cuda_resources
 
     rows = cuda_resources.launch_plans(archs=("90",), shapes=list(shapes))
     return {(tuple(r.shape), r.dtype, r.op): r for r in rows if r.path == "fused"}
@@ -293,8 +292,8 @@ def cuda_roofline(shape, dtype: str) -> Optional[dict[str, PassRoofline]]:
     """Forward and backward (dx and dE) of the CUDA backend's fused kernels at ``shape``
     from its launch plan; None where it takes the multi-pass line path. Resident blocks
     per SM come from threads and shared memory (registers are not counted: no nvcc build
-    here; `benchmarks/cuda_resources.py` reports them)."""
-    import cuda_resources
+    here; tools/cuda_resources.py reports them)."""
+    from tools import cuda_resources
 
     plans = cuda_plans(tuple(tuple(s) for _, s in classification_planes()))
     key = "bf16" if dtype == "fp16" else dtype

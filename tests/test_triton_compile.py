@@ -1,6 +1,6 @@
 """Ahead-of-time build of the fused Triton kernels for sm_80 / sm_90, sized by ``ptxas -v``.
 
-No GPU needed. Builds come from the launch plans vHeat's shapes produce (aot.SHAPES), with
+No GPU needed. Builds come from the launch plans vHeat's shapes produce (tools/triton_aot.py), with
 the specialisation Triton gives a real launch. The default run builds the launches of
 vHeat-T's 56 x 56 stage (plane kernels), 28 x 28 stage (register-resident forward, plane
 backward) and 14 x 14 stage (register-resident in bf16; fp32's backward takes the plane
@@ -15,9 +15,8 @@ import os
 
 import pytest
 
+from tools import triton_aot as aot
 from vheat_kernels.triton import configs as cfg
-
-aot = pytest.importorskip("vheat_kernels.triton.aot")
 
 
 @pytest.fixture(scope="module", autouse=True)

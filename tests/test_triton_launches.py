@@ -20,7 +20,7 @@ import torch
 pytest.importorskip("triton")
 
 from vheat_kernels import stages  # noqa: E402
-from vheat_kernels.triton import aot  # noqa: E402
+from tools import triton_aot as aot  # noqa: E402
 
 PLANES = sorted({(H, W) for planes in stages.PLANES.values() for H, W, _ in planes})
 # The interpreter takes minutes on the largest planes. The default run keeps one plane of

@@ -17,7 +17,7 @@ import torch
 
 from vheat_kernels import heat_conduction
 from vheat_kernels.stages import PLANES
-from vheat_kernels.triton import aot
+from tools import triton_aot as aot
 from vheat_kernels.triton import configs as cfg
 
 from test_triton import DTYPES, TOL, inputs, oracle, oracle_dE, rel_err

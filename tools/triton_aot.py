@@ -7,7 +7,8 @@ launch (integer arguments equal to 1 become constants, multiples of 16 get
 ``tt.divisibility = 16``, torch's 16-byte aligned pointers too). ``triton.compile`` lowers
 it to PTX for a ``GPUTarget``; ``ptxas -v`` with Triton's own flags reports registers and
 spills, Triton's metadata the shared memory; occupancy follows from both. Used by
-tests/test_triton_compile.py and benchmarks/triton_resources.py.
+tools/triton_resources.py, benchmarks/bytes_model.py and tests/test_triton_compile.py; a
+build check, so it lives outside the installed package.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from .. import stages
-from . import configs as cfg
+from vheat_kernels import stages
+from vheat_kernels.triton import configs as cfg
 
 ARCHS = (80, 90)
 # Per SM: register file, shared memory, and the opt-in maximum one block may use (bytes).
@@ -133,7 +134,7 @@ def _hco():
 
     if triton.knobs.runtime.interpret:
         raise RuntimeError("ahead-of-time compilation needs TRITON_INTERPRET unset (or 0)")
-    from . import hco
+    from vheat_kernels.triton import hco
 
     hco.kernels()
     return hco
@@ -316,7 +317,7 @@ def summary(rows: list[Resources]) -> str:
     return "\n".join(lines)
 
 
-# --- sweep of register-resident candidates (regenerates configs.SPILL_FREE) ---------------
+# --- sweep of register-resident candidates (regenerates spill_tables.SPILL_FREE) ---------
 
 
 def sweep_builds(archs: Iterable[int] = ARCHS) -> list[Build]:
@@ -359,7 +360,7 @@ def spill_free_table(rows: list[Resources]) -> dict:
     return {k: tuple(v) for k, v in out.items()}
 
 
-# --- sweep of plane-kernel candidates (regenerates configs.PLANE_SPILLED) ------------------
+# --- sweep of plane-kernel candidates (regenerates spill_tables.PLANE_SPILLED) ------------
 
 
 def plane_sweep_builds(archs: Iterable[int] = ARCHS, planes=None) -> list[Build]:

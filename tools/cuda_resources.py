@@ -19,7 +19,7 @@ fused kernel without 16-byte global loads, dynamic shared memory above the
 architecture's opt-in per-block limit, a plan with no resident block, a vHeat
 classification plane (56/28/14/7) with more than 1 forward or 2 backward launches.
 
-    python benchmarks/cuda_resources.py [--arch 80 90] [--check] [--json out.json]
+    python tools/cuda_resources.py [--arch 80 90] [--check] [--json out.json]
 """
 from __future__ import annotations
 
