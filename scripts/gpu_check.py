@@ -255,23 +255,15 @@ def step_train(ctx: Context) -> bool:
     return ok
 
 
-def _copy_gbs(ctx: Context) -> float:
-    import torch
-
-    n = (1 << 20) if ctx.dry_run else (1 << 28)
-    src = torch.empty(n, device=ctx.device).uniform_()
-    dst = torch.empty_like(src)
-    return 2 * src.numel() * 4 / (ctx.time_ms(lambda: dst.copy_(src)) * 1e-3) / 1e9
-
-
 def step_timing(ctx: Context) -> bool:
     import torch
 
+    from benchmarks.bench_gpu import copy_bandwidth_gbs
     from vheat_kernels import heat_conduction
     from vheat_kernels.dispatch import BackendUnavailableError
     from vheat_kernels.reference import hco_matmul4, hco_matmul_dct
 
-    copy_gbs = _copy_gbs(ctx)
+    copy_gbs = copy_bandwidth_gbs((1 << 22) if ctx.dry_run else (1 << 30), ctx.device, ctx.time_ms)
     ctx.record("timing", case="copy bandwidth", copy_gbs=copy_gbs)
     candidates = {b: (lambda x, E, b=b: heat_conduction(x, E, backend=b)) for b in BACKENDS}
     candidates["4-matmul"] = hco_matmul4
