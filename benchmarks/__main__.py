@@ -1,6 +1,6 @@
 """vheat-kernels benchmark suite: kernels, whole models, resolution scaling, memory, a per-op profile.
 
-    python -m benchmarks                 # full run (799 s with --threads 1 on a 2-core AMD EPYC); writes docs/benchmarks.md
+    python -m benchmarks                 # full run (the slowest; run time in docs/benchmarks.md); writes docs/benchmarks.md
     python -m benchmarks --quick         # smoke run (T only, small batches, short timing)
     python -m benchmarks --only kernel,memory   # sections: kernel, model, resolution, memory, profile
     python -m benchmarks --threads 1 --only model   # whole models only (file tag: model)
@@ -43,8 +43,8 @@ FULL = dict(
     kernel_max_res={"bfloat16": 224, "B": 224},
     min_time=0.2, img_size=224, num_classes=1000, modes=["infer", "train"], batch_sizes=[1, 16], train_batch_sizes=[1, 4],
     model_reps=5, vheat_models=["vheat_tiny", "vheat_small", "vheat_base"], timm_models=TIMM_MODELS,
-    # training batches of the 50-90M-parameter models: 1 only (a batch-4 step of the official
-    # vHeat-B takes about 5 s here); every model runs inference at batch 16
+    # training batches of the 50-90M-parameter models: 1 only (a batch-4 training step of the
+    # official vHeat-B costs seconds on a CPU); every model runs inference at batch 16
     max_batch={}, max_train_batch={"vheat_small": 1, "vheat_base": 1, "swin_small_patch4_window7_224": 1},
     model_peers=list(DEPLOYMENT_PEERS),  # inference: torch.compile of the official model, ONNX Runtime
     resolutions=[224, 512, 768, 1024],

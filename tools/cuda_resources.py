@@ -169,7 +169,7 @@ def _include_flags() -> list[str]:
 
 
 def find_cuobjdump(nvcc: str | None = None) -> str | None:
-    """The toolkit's cuobjdump, else the one bundled with triton (this machine's case)."""
+    """The toolkit's cuobjdump, else the one bundled with triton (a toolkit without it)."""
     if nvcc and os.access(os.path.join(os.path.dirname(nvcc), "cuobjdump"), os.X_OK):
         return os.path.join(os.path.dirname(nvcc), "cuobjdump")
     found = shutil.which("cuobjdump")
