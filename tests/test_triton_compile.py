@@ -136,3 +136,12 @@ def test_occupancy():
     assert aot.Resources(_build(arch=90, warps=4), 64, 0, 0, 100 * 1024, shapes=["T/S@224 x"]).problems == []
     # Outside the vHeat-T 224 shapes the warp target is not a problem.
     assert aot.Resources(_build(warps=4), 64, 0, 0, 100 * 1024, shapes=["det B 2x200x334x128"]).problems == []
+
+
+def test_spill_tables_module_is_what_the_generator_writes():
+    """vheat_kernels/triton/spill_tables.py is written whole by tools/triton_resources.py: a
+    hand edit (or a generator change) shows up as a difference here."""
+    from vheat_kernels.triton import spill_tables
+
+    with open(spill_tables.__file__) as f:
+        assert aot.spill_tables_source(spill_tables.SPILL_FREE, spill_tables.PLANE_SPILLED) == f.read()

@@ -13,6 +13,7 @@ build check, so it lives outside the installed package.
 from __future__ import annotations
 
 import os
+import pprint
 import re
 import shutil
 import subprocess
@@ -395,3 +396,19 @@ def plane_spilled_table(rows: list[Resources]) -> dict:
         if r.spill_bytes or r.shared_bytes > SMEM_LIMIT[r.build.arch]:
             out[key].add((c["BC"], c["TW"], c["TH"], c["BK"], r.build.num_warps))
     return {k: tuple(sorted(v)) for k, v in sorted(out.items()) if v}
+
+
+# --- the generated module vheat_kernels/triton/spill_tables.py ---------------------------
+
+
+def table_literal(name: str, table: dict) -> str:
+    return f"{name}: dict[tuple, tuple] = " + pprint.pformat(table, width=110, compact=True) + "\n"
+
+
+def spill_tables_source(spill_free: dict, plane_spilled: dict) -> str:
+    """The whole text of vheat_kernels/triton/spill_tables.py: its docstring (kept: it says
+    what the tables hold and how each was made) and both tables."""
+    from vheat_kernels.triton import spill_tables
+
+    return (f'"""{spill_tables.__doc__}"""\nfrom __future__ import annotations\n\n'
+            + table_literal("SPILL_FREE", spill_free) + "\n" + table_literal("PLANE_SPILLED", plane_spilled))

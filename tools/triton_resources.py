@@ -24,7 +24,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import pprint
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
@@ -104,13 +103,13 @@ def main() -> int:
             swept = {(eb, HP, WP) for eb in (2, 4) for HP, WP in planes}
             table = dict(sorted({**{k: v for k, v in spill_tables.PLANE_SPILLED.items() if k not in swept},
                                  **table}.items()))
-        print("\n" + _literal("PLANE_SPILLED", table))
+        print("\n" + aot.table_literal("PLANE_SPILLED", table))
         if args.update_configs:
             write_spill_tables(spill_tables.SPILL_FREE, table)
         return 0
     if args.sweep:
         table = aot.spill_free_table(rows)
-        print("\n" + _literal("SPILL_FREE", table))
+        print("\n" + aot.table_literal("SPILL_FREE", table))
         if args.update_configs:
             write_spill_tables(table, spill_tables.PLANE_SPILLED)
         return 0
@@ -189,33 +188,8 @@ def _drop_failures(path: str) -> int:
     return 0
 
 
-SPILL_TABLES_HEADER = '''"""ptxas verdicts on the Triton kernels' candidate configurations (sm_80 and sm_90), read
-by vheat_kernels.triton.configs. Generated whole by tools/triton_resources.py; do not edit.
-
-SPILL_FREE: {(kernel, dtype bytes, HP, WP): ((BC, num_warps), ...)}, the register-resident
-candidates with no spills and shared memory within the limit on both architectures:
-``--sweep --update-configs``, then ``--drop-failures`` with the JSON of a full run (every
-dtype and backward variant).
-
-PLANE_SPILLED: {(dtype bytes, HP, WP): ((BC, TW, TH, BK, num_warps), ...)}, the PLANE_TILES
-candidates that spilled (or exceeded shared memory) in some kernel on some architecture:
-``--sweep-plane --update-configs`` (bf16 standing for both 16-bit types, and fp32; the
-forward and both backward variants). The table must hold for every Triton the package
-declares, so the 32 x 32 entries are the union of ``--sweep-plane --planes 32x32`` with
-Triton 3.8 and with Triton 3.6.
-"""
-'''
-
-
-def _literal(name: str, table: dict) -> str:
-    return f"{name}: dict[tuple, tuple] = " + pprint.pformat(table, width=110, compact=True) + "\n"
-
-
 def write_spill_tables(spill_free: dict, plane_spilled: dict) -> None:
-    """Write vheat_kernels/triton/spill_tables.py whole: the header and both tables."""
-    text = (SPILL_TABLES_HEADER + "from __future__ import annotations\n\n"
-            + _literal("SPILL_FREE", spill_free) + "\n" + _literal("PLANE_SPILLED", plane_spilled))
-    atomic_write_text(spill_tables.__file__, text)
+    atomic_write_text(spill_tables.__file__, aot.spill_tables_source(spill_free, plane_spilled))
     print(f"rewrote {spill_tables.__file__}")
 
 
