@@ -188,11 +188,11 @@ def main(argv=None):
     }
     json_path = os.path.join(args.out_dir, f"{stem}.json")
     atomic_write_json(json_path, payload, indent=2)
-    # The report (and the README's target block) only from a full run of every section: a
+    # The report (and the README's headline block) only from a full run of every section: a
     # partial or quick run would replace the whole report with a part of it.
     full_run = not args.quick and tag == "full" and list(args.only) == list(SECTIONS)
     docs = args.docs or ("docs/benchmarks.md" if full_run else None)
-    if docs and not args.no_docs:  # a full run also refreshes the README's target table
+    if docs and not args.no_docs:  # a full run also refreshes the README's headline
         write_docs(json_path, docs, readme="README.md" if full_run and not args.docs else None)
     threads = payload["machine"]["threads"]
     load = f"1-min load {load_before[0]:.1f} before, {payload['machine']['load_avg_after'][0]:.1f} after"

@@ -11,7 +11,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV=.venv-gpu-artifact
-TORCH_PIN=torch==2.11.0  # the GPU machine's torch (README "GPU acceptance run")
+TORCH_PIN=torch==2.11.0  # the GPU machine's torch (docs/gpu-check.md)
 PY=${ARTIFACT_PYTHON:-python3.12}
 if ! "$PY" -c "import sys" 2>/dev/null; then
   # A pyenv shim that is on PATH but not selected: take pyenv's 3.12 directly.
