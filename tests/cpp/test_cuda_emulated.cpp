@@ -97,7 +97,7 @@ double max_err(const std::vector<T>& got, const std::vector<double>& want) {
   return e;
 }
 
-// Max error allowed relative to 1 + max |oracle| (tests/hco_oracle.py RTOL_OF_MAX).
+// Max error allowed relative to 1 + max |oracle| (vheat_kernels/testing.py, the cuda backend's tolerance).
 template <typename T>
 constexpr double tolerance() {
   if constexpr (std::is_same_v<T, double>) return 1e-12;
