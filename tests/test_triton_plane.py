@@ -1,9 +1,9 @@
 """The single-launch plane kernels (vheat_kernels/triton/plane.py), the per-pass routing,
 strided inputs and the launch counts of issue 25, under Triton's interpreter.
 
-Oracles, tolerances and input helpers are test_triton.py's. Every classification plane of
-vHeat (56, 28, 14 and 7 per side) is run on the plane kernels (forced where the routing
-picks the register-resident kernels), in every dtype, forward and both gradients, first and
+The oracle and inputs are tests/hco_oracle.py's, the tolerances vheat_kernels.testing's.
+Every classification plane of vHeat (56, 28, 14 and 7 per side) is run on the plane kernels
+(forced where the routing picks the register-resident kernels), in every dtype, forward and both gradients, first and
 second call. The launch-count test plans vHeat-T/S/B's channel counts at batch sizes up to
 128 on meta tensors (nothing runs), and runs a small subset for real so the recorder is
 known to see real launches.
