@@ -18,6 +18,7 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from vheat.io import atomic_write_text
+from vheat_kernels.stages import VARIANTS
 
 from .machine import machine_label
 from .suite import kernel, memory, model, profile, resolution
@@ -112,9 +113,6 @@ def targets(results: Dict, peaks: Optional[Dict] = None) -> List[Dict]:
     return out
 
 
-VHEAT_T_DEPTHS = (2, 2, 6, 2)
-
-
 def _hco_per_image(results: Dict, res: int) -> Optional[Dict[str, float]]:
     """ms per image of vHeat-T's 12 HCO calls at input ``res``, per backend, from the kernel rows."""
     planes = [r for r in results.get("kernel", {}).get("rows", []) if r["family"] == "T/S" and r["input_res"] == res
@@ -122,7 +120,7 @@ def _hco_per_image(results: Dict, res: int) -> Optional[Dict[str, float]]:
     if len(planes) != 4:
         return None
     planes.sort(key=lambda r: r["stage"])
-    return {b: sum(d * r["ms"][b] / r["shape"][0] for d, r in zip(VHEAT_T_DEPTHS, planes)) for b in planes[0]["ms"]}
+    return {b: sum(d * r["ms"][b] / r["shape"][0] for d, r in zip(VARIANTS["T"].depths, planes)) for b in planes[0]["ms"]}
 
 
 def _bound_line(per_image: Dict[str, float], res: int, model_ms: float, where: str) -> str:

@@ -55,12 +55,6 @@ GRAD_RTOL = 5e-2
 ORACLE_MAX_ELEMENTS = 1 << 22  # float64 oracle only below this many elements
 
 
-def _tolerance(dtype_name: str) -> float:
-    from benchmarks.bench_gpu import TOLERANCE
-
-    return TOLERANCE[dtype_name]
-
-
 class Context:
     """Device, sizes and the results file of one step."""
 
@@ -139,11 +133,6 @@ def _dtype(name: str):
     return {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[name]
 
 
-def _rel_err(a, ref) -> float:
-    ref = ref.double()
-    return ((a.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
-
-
 def _hco_grads(backend: str, x, E, dy):
     """y, dx, dE of one forward + backward through the public API."""
     import torch
@@ -172,6 +161,7 @@ def _inputs(shape, dtype, device, seed=0):
 
 def step_correctness(ctx: Context) -> bool:
     from vheat_kernels.dispatch import BackendUnavailableError
+    from vheat_kernels.testing import AGAINST_REFERENCE, relative_error
 
     ok = True
     for label, shape in ctx.planes():
@@ -181,7 +171,7 @@ def step_correctness(ctx: Context) -> bool:
             oracle = None
             if x.numel() <= ORACLE_MAX_ELEMENTS:
                 oracle = _hco_grads("reference", x.double(), E.double(), dy.double())
-            tol = _tolerance(dname)
+            tol = AGAINST_REFERENCE[_dtype(dname)]
             for backend in BACKENDS:
                 for call in (1, 2):
                     row = dict(plane=label, shape=list(shape), dtype=dname, backend=backend, call=call)
@@ -191,10 +181,10 @@ def step_correctness(ctx: Context) -> bool:
                         ctx.record("correctness", **row, skipped=str(exc)[:300])
                         break
                     ctx.sync()
-                    errs = {q: _rel_err(g, r) for q, g, r in zip(("y", "dx", "dE"), got, ref)}
+                    errs = {q: relative_error(g, r) for q, g, r in zip(("y", "dx", "dE"), got, ref)}
                     row.update({f"{q}_err": e for q, e in errs.items()}, tolerance=tol)
                     if oracle is not None:
-                        row.update({f"{q}_err_fp64": _rel_err(g, r) for q, g, r in zip(("y", "dx", "dE"), got, oracle)})
+                        row.update({f"{q}_err_fp64": relative_error(g, r) for q, g, r in zip(("y", "dx", "dE"), got, oracle)})
                     row["ok"] = all(e <= tol for e in errs.values())
                     ok &= row["ok"]
                     ctx.record("correctness", **row)
@@ -221,6 +211,7 @@ def step_train(ctx: Context) -> bool:
     import torch
 
     from vheat_kernels.dispatch import BackendUnavailableError
+    from vheat_kernels.testing import relative_error
 
     res, batch = (32, 2) if ctx.dry_run else (224, TRAIN_BATCH)
     model = _vheat_tiny(ctx, res).train()
@@ -244,7 +235,7 @@ def step_train(ctx: Context) -> bool:
         except BackendUnavailableError as exc:
             ctx.record("train", backend=backend, skipped=str(exc)[:300])
             continue
-        errs = {n: _rel_err(got[n], g) for n, g in ref.items() if n in got}
+        errs = {n: relative_error(got[n], g) for n, g in ref.items() if n in got}
         worst = max(errs, key=errs.get)
         missing = sorted(set(ref) - set(got))
         row_ok = not missing and errs[worst] <= GRAD_RTOL and bool(torch.isfinite(torch.tensor(loss)))
