@@ -33,12 +33,12 @@ def _fresh_seed(request):
 
 @pytest.fixture(autouse=True)
 def _gemm_choice_restored():
-    """An in-process training run pins its GEMM library (fused_linear.pin_training_library) for
-    the life of the process; here it ends with the test."""
-    from vheat.models import fused_linear
+    """An in-process training run sets the process's GEMM library (vheat.models.linear.set_mode,
+    through pin_training_library) for the life of the process; here it ends with the test."""
+    from vheat.models import linear
 
     yield
-    fused_linear.pin_training_library(None)
+    linear.set_mode(None)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -12,7 +12,9 @@ from vheat.checkpoint_io import CheckpointFormatError, save_official_checkpoint
 from vheat.downstream import VHeatBackbone
 from vheat.models import VHeat
 
-MICRO = dict(depths=(1, 1, 2, 1), dims=16, img_size=64, drop_path_rate=0.0, hco_backend="fft")
+from model_helpers import MICRO  # noqa: E402
+
+MICRO = dict(MICRO, drop_path_rate=0.0, hco_backend="fft")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")

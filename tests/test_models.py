@@ -7,6 +7,7 @@ vheat_kernels and is itself checked against the official logits.
 """
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -27,7 +28,9 @@ CPU_BACKENDS = [
     "fft",
     pytest.param("cpu", marks=pytest.mark.skipif(not extension_available(), reason="vheat_kernels._C not built")),
 ]
-MICRO = dict(depths=(1, 1, 2, 1), dims=16, img_size=64, num_classes=10)
+from model_helpers import MICRO  # noqa: E402
+
+MICRO = dict(MICRO, num_classes=10)
 
 
 # --- independent oracle -----------------------------------------------------------------------
@@ -209,19 +212,21 @@ def test_save_official_checkpoint_roundtrip(tmp_path):
 
 # --- infer mode -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("post_norm, layer_scale", [(False, None), (True, 0.5)])
-def test_infer_mode_switches_both_ways(post_norm, layer_scale):
+def test_infer_mode_is_a_one_way_fold_of_a_copy(post_norm, layer_scale):
     model = random_micro(post_norm, layer_scale, hco_backend="fft").eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x_native, x_other = torch.randn(2, 3, 64, 64), torch.randn(1, 3, 45, 83)
     with torch.no_grad():
         ref_native, ref_other = model(x_native), model(x_other)
-        model.set_infer_mode(True)
-        assert model.infer_mode and "freq_embed.0" not in model.state_dict()
-        assert not any(p.requires_grad for n, p in model.named_parameters() if n.endswith("k_exp"))
-        torch.testing.assert_close(model(x_native), ref_native, rtol=0, atol=2e-6)
-        torch.testing.assert_close(model(x_other), ref_other, rtol=0, atol=2e-6)  # E from the kept weights
-        model.set_infer_mode(False)
-        torch.testing.assert_close(model(x_native), ref_native, rtol=0, atol=2e-6)
+        folded = copy.deepcopy(model).set_infer_mode(True)
+        assert folded.infer_mode and "freq_embed.0" not in folded.state_dict()
+        assert not any(p.requires_grad for n, p in folded.named_parameters() if n.endswith("k_exp"))
+        torch.testing.assert_close(folded(x_native), ref_native, rtol=0, atol=2e-6)
+        with pytest.raises(RuntimeError, match="folded k_exp is"):
+            folded(x_other)  # the train weights that derive E at other sizes are gone
+        with pytest.raises(RuntimeError, match="one-way"):
+            folded.set_infer_mode(False)
+        torch.testing.assert_close(model(x_other), ref_other, rtol=0, atol=0)  # the original is untouched
     after = model.state_dict()
     assert list(after) == list(before)
     assert all(torch.equal(after[k], before[k]) for k in before)
@@ -250,13 +255,8 @@ def test_infer_state_dict_into_train_model(tmp_path):
         torch.testing.assert_close(fresh(x), ref, rtol=0, atol=2e-6)
         with pytest.raises(RuntimeError, match="folded"):
             fresh(torch.randn(1, 3, 96, 96))  # no freq_embed / to_k to derive E at another size
-    with pytest.raises(RuntimeError, match="not kept"):
+    with pytest.raises(RuntimeError, match="one-way"):
         fresh.set_infer_mode(False)
-    # Same in-place: a folded model that keeps stale train weights forgets them on a new k_exp.
-    other = random_micro(seed=8).infer_init()
-    other.load_state_dict(model.state_dict())
-    with pytest.raises(RuntimeError, match="not kept"):
-        other.set_infer_mode(False)
 
 
 # --- resolutions ----------------------------------------------------------------------------------
@@ -276,15 +276,14 @@ def test_resolution_change_is_differentiable_in_train_mode():
     model(torch.randn(2, 3, 50, 70)).square().sum().backward()
     for p in model.freq_embed:
         assert p.grad is not None and p.grad.abs().sum() > 0
-    assert len(model._attenuation_cache) == 0  # no caching while training
 
 
-def test_attenuation_cache_follows_weight_changes():
+def test_eval_output_follows_weight_changes():
+    """E is derived on every call in train mode: in-place updates and loads show at once."""
     model = random_micro(hco_backend="fft").eval()
     x = torch.randn(1, 3, 40, 56)
     with torch.no_grad():
         first = model(x)
-        assert len(model._attenuation_cache) == 4
         torch.testing.assert_close(model(x), first, rtol=0, atol=0)
         model.freq_embed[1].mul_(-1.5)  # optimizer-style in-place update
         changed = model(x)
@@ -292,7 +291,6 @@ def test_attenuation_cache_follows_weight_changes():
         changed2 = model(x)
     fresh = random_micro(seed=5, hco_backend="fft").eval()
     fresh.load_state_dict(model.state_dict())
-    fresh.cache_attenuation = False
     with torch.no_grad():
         assert (changed - first).abs().max() > 1e-4
         torch.testing.assert_close(changed2, fresh(x), rtol=0, atol=1e-6)
@@ -313,9 +311,12 @@ def test_low_and_high_precision_models(backend, dtype, atol):
         out = model(x.to(dtype))
         assert out.dtype == dtype
         torch.testing.assert_close(out.double(), expected, rtol=0, atol=atol * expected.abs().max().item())
-        model.infer_init()
+        x_native = torch.randn(2, 3, 64, 64)  # a folded model runs at its training resolution
+        expected = official_forward(model.double().state_dict(), dict(depths=MICRO["depths"], post_norm=True), x_native)
+        model.to(dtype).infer_init()
         assert model.layers[0][0].op.k_exp.dtype == dtype
-        torch.testing.assert_close(model(x.to(dtype)).double(), expected, rtol=0, atol=atol * expected.abs().max().item())
+        out = model(x_native.to(dtype)).double()
+        torch.testing.assert_close(out, expected, rtol=0, atol=atol * expected.abs().max().item())
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -444,15 +445,14 @@ def test_constructor_errors():
         model(torch.randn(1, 3, 64, 64))
 
 
-def test_kept_train_weights_follow_dtype_and_device_moves():
-    model = random_micro(hco_backend="fft").infer_init()
-    model = model.to(torch.float64)
-    model.set_infer_mode(False)
-    assert {p.dtype for p in model.parameters()} == {torch.float64}
-    x = torch.randn(1, 3, 40, 40, dtype=torch.float64)
+def test_folded_model_follows_dtype_moves():
+    model = random_micro(hco_backend="fft")
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         expected = official_forward(model.state_dict(), dict(depths=MICRO["depths"], post_norm=True), x)
-        torch.testing.assert_close(model.eval()(x), expected, rtol=0, atol=1e-10)
+        model = model.infer_init().to(torch.float64)
+        assert {p.dtype for p in model.parameters()} == {torch.float64}
+        torch.testing.assert_close(model.eval()(x), expected, rtol=0, atol=1e-6)
 
 
 def test_heat2d_input_errors():

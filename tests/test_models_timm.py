@@ -8,7 +8,9 @@ import torch
 import vheat  # noqa: F401  (registers the timm models)
 from vheat.models import MODEL_ARGS, VHeat
 
-MICRO = dict(depths=(1, 1, 2, 1), dims=8, img_size=64)
+from model_helpers import MICRO  # noqa: E402
+
+MICRO = dict(MICRO, dims=8)
 VARIANTS = ["vheat_tiny", "vheat_small", "vheat_base"]
 
 

@@ -23,7 +23,9 @@ from vheat.models import VHeat, checkpoint_filter_fn
 from vheat.models import tracing
 from vheat_kernels import extension_available
 
-MICRO = dict(depths=(1, 1, 2, 1), dims=8, img_size=64)
+from model_helpers import MICRO  # noqa: E402
+
+MICRO = dict(MICRO, dims=8)
 POOLS = ["avg", "max", "avgmax", "catavgmax"]
 needs_ops = pytest.mark.skipif(not extension_available(), reason="vheat_kernels._C not built")
 
