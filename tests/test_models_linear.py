@@ -1,4 +1,4 @@
-"""vheat.models.fused_linear: oneDNN GEMMs (fused bias + GELU in inference, an autograd Function in training)
+"""vheat.models.linear: oneDNN GEMMs (fused bias + GELU in inference, an autograd Function in training)
 where this machine measures them faster, F.linear elsewhere."""
 import os
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vheat.models import VHeat, fused_linear
+from vheat.models import VHeat
+from vheat.models.linear import OneDNNLinearFunction, library as fused_linear, linear
 
 needs_onednn = pytest.mark.skipif(not fused_linear.onednn_available(), reason="torch built without oneDNN")
 
@@ -23,8 +24,8 @@ def test_fused_matches_linear_and_exact_gelu(shape, activation, monkeypatch):
     tol = dict(rtol=1e-4, atol=1e-4 * shape[-1] ** 0.5)
     with torch.no_grad():
         assert fused_linear.uses_onednn(x, w, b, activation)
-        got = fused_linear.linear(x, w, b, activation)
-        got_no_bias = fused_linear.linear(x, w, None, activation)
+        got = linear(x, w, b, activation)
+        got_no_bias = linear(x, w, None, activation)
     assert got.shape == pre.shape and got.dtype == torch.float32
     torch.testing.assert_close(got.double(), act(pre + b.double()), **tol)
     torch.testing.assert_close(got_no_bias.double(), act(pre), **tol)
@@ -44,14 +45,14 @@ def test_plain_path_where_onednn_does_not_apply(monkeypatch):
         assert not fused_linear.uses_onednn(x[:0], w, b)  # empty
         with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's bf16 GEMM, not an fp32 oneDNN one
             assert not fused_linear.uses_onednn(x, w, b)
-            assert fused_linear.linear(x, w, b).dtype == torch.bfloat16
+            assert linear(x, w, b).dtype == torch.bfloat16
         monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "0")
         assert not fused_linear.uses_onednn(x, w, b)
     with pytest.raises(ValueError, match="activation must be one of"):
-        fused_linear.linear(x, w, b, "relu")
+        linear(x, w, b, "relu")
     monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "yes")
     with pytest.raises(ValueError, match="VHEAT_ONEDNN_LINEAR must be 0, rule, auto"):
-        fused_linear.linear(x, w, b)
+        linear(x, w, b)
 
 
 @needs_onednn
@@ -65,9 +66,9 @@ def test_training_path_matches_autograd_of_linear(activation, with_bias, monkeyp
     b = torch.randn(193, requires_grad=True) if with_bias else None
     assert fused_linear.uses_onednn(x, w, b, activation)
     calls = []
-    forward = fused_linear._OneDNNLinear.forward
-    monkeypatch.setattr(fused_linear._OneDNNLinear, "forward", staticmethod(lambda ctx, *a: calls.append(1) or forward(ctx, *a)))
-    y = fused_linear.linear(x, w, b, activation)
+    forward = OneDNNLinearFunction.forward
+    monkeypatch.setattr(OneDNNLinearFunction, "forward", staticmethod(lambda ctx, *a: calls.append(1) or forward(ctx, *a)))
+    y = linear(x, w, b, activation)
     assert calls == [1]
     dy = torch.randn_like(y)
     inputs = (x, w) + ((b,) if with_bias else ())
@@ -91,7 +92,7 @@ def test_training_path_double_backward(monkeypatch):
     def grad_norm_grad(fn):
         gx, = torch.autograd.grad(fn(x, w, b).sum(), x, create_graph=True)
         return torch.autograd.grad(gx.pow(2).sum(), (w, b), allow_unused=True)
-    got = grad_norm_grad(lambda *a: fused_linear.linear(*a, "gelu"))
+    got = grad_norm_grad(lambda *a: linear(*a, "gelu"))
     ref = grad_norm_grad(lambda *a: F.gelu(F.linear(*a)))
     for g, r in zip(got, ref):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
@@ -204,3 +205,13 @@ def test_fx_graph_runs_the_eager_gemms(mode, monkeypatch):
         eager = model(x)
         graph = torch.fx.symbolic_trace(model)(x)
     assert torch.equal(graph, eager)
+
+
+def test_mode_setting_wins_over_the_environment_and_never_writes_it(monkeypatch):
+    monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "0")
+    fused_linear.set_mode("always")
+    assert fused_linear.mode() == "always" and os.environ["VHEAT_ONEDNN_LINEAR"] == "0"
+    fused_linear.set_mode(None)
+    assert fused_linear.mode() == "0"
+    with pytest.raises(ValueError, match="set_mode must be 0, rule, auto"):
+        fused_linear.set_mode("fast")
