@@ -175,7 +175,7 @@ def test_fx_graph_runs_at_other_sizes(infer_mode):
         with torch.no_grad():
             torch.testing.assert_close(gm(x), model(x), rtol=1e-5, atol=1e-5)
     if infer_mode:  # folded k_exp: another size is rejected when the graph runs
-        with pytest.raises(ValueError, match="E shape .* does not match"):
+        with pytest.raises(RuntimeError, match="folded k_exp is"):
             gm(torch.randn(1, 3, 96, 96))
 
 
@@ -305,16 +305,19 @@ def test_checkpoint_filter_fn_maps_train_and_infer_layouts():
     # train layout -> infer-mode model: folded into k_exp by the filter
     folded_model = timm.create_model("vheat_tiny", **MICRO, infer_mode=True).eval()
     folded_model.load_state_dict(checkpoint_filter_fn(source.state_dict(), folded_model), strict=True)
-    # infer layout (k_exp) -> train-mode model: the model switches to infer mode
+    # infer layout (k_exp) -> infer-mode model: as it is
     infer_sd = _micro(seed=7).set_infer_mode(True).state_dict()
-    train_model = timm.create_model("vheat_tiny", **MICRO).eval()
-    train_model.load_state_dict(checkpoint_filter_fn(infer_sd, train_model), strict=True)
-    assert folded_model.infer_mode and train_model.infer_mode
+    infer_model = timm.create_model("vheat_tiny", **MICRO, infer_mode=True).eval()
+    infer_model.load_state_dict(checkpoint_filter_fn(infer_sd, infer_model), strict=True)
     with torch.no_grad():
         torch.testing.assert_close(folded_model(x), want, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(train_model(x), want, rtol=1e-5, atol=1e-5)
-    with pytest.raises(RuntimeError, match="train-mode weights"):
-        folded_model.set_infer_mode(False)  # the random freq_embed / to_k it was built with are gone
+        torch.testing.assert_close(infer_model(x), want, rtol=1e-5, atol=1e-5)
+    # infer layout -> train-mode model: the filter is pure, so it names the fix instead of folding the model
+    train_model = timm.create_model("vheat_tiny", **MICRO).eval()
+    before = {k: v.clone() for k, v in train_model.state_dict().items()}
+    with pytest.raises(CheckpointFormatError, match="infer_mode=True"):
+        checkpoint_filter_fn(infer_sd, train_model)
+    assert not train_model.infer_mode and all(torch.equal(v, before[k]) for k, v in train_model.state_dict().items())
     with pytest.raises(CheckpointFormatError, match="folded for a"):
         checkpoint_filter_fn(infer_sd, timm.create_model("vheat_tiny", **dict(MICRO, img_size=96)))
 
