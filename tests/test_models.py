@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import prune
 
 import vheat  # noqa: F401  (registers the timm models)
 from vheat.checkpoint_io import load_official_checkpoint, save_official_checkpoint
@@ -297,6 +298,58 @@ def test_eval_output_follows_weight_changes():
         model.load_state_dict(random_micro(seed=9).state_dict())  # load_state_dict invalidates too
         fresh.load_state_dict(model.state_dict())
         torch.testing.assert_close(model(x), fresh(x), rtol=0, atol=1e-6)
+
+
+def _scale_freq_embed_data(model):
+    for p in model.freq_embed:
+        p.data.mul_(50)
+
+
+def _prune_to_k(model, amount=0.9):
+    for stage in model.layers:
+        for block in stage.blocks:
+            prune.l1_unstructured(block.op.to_k[0], "weight", amount=amount)
+
+
+def _prune_to_k_twice(model):
+    _prune_to_k(model, 0.3)
+    model(torch.randn(1, 3, 64, 64))  # run with the first mask; the second only swaps the mask buffer
+    _prune_to_k(model, 0.9)
+
+
+def _assign_other_weights(model):
+    model.load_state_dict(random_micro(seed=7, hco_backend="fft").state_dict(), assign=True)
+
+
+def _assign_one_stage(model):
+    other = random_micro(seed=8, hco_backend="fft")
+    model.layers[2].load_state_dict(other.layers[2].state_dict(), assign=True)
+
+
+def _replace_to_k_data(model):
+    weight = model.layers[1][0].op.to_k[0].weight
+    weight.data = torch.randn_like(weight)
+
+
+@pytest.mark.parametrize("change", [_scale_freq_embed_data, _prune_to_k, _prune_to_k_twice, _assign_other_weights, _assign_one_stage,
+                                    _replace_to_k_data])
+def test_eval_logits_follow_weight_changes_made_any_way(change):
+    """However the weights change (``.data`` writes and pruning bypass the version counters,
+    ``assign`` swaps tensors), the next eval forward uses them: the official oracle on the
+    weights in effect agrees."""
+    model = random_micro(hco_backend="fft").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x)
+        change(model)
+        after = model(x)
+    effective = copy.deepcopy(model)
+    for module in effective.modules():
+        if hasattr(module, "weight_orig"):
+            prune.remove(module, "weight")
+    expected = official_forward(effective.state_dict(), dict(depths=MICRO["depths"], post_norm=True), x)
+    assert not torch.equal(after, before)
+    torch.testing.assert_close(after.double(), expected, rtol=0, atol=2e-5 * max(1.0, expected.abs().max().item()))
 
 
 # --- dtypes, layouts, autocast, checkpointing, compile ------------------------------------------
