@@ -183,7 +183,7 @@ def _assert_same_gradients(model: VHeat, converted) -> None:
     """Gradients through ``converted`` (an FX / TorchScript form of ``model``) equal eager ones.
 
     The graphs record F.linear (MKL); eager is pinned to it too, since where oneDNN is the
-    faster library here (fused_linear's calibration) eager training would round differently."""
+    faster library here (vheat.models.linear's calibration) eager training would round differently."""
     x = torch.randn(2, 3, 64, 64)
     converted(x).square().sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}

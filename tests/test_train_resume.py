@@ -107,9 +107,9 @@ def test_resume_from_missing_or_garbage_file(folder, tmp_path):
 
 def test_resume_keeps_the_runs_gemm_library(folder, tmp_path):
     from vheat.checkpoint_io import write_checkpoint
-    from vheat.models import fused_linear
+    from vheat.models import linear
 
-    if not fused_linear.onednn_available():
+    if not linear.onednn_available():
         pytest.skip("torch built without oneDNN: every run trains on F.linear")
     part = str(tmp_path / "part")
     stopped = train(tiny_config(folder, part, "train.epochs=2", "train.stop_after_steps=3"))
@@ -118,7 +118,7 @@ def test_resume_keeps_the_runs_gemm_library(folder, tmp_path):
     other = "mkl" if ckpt["gemm_library"] == "onednn" else "onednn"
     ckpt["gemm_library"] = other  # as if the run had started in a process that measured otherwise
     write_checkpoint(stopped["checkpoint"], ckpt)
-    fused_linear.pin_training_library(None)  # this "process" has its own calibration again
+    linear.pin_training_library(None)  # this "process" has its own calibration again
     resumed = train(tiny_config(folder, part, "train.epochs=2"))
     assert resumed["status"] == "finished"
-    assert fused_linear.training_library() == other == read_checkpoint(list_checkpoints(part)[-1])["gemm_library"]
+    assert linear.training_library() == other == read_checkpoint(list_checkpoints(part)[-1])["gemm_library"]
