@@ -41,6 +41,16 @@ def _gemm_choice_restored():
     linear.set_mode(None)
 
 
+@pytest.fixture(scope="module")
+def golden():
+    """The official micro models' weights, inputs and logits (tests/reference_data.py)."""
+    from reference_data import GOLDEN
+
+    if not GOLDEN.is_file():
+        pytest.skip(f"{GOLDEN} not found")
+    return torch.load(GOLDEN, weights_only=False)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

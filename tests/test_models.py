@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,11 +16,10 @@ import torch.nn.functional as F
 from torch.nn.utils import prune
 
 import vheat  # noqa: F401  (registers the timm models)
-from vheat.checkpoint_io import load_official_checkpoint, save_official_checkpoint
 from vheat.models import VHeat
 from vheat_kernels import extension_available
 
-from reference_data import GOLDEN, REFERENCE
+from reference_data import REFERENCE
 
 
 CPU_BACKENDS = [
@@ -29,9 +27,8 @@ CPU_BACKENDS = [
     "fft",
     pytest.param("cpu", marks=pytest.mark.skipif(not extension_available(), reason="vheat_kernels._C not built")),
 ]
-from model_helpers import MICRO  # noqa: E402
+from model_helpers import MICRO, random_micro  # noqa: E402
 
-MICRO = dict(MICRO, num_classes=10)
 
 
 # --- independent oracle -----------------------------------------------------------------------
@@ -105,28 +102,6 @@ def official_forward(sd: dict, cfg: dict, x: torch.Tensor) -> torch.Tensor:
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
-@pytest.fixture(scope="module")
-def golden():
-    if not GOLDEN.is_file():
-        pytest.skip(f"{GOLDEN} not found")
-    return torch.load(GOLDEN, weights_only=False)
-
-
-def random_micro(post_norm: bool = True, layer_scale=0.5, seed: int = 0, **kw) -> VHeat:
-    """A micro model with weights large enough that every part (E, resizing, gammas) matters."""
-    torch.manual_seed(seed)
-    model = VHeat(**dict(MICRO, post_norm=post_norm, layer_scale=layer_scale, drop_path_rate=0.0, **kw))
-    with torch.no_grad():
-        for name, prm in model.named_parameters():
-            if name.startswith("freq_embed"):
-                prm.normal_(0.0, 1.0)
-            elif name.endswith("to_k.0.weight"):
-                prm.normal_(0.0, 1.0 / math.sqrt(prm.shape[1]))
-            elif prm.dim() == 1:
-                prm.add_(torch.randn_like(prm) * 0.1)
-    return model
-
-
 def listing(name: str):
     rows = [line.rstrip("\n").split("\t") for line in open(REFERENCE / f"state_dict_{name}.tsv")][1:]
     return [(k, tuple(int(s) for s in shape.split("x")), dtype) for k, shape, dtype in rows]
@@ -174,43 +149,6 @@ def test_golden_logits(golden, case, backend):
     assert (infer_mode_out - g["logits"]).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("build_infer_mode", [False, True])
-def test_official_checkpoint_file_loads_strict(golden, tmp_path, build_infer_mode):
-    g = golden["micro_postnorm_ls"]
-    ema = {f"module.{k}": v + 0.01 for k, v in g["state_dict"].items()}
-    torch.save({"model": {f"module.{k}": v for k, v in g["state_dict"].items()}, "model_ema": ema, "epoch": 3}, tmp_path / "ckpt.pth")
-    model = VHeat(**g["config"], infer_mode=build_infer_mode, hco_backend="reference").eval()
-    result = load_official_checkpoint(model, tmp_path / "ckpt.pth")
-    assert not result.missing_keys and not result.unexpected_keys
-    assert model.infer_mode == build_infer_mode  # a train-layout checkpoint refolds an infer-mode model
-    with torch.no_grad():
-        assert (model(g["input"]) - g["logits"]).abs().max().item() <= 1e-5
-    load_official_checkpoint(model, tmp_path / "ckpt.pth", key="model_ema")
-    assert torch.equal(model.patch_embed.conv1.weight, g["state_dict"]["patch_embed.conv1.weight"] + 0.01)
-
-
-def test_checkpoint_loader_errors(tmp_path):
-    model = random_micro()
-    with pytest.raises(ValueError, match="no 'model_ema' entry"):
-        load_official_checkpoint(model, {"model": model.state_dict(), "epoch": 1}, key="model_ema")
-    bad = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier")}
-    with pytest.raises(RuntimeError, match="classifier"):
-        load_official_checkpoint(model, bad)
-    torch.save({"model": model.state_dict(), "note": Path("x")}, tmp_path / "pickled.pth")
-    with pytest.raises(ValueError, match="allow_pickle=True"):
-        load_official_checkpoint(model, tmp_path / "pickled.pth")
-    load_official_checkpoint(model, tmp_path / "pickled.pth", allow_pickle=True)
-
-
-def test_save_official_checkpoint_roundtrip(tmp_path):
-    model, other = random_micro(seed=1), random_micro(seed=2)
-    save_official_checkpoint(tmp_path / "out.pth", model, model_ema=other, epoch=4)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pth"]  # no temp file left behind
-    fresh = random_micro(seed=3)
-    load_official_checkpoint(fresh, tmp_path / "out.pth", key="model_ema")
-    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), other.state_dict().values()))
-
-
 # --- infer mode -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("post_norm, layer_scale", [(False, None), (True, 0.5)])
 def test_infer_mode_is_a_one_way_fold_of_a_copy(post_norm, layer_scale):
@@ -241,23 +179,6 @@ def test_infer_mode_k_exp_is_official_fold():
     expected = torch.pow(_official_decay_map(16, 16)[:, :, None], k)
     model.infer_init()
     torch.testing.assert_close(model.layers[0][0].op.k_exp.double(), expected, rtol=1e-5, atol=1e-6)
-
-
-def test_infer_state_dict_into_train_model(tmp_path):
-    model = random_micro(hco_backend="fft").eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        ref = model(x)
-    model.infer_init()
-    fresh = random_micro(seed=7, hco_backend="fft").eval()
-    load_official_checkpoint(fresh, {"model": model.state_dict()})
-    assert fresh.infer_mode
-    with torch.no_grad():
-        torch.testing.assert_close(fresh(x), ref, rtol=0, atol=2e-6)
-        with pytest.raises(RuntimeError, match="folded"):
-            fresh(torch.randn(1, 3, 96, 96))  # no freq_embed / to_k to derive E at another size
-    with pytest.raises(RuntimeError, match="one-way"):
-        fresh.set_infer_mode(False)
 
 
 # --- resolutions ----------------------------------------------------------------------------------

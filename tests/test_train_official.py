@@ -17,11 +17,6 @@ from reference_data import GOLDEN
 pytestmark = pytest.mark.skipif(not GOLDEN.exists(), reason="official golden reference data not present")
 
 
-@pytest.fixture(scope="module")
-def golden():
-    return torch.load(GOLDEN, weights_only=False)
-
-
 def _cfg(entry, *extra):
     c = dict(entry["config"])
     kwargs = {k: v for k, v in c.items() if k not in ("num_classes", "img_size")}
