@@ -42,6 +42,17 @@ def _gemm_choice_restored():
 
 
 @pytest.fixture(scope="module")
+def tiny():
+    """vheat_tiny at its default init, in eval mode."""
+    import timm
+
+    import vheat  # noqa: F401  (registers the timm models)
+
+    torch.manual_seed(0)
+    return timm.create_model("vheat_tiny").eval()
+
+
+@pytest.fixture(scope="module")
 def golden():
     """The official micro models' weights, inputs and logits (tests/reference_data.py)."""
     from reference_data import GOLDEN

@@ -22,12 +22,6 @@ needs_ops = pytest.mark.skipif(not extension_available(), reason="vheat_kernels.
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return timm.create_model("vheat_tiny").eval()
-
-
 # --- FX ------------------------------------------------------------------------------------------
 def test_fx_symbolic_trace_whole_model(tiny):
     gm = torch.fx.symbolic_trace(tiny)
