@@ -33,7 +33,7 @@ def test_fused_matches_linear_and_exact_gelu(shape, activation, monkeypatch):
 
 def _with_calibration(monkeypatch, everywhere: bool) -> None:
     """Pin the measured MKL-vs-oneDNN choice, so the rule under test does not depend on this CPU."""
-    monkeypatch.setattr(fused_linear, "calibration", lambda: {"onednn_everywhere": everywhere})
+    monkeypatch.setattr(library, "calibration", lambda: {"onednn_everywhere": everywhere})
 
 
 def test_plain_path_where_onednn_does_not_apply(monkeypatch):
@@ -168,7 +168,7 @@ def test_describe_names_the_choice(monkeypatch):
     monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "always")
     assert "oneDNN everywhere" in library.describe()
     monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "auto")
-    monkeypatch.setattr(fused_linear, "calibration", lambda: {"onednn_everywhere": False, "speedup": 0.95, "threads": 1})
+    monkeypatch.setattr(library, "calibration", lambda: {"onednn_everywhere": False, "speedup": 0.95, "threads": 1})
     assert library.describe() == ("linear layers: F.linear, oneDNN for GELU / large outputs in inference "
                                        "(MKL / oneDNN measured 0.95x at 1 thread(s))")
 
