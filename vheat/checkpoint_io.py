@@ -287,14 +287,7 @@ def load_official_checkpoint(
             if k in sd and k in own and sd[k].shape != own[k].shape:
                 sd.update({kk: own[kk] for kk in CLASSIFIER_KEYS if kk in own})
                 break
-    from .models.load_guard import fold_for, unchanged_on_failure
-    from .models.vheat import fold_state_dict
-
-    with unchanged_on_failure(model):
-        fold_for(model, sd)
-        if model.infer_mode and not is_infer_layout(sd):
-            sd = fold_state_dict(sd, model)
-        return model.load_state_dict(sd, strict=strict)
+    return model.load_official_state_dict(sd, strict=strict)
 
 
 def classifier_keys(model: nn.Module) -> list[str]:

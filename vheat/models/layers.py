@@ -59,8 +59,8 @@ class StemLayer(nn.Module):
         self.norm2 = channels_first_layer_norm(out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Channels-last from the first convolution on (a copy of the 3-channel input): the
-        # LayerNorms' permutes are then views, not copies (vHeat-T stem at batch 16: 128 -> 100 ms).
+        # Channels-last from the first convolution on (a copy of the 3-channel input, the
+        # smallest tensor of the stem): the LayerNorms' permutes are then views, not copies.
         x = self.conv1(x.contiguous(memory_format=torch.channels_last))
         return self.norm2(self.conv2(self.act(self.norm1(x))))
 

@@ -25,7 +25,7 @@ from vheat_kernels import attenuation
 
 from . import tracing
 from .heat import HeatBlock
-from .load_guard import unchanged_on_failure
+from .load_guard import fold_for, unchanged_on_failure
 from .layers import LayerNorm2d, StemLayer, make_downsample
 
 GLOBAL_POOLS = ("", "avg", "max", "avgmax", "catavgmax")
@@ -193,8 +193,8 @@ class VHeat(nn.Module):
     def _channels_last_conv_weights(self) -> None:
         # Every convolution sees channels-last activations (the stem converts its input;
         # the rest are permuted views of (B, H, W, C) tensors); with contiguous NCHW weights
-        # oneDNN lays the weight out again on every call (measured: 6.3 ms -> 2.3 ms for the
-        # 384 -> 768 downsample at batch 1). load_state_dict copies into these tensors, so
+        # oneDNN would lay each weight out again on every call, a cost of the size of the
+        # convolution itself for the downsamples. load_state_dict copies into these tensors, so
         # the layout persists; state_dict() hands out contiguous copies (_contiguous_state_dict).
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -268,13 +268,20 @@ class VHeat(nn.Module):
         keeps this model's head when the class counts differ.
         """
         from ..checkpoint_io import extract_state_dict, read_checkpoint
-        from .load_guard import fold_for
 
         checkpoint = read_checkpoint(path, allow_pickle=allow_pickle)
         state_dict = extract_state_dict(checkpoint, key)
         with unchanged_on_failure(self):
             fold_for(self, state_dict)
             self._load_filtered(checkpoint_filter_fn(state_dict, self), keep_classifier_if_mismatch)
+
+    @torch.jit.ignore
+    def load_official_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True):
+        """An official state_dict of either layout, through checkpoint_filter_fn; an infer-layout one
+        (k_exp) folds this model first. A load that fails leaves the model as it was."""
+        with unchanged_on_failure(self):
+            fold_for(self, state_dict)
+            return self.load_state_dict(checkpoint_filter_fn(state_dict, self), strict=strict)
 
     def _load_filtered(self, sd: Dict[str, torch.Tensor], keep_classifier_if_mismatch: bool) -> None:
         from ..checkpoint_io import CLASSIFIER_KEYS
