@@ -104,11 +104,11 @@ class VHeat(nn.Module):
         device, dtype: timm's factory arguments: where and in which float type the parameters live
             (``create_model(..., device="meta")`` builds the structure without real weights).
 
-    HCO backend: each block's ``op.hco_backend`` is the model's carrier, set by the constructor's
-    ``hco_backend=`` (the YAML ``model.hco_backend`` and ``vheat ... --backend`` feed that
-    argument) or later by :meth:`set_hco_backend`. The narrower setting wins: a backend passed
-    to ``vheat_kernels.heat_conduction(backend=)`` by a call, then the model's, then the
-    process's ``$VHEAT_HCO_BACKEND``, then ``auto``.
+    HCO backend: the model has one carrier, each block's ``op.hco_backend``, set by the
+    constructor's ``hco_backend=`` (the YAML ``model.hco_backend`` and ``vheat ... --backend``
+    feed that argument) or later by :meth:`set_hco_backend`. The blocks pass it as the
+    ``backend=`` of every HCO call, so the narrower setting wins: the model's (the call's),
+    then the process's ``$VHEAT_HCO_BACKEND``, then ``auto``.
     """
 
     # Properties TorchScript must not compile (they return modules or Python objects).
