@@ -23,7 +23,7 @@ bench: setup
 	$(PY) benchmarks/bench_hco.py
 
 # Full suite (kernels, whole models vs official and timm baselines, resolution, memory);
-# writes benchmarks/results/*.json, PNG plots and docs/benchmarks.md (799 s on a 2-core AMD EPYC).
+# writes benchmarks/results/*.json, PNG plots and docs/benchmarks.md (its run time: docs/benchmarks.md).
 bench-suite: setup
 	$(PY) -m benchmarks --threads 1
 
@@ -31,7 +31,7 @@ bench-quick: setup
 	$(PY) benchmarks/bench_hco.py --quick --json benchmarks/results/hco_cpu_quick.json
 
 # What CI runs (.ci/run): unit tests, compile-only checks of the GPU kernels, the LibTorch
-# (CMake) build, the mm extra (its first run builds mmcv: ~7 minutes here, then cached) and
+# (CMake) build, the mm extra (its first run builds mmcv from source, later runs reuse the wheel) and
 # a user's pip install from the sdist.
 test: test-unit test-timm cuda-check cmake-test test-mm test-install test-compat
 
@@ -53,15 +53,15 @@ test-compat:
 
 # nvcc for sm_80 / sm_90 with ptxas -v: fails on spills or shared memory over the limit.
 cuda-check: setup
-	$(PY) benchmarks/cuda_resources.py --check
-	$(PY) benchmarks/triton_resources.py --quick
+	$(PY) tools/cuda_resources.py --check
+	$(PY) tools/triton_resources.py --quick
 
 cmake-test: setup
 	bash scripts/cmake_test.sh
 
-# Every Triton kernel configuration for sm_80/sm_90 (~1000 builds, ~20 minutes here).
+# Every Triton kernel configuration for sm_80/sm_90 (~1000 builds; Triton caches them for re-runs).
 triton-aot: setup
-	$(PY) benchmarks/triton_resources.py --jobs 2
+	$(PY) tools/triton_resources.py --jobs 2
 
 bytes-model: setup
 	$(PY) benchmarks/bytes_model.py --update

@@ -1,6 +1,6 @@
 """vheat-kernels benchmark suite: kernels, whole models, resolution scaling, memory, a per-op profile.
 
-    python -m benchmarks                 # full run (799 s with --threads 1 on a 2-core AMD EPYC); writes docs/benchmarks.md
+    python -m benchmarks                 # full run (the slowest; run time in docs/benchmarks.md); writes docs/benchmarks.md
     python -m benchmarks --quick         # smoke run (T only, small batches, short timing)
     python -m benchmarks --only kernel,memory   # sections: kernel, model, resolution, memory, profile
     python -m benchmarks --threads 1 --only model   # whole models only (file tag: model)
@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from vheat.train.atomic import atomic_write_json
+from vheat.io import atomic_write_json
 
 from .machine import machine_class, machine_info, machine_label
 from .report import SECTION_TABLES, TITLES, hco_share, targets, targets_table, write_docs
@@ -43,8 +43,8 @@ FULL = dict(
     kernel_max_res={"bfloat16": 224, "B": 224},
     min_time=0.2, img_size=224, num_classes=1000, modes=["infer", "train"], batch_sizes=[1, 16], train_batch_sizes=[1, 4],
     model_reps=5, vheat_models=["vheat_tiny", "vheat_small", "vheat_base"], timm_models=TIMM_MODELS,
-    # training batches of the 50-90M-parameter models: 1 only (a batch-4 step of the official
-    # vHeat-B takes about 5 s here); every model runs inference at batch 16
+    # training batches of the 50-90M-parameter models: 1 only (a batch-4 training step of the
+    # official vHeat-B costs seconds on a CPU); every model runs inference at batch 16
     max_batch={}, max_train_batch={"vheat_small": 1, "vheat_base": 1, "swin_small_patch4_window7_224": 1},
     model_peers=list(DEPLOYMENT_PEERS),  # inference: torch.compile of the official model, ONNX Runtime
     resolutions=[224, 512, 768, 1024],
@@ -188,11 +188,11 @@ def main(argv=None):
     }
     json_path = os.path.join(args.out_dir, f"{stem}.json")
     atomic_write_json(json_path, payload, indent=2)
-    # The report (and the README's target block) only from a full run of every section: a
+    # The report (and the README's headline block) only from a full run of every section: a
     # partial or quick run would replace the whole report with a part of it.
     full_run = not args.quick and tag == "full" and list(args.only) == list(SECTIONS)
     docs = args.docs or ("docs/benchmarks.md" if full_run else None)
-    if docs and not args.no_docs:  # a full run also refreshes the README's target table
+    if docs and not args.no_docs:  # a full run also refreshes the README's headline
         write_docs(json_path, docs, readme="README.md" if full_run and not args.docs else None)
     threads = payload["machine"]["threads"]
     load = f"1-min load {load_before[0]:.1f} before, {payload['machine']['load_avg_after'][0]:.1f} after"

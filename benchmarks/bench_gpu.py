@@ -2,11 +2,12 @@
 
 Times, on one GPU and in one run, the registered backends through the public API
 (``heat_conduction(x, E, backend=name)``: 'cuda', 'triton', 'fft' and 'reference', the
-official matmul-DCT) and a plain channels-last 4-matmul formulation (``hco_four_matmul``
-below: torch.matmul against the cosine matrices along H, along W, scale, and back), the
-strongest non-fused peer at small planes. Each row: forward and backward medians of
-triton.testing.do_bench (which flushes L2), the effective bandwidth (bytes a fused kernel
-must move, see fused_bytes, over the time) against the device's measured copy bandwidth,
+official matmul-DCT) and a plain channels-last 4-matmul formulation
+(``vheat_kernels.reference.hco_matmul4``: torch.matmul against the cosine matrices along H,
+along W, scale, and back), the strongest non-fused peer at small planes. Each row: forward
+and backward medians of triton.testing.do_bench (which flushes L2), the effective
+bandwidth (bytes a fused kernel must move, see fused_bytes, over the time) against the
+device's measured copy bandwidth,
 speedups against matmul-DCT and against 4-matmul measured in the same run, and the error
 against a float64 HCO. Per (shape, dtype) it also names the backend 'auto' picks and the
 fastest one (forward + backward), so the dispatch rule (docs/cuda.md) can be checked.
@@ -30,8 +31,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from benchmarks.suite.kernel import FAMILY_DIMS, stage_shapes  # noqa: E402
-from vheat.train.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from benchmarks.suite.kernel import stage_shapes  # noqa: E402
+from vheat.io import atomic_write_json, atomic_write_text  # noqa: E402
+from vheat_kernels.reference import hco_matmul4  # noqa: E402
+from vheat_kernels.stages import FAMILIES  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BACKENDS = ("cuda", "triton", "fft", "reference")
@@ -41,34 +44,26 @@ FORMULATIONS = BACKENDS + (FOUR_MATMUL,)
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 1e-2}
 
 
-def hco_four_matmul(x: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
-    """HCO as four plain matmuls on channels-last x (B, H, W, C), autograd for the backward."""
-    from vheat_kernels.dct import dct_matrix
-
-    B, H, W, C = x.shape
-    ch, cw = dct_matrix(H, x.device, x.dtype), dct_matrix(W, x.device, x.dtype)
-    t = torch.matmul(ch, x.reshape(B, H, W * C)).view(B * H, W, C)  # along H
-    t = torch.matmul(cw, t).view(B, H, W, C) * E.to(x.dtype)  # along W, attenuate
-    t = torch.matmul(cw.t(), t.view(B * H, W, C)).view(B, H, W * C)
-    return torch.matmul(ch.t(), t).view(B, H, W, C)
-
-
 def formulation(name: str):
     if name == FOUR_MATMUL:
-        return hco_four_matmul
+        return hco_matmul4
     from vheat_kernels import heat_conduction
 
     return lambda x, E: heat_conduction(x, E, backend=name)
 
 
-def copy_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
-    """Measured device-to-device copy bandwidth (read + write), GB/s."""
+def _do_bench_ms(fn) -> float:
     from triton.testing import do_bench
 
-    src = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").uniform_()
+    return do_bench(fn, warmup=25, rep=200)
+
+
+def copy_bandwidth_gbs(nbytes: int = 1 << 30, device: str = "cuda", time_ms=_do_bench_ms) -> float:
+    """Measured copy bandwidth (read + write) of ``device``, GB/s; ``time_ms(fn)`` times one
+    copy in ms (default: do_bench, L2 flushed between calls)."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
     dst = torch.empty_like(src)
-    ms = do_bench(lambda: dst.copy_(src), warmup=25, rep=200)
-    return 2 * nbytes / (ms * 1e-3) / 1e9
+    return 2 * nbytes / (time_ms(lambda: dst.copy_(src)) * 1e-3) / 1e9
 
 
 def fused_bytes(B: int, H: int, W: int, C: int, s: int, e: int, backward: bool) -> int:
@@ -182,7 +177,7 @@ def markdown(payload: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", action="append", help="B,H,W,C (repeatable); default: vHeat stage shapes")
-    parser.add_argument("--family", nargs="+", default=list(FAMILY_DIMS), choices=list(FAMILY_DIMS))
+    parser.add_argument("--family", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--res", nargs="+", type=int, default=[224, 512], help="input resolutions")
     parser.add_argument("--batch", type=int, default=8, help="batch at 224 (1 above, as the suite)")
     parser.add_argument("--dtype", action="append", choices=DTYPES, help="repeatable; default fp32 and bf16")

@@ -22,18 +22,19 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vheat_kernels as vk  # noqa: E402
-from vheat.train.atomic import atomic_write_json  # noqa: E402
+from vheat_kernels.stages import PLANES, stage_shapes  # noqa: E402
+from vheat.io import atomic_write_json  # noqa: E402
 from benchmarks.machine import machine_class, machine_info, machine_label  # noqa: E402
 from benchmarks.peers import PEERS, candidates  # noqa: E402
 from benchmarks.suite.kernel import matmul_dct_flops  # noqa: E402
 from benchmarks.suite.measure import steady_allocator, time_paired  # noqa: E402
 
-# vHeat-T/S and vHeat-B stages at 224 input with batch 8, high-resolution planes, and a
-# detection plane (stage 1 of an 800 x 1333 input).
-SHAPES = [(8, 56, 56, 96), (8, 28, 28, 192), (8, 14, 14, 384), (8, 7, 7, 768),
-          (8, 56, 56, 128), (8, 28, 28, 256), (8, 14, 14, 512), (8, 7, 7, 1024),
-          (1, 128, 128, 96), (1, 256, 256, 96), (2, 200, 334, 96)]
-QUICK_SHAPES = [(2, 56, 56, 96), (2, 14, 14, 384), (1, 128, 128, 32)]
+# vHeat-T/S and vHeat-B stages at 224 input with batch 8, stage 1 of T/S at 512 and 1024
+# input (batch 1), and stage 1 of a detection input (batch 2).
+SHAPES = (stage_shapes("T/S", 224, 8) + stage_shapes("B", 224, 8)
+          + [(1, *PLANES["T/S@512"][0]), (1, *PLANES["T/S@1024"][0]), (2, *PLANES["det T/S"][0])])
+# Smoke run: vHeat-T's stages 1 and 3 at batch 2, and a high-resolution plane with few channels.
+QUICK_SHAPES = [stage_shapes("T", 224, 2)[0], stage_shapes("T", 224, 2)[2], (1, 128, 128, 32)]
 DEFAULT_JSON = "build/bench/hco_cpu.json"
 RESULTS_DIR = "benchmarks/results"
 OFFICIAL = "reference"

@@ -25,19 +25,19 @@ from dataclasses import dataclass
 from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # cuda_resources
 os.environ.pop("TRITON_INTERPRET", None)
 
 import torch  # noqa: E402
 
-from vheat.train.atomic import atomic_write_text  # noqa: E402
+from vheat.io import atomic_write_text  # noqa: E402
+from vheat_kernels import stages  # noqa: E402
 
 DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "bytes_model.md")
 # vHeat-T stages at 224 x 224, batch 8, and Mask R-CNN at 800 x 1333 (vHeat-T dims), batch 2.
-VHEAT_T_224_B8 = [(8, 56, 56, 96), (8, 28, 28, 192), (8, 14, 14, 384), (8, 7, 7, 768)]
-DETECTION_T_B2 = [(2, 200, 334, 96), (2, 100, 167, 192), (2, 50, 84, 384), (2, 25, 42, 768)]
+VHEAT_T_224_B8 = stages.stage_shapes("T", 224, 8)
+DETECTION_T_B2 = [(2, *plane) for plane in stages.detection_planes("T")]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-DEPTHS = (2, 2, 6, 2)  # vHeat-T: HCO calls per stage and forward pass
+DEPTHS = stages.VARIANTS["T"].depths  # HCO calls per stage and forward pass
 # Ridge points (FLOP per DRAM byte) for the intensity column's comparison, dense peaks:
 # A100 SXM 80GB (2.04 TB/s): tf32 156 TFLOP/s (tf32x3: a third), bf16 312; H100 SXM
 # (3.35 TB/s): tf32 495, bf16 989.
@@ -206,13 +206,13 @@ def _programs(launch) -> int:
 
 def launch_costs(plan, dtype: str, occupancy: bool) -> list[LaunchCost]:
     """Cost of each launch of a plan (meta tensors); ``occupancy`` sizes the configuration
-    each launch runs on sm_90 with ptxas (``triton.aot``) for its resident blocks."""
+    each launch runs on sm_90 with ptxas (tools/triton_aot.py) for its resident blocks."""
     out = []
     for launch in plan:
         b, f = _launch_traffic(launch)
         bps = warps = None
         if occupancy:
-            from vheat_kernels.triton import aot
+            from tools import triton_aot as aot
 
             chosen = [launch.chosen(90)] if launch.configs else None
             res = aot.build(aot._builds_of(launch, dtype, 90, chosen)[0])
@@ -227,10 +227,7 @@ ROOFLINE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.
 
 def classification_planes() -> list[tuple[str, tuple]]:
     """(model, (B, H, W, C)) of every vHeat-T/S and -B stage at 224 x 224, training batch."""
-    from vheat_kernels.triton.aot import B_DIMS, T_DIMS, _stages
-
-    return ([("T/S", s) for s in _stages(224, T_DIMS, TRAINING_BATCH)]
-            + [("B", s) for s in _stages(224, B_DIMS, TRAINING_BATCH)])
+    return [(fam, shape) for fam in stages.FAMILIES for shape in stages.stage_shapes(fam, 224, TRAINING_BATCH)]
 
 
 @dataclass
@@ -285,7 +282,7 @@ def cuda_plans(shapes: tuple) -> dict:
     """{(shape, dtype, op): cuda_resources.LaunchPlan} of the CUDA backend on sm_90: what
     csrc/cuda/hco_plan.h asks for (cuda_resources compiles it into a small host program),
     bf16's plan serving fp16 too."""
-    import cuda_resources
+    from tools import cuda_resources
 
     rows = cuda_resources.launch_plans(archs=("90",), shapes=list(shapes))
     return {(tuple(r.shape), r.dtype, r.op): r for r in rows if r.path == "fused"}
@@ -295,8 +292,8 @@ def cuda_roofline(shape, dtype: str) -> Optional[dict[str, PassRoofline]]:
     """Forward and backward (dx and dE) of the CUDA backend's fused kernels at ``shape``
     from its launch plan; None where it takes the multi-pass line path. Resident blocks
     per SM come from threads and shared memory (registers are not counted: no nvcc build
-    here; `benchmarks/cuda_resources.py` reports them)."""
-    import cuda_resources
+    here; tools/cuda_resources.py reports them)."""
+    from tools import cuda_resources
 
     plans = cuda_plans(tuple(tuple(s) for _, s in classification_planes()))
     key = "bf16" if dtype == "fp16" else dtype

@@ -4,14 +4,14 @@
 # compiling. Builds in a venv of that Python and torch (.venv-gpu-artifact, kept), writes
 # build/gpu_check_artifact/{_C.cpython-312-*.so,manifest.json}. Send it with the working
 # tree (the device tool's carry: ["build/gpu_check_artifact"]); gpu_check.sh installs it
-# when torch, Python and the sources match. About 7 minutes on 2 cores.
+# when torch, Python and the sources match. Takes minutes (an nvcc build of every kernel).
 #   ARTIFACT_PYTHON  the Python to build for (default python3.12)
 #   TORCH_CUDA_ARCH_LIST  default 9.0
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV=.venv-gpu-artifact
-TORCH_PIN=torch==2.11.0  # the GPU machine's torch (README "GPU acceptance run")
+TORCH_PIN=torch==2.11.0  # the GPU machine's torch (docs/gpu-check.md)
 PY=${ARTIFACT_PYTHON:-python3.12}
 if ! "$PY" -c "import sys" 2>/dev/null; then
   # A pyenv shim that is on PATH but not selected: take pyenv's 3.12 directly.

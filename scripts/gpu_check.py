@@ -48,6 +48,8 @@ STEP_CAPS = {"correctness": 150, "train": 70, "timing": 110, "model": 100, "tune
 BACKENDS = ("triton", "cuda")
 DTYPES = ("bf16", "fp32")
 TRAIN_BATCH, MODEL_BATCH = 64, 128
+# B of the kernel planes: vHeat's ImageNet batch per GPU, and Mask R-CNN's images per GPU.
+PLANE_BATCH, DETECTION_BATCH = 128, 2
 # Largest accepted error relative to max |reference| (the GPU benchmark's table), and for
 # the training step's parameter gradients (bf16 autocast everywhere but the HCO).
 GRAD_RTOL = 5e-2
@@ -98,17 +100,17 @@ class Context:
         """(label, (B, H, W, C)) of the correctness step."""
         if self.dry_run:
             return [("tiny resident", (2, 7, 7, 3)), ("tiny streamed", (1, 20, 34, 2))]
-        from vheat_kernels.triton.aot import SHAPES
+        from vheat_kernels.stages import PLANES
 
-        out = [(label, (128,) + shape[1:]) for label in ("T/S@224", "B@224") for shape in SHAPES[label]]
-        return out + [("det T/S", shape) for shape in SHAPES["det T/S"]]
+        out = [(label, (PLANE_BATCH, *plane)) for label in ("T/S@224", "B@224") for plane in PLANES[label]]
+        return out + [("det T/S", (DETECTION_BATCH, *plane)) for plane in PLANES["det T/S"]]
 
     def timing_planes(self) -> list[tuple]:
         if self.dry_run:
             return [(2, 7, 7, 3)]
-        from vheat_kernels.triton.aot import SHAPES
+        from vheat_kernels.stages import stage_shapes
 
-        return [(128,) + shape[1:] for shape in SHAPES["T/S@224"]]
+        return stage_shapes("T", 224, PLANE_BATCH)
 
     def sync(self):
         import torch
@@ -254,23 +256,15 @@ def step_train(ctx: Context) -> bool:
     return ok
 
 
-def _copy_gbs(ctx: Context) -> float:
-    import torch
-
-    n = (1 << 20) if ctx.dry_run else (1 << 28)
-    src = torch.empty(n, device=ctx.device).uniform_()
-    dst = torch.empty_like(src)
-    return 2 * src.numel() * 4 / (ctx.time_ms(lambda: dst.copy_(src)) * 1e-3) / 1e9
-
-
 def step_timing(ctx: Context) -> bool:
     import torch
 
+    from benchmarks.bench_gpu import copy_bandwidth_gbs
     from vheat_kernels import heat_conduction
     from vheat_kernels.dispatch import BackendUnavailableError
     from vheat_kernels.reference import hco_matmul4, hco_matmul_dct
 
-    copy_gbs = _copy_gbs(ctx)
+    copy_gbs = copy_bandwidth_gbs((1 << 22) if ctx.dry_run else (1 << 30), ctx.device, ctx.time_ms)
     ctx.record("timing", case="copy bandwidth", copy_gbs=copy_gbs)
     candidates = {b: (lambda x, E, b=b: heat_conduction(x, E, backend=b)) for b in BACKENDS}
     candidates["4-matmul"] = hco_matmul4
@@ -368,7 +362,7 @@ def step_tune(ctx: Context) -> bool:
 
     import torch
 
-    from vheat.train.atomic import atomic_write_json
+    from vheat.io import atomic_write_json
     from vheat_kernels.triton import hco
 
     arch = 0 if ctx.dry_run else hco._arch(torch.empty(0, device="cuda"))  # sm_0: the interpreter
@@ -495,7 +489,7 @@ def main(argv=None) -> int:
     if args.step:
         return 0 if STEP_FUNCTIONS[args.step](Context(out, args.dry_run, args.deadline)) else 1
 
-    from vheat.train.atomic import atomic_write_json, atomic_write_text
+    from vheat.io import atomic_write_json, atomic_write_text
     from vheat_kernels import build_info
 
     results = out / "results.jsonl"

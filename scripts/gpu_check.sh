@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU acceptance run (`make gpu-check`): offline, on the Python that is there ($PYTHON, else
 # python3); it never creates a venv or calls pip. Steps and budget: scripts/gpu_check.py and
-# README "GPU acceptance run".
+# docs/gpu-check.md.
 #   1. the op library with CUDA kernels for this GPU: the prebuilt one in
 #      $GPU_CHECK_ARTIFACT (default build/gpu_check_artifact, `make build-gpu-check-artifact`)
 #      when it was built for this torch and Python, else built here (setup.py build_ext

@@ -6,12 +6,11 @@
 # added beside torch without touching the main environment; pip does not uninstall packages
 # outside the overlay, it shadows them there if a pin ever needs another version.
 #
-# mmcv 2.1.0 has no wheel for torch 2.14; its sdist is built once with the recipe verified on
-# this machine (setuptools<81, --no-build-isolation, -std=c++20, CPU ops only) and the wheel
+# mmcv 2.1.0 has no wheel for torch 2.14; its sdist is built once with this recipe
+# (setuptools<81, --no-build-isolation, -std=c++20, CPU ops only) and the wheel
 # is cached under $VHEAT_WHEEL_CACHE (default ~/.cache/vheat-kernels/wheels: outside the
 # clone, so fresh clones and CI reuse it), keyed by torch and Python version; later runs
-# install the cached wheel in seconds. Measured here: the build took 410 s with MAX_JOBS=2
-# (7 min 12 s for the whole script; 2537 s with MAX_JOBS=1 on a loaded machine).
+# install the cached wheel in seconds; the build itself takes minutes (MAX_JOBS compiles at once).
 #
 #   scripts/install_mm_extra.sh                # build or reuse the wheel, install the extra
 #   MAIN_VENV=.venv MM_VENV=.venv-mm MAX_JOBS=2 scripts/install_mm_extra.sh

@@ -16,8 +16,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 export MAX_JOBS=${MAX_JOBS:-2}
 # Whether the CUDA kernels are built is setup.py's decision (VHEAT_BUILD_CUDA: default auto =
-# only where a GPU is visible, 1 forces, 0 skips; README "Install"): a CUDA build takes
-# ~7 minutes on 2 cores (docs/cuda.md).
+# only where a GPU is visible, 1 forces, 0 skips; README "Install"); a CUDA build takes
+# minutes (docs/cuda.md).
 # Build outside the package, then rename into place: overwriting a loaded .so in place
 # crashes processes that have it mapped.
 if ! .venv/bin/python setup.py -q build_ext --build-lib build/lib > build.log 2>&1; then

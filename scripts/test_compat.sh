@@ -62,5 +62,5 @@ say "default unit tests"
 (cd "$SRC" && "$VENV/bin/python" -m pytest -q -p no:cacheprovider ${COMPAT_PYTEST_ARGS:-})
 
 say "quick Triton AOT resource check (sm_80, sm_90)"
-(cd "$SRC" && "$VENV/bin/python" benchmarks/triton_resources.py --quick)
+(cd "$SRC" && "$VENV/bin/python" tools/triton_resources.py --quick)
 say "passed"

@@ -270,21 +270,6 @@ def test_amdahl_bound():
     assert "at most 2.00x" in text and "predicts 1.33x" in text
 
 
-def test_readme_target_block_is_replaced(tmp_path):
-    from benchmarks.report import README_END, README_START, update_readme
-
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\noutro\n")
-    payload = {"command": "python -m benchmarks", "finished_utc": "2026-01-01 00:00:00",
-               "machine": {"cpu": "TestCPU", "threads": 1},
-               "results": {"memory": {"hco_saved_ratio": 4.0, "hco_shape": [8, 56, 56, 96]}}}
-    assert update_readme(str(readme), payload)
-    text = readme.read_text()
-    assert text.startswith("intro\n") and text.endswith("\noutro\n") and "old table" not in text
-    assert "TestCPU" in text and "| HCO saved-for-backward bytes, official / fused | >= 3.0x | 4.00x | yes |" in text
-    assert update_readme(str(tmp_path / "missing.md"), payload) is False
-
-
 # --- the official-code baseline ------------------------------------------------------------------
 @pytest.mark.skipif(not GOLDEN.exists(), reason="official golden reference data not present")
 @pytest.mark.parametrize("variant", ["micro_prenorm", "micro_postnorm_ls"])

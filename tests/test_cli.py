@@ -12,7 +12,7 @@ from PIL import Image
 
 from train_helpers import make_image_folder, run_main as _cli, tiny_config
 from vheat.cli.main import main
-from vheat.train.atomic import read_jsonl
+from vheat.io import read_jsonl
 from vheat.train.checkpoint import list_checkpoints, read_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,7 @@ import yaml
 
 from train_helpers import cli_env, make_image_folder, run_cli, snapshot, tiny_config
 from vheat.checkpoint_io import write_checkpoint
-from vheat.train.atomic import read_jsonl
+from vheat.io import read_jsonl
 from vheat.train.checkpoint import list_checkpoints, read_checkpoint
 from vheat.train.trainer import train
 

@@ -1,4 +1,4 @@
-"""Compile-time checks of the CUDA kernels without a GPU (benchmarks/cuda_resources.py).
+"""Compile-time checks of the CUDA kernels without a GPU (tools/cuda_resources.py).
 
 The slow test compiles csrc/cuda/hco_cuda_kernels.cu with nvcc for sm_80 and sm_90 and
 ``-Xptxas -v`` (about a minute on two cores), prints the per-kernel table and fails on any
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 _spec = importlib.util.spec_from_file_location(
-    "cuda_resources", Path(__file__).resolve().parents[1] / "benchmarks" / "cuda_resources.py"
+    "cuda_resources", Path(__file__).resolve().parents[1] / "tools" / "cuda_resources.py"
 )
 res = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = res  # dataclasses look their module up

@@ -1,7 +1,7 @@
 """The GPU acceptance run (scripts/gpu_check.sh, scripts/gpu_check.py) and bench_gpu.py,
 as far as a machine without a GPU can check them: the clean "no GPU" exit (nothing
 written), every step of the same script in its dry run (CPU tensors, tiny shapes, no
-network, no fvcore), the prebuilt op library's checks, and the 4-matmul peer."""
+network, no fvcore), the prebuilt op library's checks, the 4-matmul peer and the copy bandwidth."""
 from __future__ import annotations
 
 import os
@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import gpu_check  # noqa: E402
 from benchmarks import bench_gpu  # noqa: E402
+from vheat_kernels.reference import hco_matmul4  # noqa: E402
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available() or shutil.which("nvidia-smi") is not None,
                             reason="checks the machine without a GPU")
@@ -53,13 +54,25 @@ def test_gpu_check_driver_and_bench_say_no_gpu(tmp_path):
 def test_four_matmul_peer_matches_the_oracle(shape):
     x = torch.randn(shape, dtype=torch.float64)
     E = torch.rand(shape[1:], dtype=torch.float64)
-    assert_close_to(bench_gpu.hco_four_matmul(x, E), hco_oracle(x, E), torch.float64)
+    assert_close_to(hco_matmul4(x, E), hco_oracle(x, E), torch.float64)
 
 
 def test_four_matmul_peer_gradcheck():
     x = torch.randn((2, 3, 4, 2), dtype=torch.float64, requires_grad=True)
     E = torch.rand((3, 4, 2), dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(bench_gpu.hco_four_matmul, (x, E))
+    assert torch.autograd.gradcheck(hco_matmul4, (x, E))
+
+
+def test_copy_bandwidth_counts_read_and_write_of_the_copy_it_times():
+    copied = []
+
+    def one_ms(fn):
+        copied.append(fn())
+        return 1.0
+
+    nbytes = 1 << 20
+    assert bench_gpu.copy_bandwidth_gbs(nbytes, "cpu", one_ms) == pytest.approx(2 * nbytes / 1e-3 / 1e9)
+    assert copied[0].numel() * copied[0].element_size() == nbytes and copied[0].abs().sum() > 0
 
 
 def test_bench_tables_show_failures_ratios_and_auto():

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from vheat.data.samplers import ShardedEvalSampler
-from vheat.train.atomic import append_jsonl, read_jsonl
+from vheat.io import append_jsonl, read_jsonl
 from vheat.train.evaluate import evaluate
 from vheat.train.metrics import epoch_records, log_epoch, plot_metrics
 

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from train_helpers import finish_cli, make_image_folder, start_cli, tiny_config
-from vheat.train.atomic import read_jsonl
+from vheat.io import read_jsonl
 from vheat.train.checkpoint import read_checkpoint
 from vheat.train.output_lock import LOCK_FILE
 

@@ -1,6 +1,6 @@
 """Ahead-of-time build of the fused Triton kernels for sm_80 / sm_90, sized by ``ptxas -v``.
 
-No GPU needed. Builds come from the launch plans vHeat's shapes produce (aot.SHAPES), with
+No GPU needed. Builds come from the launch plans vHeat's shapes produce (tools/triton_aot.py), with
 the specialisation Triton gives a real launch. The default run builds the launches of
 vHeat-T's 56 x 56 stage (plane kernels), 28 x 28 stage (register-resident forward, plane
 backward) and 14 x 14 stage (register-resident in bf16; fp32's backward takes the plane
@@ -15,9 +15,8 @@ import os
 
 import pytest
 
+from tools import triton_aot as aot
 from vheat_kernels.triton import configs as cfg
-
-aot = pytest.importorskip("vheat_kernels.triton.aot")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -137,3 +136,12 @@ def test_occupancy():
     assert aot.Resources(_build(arch=90, warps=4), 64, 0, 0, 100 * 1024, shapes=["T/S@224 x"]).problems == []
     # Outside the vHeat-T 224 shapes the warp target is not a problem.
     assert aot.Resources(_build(warps=4), 64, 0, 0, 100 * 1024, shapes=["det B 2x200x334x128"]).problems == []
+
+
+def test_spill_tables_module_is_what_the_generator_writes():
+    """vheat_kernels/triton/spill_tables.py is written whole by tools/triton_resources.py: a
+    hand edit (or a generator change) shows up as a difference here."""
+    from vheat_kernels.triton import spill_tables
+
+    with open(spill_tables.__file__) as f:
+        assert aot.spill_tables_source(spill_tables.SPILL_FREE, spill_tables.PLANE_SPILLED) == f.read()

@@ -19,9 +19,10 @@ import torch
 
 pytest.importorskip("triton")
 
-from vheat_kernels.triton import aot  # noqa: E402
+from vheat_kernels import stages  # noqa: E402
+from tools import triton_aot as aot  # noqa: E402
 
-PLANES = sorted({(H, W) for shapes in aot.SHAPES.values() for _, H, W, _ in shapes})
+PLANES = sorted({(H, W) for planes in stages.PLANES.values() for H, W, _ in planes})
 # The interpreter takes minutes on the largest planes. The default run keeps one plane of
 # each schedule per dtype size: every plane up to 84 per side (register-resident, line
 # along W, line along H) in fp32 and bf16, and 128 x 128 (four streamed passes) in fp32;

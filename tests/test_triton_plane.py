@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from vheat_kernels import heat_conduction
-from vheat_kernels.triton import aot
+from vheat_kernels.stages import PLANES
+from tools import triton_aot as aot
 from vheat_kernels.triton import configs as cfg
 
 from test_triton import DTYPES, TOL, inputs, oracle, oracle_dE, rel_err
@@ -24,8 +25,8 @@ from test_triton import DTYPES, TOL, inputs, oracle, oracle_dE, rel_err
 CLASSIFICATION_PLANES = (56, 28, 14, 7)
 # (B, H, W, C) per plane: small B and C; odd C, B = 1 and a single channel among them.
 PLANE_SHAPES = {56: (2, 56, 56, 3), 28: (3, 28, 28, 5), 14: (1, 14, 14, 9), 7: (5, 7, 7, 1)}
-# vHeat-T/S and -B channel counts per plane side (aot.SHAPES at 224).
-CHANNELS = {side: sorted({C for label in ("T/S@224", "B@224") for _, H, _, C in aot.SHAPES[label] if H == side})
+# vHeat-T/S and -B channel counts per plane side (stages.PLANES at 224).
+CHANNELS = {side: sorted({C for label in ("T/S@224", "B@224") for H, _, C in PLANES[label] if H == side})
             for side in CLASSIFICATION_PLANES}
 GPU_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 

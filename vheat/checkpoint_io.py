@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .models.freq_embed import resize_freq_embed
-from .train.atomic import atomic_torch_save
+from .io import atomic_torch_save
 
 PathOrDict = Union[str, os.PathLike, Mapping[str, Any]]
 CLASSIFIER_KEYS = ("classifier.3.weight", "classifier.3.bias")

@@ -14,12 +14,10 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 
 import vheat_kernels as vk
+from vheat_kernels import stages
 
 from ..peers import PEERS, candidates
 from .measure import time_paired
-
-# Stage-1 channels of each family: vHeat-S has vHeat-T's stage shapes (depth differs, not width).
-FAMILY_DIMS = {"T/S": 96, "B": 128}
 
 
 def stage_shapes(families: Sequence[str], resolutions: Sequence[int], batch_224: int) -> List[Tuple[str, int, int, Tuple[int, ...]]]:
@@ -28,9 +26,7 @@ def stage_shapes(families: Sequence[str], resolutions: Sequence[int], batch_224:
     for fam in families:
         for res in resolutions:
             batch = batch_224 if res <= 224 else 1
-            for i in range(4):
-                side = res // 4 // 2**i
-                out.append((fam, res, i + 1, (batch, side, side, FAMILY_DIMS[fam] * 2**i)))
+            out += [(fam, res, i + 1, shape) for i, shape in enumerate(stages.stage_shapes(fam, res, batch))]
     return out
 
 

@@ -22,7 +22,7 @@ def steady_allocator() -> bool:
     page-faults it in again, until its adaptive mmap threshold has risen past that size,
     which happens only after such frees. A fresh process and one that has run for a while
     therefore time the same op differently (the official matmul-DCT, with its large
-    temporaries, measured 36 vs 18 ms at 8x56x56x96 here). Fixing the threshold makes every
+    temporaries, up to twice as slow in a fresh process). Fixing the threshold makes every
     measurement the steady state a long-running job sees. Returns False where mallopt is
     missing (not glibc).
     """
@@ -38,16 +38,15 @@ def time_paired(fns: Dict[str, Callable[[], object]], min_time: float, min_reps:
     """Median ms of each fn, calls interleaved after ``warm_up`` calls of each, in a new
     (seeded) random order every round.
 
-    Two warm-up calls, not one: the second call of a whole model was still measurably slower
-    than later ones here (allocator growth, oneDNN primitive caches).
+    Two warm-up calls, not one: the second call of a whole model is still slower than later
+    ones (allocator growth, oneDNN primitive caches).
 
     Interleaving makes the ratios fair on a shared, noisy machine: load spikes hit every
     candidate alike instead of whichever happened to run at the time. The order is shuffled
-    because a call finds the caches as its predecessor left them: in a fixed order the fused
-    CPU op always followed the FFT backend (tens of MB of temporaries) and the 4-matmul peer
-    always followed it; placed after the 4-matmul peer instead, its 8x7x7x768 forward+backward
-    took 0.40 ms instead of 0.56 (2 threads). ``clock`` times each call (time.thread_time:
-    CPU time of this thread, for one-thread runs on a shared machine).
+    because a call finds the caches as its predecessor left them: in a fixed order one
+    candidate would always follow the FFT backend's tens of MB of temporaries and another
+    never would, a bias of the order rather than of the candidates. ``clock`` times each
+    call (time.thread_time: CPU time of this thread, for one-thread runs on a shared machine).
     """
     for _ in range(warm_up):
         for fn in fns.values():
@@ -70,8 +69,8 @@ def time_paired(fns: Dict[str, Callable[[], object]], min_time: float, min_reps:
 
 def gemm_peak_gflops(n: int = 1024, min_time: float = 0.3) -> float:
     """Achieved fp32 GFLOP/s of an n x n x n product on this machine, now: the faster of
-    torch.matmul (MKL) and oneDNN's matmul, since the models may run either (fused_linear; on
-    an AMD EPYC MKL reaches about half of oneDNN's rate)."""
+    torch.matmul (MKL) and oneDNN's matmul, since the models may run either (fused_linear),
+    and which is faster depends on the CPU."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     fns = {"mm": lambda: torch.matmul(a, b)}
     if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):

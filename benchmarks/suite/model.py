@@ -126,7 +126,7 @@ def _x(v: Optional[float]) -> str:
 
 def table(section: Dict) -> str:
     rows = section["rows"]
-    if any("x_official" not in r for r in rows):  # JSON of a run before the ratios were stored
+    if any("x_official" not in r for r in rows):  # results JSON written without the ratios (full_*.json)
         rows = [dict(r, ms=r.get("ms")) for r in rows]
         add_ratios(rows)
     lines = ["| mode | batch | model | ms / step | images/s | x official | ours fused x | max rel diff |",

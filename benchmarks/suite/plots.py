@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vheat.train.atomic import atomic_write  # noqa: E402
+from vheat.io import atomic_write  # noqa: E402
 
 
 def _save(fig, path: str) -> str:

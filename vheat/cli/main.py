@@ -93,7 +93,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def _write_json(path: Optional[str], obj: dict) -> None:
     if path:
-        from vheat.train.atomic import atomic_write_text
+        from vheat.io import atomic_write_text
 
         atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
@@ -105,7 +105,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
     cfg = load_config(resolve_config_path(args.config) if args.config else None, _overrides(args))
     if getattr(args, "json", None):
-        from vheat.train.atomic import check_writable
+        from vheat.io import check_writable
 
         check_writable(args.json)
 
@@ -175,7 +175,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     from vheat.data.folders import DatasetError
     from vheat.checkpoint_io import CheckpointFormatError
-    from vheat.train.atomic import OutputWriteError
+    from vheat.io import OutputWriteError
     from vheat.train.config import ConfigError
 
     from vheat_kernels import BackendUnavailableError

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from vheat.train.atomic import OutputWriteError, atomic_write_json
+from vheat.io import OutputWriteError, atomic_write_json
 
 from .folders import DatasetError
 

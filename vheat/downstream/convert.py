@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..checkpoint_io import CheckpointFormatError, read_checkpoint, write_checkpoint
-from ..train.atomic import atomic_torch_save
+from ..io import atomic_torch_save
 from ..train.runtime import available_memory_bytes
 from .freq_embed import FIT_MODES, fit_freq_embed
 

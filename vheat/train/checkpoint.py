@@ -30,7 +30,7 @@ import torch
 
 from vheat.checkpoint_io import CheckpointFormatError, read_checkpoint, write_checkpoint
 
-from .atomic import atomic_write_text, read_jsonl
+from ..io import atomic_write_text, read_jsonl
 from .config import ConfigError
 from .metrics import METRICS_FILE, PLOT_FILE
 
@@ -90,7 +90,7 @@ def list_checkpoints(output_dir: str) -> list[str]:
 
 
 def remove_stale_temp_files(output_dir: str) -> list[str]:
-    """Deletes temp files a killed writer left behind (``.<name>.<random>.tmp``, see atomic.py)."""
+    """Deletes temp files a killed writer left behind (``.<name>.<random>.tmp``, see vheat/io.py)."""
     stale = [p for pattern in (".checkpoint-ep*.tmp", f".{BEST_FILE}.*.tmp")
              for p in glob.glob(os.path.join(glob.escape(output_dir), pattern))]
     for path in stale:

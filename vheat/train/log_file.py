@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from .atomic import failure_reason
+from ..io import failure_reason
 
 
 class LogFile(logging.FileHandler):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import os
 
-from .atomic import append_jsonl, atomic_write_bytes, read_jsonl
+from ..io import append_jsonl, atomic_write_bytes, read_jsonl
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "metrics.png"

@@ -19,7 +19,7 @@ from vheat.data import build_data, resolve_root
 from vheat.models import linear as gemm
 
 from . import distributed as du
-from .atomic import atomic_write_text
+from ..io import atomic_write_text
 from .checkpoint import (BEST_FILE, CheckpointFormatError, best_of_lineage, check_explicit_resume, check_output_folder,
                          claim_metrics, find_resume_point, is_training_state, list_checkpoints,
                          remove_stale_temp_files, rng_state, save_checkpoint, set_aside_run, set_aside_unreadable,

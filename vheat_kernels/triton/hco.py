@@ -4,7 +4,7 @@
 ``unavailable_reason(x, E)`` and ``heat_conduction_triton(x, E)``.
 
 Each call is planned as a list of ``Launch`` (kernel, grid, arguments, candidate
-configurations) and then run; ``aot.py`` compiles the same plans, so the compile check
+configurations) and then run; tools/triton_aot.py compiles the same plans, so the compile check
 builds exactly the kernels that run. Each pass picks one of three schedules (``schedule``):
 register-resident (``kernels.py``) where that pass has a spill-free configuration wide
 enough to coalesce (``configs.resident``), else the single-launch plane kernels

@@ -19,7 +19,7 @@ fused kernel without 16-byte global loads, dynamic shared memory above the
 architecture's opt-in per-block limit, a plan with no resident block, a vHeat
 classification plane (56/28/14/7) with more than 1 forward or 2 backward launches.
 
-    python benchmarks/cuda_resources.py [--arch 80 90] [--check] [--json out.json]
+    python tools/cuda_resources.py [--arch 80 90] [--check] [--json out.json]
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from vheat.train.atomic import atomic_write_json  # noqa: E402
+from vheat.io import atomic_write_json  # noqa: E402
+from vheat_kernels import stages  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS_CU = ROOT / "csrc" / "cuda" / "hco_cuda_kernels.cu"
@@ -57,11 +58,10 @@ DTYPES = ("fp32", "bf16", "fp64")
 # Kernel template argument of each plan dtype.
 _KERNEL_TYPE = {"fp32": "float", "bf16": "BFloat16", "fp64": "double"}
 # vHeat's classification planes at 224 px: forward in 1 launch, backward in at most 2.
-CLASSIFICATION_SIDES = (56, 28, 14, 7)
-# (B, H, W, C): vHeat-T stages at 224 px, odd / 1-wide planes, a detection-size stage 1,
-# the largest fused plane, and the longest supported axis.
-PLAN_SHAPES = [
-    (128, 56, 56, 96), (128, 28, 28, 192), (128, 14, 14, 384), (128, 7, 7, 768),
+CLASSIFICATION_SIDES = stages.CLASSIFICATION_SIDES
+# (B, H, W, C): vHeat-T stages at 224 px (training batch), odd / 1-wide planes, a
+# detection-size stage 1, the largest fused plane, and the longest supported axis.
+PLAN_SHAPES = stages.stage_shapes("T", 224, 128) + [
     (3, 1, 9, 5), (2, 31, 29, 7), (2, 200, 304, 96), (1, 110, 110, 8), (1, 8192, 8192, 1),
 ]
 
@@ -169,7 +169,7 @@ def _include_flags() -> list[str]:
 
 
 def find_cuobjdump(nvcc: str | None = None) -> str | None:
-    """The toolkit's cuobjdump, else the one bundled with triton (this machine's case)."""
+    """The toolkit's cuobjdump, else the one bundled with triton (a toolkit without it)."""
     if nvcc and os.access(os.path.join(os.path.dirname(nvcc), "cuobjdump"), os.X_OK):
         return os.path.join(os.path.dirname(nvcc), "cuobjdump")
     found = shutil.which("cuobjdump")

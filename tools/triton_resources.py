@@ -2,21 +2,21 @@
 
 No GPU needed. The builds come from the launch plans of vheat_kernels.triton.hco on the
 vHeat-T/S/B stage shapes at 224 / 512 / 1024 input and the Mask R-CNN 800 x 1333 shapes
-(aot.SHAPES), every candidate configuration of each launch, with the specialisation a real
+(triton_aot.SHAPES), every candidate configuration of each launch, with the specialisation a real
 launch gets. Prints registers, spills, shared memory and resident blocks / warps per SM;
 exits non-zero if any build spills, exceeds the architecture's shared memory, or leaves a
 vHeat-T stage at 224 with fewer than 8 resident warps per SM. Compiled kernels are cached by
 Triton (~/.triton/cache), so re-runs are faster.
 
-    python benchmarks/triton_resources.py              # every build (make triton-aot)
-    python benchmarks/triton_resources.py --quick      # vHeat-T@224 + 200x334, fp32/bf16, first config
-    python benchmarks/triton_resources.py --arch 90 --dtype bf16 --shapes det\ T/S --json out.json
-    python benchmarks/triton_resources.py --sweep --jobs 2 --update-configs
-        # measure register-resident candidates and regenerate configs.SPILL_FREE
-    python benchmarks/triton_resources.py --plane-table --update-docs
+    python tools/triton_resources.py              # every build (make triton-aot)
+    python tools/triton_resources.py --quick      # vHeat-T@224 + 200x334, fp32/bf16, first config
+    python tools/triton_resources.py --arch 90 --dtype bf16 --shapes det\ T/S --json out.json
+    python tools/triton_resources.py --sweep --jobs 2 --update-configs
+        # measure register-resident candidates and regenerate spill_tables.SPILL_FREE
+    python tools/triton_resources.py --plane-table --update-docs
         # the per-plane schedule table of docs/triton.md (vHeat-T/S/B at 224, sm_90)
-    python benchmarks/triton_resources.py --sweep-plane --jobs 2 --update-configs
-        # measure the plane kernels' candidates and regenerate configs.PLANE_SPILLED
+    python tools/triton_resources.py --sweep-plane --jobs 2 --update-configs
+        # measure the plane kernels' candidates and regenerate spill_tables.PLANE_SPILLED
 """
 from __future__ import annotations
 
@@ -24,17 +24,15 @@ import argparse
 import json
 import multiprocessing
 import os
-import pprint
-import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.pop("TRITON_INTERPRET", None)
 
-from vheat.train.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from vheat_kernels.triton import aot  # noqa: E402
+from tools import triton_aot as aot  # noqa: E402
+from vheat.io import atomic_write_json, atomic_write_text  # noqa: E402
+from vheat_kernels.triton import spill_tables  # noqa: E402
 
 
 def _build(item) -> aot.Resources:
@@ -52,15 +50,16 @@ def main() -> int:
     parser.add_argument("--first-only", action="store_true",
                         help="only the configuration each launch runs (Launch.chosen), not every candidate")
     parser.add_argument("--json", help="also write the table as JSON to this path")
-    parser.add_argument("--sweep", action="store_true", help="measure candidates for configs.SPILL_FREE")
+    parser.add_argument("--sweep", action="store_true", help="measure candidates for spill_tables.SPILL_FREE")
     parser.add_argument("--planes", action="append", metavar="HPxWP",
                         help="with --sweep-plane: only these padded planes (repeatable; the table keeps the others)")
     parser.add_argument("--plane-table", action="store_true",
                         help="print the per-plane schedule table (vHeat-T/S/B at 224, sm_90) as markdown")
     parser.add_argument("--update-docs", action="store_true", help="with --plane-table: rewrite it in docs/triton.md")
-    parser.add_argument("--sweep-plane", action="store_true", help="measure plane-kernel candidates for configs.PLANE_SPILLED")
+    parser.add_argument("--sweep-plane", action="store_true",
+                        help="measure plane-kernel candidates for spill_tables.PLANE_SPILLED")
     parser.add_argument("--update-configs", action="store_true",
-                        help="with --sweep / --sweep-plane: rewrite SPILL_FREE / PLANE_SPILLED in configs.py")
+                        help="with --sweep / --sweep-plane: rewrite SPILL_FREE / PLANE_SPILLED in spill_tables.py")
     parser.add_argument("--drop-failures", metavar="JSON",
                         help="remove from SPILL_FREE every (kernel, dtype size, plane, config) that failed in the "
                              "--json output of a run, then exit")
@@ -101,22 +100,18 @@ def main() -> int:
     if args.sweep_plane:
         table = aot.plane_spilled_table(rows)
         if args.planes:  # a partial sweep: the other planes keep their entries
-            from vheat_kernels.triton import configs
-
             swept = {(eb, HP, WP) for eb in (2, 4) for HP, WP in planes}
-            table = dict(sorted({**{k: v for k, v in configs.PLANE_SPILLED.items() if k not in swept},
+            table = dict(sorted({**{k: v for k, v in spill_tables.PLANE_SPILLED.items() if k not in swept},
                                  **table}.items()))
-        literal = "PLANE_SPILLED: dict[tuple, tuple] = " + pprint.pformat(table, width=110, compact=True) + "\n"
-        print("\n" + literal)
+        print("\n" + aot.table_literal("PLANE_SPILLED", table))
         if args.update_configs:
-            _rewrite_table("PLANE_SPILLED", literal)
+            write_spill_tables(spill_tables.SPILL_FREE, table)
         return 0
     if args.sweep:
         table = aot.spill_free_table(rows)
-        literal = "SPILL_FREE: dict[tuple, tuple] = " + pprint.pformat(table, width=110, compact=True) + "\n"
-        print("\n" + literal)
+        print("\n" + aot.table_literal("SPILL_FREE", table))
         if args.update_configs:
-            _rewrite_spill_free(literal)
+            write_spill_tables(table, spill_tables.PLANE_SPILLED)
         return 0
     if args.json:
         payload = [dict(name=r.build.name, kernel=r.build.kernel, dtype=r.build.dtype, arch=r.build.arch,
@@ -129,7 +124,7 @@ def main() -> int:
 
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "triton.md")
-TABLE_BEGIN = "<!-- plane table: benchmarks/triton_resources.py --plane-table --update-docs -->"
+TABLE_BEGIN = "<!-- plane table: tools/triton_resources.py --plane-table --update-docs -->"
 TABLE_END = "<!-- end plane table -->"
 
 
@@ -177,11 +172,9 @@ def _plane_table(update_docs: bool) -> int:
 
 def _drop_failures(path: str) -> int:
     """Remove the configurations that failed (in any backward variant or dtype) in a full run."""
-    from vheat_kernels.triton import configs
-
     with open(path) as f:
         rows = json.load(f)
-    table = {k: list(v) for k, v in configs.SPILL_FREE.items()}
+    table = {k: list(v) for k, v in spill_tables.SPILL_FREE.items()}
     for r in rows:
         if not r["problems"] or r["kernel"] not in ("hco_fwd", "hco_bwd"):
             continue
@@ -191,29 +184,13 @@ def _drop_failures(path: str) -> int:
         if entry in table.get(key, []):
             table[key].remove(entry)
             print(f"dropped {key} {entry}: {r['name']}: {'; '.join(r['problems'])}")
-    table = {k: tuple(v) for k, v in table.items()}
-    _rewrite_spill_free("SPILL_FREE: dict[tuple, tuple] = " + pprint.pformat(table, width=110, compact=True) + "\n")
+    write_spill_tables({k: tuple(v) for k, v in table.items()}, spill_tables.PLANE_SPILLED)
     return 0
 
 
-def _rewrite_spill_free(literal: str) -> None:
-    _rewrite_table("SPILL_FREE", literal)
-
-
-def _rewrite_table(name: str, literal: str) -> None:
-    """Replace configs.py's ``name: dict[tuple, tuple] = ...`` literal (up to the next blank
-    line followed by a comment or the end of the file)."""
-    from vheat_kernels.triton import configs
-
-    path = configs.__file__
-    with open(path) as f:
-        text = f.read()
-    pattern = rf"^{name}: dict\[tuple, tuple\] = .*?(?=\n\n\n|\n\n#|\Z)"
-    new, n = re.subn(pattern, literal.rstrip("\n"), text, count=1, flags=re.S | re.M)
-    if n != 1:
-        raise RuntimeError(f"{name} not found in {path}")
-    atomic_write_text(path, new if new.endswith("\n") else new + "\n")
-    print(f"rewrote {name} in {path}")
+def write_spill_tables(spill_free: dict, plane_spilled: dict) -> None:
+    atomic_write_text(spill_tables.__file__, aot.spill_tables_source(spill_free, plane_spilled))
+    print(f"rewrote {spill_tables.__file__}")
 
 
 if __name__ == "__main__":

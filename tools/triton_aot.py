@@ -7,11 +7,13 @@ launch (integer arguments equal to 1 become constants, multiples of 16 get
 ``tt.divisibility = 16``, torch's 16-byte aligned pointers too). ``triton.compile`` lowers
 it to PTX for a ``GPUTarget``; ``ptxas -v`` with Triton's own flags reports registers and
 spills, Triton's metadata the shared memory; occupancy follows from both. Used by
-tests/test_triton_compile.py and benchmarks/triton_resources.py.
+tools/triton_resources.py, benchmarks/bytes_model.py and tests/test_triton_compile.py; a
+build check, so it lives outside the installed package.
 """
 from __future__ import annotations
 
 import os
+import pprint
 import re
 import shutil
 import subprocess
@@ -19,7 +21,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from . import configs as cfg
+from vheat_kernels import stages
+from vheat_kernels.triton import configs as cfg
 
 ARCHS = (80, 90)
 # Per SM: register file, shared memory, and the opt-in maximum one block may use (bytes).
@@ -38,32 +41,18 @@ BWD_VARIANTS = ((True, True), (True, False), (False, True))
 MIN_RESIDENT_WARPS = 8
 
 
-def _stages(res: int, dims: tuple[int, ...], batch: int) -> list[tuple[int, int, int, int]]:
-    side = res // 4
-    return [(batch, side // 2**i, side // 2**i, d) for i, d in enumerate(dims)]
+# Batch of the builds per input size (a launch plan depends on B through its grid and the
+# backward's batch chunking).
+BATCH = {224: 8, 512: 2, 1024: 1}
+DETECTION_BATCH = 2
 
 
-def _detection(dims: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
-    # Mask R-CNN at 800 x 1333: stage 1 is 200 x 334, then halved (rounded up).
-    h, w, out = 200, 334, []
-    for d in dims:
-        out.append((2, h, w, d))
-        h, w = -(-h // 2), -(-w // 2)
-    return out
+def _batch(label: str) -> int:
+    return DETECTION_BATCH if label.startswith("det ") else BATCH[int(label.rsplit("@", 1)[1])]
 
 
-T_DIMS, B_DIMS = (96, 192, 384, 768), (128, 256, 512, 1024)
-# (label, [(B, H, W, C) per stage]). vHeat-T and -S share their stage shapes.
-SHAPES = {
-    "T/S@224": _stages(224, T_DIMS, 8),
-    "B@224": _stages(224, B_DIMS, 8),
-    "T/S@512": _stages(512, T_DIMS, 2),
-    "B@512": _stages(512, B_DIMS, 2),
-    "T/S@1024": _stages(1024, T_DIMS, 1),
-    "B@1024": _stages(1024, B_DIMS, 1),
-    "det T/S": _detection(T_DIMS),
-    "det B": _detection(B_DIMS),
-}
+# (label, [(B, H, W, C) per stage]): the planes of vheat_kernels.stages.PLANES with a batch.
+SHAPES = {label: [(_batch(label), *plane) for plane in planes] for label, planes in stages.PLANES.items()}
 TARGET_SHAPES = ("T/S@224",)  # the resident-warps target applies to these
 
 
@@ -146,7 +135,7 @@ def _hco():
 
     if triton.knobs.runtime.interpret:
         raise RuntimeError("ahead-of-time compilation needs TRITON_INTERPRET unset (or 0)")
-    from . import hco
+    from vheat_kernels.triton import hco
 
     hco.kernels()
     return hco
@@ -329,7 +318,7 @@ def summary(rows: list[Resources]) -> str:
     return "\n".join(lines)
 
 
-# --- sweep of register-resident candidates (regenerates configs.SPILL_FREE) ---------------
+# --- sweep of register-resident candidates (regenerates spill_tables.SPILL_FREE) ---------
 
 
 def sweep_builds(archs: Iterable[int] = ARCHS) -> list[Build]:
@@ -372,7 +361,7 @@ def spill_free_table(rows: list[Resources]) -> dict:
     return {k: tuple(v) for k, v in out.items()}
 
 
-# --- sweep of plane-kernel candidates (regenerates configs.PLANE_SPILLED) ------------------
+# --- sweep of plane-kernel candidates (regenerates spill_tables.PLANE_SPILLED) ------------
 
 
 def plane_sweep_builds(archs: Iterable[int] = ARCHS, planes=None) -> list[Build]:
@@ -407,3 +396,19 @@ def plane_spilled_table(rows: list[Resources]) -> dict:
         if r.spill_bytes or r.shared_bytes > SMEM_LIMIT[r.build.arch]:
             out[key].add((c["BC"], c["TW"], c["TH"], c["BK"], r.build.num_warps))
     return {k: tuple(sorted(v)) for k, v in sorted(out.items()) if v}
+
+
+# --- the generated module vheat_kernels/triton/spill_tables.py ---------------------------
+
+
+def table_literal(name: str, table: dict) -> str:
+    return f"{name}: dict[tuple, tuple] = " + pprint.pformat(table, width=110, compact=True) + "\n"
+
+
+def spill_tables_source(spill_free: dict, plane_spilled: dict) -> str:
+    """The whole text of vheat_kernels/triton/spill_tables.py: its docstring (kept: it says
+    what the tables hold and how each was made) and both tables."""
+    from vheat_kernels.triton import spill_tables
+
+    return (f'"""{spill_tables.__doc__}"""\nfrom __future__ import annotations\n\n'
+            + table_literal("SPILL_FREE", spill_free) + "\n" + table_literal("PLANE_SPILLED", plane_spilled))
