@@ -1,5 +1,5 @@
 """Linear-layer benchmark: vHeat's linear layers as F.linear (+ F.gelu, MKL) vs oneDNN
-(vheat.models.fused_linear): inference with the fused bias + GELU, and a training pass
+(vheat.models.linear): inference with the fused bias + GELU, and a training pass
 (forward + backward for x, weight and bias) through ``_OneDNNLinear``, interleaved in one run;
 prints a table with what ``auto`` picks on this machine (its calibration) and writes JSON.
 The evidence behind ``fused_linear.worth_fusing`` and ``ONEDNN_MARGIN``.
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.suite.measure import steady_allocator, time_paired  # noqa: E402
-from vheat.models import fused_linear  # noqa: E402
+from vheat.models import linear as fused_linear  # noqa: E402
 from vheat.io import atomic_write_json  # noqa: E402
 
 # vHeat-T at 224: (side, channels) per stage; per block Heat2D's linear (C -> 2C) and
@@ -65,7 +65,7 @@ def main(argv=None):
                             y = F.gelu(y) if act == "gelu" else y
                             torch.autograd.backward(y, dy, inputs=[xg, wg, bg])
                     fns = {"plain": plain, "fused": fused, "plain_train": lambda: train(F.linear),
-                           "onednn_train": lambda: train(fused_linear._OneDNNLinear.apply)}
+                           "onednn_train": lambda: train(fused_linear.OneDNNLinearFunction.apply)}
                     ms = time_paired(fns, args.min_time, min_reps=5)
                     rows.append({"batch": batch, "stage": stage, "layer": name, "rows": m, "k": k, "n": n, "activation": act,
                                  "plain_ms": ms["plain"], "fused_ms": ms["fused"], "speedup": ms["plain"] / ms["fused"],

@@ -33,12 +33,33 @@ def _fresh_seed(request):
 
 @pytest.fixture(autouse=True)
 def _gemm_choice_restored():
-    """An in-process training run pins its GEMM library (fused_linear.pin_training_library) for
-    the life of the process; here it ends with the test."""
-    from vheat.models import fused_linear
+    """An in-process training run sets the process's GEMM library (vheat.models.linear.set_mode,
+    through pin_training_library) for the life of the process; here it ends with the test."""
+    from vheat.models import linear
 
     yield
-    fused_linear.pin_training_library(None)
+    linear.set_mode(None)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """vheat_tiny at its default init, in eval mode."""
+    import timm
+
+    import vheat  # noqa: F401  (registers the timm models)
+
+    torch.manual_seed(0)
+    return timm.create_model("vheat_tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def golden():
+    """The official micro models' weights, inputs and logits (tests/reference_data.py)."""
+    from reference_data import GOLDEN
+
+    if not GOLDEN.is_file():
+        pytest.skip(f"{GOLDEN} not found")
+    return torch.load(GOLDEN, weights_only=False)
 
 
 @pytest.hookimpl(hookwrapper=True)

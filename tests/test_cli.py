@@ -10,7 +10,7 @@ import torch
 import yaml
 from PIL import Image
 
-from test_train_support import make_image_folder, run_main as _cli, tiny_config
+from train_helpers import make_image_folder, run_main as _cli, tiny_config
 from vheat.cli.main import main
 from vheat.io import read_jsonl
 from vheat.train.checkpoint import list_checkpoints, read_checkpoint

@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from test_train_support import run_main
+from train_helpers import run_main
 from vheat.configs import resolve_config_path
 
 # the old code trained on these silently: one step is enough to tell

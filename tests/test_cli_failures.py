@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from test_train_support import cli_env, make_image_folder, run_cli, snapshot, tiny_config
+from train_helpers import cli_env, make_image_folder, run_cli, snapshot, tiny_config
 from vheat.checkpoint_io import write_checkpoint
 from vheat.io import read_jsonl
 from vheat.train.checkpoint import list_checkpoints, read_checkpoint

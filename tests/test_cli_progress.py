@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from test_train_support import make_image_folder, run_cli, tiny_config
+from train_helpers import make_image_folder, run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")

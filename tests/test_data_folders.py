@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_train_support import make_image_folder, tiny_config
+from train_helpers import make_image_folder, tiny_config
 from vheat.data import DatasetError, build_data, build_transforms, check_train_val, image_folder
 from vheat.data.loaders import SeededTransformDataset
 from vheat.data.samplers import ResumableDistributedSampler, ShardedEvalSampler

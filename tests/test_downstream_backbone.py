@@ -12,7 +12,9 @@ from vheat.checkpoint_io import CheckpointFormatError, save_official_checkpoint
 from vheat.downstream import VHeatBackbone
 from vheat.models import VHeat
 
-MICRO = dict(depths=(1, 1, 2, 1), dims=16, img_size=64, drop_path_rate=0.0, hco_backend="fft")
+from model_helpers import MICRO  # noqa: E402
+
+MICRO = dict(MICRO, drop_path_rate=0.0, hco_backend="fft")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
@@ -142,7 +144,7 @@ def test_pretrained_from_file_interpolate_and_pad(tmp_path):
 
 def test_pretrained_errors(tmp_path):
     cls = VHeat(num_classes=3, **MICRO)
-    folded = VHeat(num_classes=3, **MICRO).set_infer_mode(True, keep_train_params=False)
+    folded = VHeat(num_classes=3, **MICRO).set_infer_mode(True)
     with pytest.raises(CheckpointFormatError, match="infer-mode layout"):
         VHeatBackbone(**MICRO).load_classification_checkpoint({"model": folded.state_dict()})
     wide = VHeat(num_classes=3, **dict(MICRO, dims=24))
@@ -179,15 +181,16 @@ def test_bad_arguments():
         bb.forward_head(torch.randn(1, 128, 2, 2))
 
 
-@pytest.mark.parametrize("size", [(64, 64), (50, 90)])
-def test_infer_mode_same_features(size):
+def test_infer_mode_same_features_at_the_training_size():
     _, bb = classifier_and_backbone()
     bb.eval()
-    x = torch.randn(1, 3, *size)
+    x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         train_mode = bb(x)
         bb.set_infer_mode(True)
         folded = bb(x)
+        with pytest.raises(RuntimeError, match="folded k_exp is"):
+            bb(torch.randn(1, 3, 50, 90))  # other sizes need the train layout
     assert bb.infer_mode
     for a, b in zip(folded, train_mode):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

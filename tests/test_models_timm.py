@@ -1,4 +1,4 @@
-"""timm integration of the vHeat models: registry, pretrained from local files, features, optimizer groups."""
+"""timm integration of the vHeat models: registry, default_cfg, heads and global_pool, features, optimizer groups."""
 from __future__ import annotations
 
 import pytest
@@ -8,19 +8,14 @@ import torch
 import vheat  # noqa: F401  (registers the timm models)
 from vheat.models import MODEL_ARGS, VHeat
 
-MICRO = dict(depths=(1, 1, 2, 1), dims=8, img_size=64)
+from model_helpers import MICRO, random_weights, timm_micro  # noqa: E402
+
+MICRO = dict(MICRO, dims=8)
 VARIANTS = ["vheat_tiny", "vheat_small", "vheat_base"]
+POOLS = ["avg", "max", "avgmax", "catavgmax"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
-
-
-def _random_weights(model: VHeat, seed: int) -> VHeat:
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -50,40 +45,6 @@ def test_create_model_kwargs_and_head_reset():
     assert model.get_classifier().out_features == 3 and model(x).shape == (2, 3)
 
 
-def test_pretrained_from_local_file_only(tmp_path, monkeypatch):
-    source = _random_weights(timm.create_model("vheat_tiny", **MICRO), seed=1)
-    sd = {f"module.{k}": v for k, v in source.state_dict().items()}
-    path = tmp_path / "vheat_micro.pth"
-    torch.save({"model": sd, "model_ema": sd}, path)
-
-    loaded = timm.create_model("vheat_tiny", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **MICRO)
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), source.state_dict().values()))
-
-    tuned = timm.create_model(  # fine-tuning head: timm drops the 1000-class Linear
-        "vheat_tiny", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), num_classes=5, **MICRO
-    )
-    assert tuned.get_classifier().out_features == 5
-    assert torch.equal(tuned.freq_embed[2], source.freq_embed[2])
-
-    # No source: a clear error, whatever the environment says (nothing is read from it).
-    monkeypatch.setenv("VHEAT_TINY_CHECKPOINT", str(path))
-    with pytest.raises(ValueError, match="pretrained_cfg_overlay=dict\\(file="):
-        timm.create_model("vheat_tiny", pretrained=True, **MICRO)
-
-
-def test_pretrained_at_another_img_size_resizes_freq_embed(tmp_path):
-    source = _random_weights(timm.create_model("vheat_tiny", **MICRO), seed=2)
-    torch.save({"model": source.state_dict()}, tmp_path / "m.pth")
-    bigger = timm.create_model(
-        "vheat_tiny", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "m.pth")), **dict(MICRO, img_size=96)
-    )
-    assert tuple(bigger.freq_embed[0].shape) == (24, 24, 8)
-    # Stored grids resized once at load equal the run-time resize of the 64-px model: same outputs at 96 px.
-    x = torch.randn(1, 3, 96, 96)
-    with torch.no_grad():
-        torch.testing.assert_close(bigger.eval()(x), source.eval()(x), rtol=0, atol=1e-5)
-
-
 @pytest.mark.parametrize("out_indices", [(0, 1, 2, 3), (1, 3), (2,)])
 def test_features_only_strides(out_indices):
     model = timm.create_model("vheat_base", features_only=True, out_indices=out_indices, **MICRO, hco_backend="fft")
@@ -97,7 +58,7 @@ def test_features_only_strides(out_indices):
 
 
 def test_features_match_full_model_stage_outputs():
-    full = _random_weights(timm.create_model("vheat_tiny", **MICRO), seed=3).eval()
+    full = random_weights(timm.create_model("vheat_tiny", **MICRO), seed=3).eval()
     feats_model = timm.create_model("vheat_tiny", features_only=True, **MICRO).eval()
     feats_model.model.load_state_dict(full.state_dict(), strict=False)
     x = torch.randn(1, 3, 64, 80)
@@ -146,7 +107,7 @@ def test_grad_checkpointing_switch():
 
 
 def test_forward_intermediates_options():
-    model = _random_weights(timm.create_model("vheat_tiny", **MICRO, hco_backend="fft"), seed=4).eval()
+    model = random_weights(timm.create_model("vheat_tiny", **MICRO, hco_backend="fft"), seed=4).eval()
     x = torch.randn(2, 3, 72, 40)
     with torch.no_grad():
         final, feats = model.forward_intermediates(x)
@@ -175,3 +136,71 @@ def test_group_matcher_for_layer_decay(coarse):
     assert where["classifier.3.weight"] == max(where.values())
     opt = create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.8)
     assert max(g["lr_scale"] for g in opt.param_groups) == 1.0
+
+
+# --- heads and global_pool ---------------------------------------------------------------------
+def test_timm_default_cfg_checks(tiny):
+    """timm's test_model_default_cfgs on vheat_tiny: pool_size, reset_classifier(0) and (0, '')."""
+    model = timm.create_model("vheat_tiny").eval()
+    cfg, x = model.pretrained_cfg, torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert model.forward_features(x).shape[-2:] == cfg["pool_size"]
+        model.reset_classifier(0)
+        assert model(x).shape == (1, model.num_features)
+        model.reset_classifier(0, "")
+        out = model(x)
+    assert out.shape == (1, model.num_features, *cfg["pool_size"])
+    assert model.global_pool.pool_type == "" and model.global_pool.is_identity()
+    assert cfg["classifier"] + ".weight" in tiny.state_dict() and cfg["first_conv"] + ".weight" in tiny.state_dict()
+    assert timm.models.get_pretrained_cfg_value("vheat_tiny", "classifier") == "classifier.3"
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_global_pool_values_and_official_keys(pool):
+    model = timm_micro(global_pool=pool, num_classes=5)
+    reference = timm_micro(num_classes=5)  # official head: avg
+    assert model.global_pool.pool_type == pool
+    mult = 2 if pool == "catavgmax" else 1
+    assert model.head_hidden_size == model.num_features * mult
+    assert list(model.state_dict()) == list(reference.state_dict())  # keys unchanged (classifier.0 / .3)
+    x = torch.randn(2, 3, 64, 80)
+    with torch.no_grad():
+        normed = model.classifier[0](model.forward_features(x))
+        avg, mx = normed.mean((2, 3)), normed.amax((2, 3))
+        want = {"avg": avg, "max": mx, "avgmax": 0.5 * (avg + mx), "catavgmax": torch.cat([avg, mx], 1)}[pool]
+        pre = model.forward_head(model.forward_features(x), pre_logits=True)
+        torch.testing.assert_close(pre, want, rtol=1e-6, atol=1e-6)
+        assert model(x).shape == (2, 5)
+
+
+def test_reset_classifier_switches_pool_and_keeps_device_dtype():
+    model = timm_micro(num_classes=5).double()
+    model.reset_classifier(7, "catavgmax")
+    assert model.get_classifier().in_features == 2 * model.num_features and model.get_classifier().weight.dtype == torch.float64
+    assert model(torch.randn(1, 3, 64, 64, dtype=torch.float64)).shape == (1, 7)
+    model.reset_classifier(3)  # pool kept
+    assert model.global_pool.pool_type == "catavgmax" and model.get_classifier().in_features == 2 * model.num_features
+    model.reset_classifier(0, "")
+    assert model(torch.randn(1, 3, 64, 64, dtype=torch.float64)).dim() == 4
+
+
+def test_global_pool_errors():
+    with pytest.raises(ValueError, match="global_pool must be one of"):
+        timm.create_model("vheat_tiny", **MICRO, global_pool="fastavg")
+    with pytest.raises(ValueError, match="needs num_classes=0"):
+        timm.create_model("vheat_tiny", **MICRO, global_pool="")
+    model = timm.create_model("vheat_tiny", **MICRO, global_pool="", num_classes=0)
+    with pytest.raises(ValueError, match="needs num_classes=0"):
+        model.reset_classifier(10, "")
+
+
+def test_new_classifier_on_an_unpooled_model_pools_again():
+    """timm's test_model_default_cfgs calls reset_classifier(2) on a model built with global_pool=''."""
+    model = timm.create_model("vheat_tiny", **MICRO, global_pool="", num_classes=0).eval()
+    model.reset_classifier(2)
+    assert model.global_pool.pool_type == "avg" and not model.classifier.training
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 2)
+
+
+def test_models_register_from_the_architecture_module():
+    assert set(timm.list_models(module="vheat")) == {"vheat_tiny", "vheat_small", "vheat_base"}

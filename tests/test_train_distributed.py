@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from test_train_support import make_image_folder, snapshot, tiny_config
+from train_helpers import make_image_folder, snapshot, tiny_config
 from vheat.train import distributed as du
 from vheat.train.checkpoint import list_checkpoints, read_checkpoint
 from vheat.train.trainer import train

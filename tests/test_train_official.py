@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from vheat.train.checkpoint import CheckpointError
+from vheat.train.checkpoint import CheckpointFormatError
 from vheat.train.config import load_config
 from vheat.checkpoint_io import load_weights
 from vheat.train.model_factory import build_model
@@ -15,11 +15,6 @@ from vheat.train.model_factory import build_model
 from reference_data import GOLDEN
 
 pytestmark = pytest.mark.skipif(not GOLDEN.exists(), reason="official golden reference data not present")
-
-
-@pytest.fixture(scope="module")
-def golden():
-    return torch.load(GOLDEN, weights_only=False)
 
 
 def _cfg(entry, *extra):
@@ -66,7 +61,7 @@ def test_other_architecture_is_a_clear_error(golden, tmp_path):
     post = golden["micro_postnorm_ls"]
     path = _official_file(tmp_path, post["state_dict"])
     pre_model = build_model(_cfg(golden["micro_prenorm"]), 10)  # no layer-scale gammas
-    with pytest.raises(CheckpointError, match=r"does not fit model 'vheat_tiny'.*unexpected keys.*gamma"):
+    with pytest.raises(CheckpointFormatError, match=r"does not fit model 'vheat_tiny'.*unexpected keys.*gamma"):
         load_weights(pre_model, path, arch="vheat_tiny")
 
 
@@ -74,7 +69,7 @@ def test_pickled_extras_need_trust(golden, tmp_path):
     entry = golden["micro_prenorm"]
     path = _official_file(tmp_path, entry["state_dict"], args=argparse.Namespace(lr=1e-3))  # Swin-style extra
     model = build_model(_cfg(entry), 10)
-    with pytest.raises(CheckpointError, match="trust_checkpoint=true"):
+    with pytest.raises(CheckpointFormatError, match="trust_checkpoint=true"):
         load_weights(model, path, arch="vheat_tiny")
     load_weights(model, path, arch="vheat_tiny", allow_pickle=True)
     assert torch.equal(model.state_dict()["patch_embed.conv1.weight"], entry["state_dict"]["patch_embed.conv1.weight"])

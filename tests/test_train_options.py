@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from test_train_support import make_image_folder, tiny_config
+from train_helpers import make_image_folder, tiny_config
 from vheat.train.checkpoint import list_checkpoints, read_checkpoint
 from vheat.train.trainer import train
 

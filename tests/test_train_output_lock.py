@@ -7,7 +7,7 @@ import time
 import torch
 import yaml
 
-from test_train_support import finish_cli, make_image_folder, start_cli, tiny_config
+from train_helpers import finish_cli, make_image_folder, start_cli, tiny_config
 from vheat.io import read_jsonl
 from vheat.train.checkpoint import read_checkpoint
 from vheat.train.output_lock import LOCK_FILE

@@ -4,8 +4,8 @@ import os
 import pytest
 import torch
 
-from test_train_support import make_image_folder, tiny_config
-from vheat.train.checkpoint import (CheckpointError, find_resume_point, list_checkpoints, read_checkpoint,
+from train_helpers import make_image_folder, tiny_config
+from vheat.train.checkpoint import (CheckpointFormatError, find_resume_point, list_checkpoints, read_checkpoint,
                                     save_checkpoint)
 from vheat.train.trainer import train
 
@@ -91,25 +91,25 @@ def test_resume_from_other_architecture_is_clear(folder, tmp_path):
     out = str(tmp_path / "a")
     train(tiny_config(folder, out, "train.epochs=1"))
     wider = tiny_config(folder, str(tmp_path / "b"), "model.kwargs={depths: [1, 1], dims: 12}")
-    with pytest.raises(CheckpointError, match=r"does not fit model 'vheat_tiny'.*shape mismatches"):
+    with pytest.raises(CheckpointFormatError, match=r"does not fit model 'vheat_tiny'.*shape mismatches"):
         train(wider, resume=list_checkpoints(out)[-1])
 
 
 def test_resume_from_missing_or_garbage_file(folder, tmp_path):
     cfg = tiny_config(folder, str(tmp_path / "c"))
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(CheckpointFormatError, match="not found"):
         train(cfg, resume=str(tmp_path / "missing.pth"))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="is not a checkpoint: it holds text"):
+    with pytest.raises(CheckpointFormatError, match="is not a checkpoint: it holds text"):
         train(cfg, resume=str(junk))
 
 
 def test_resume_keeps_the_runs_gemm_library(folder, tmp_path):
     from vheat.checkpoint_io import write_checkpoint
-    from vheat.models import fused_linear
+    from vheat.models import linear
 
-    if not fused_linear.onednn_available():
+    if not linear.onednn_available():
         pytest.skip("torch built without oneDNN: every run trains on F.linear")
     part = str(tmp_path / "part")
     stopped = train(tiny_config(folder, part, "train.epochs=2", "train.stop_after_steps=3"))
@@ -118,7 +118,7 @@ def test_resume_keeps_the_runs_gemm_library(folder, tmp_path):
     other = "mkl" if ckpt["gemm_library"] == "onednn" else "onednn"
     ckpt["gemm_library"] = other  # as if the run had started in a process that measured otherwise
     write_checkpoint(stopped["checkpoint"], ckpt)
-    fused_linear.pin_training_library(None)  # this "process" has its own calibration again
+    linear.pin_training_library(None)  # this "process" has its own calibration again
     resumed = train(tiny_config(folder, part, "train.epochs=2"))
     assert resumed["status"] == "finished"
-    assert fused_linear.training_library() == other == read_checkpoint(list_checkpoints(part)[-1])["gemm_library"]
+    assert linear.training_library() == other == read_checkpoint(list_checkpoints(part)[-1])["gemm_library"]

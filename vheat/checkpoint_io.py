@@ -40,9 +40,6 @@ class CheckpointFormatError(ValueError):
     """A checkpoint cannot be read, is damaged, or does not fit what it is loaded into."""
 
 
-CheckpointError = CheckpointFormatError  # the name the training code uses
-
-
 # ------------------------------------------------------------------------------- reading
 def sniff_format(path: str) -> str:
     """'zip' (torch.save), 'legacy' (pre-1.6 torch.save) or 'safetensors', from the first bytes."""
@@ -274,9 +271,9 @@ def load_official_checkpoint(
 ):
     """Load an official vHeat checkpoint (path, checkpoint dict or state_dict) into a VHeat model.
 
-    A train-layout checkpoint into an infer-mode model unfolds it, loads, and folds again
-    (k_exp recomputed from the loaded weights); an infer-layout checkpoint folds a train-mode
-    model first (it then stays in infer mode: k_exp cannot give back freq_embed / to_k).
+    A train-layout checkpoint into an infer-mode model is folded into k_exp on the way; an
+    infer-layout checkpoint folds a train-mode model first (k_exp cannot give back freq_embed /
+    to_k); a load that fails leaves the model as it was.
     ``keep_classifier_if_mismatch`` keeps the model's own head when the class counts differ
     (fine-tuning). Returns ``load_state_dict``'s result.
     """
@@ -290,20 +287,7 @@ def load_official_checkpoint(
             if k in sd and k in own and sd[k].shape != own[k].shape:
                 sd.update({kk: own[kk] for kk in CLASSIFIER_KEYS if kk in own})
                 break
-    from .models.load_guard import unchanged_on_failure
-
-    with unchanged_on_failure(model):
-        refold = False
-        if is_infer_layout(sd) and not model.infer_mode:
-            # Train weights kept aside until the load succeeds (the loaded k_exp then drops them).
-            model.set_infer_mode(True, keep_train_params=True)
-        elif not is_infer_layout(sd) and model.infer_mode:
-            model.set_infer_mode(False)
-            refold = True
-        result = model.load_state_dict(sd, strict=strict)
-        if refold:
-            model.set_infer_mode(True)
-    return result
+    return model.load_official_state_dict(sd, strict=strict)
 
 
 def classifier_keys(model: nn.Module) -> list[str]:

@@ -114,11 +114,11 @@ def model_report(variant: str, img_size: int = 224, hco_backend: Optional[str] =
 
     import vheat  # noqa: F401  (registers the variants)
 
-    model = timm.create_model(variant)
     report: Dict[str, Any] = {"model": variant, "img_size": img_size}
     for mode in ("train", "infer"):
-        if mode == "infer":
-            model.set_infer_mode(True)
+        # Train mode: the released model (224 px grids) run at img_size; infer mode: the model
+        # folded for img_size (a folded model runs at its folding resolution only).
+        model = timm.create_model(variant) if mode == "train" else timm.create_model(variant, img_size=img_size).infer_init()
         r = model_figures(model, img_size, hco_backend)
         report.update({f"params_{mode}": r["params"], f"flops_{mode}": r["flops"], f"k_exp_params_{mode}":
                        r["k_exp_params"], f"params_{mode}_m": r["params_m"], f"gflops_{mode}": r["gflops"]})

@@ -10,6 +10,7 @@ deployment.MAX_REL_DIFF fails loudly and is not timed).
 """
 from __future__ import annotations
 
+import copy
 import sys
 import tempfile
 import time
@@ -27,13 +28,11 @@ PEER_SIZE = {"Swin-T": "vHeat-T", "ConvNeXt-T": "vHeat-T", "DeiT-S": "vHeat-T", 
 
 def _build_peers(name: str, model, cfg: Dict, workdir: str) -> deployment.Peers:
     """Exports / compiled module of one vHeat model, from its train-mode weights."""
-    if model.infer_mode:
-        model.set_infer_mode(False)
     official = OfficialVHeat.like(model).eval().infer_init()
-    model.eval().set_infer_mode(True)
-    model.set_hco_backend(models.fused_backend())
+    folded = copy.deepcopy(model).eval().set_infer_mode(True)  # folding is one-way: the train steps keep the original
+    folded.set_hco_backend(models.fused_backend())
     short = models.SHORT_NAMES.get(name, name)
-    return deployment.Peers(short, model, official, cfg["img_size"], cfg["model_peers"], workdir, torch.get_num_threads())
+    return deployment.Peers(short, folded, official, cfg["img_size"], cfg["model_peers"], workdir, torch.get_num_threads())
 
 
 def clock_name(cfg: Dict) -> str:

@@ -1,6 +1,7 @@
 """Model construction and steps shared by the model, resolution and memory sections."""
 from __future__ import annotations
 
+import copy
 from typing import Callable, Dict, List, Optional, Tuple
 
 import timm
@@ -43,8 +44,6 @@ def candidates(name: str, model: torch.nn.Module) -> Dict[str, Tuple[torch.nn.Mo
     short = SHORT_NAMES.get(name, name)
     if not name.startswith("vheat"):
         return {short: (model, None)}
-    if model.infer_mode:  # the official copy is taken from the train-mode weights
-        model.set_infer_mode(False)
     return {
         f"{short} fused ({fused_backend()})": (model, fused_backend()),
         f"{short} official": (OfficialVHeat.like(model), None),
@@ -59,7 +58,7 @@ def infer_step(model, backend, x) -> Callable[[], object]:
         if not model.infer_mode:
             model.infer_init()
     elif hasattr(model, "set_infer_mode"):
-        model.set_infer_mode(True)
+        model = copy.deepcopy(model).set_infer_mode(True)  # folding is one-way: the train steps keep the original
 
     def run():
         if backend is not None:

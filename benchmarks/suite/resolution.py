@@ -5,6 +5,7 @@ report them) and the peak resident memory the forward adds.
 """
 from __future__ import annotations
 
+import copy
 import statistics
 import sys
 from typing import Dict, Optional, Tuple
@@ -24,8 +25,7 @@ def count_gflops(model, img_size: int) -> Tuple[float, Optional[float]]:
     (vHeat: infer mode, the same count whichever HCO backend runs)."""
     model.eval()
     if hasattr(model, "set_infer_mode"):
-        model.set_infer_mode(True)
-        ops = count_flops_by_operator(model, img_size)
+        ops = count_flops_by_operator(copy.deepcopy(model).set_infer_mode(True), img_size)  # the original stays for the candidates
         return sum(ops.values()) / 1e9, sum(n for op, n in ops.items() if op in DENSE_OPS) / 1e9
     with torch.no_grad():
         return flop_analysis(model, (torch.zeros(1, 3, img_size, img_size),)).total() / 1e9, None

@@ -174,7 +174,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     from vheat.data.folders import DatasetError
-    from vheat.checkpoint_io import CheckpointError
+    from vheat.checkpoint_io import CheckpointFormatError
     from vheat.io import OutputWriteError
     from vheat.train.config import ConfigError
 
@@ -182,7 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     try:
         sys.exit(run(argv))
-    except (ConfigError, DatasetError, CheckpointError, BackendUnavailableError, OutputWriteError) as exc:
+    except (ConfigError, DatasetError, CheckpointFormatError, BackendUnavailableError, OutputWriteError) as exc:
         if os.environ.get("VHEAT_DEBUG"):
             raise
         print(f"vheat: error: {exc}", file=sys.stderr)

@@ -5,7 +5,7 @@ downsample, normalise every requested one with its own LayerNorm (``outnorm{i}``
 classifier, and resize each stage's freq_embed bicubically to the feature map's (H, W) at
 run time. ``VHeatBackbone`` keeps those parameter names (so official downstream
 checkpoints load) and reuses :class:`vheat.models.VHeat` for everything else: the
-resize + attenuation cache, infer mode, per-block gradient checkpointing, HCO backends.
+resize, infer mode (at the training resolution), per-block gradient checkpointing, HCO backends.
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ class VHeatBackbone(VHeat):
         outs = []
         x = self.patch_embed(x)
         for i in range(self.out_indices[-1] + 1):  # later stages feed no output: skip them
-            feat, x = self.layers[i](x, **self._stage_inputs(i, tuple(x.shape[-2:])))
+            feat, x = self.layers[i](x, self._stage_freq(i, x))
             if i in self.out_indices:
                 norm = getattr(self, f"outnorm{i}")
                 y = F.layer_norm(feat.permute(0, 2, 3, 1), norm.normalized_shape, norm.weight, norm.bias, norm.eps)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fused_linear
+from .linear import layer as fused  # called as fused.linear: torch.fx.wrap patches that module's global
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -59,8 +59,8 @@ class StemLayer(nn.Module):
         self.norm2 = channels_first_layer_norm(out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Channels-last from the first convolution on (a copy of the 3-channel input): the
-        # LayerNorms' permutes are then views, not copies (vHeat-T stem at batch 16: 128 -> 100 ms).
+        # Channels-last from the first convolution on (a copy of the 3-channel input, the
+        # smallest tensor of the stem): the LayerNorms' permutes are then views, not copies.
         x = self.conv1(x.contiguous(memory_format=torch.channels_last))
         return self.norm2(self.conv2(self.act(self.norm1(x))))
 
@@ -70,19 +70,19 @@ class Mlp(nn.Module):
 
     ``forward`` takes channels-last (B, H, W, C) input and runs the 1x1 convolutions as
     linear layers on the flattened weights: the same products, without layout changes (and,
-    in inference, with bias and GELU fused into the GEMM: see fused_linear).
+    in inference, with bias and GELU fused into the GEMM: see vheat.models.linear).
     """
 
     def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0):
         super().__init__()
         self.fc1 = nn.Conv2d(in_features, hidden_features, kernel_size=1)
-        self.act = nn.GELU()  # the official module tree; forward applies it inside fused_linear
+        self.act = nn.GELU()  # the official module tree; forward applies it inside linear()
         self.fc2 = nn.Conv2d(hidden_features, in_features, kernel_size=1)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = fused_linear.linear(x, self.fc1.weight.flatten(1), self.fc1.bias, activation="gelu")
-        x = fused_linear.linear(self.drop(x), self.fc2.weight.flatten(1), self.fc2.bias)
+        x = fused.linear(x, self.fc1.weight.flatten(1), self.fc1.bias, activation="gelu")
+        x = fused.linear(self.drop(x), self.fc2.weight.flatten(1), self.fc2.bias)
         return self.drop(x)
 
 

@@ -1,34 +1,25 @@
-"""What graph tracers (torch.fx, TorchScript, torch.export / compile) see of the vHeat models.
+"""The vHeat model's calls that graph tracers (torch.fx, TorchScript, jit.trace, ONNX) record as one step.
 
-The three functions below are FX leaves: their bodies check shapes, pick a backend or resize
+The public functions below are FX leaves: their bodies check shapes, pick a backend or resize
 to the input's size, so ``torch.fx.symbolic_trace`` and timm's FX feature extraction record one
 call instead of tracing into them (``torch.fx.wrap`` for plain symbolic_trace, timm's
 ``register_notrace_function`` for timm's tracer). Callers use them as ``tracing.hco(...)``:
 ``torch.fx.wrap`` patches this module's globals, so the attribute look-up is what gets wrapped.
+Each one also compiles under TorchScript, and is where the model's forward meets the
+differences between tracers: the model code itself has no tracer branches.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from timm.layers import register_notrace_function
-from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 import vheat_kernels
-from vheat_kernels.dct import _decay_map_build
 
 from .freq_embed import resize_freq_embed
-
-
-def is_tracing() -> bool:
-    """True inside torch.fx symbolic tracing and torch.jit (trace or script).
-
-    Their graphs take the shape-independent path (no attenuation cache, no branching on the
-    input's size); the shape checks run inside the leaves when the graph executes.
-    torch.compile / torch.export run the eager path: dynamo guards on the size branches.
-    """
-    return is_fx_symbolic_tracing() or torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
 def _build_maps_outside_jit_trace(h: int, w: int, device: torch.device, dtype: torch.dtype) -> None:
@@ -72,10 +63,12 @@ def _traced_for_any_size() -> bool:
 
 
 def _attenuation_in_graph(k: torch.Tensor) -> torch.Tensor:
-    # The uncached form of vheat_kernels.attenuation (same operations, same numbers): the decay
-    # map is built from k's size inside the graph, so a scripted or traced graph runs at any size.
+    # vheat_kernels.attenuation without its map cache: log D = -((pi n / h)^2 + (pi m / w)^2)
+    # is built from k's size inside the graph, so a scripted or traced graph runs at any size.
     compute_dtype = torch.float64 if k.dtype == torch.float64 else torch.float32
-    log_d = torch.log(_decay_map_build(k.shape[0], k.shape[1], k.device, torch.float64)).to(compute_dtype)
+    n = torch.arange(k.shape[0], dtype=torch.float64, device=k.device).view(-1, 1) * (math.pi / k.shape[0])
+    m = torch.arange(k.shape[1], dtype=torch.float64, device=k.device).view(1, -1) * (math.pi / k.shape[1])
+    log_d = (-(n * n + m * m)).to(compute_dtype)
     return torch.exp(k.to(compute_dtype) * log_d[:, :, None])
 
 
@@ -113,3 +106,16 @@ def freq_embed_like(freq: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             return _resize_in_traced_graph(freq, x)
         return resize_freq_embed(freq, [x.shape[-2], x.shape[-1]])
 
+
+
+@register_notrace_function
+@torch.fx.wrap
+def folded_attenuation(k_exp: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A block's folded E for the (B, H, W, C) input x: the resolution it was folded at only."""
+    if k_exp.shape[0] != x.shape[1] or k_exp.shape[1] != x.shape[2]:
+        raise RuntimeError(
+            "Heat2D: the folded k_exp is " + str((k_exp.shape[0], k_exp.shape[1])) + " but the input needs "
+            + str((x.shape[1], x.shape[2])) + "; run the folded model at the resolution it was folded at, "
+            "or keep a train-mode model (freq_embed, to_k) for other sizes"
+        )
+    return k_exp

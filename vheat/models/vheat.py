@@ -2,8 +2,8 @@
 
 Same modules, parameter names, shapes and init as the official ``vHeat`` class, so official
 checkpoints load with ``strict=True``; internally the blocks run channels-last. Adds what the
-official class lacks: any input resolution (bicubic freq_embed resize, cached per resolution
-in eval), switching infer mode on and off, a per-model HCO backend, gradient checkpointing,
+official class lacks: any input resolution in train mode (bicubic freq_embed resize), a
+per-model HCO backend, gradient checkpointing,
 timm's model interface (forward_features / forward_head / forward_intermediates, global_pool,
 reset_classifier) and timm's registration: ``checkpoint_filter_fn``, ``_create_vheat``,
 ``default_cfgs`` and ``vheat_tiny`` / ``vheat_small`` / ``vheat_base`` (as timm/models/convnext.py).
@@ -24,9 +24,8 @@ from timm.models._manipulate import adapt_input_conv
 from vheat_kernels import attenuation
 
 from . import tracing
-from .freq_embed import AttenuationCache, resize_freq_embed
 from .heat import HeatBlock
-from .load_guard import unchanged_on_failure
+from .load_guard import fold_for, unchanged_on_failure
 from .layers import LayerNorm2d, StemLayer, make_downsample
 
 GLOBAL_POOLS = ("", "avg", "max", "avgmax", "catavgmax")
@@ -73,17 +72,14 @@ class HeatStage(nn.Sequential):
     def downsample(self) -> nn.Module:
         return self[-1]
 
-    def forward(
-        self, x: torch.Tensor, freq: Optional[torch.Tensor] = None, attenuations: Optional[List[torch.Tensor]] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, freq: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         # One loop over the Sequential, telling blocks from the downsample by their ``op``:
         # TorchScript unrolls the loop and resolves hasattr per module.
         x = x.permute(0, 2, 3, 1)
-        feat, out, j = x, x, 0
+        feat, out = x, x
         for module in self:
             if hasattr(module, "op"):
-                x = module(x, freq, None if attenuations is None else attenuations[j])
-                j += 1
+                x = module(x, freq)
             else:
                 feat = x.permute(0, 3, 1, 2)
                 out = module(feat)
@@ -99,7 +95,7 @@ class VHeat(nn.Module):
             Other input sizes work: each stage's embedding is resized to its (H, W).
         post_norm, layer_scale, mlp_ratio, drop_path_rate: as the official model.
         infer_mode: fold E into ``k_exp`` at construction (official infer_init); see set_infer_mode.
-        hco_backend: HCO backend for every block (None: $VHEAT_HCO_BACKEND, then auto).
+        hco_backend: HCO backend of every block (see "HCO backend" below).
         use_checkpoint: gradient checkpointing per block (timm: set_grad_checkpointing).
         drop_rate: dropout before the final Linear (not in the official model; default 0).
         global_pool: timm's pooling before the Linear: 'avg' (official), 'max', 'avgmax',
@@ -107,6 +103,12 @@ class VHeat(nn.Module):
             only with num_classes=0).
         device, dtype: timm's factory arguments: where and in which float type the parameters live
             (``create_model(..., device="meta")`` builds the structure without real weights).
+
+    HCO backend: the model has one carrier, each block's ``op.hco_backend``, set by the
+    constructor's ``hco_backend=`` (the YAML ``model.hco_backend`` and ``vheat ... --backend``
+    feed that argument) or later by :meth:`set_hco_backend`. The blocks pass it as the
+    ``backend=`` of every HCO call, so the narrower setting wins: the model's (the call's),
+    then the process's ``$VHEAT_HCO_BACKEND``, then ``auto``.
     """
 
     # Properties TorchScript must not compile (they return modules or Python objects).
@@ -182,9 +184,6 @@ class VHeat(nn.Module):
         self._channels_last_conv_weights()
         self.register_state_dict_post_hook(_contiguous_state_dict)
 
-        object.__setattr__(self, "_stashed_freq_embed", None)
-        object.__setattr__(self, "_attenuation_cache", AttenuationCache())
-        self.cache_attenuation = True
         self.set_grad_checkpointing(use_checkpoint)
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
@@ -194,8 +193,8 @@ class VHeat(nn.Module):
     def _channels_last_conv_weights(self) -> None:
         # Every convolution sees channels-last activations (the stem converts its input;
         # the rest are permuted views of (B, H, W, C) tensors); with contiguous NCHW weights
-        # oneDNN lays the weight out again on every call (measured: 6.3 ms -> 2.3 ms for the
-        # 384 -> 768 downsample at batch 1). load_state_dict copies into these tensors, so
+        # oneDNN would lay each weight out again on every call, a cost of the size of the
+        # convolution itself for the downsamples. load_state_dict copies into these tensors, so
         # the layout persists; state_dict() hands out contiguous copies (_contiguous_state_dict).
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -218,69 +217,33 @@ class VHeat(nn.Module):
         return "freq_embed" not in self._modules
 
     @torch.jit.ignore
-    def set_infer_mode(self, enabled: bool = True, keep_train_params: bool = True) -> "VHeat":
-        """Fold E = D ** to_k(freq_embed) into per-block ``k_exp`` (official ``infer_init``) or unfold it.
+    def set_infer_mode(self, enabled: bool = True) -> "VHeat":
+        """Fold E = D ** to_k(freq_embed) into per-block ``k_exp`` (official ``infer_init``), in place.
 
         Folded, the state_dict is the official infer-mode one (k_exp, no freq_embed / to_k) and
-        the output at the training resolution is unchanged. ``keep_train_params`` keeps
-        freq_embed and to_k aside (not parameters, not in the state_dict, but moved by
-        ``.to()``) so that the model can unfold again and run at other resolutions.
+        the output at the training resolution is unchanged; other resolutions need the train
+        weights, which folding drops. Folding is one-way, like timm's reparameterisation: to
+        keep a train-mode model, fold a copy (``copy.deepcopy(model).infer_init()``); to go back,
+        load a train-mode checkpoint into a new model.
         """
         if enabled == self.infer_mode:
             return self
-        if enabled:
-            for i, stage in enumerate(self.layers):
-                for block in stage.blocks:
-                    block.op.fold(self.freq_embed[i], keep_train_params)
-            stash = self.freq_embed if keep_train_params else None
-            del self.freq_embed
-            object.__setattr__(self, "_stashed_freq_embed", stash)
-        else:
-            if self._stashed_freq_embed is None or any(b.op.rate_net is None for s in self.layers for b in s.blocks):
-                raise RuntimeError(
-                    "VHeat.set_infer_mode(False): the train-mode weights (freq_embed, to_k) were not kept "
-                    "(folded with keep_train_params=False or an infer-mode state_dict was loaded); "
-                    "build a new model and load a train-mode checkpoint"
-                )
-            for stage in self.layers:
-                for block in stage.blocks:
-                    block.op.unfold()
-            # Re-register freq_embed at its original place so state_dict() keys keep the official order.
-            modules = list(self._modules.items())
-            modules.insert(list(self._modules).index("layers"), ("freq_embed", self._stashed_freq_embed))
-            self._modules.clear()
-            self._modules.update(modules)
-            object.__setattr__(self, "_stashed_freq_embed", None)
-        self._attenuation_cache.clear()
+        if not enabled:
+            raise RuntimeError(
+                "VHeat.set_infer_mode(False): folding is one-way (the train-mode weights freq_embed and "
+                "to_k are gone); build a new model and load a train-mode checkpoint, or fold a copy "
+                "(copy.deepcopy(model).infer_init()) next time"
+            )
+        for i, stage in enumerate(self.layers):
+            for block in stage.blocks:
+                block.op.fold(self.freq_embed[i])
+        del self.freq_embed
         return self
 
     @torch.jit.ignore
     def infer_init(self) -> "VHeat":
-        """Official name for folding (keeps the train-mode weights aside, see set_infer_mode)."""
+        """Official name for folding (see set_infer_mode)."""
         return self.set_infer_mode(True)
-
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        if self._stashed_freq_embed is not None:
-            self._stashed_freq_embed._apply(fn, recurse)
-        self._attenuation_cache.clear()
-        return self
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
-        self._attenuation_cache.clear()
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        # A block whose stashed to_k was dropped (another k_exp loaded) makes the stashed
-        # freq_embed useless: forget it too, so unfolding reports that the train weights are gone.
-        if self.infer_mode and any(b.op.rate_net is None for s in self.layers for b in s.blocks):
-            object.__setattr__(self, "_stashed_freq_embed", None)
-        return result
-
-    def train(self, mode: bool = True) -> "VHeat":
-        self._attenuation_cache.clear()
-        return super().train(mode)
 
     def __prepare_scriptable__(self) -> "VHeat":
         # torch.jit.script calls this first: the scripted model calls torch.ops.vheat.hco_forward
@@ -307,8 +270,18 @@ class VHeat(nn.Module):
         from ..checkpoint_io import extract_state_dict, read_checkpoint
 
         checkpoint = read_checkpoint(path, allow_pickle=allow_pickle)
+        state_dict = extract_state_dict(checkpoint, key)
         with unchanged_on_failure(self):
-            self._load_filtered(checkpoint_filter_fn(extract_state_dict(checkpoint, key), self), keep_classifier_if_mismatch)
+            fold_for(self, state_dict)
+            self._load_filtered(checkpoint_filter_fn(state_dict, self), keep_classifier_if_mismatch)
+
+    @torch.jit.ignore
+    def load_official_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True):
+        """An official state_dict of either layout, through checkpoint_filter_fn; an infer-layout one
+        (k_exp) folds this model first. A load that fails leaves the model as it was."""
+        with unchanged_on_failure(self):
+            fold_for(self, state_dict)
+            return self.load_state_dict(checkpoint_filter_fn(state_dict, self), strict=strict)
 
     def _load_filtered(self, sd: Dict[str, torch.Tensor], keep_classifier_if_mismatch: bool) -> None:
         from ..checkpoint_io import CLASSIFIER_KEYS
@@ -388,74 +361,23 @@ class VHeat(nn.Module):
         self.classifier.to(device=device, dtype=dtype).train(self.training)
         self.head_hidden_size = self.num_features * self.classifier[1].feat_mult()
 
-    # --- attenuation per stage -------------------------------------------------------------
-    def _freq_source(self, i: int) -> Optional[torch.Tensor]:
-        if not self.infer_mode:
-            return self.freq_embed[i]
-        return None if self._stashed_freq_embed is None else self._stashed_freq_embed[i]
-
-    def _stage_freq(self, i: int, size: Tuple[int, int]) -> Optional[torch.Tensor]:
-        """Stage i's freq embedding at ``size`` (None when folded k_exp serves that size)."""
-        if self.infer_mode and size == (self.res[i], self.res[i]):
-            return None
-        freq = self._freq_source(i)
-        return None if freq is None else resize_freq_embed(freq, size)
-
-    def _use_cache(self) -> bool:
-        return (
-            self.cache_attenuation
-            and not self.training
-            and not torch.is_grad_enabled()
-            and not tracing.is_tracing()
-            and not torch.compiler.is_compiling()
-        )
-
-    def _stage_inputs(self, i: int, size: Tuple[int, int]) -> dict:
-        if not self._use_cache() or (self.infer_mode and size == (self.res[i], self.res[i])):
-            return {"freq": self._stage_freq(i, size)}
-        blocks = self.layers[i].blocks
-        sources = [t for t in [self._freq_source(i)] if t is not None]
-        for block in blocks:
-            net = block.op.rate_net
-            # buffers too: torch.nn.utils.prune keeps its mask there
-            sources += list(net.parameters()) + list(net.buffers()) if net is not None else []
-            if block.op.infer_mode:
-                sources.append(block.op.k_exp)
-
-        def build() -> List[torch.Tensor]:
-            freq = self._stage_freq(i, size)
-            return [block.op.attenuation(freq, size) for block in blocks]
-
-        return {"attenuations": self._attenuation_cache.get((i,) + size, sources, build)}
-
     # --- forward ------------------------------------------------------------------------------
-    def _inputs_for(self, i: int, x: torch.Tensor) -> Tuple[Optional[torch.Tensor], Optional[List[torch.Tensor]]]:
-        """Stage i's (freq embedding, cached attenuations) for the NCHW feature map x."""
-        if tracing.is_tracing():  # one graph for any input size: no cache, no size branches
-            return (None if self.infer_mode else tracing.freq_embed_like(self.freq_embed[i], x)), None
-        inputs = self._stage_inputs(i, tuple(x.shape[-2:]))
-        return inputs.get("freq"), inputs.get("attenuations")
-
-    def _scripted_stages(self, x: torch.Tensor) -> torch.Tensor:
-        # TorchScript: hasattr is resolved at compile time (train vs infer mode), the stages
-        # are unrolled and zipped with their embeddings (a ParameterList cannot be indexed).
-        if hasattr(self, "freq_embed"):
-            for stage, freq in zip(self.layers, self.freq_embed):
-                x = stage(x, tracing.freq_embed_like(freq, x), None)[1]
-        else:
-            for stage in self.layers:
-                x = stage(x, None, None)[1]
-        return x
+    @torch.jit.ignore
+    def _stage_freq(self, i: int, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Stage i's freq embedding at the NCHW feature map x's size; None in infer mode (k_exp)."""
+        return tracing.freq_embed_like(self.freq_embed[i], x) if "freq_embed" in self._modules else None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> last stage's features (B, C, H/32, W/32), before the classifier norm."""
         x = self.patch_embed(x)
-        if torch.jit.is_scripting():
-            x = self._scripted_stages(x)
+        # hasattr: TorchScript resolves the mode when compiling, and zips the unrolled stages
+        # with their embeddings (it cannot index a ParameterList with a loop variable).
+        if hasattr(self, "freq_embed"):
+            for stage, freq in zip(self.layers, self.freq_embed):
+                x = stage(x, tracing.freq_embed_like(freq, x))[1]
         else:
-            for i, stage in enumerate(self.layers):
-                freq, attenuations = self._inputs_for(i, x)
-                _, x = stage(x, freq, attenuations)
+            for stage in self.layers:
+                x = stage(x, None)[1]
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -488,9 +410,7 @@ class VHeat(nn.Module):
         last = len(self.layers) - 1
         n_run = max_index + 1 if (stop_early or intermediates_only) else len(self.layers)
         for i in range(n_run):
-            stage = self.layers[i]
-            freq, attenuations = self._inputs_for(i, x)
-            feat, x = stage(x, freq, attenuations)
+            feat, x = self.layers[i](x, self._stage_freq(i, x))
             if i in take_indices:
                 out = self.classifier[0](feat) if norm and i == last else feat
                 intermediates.append(out.permute(0, 2, 3, 1) if output_fmt == "NHWC" else out)
@@ -515,7 +435,7 @@ class VHeat(nn.Module):
 
 # --- pretrained weights and timm registration ------------------------------------------------
 
-def _fold_state_dict(state_dict: Dict[str, torch.Tensor], model: VHeat) -> Dict[str, torch.Tensor]:
+def fold_state_dict(state_dict: Dict[str, torch.Tensor], model: VHeat) -> Dict[str, torch.Tensor]:
     """Train layout -> infer layout: k_exp = D ** ReLU(to_k(freq_embed)) per block, as Heat2D.fold."""
     sd = dict(state_dict)
     for i, stage in enumerate(model.layers):
@@ -528,13 +448,14 @@ def _fold_state_dict(state_dict: Dict[str, torch.Tensor], model: VHeat) -> Dict[
 
 
 def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: VHeat) -> Dict[str, torch.Tensor]:
-    """Official vHeat checkpoint -> ``model``'s state_dict (timm's ``pretrained_filter_fn``).
+    """Official vHeat checkpoint -> ``model``'s state_dict (timm's ``pretrained_filter_fn``); pure.
 
     Takes a checkpoint dict (its ``model`` entry) or a state_dict; strips ``module.``; resizes
-    freq_embed (bicubic) to the model's img_size; maps the layout: an infer-mode checkpoint
-    (k_exp) switches a train-mode model to infer mode (k_exp cannot give back freq_embed /
-    to_k), a train-mode checkpoint into an infer-mode model is folded into k_exp here. timm's
-    loader then adapts the first conv for ``in_chans != 3`` and drops the head for another class count.
+    freq_embed (bicubic) to the model's img_size; a train-layout checkpoint for an infer-mode
+    model is folded into k_exp here. An infer-layout checkpoint (k_exp) needs an infer-mode
+    model: k_exp cannot give back freq_embed / to_k (``VHeat.load_pretrained`` and
+    ``vheat.checkpoint_io.load_official_checkpoint`` fold the model first). timm's loader then
+    adapts the first conv for ``in_chans != 3`` and drops the head for another class count.
     """
     from ..checkpoint_io import CheckpointFormatError, convert_official_state_dict, extract_state_dict, is_infer_layout
 
@@ -548,12 +469,13 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: VHeat) -> Dict[st
                     f"has {(res, res)}: build the model with the checkpoint's img_size, or load a train-mode checkpoint"
                 )
         if not model.infer_mode:
-            # Train weights kept aside until the load succeeds (the loaded k_exp then drops
-            # them), so that a failed load can switch back (load_guard).
-            model.set_infer_mode(True, keep_train_params=True)
+            raise CheckpointFormatError(
+                "this checkpoint is in the infer-mode layout (k_exp): build the model with infer_mode=True "
+                "(or load it with VHeat.load_pretrained / vheat.checkpoint_io.load_official_checkpoint, which fold the model)"
+            )
         return sd
     if model.infer_mode:
-        return _fold_state_dict(sd, model)
+        return fold_state_dict(sd, model)
     return sd
 
 
@@ -601,8 +523,6 @@ def _create_vheat(variant: str, pretrained: bool = False, **kwargs: Any) -> VHea
                 f"pretrained_cfg_overlay=dict(file='/path/{variant}.pth') (or .safetensors), "
                 f"or create_model('local-dir:/path/to/dir') / create_model('hf-hub:org/repo')"
             )
-    if "backend" in kwargs:  # short alias of hco_backend
-        kwargs["hco_backend"] = kwargs.pop("backend")
     return build_model_with_cfg(
         VHeat,
         variant,

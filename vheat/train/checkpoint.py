@@ -28,13 +28,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from vheat.checkpoint_io import CheckpointError, read_checkpoint, write_checkpoint
+from vheat.checkpoint_io import CheckpointFormatError, read_checkpoint, write_checkpoint
 
 from ..io import atomic_write_text, read_jsonl
 from .config import ConfigError
 from .metrics import METRICS_FILE, PLOT_FILE
 
-__all__ = ["CheckpointError", "read_checkpoint", "save_checkpoint", "list_checkpoints", "find_resume_point",
+__all__ = ["CheckpointFormatError", "read_checkpoint", "save_checkpoint", "list_checkpoints", "find_resume_point",
            "set_aside_unreadable"]
 
 FORMAT = "vheat-train-1"
@@ -131,7 +131,7 @@ def find_resume_point(output_dir: str) -> Optional[tuple[str, dict, list[tuple[s
     for path in reversed(paths):
         try:
             ckpt = read_checkpoint(path)
-        except CheckpointError as exc:
+        except CheckpointFormatError as exc:
             skipped.append((path, str(exc)))
             continue
         if not is_training_state(ckpt):
@@ -140,7 +140,7 @@ def find_resume_point(output_dir: str) -> Optional[tuple[str, dict, list[tuple[s
         return path, ckpt, skipped
     if paths:
         listing = "\n".join(f"  {os.path.basename(p)}: {reason}" for p, reason in reversed(skipped))
-        raise CheckpointError(f"output folder {output_dir} holds {len(paths)} checkpoint(s), none of which can be "
+        raise CheckpointFormatError(f"output folder {output_dir} holds {len(paths)} checkpoint(s), none of which can be "
                               f"resumed from:\n{listing}\n{_choices(output_dir)}")
     return None
 
@@ -184,7 +184,7 @@ def check_explicit_resume(output_dir: str, resume: str) -> None:
     others = found[found.index(target) + 1:] if target in found else found
     if others:
         names = ", ".join(os.path.basename(p) for p in others[:5]) + (" ..." if len(others) > 5 else "")
-        raise CheckpointError(f"--resume {resume}: output folder {output_dir} already holds other or newer "
+        raise CheckpointFormatError(f"--resume {resume}: output folder {output_dir} already holds other or newer "
                               f"checkpoints ({names}) that this run would prune or mix with. {_choices(output_dir)}")
 
 
@@ -195,11 +195,11 @@ def best_of_lineage(output_dir: str, run_id: Optional[str]) -> float:
         return -1.0
     try:
         best = read_checkpoint(path)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{exc}\nThis run would replace {path}. {_choices(output_dir)}") from None
+    except CheckpointFormatError as exc:
+        raise CheckpointFormatError(f"{exc}\nThis run would replace {path}. {_choices(output_dir)}") from None
     owner = best.get("run_id") if isinstance(best, dict) else None
     if owner != run_id:
-        raise CheckpointError(f"{path} belongs to another run (run id {owner}, this run {run_id}); this run would "
+        raise CheckpointFormatError(f"{path} belongs to another run (run id {owner}, this run {run_id}); this run would "
                               f"replace it. {_choices(output_dir)}")
     return float(best.get("acc1", -1.0))
 
@@ -211,7 +211,7 @@ def claim_metrics(output_dir: str, run_id: Optional[str], resume_epoch: int) -> 
     records = read_jsonl(path)
     foreign = [r for r in records if r.get("run_id") != run_id]
     if foreign:
-        raise CheckpointError(f"{path} holds {len(foreign)} line(s) of another run (run id "
+        raise CheckpointFormatError(f"{path} holds {len(foreign)} line(s) of another run (run id "
                               f"{foreign[0].get('run_id')}, this run {run_id}); this run would mix its metrics "
                               f"into them. {_choices(output_dir)}")
     keep = [r for r in records if r.get("epoch", -1) < resume_epoch]

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from vheat.checkpoint_io import CheckpointError, load_weights, read_checkpoint
+from vheat.checkpoint_io import CheckpointFormatError, load_weights, read_checkpoint
 from vheat.data import build_val_loader, resolve_root
 
 from . import distributed as dist_utils
@@ -58,7 +58,7 @@ def labels_by_name(classes: list[str], trained_on: list[str], checkpoint: str, f
     unknown = [c for c in classes if c not in trained_on]
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        raise CheckpointError(f"{folder} holds class folder(s) {shown} that {checkpoint} was not trained on (its "
+        raise CheckpointFormatError(f"{folder} holds class folder(s) {shown} that {checkpoint} was not trained on (its "
                               f"{len(trained_on)} classes: {', '.join(trained_on[:5])}"
                               f"{', ...' if len(trained_on) > 5 else ''}); evaluate on the classes it knows")
     return {i: trained_on.index(c) for i, c in enumerate(classes)}.__getitem__
@@ -71,7 +71,7 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Optional[str]) -> dict:
     weights are not worth evaluating). The file is read once."""
     checkpoint = checkpoint or cfg["model"]["pretrained"] or None
     if checkpoint is None:
-        raise CheckpointError("eval needs weights: pass --checkpoint PATH (or set model.pretrained)")
+        raise CheckpointFormatError("eval needs weights: pass --checkpoint PATH (or set model.pretrained)")
     with run_context(cfg) as device:
         ckpt = read_checkpoint(checkpoint, cfg["model"]["trust_checkpoint"])
         root = on_main(lambda: resolve_root(cfg))

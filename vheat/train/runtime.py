@@ -94,7 +94,7 @@ def on_main(fn: Callable[[], T]) -> T:
     if du.is_main():
         try:
             answer = ("ok", fn())
-        except ValueError as exc:  # ConfigError, DatasetError, CheckpointError
+        except ValueError as exc:  # ConfigError, DatasetError, CheckpointFormatError
             answer = ("error", type(exc), str(exc))
     answer = du.broadcast_object(answer)
     if answer[0] == "error":

@@ -16,11 +16,11 @@ from tqdm import tqdm
 
 from vheat.checkpoint_io import load_state_strict, load_weights, read_checkpoint, strip_prefixes, write_checkpoint
 from vheat.data import build_data, resolve_root
-from vheat.models import fused_linear
+from vheat.models import linear as gemm
 
 from . import distributed as du
 from ..io import atomic_write_text
-from .checkpoint import (BEST_FILE, CheckpointError, best_of_lineage, check_explicit_resume, check_output_folder,
+from .checkpoint import (BEST_FILE, CheckpointFormatError, best_of_lineage, check_explicit_resume, check_output_folder,
                          claim_metrics, find_resume_point, is_training_state, list_checkpoints,
                          remove_stale_temp_files, rng_state, save_checkpoint, set_aside_run, set_aside_unreadable,
                          set_rng_state)
@@ -72,7 +72,7 @@ def claim_output(cfg: dict, resume: Optional[str], start_over: bool) -> dict:
     if resume:
         ckpt = read_checkpoint(resume, allow_pickle=cfg["model"]["trust_checkpoint"])
         if not is_training_state(ckpt):
-            raise CheckpointError(f"{resume} is not a training checkpoint of this trainer (no optimizer state); "
+            raise CheckpointFormatError(f"{resume} is not a training checkpoint of this trainer (no optimizer state); "
                                   f"to start from its weights use model.pretrained={resume}")
         path = resume
         if not start_over:
@@ -80,7 +80,7 @@ def claim_output(cfg: dict, resume: Optional[str], start_over: bool) -> dict:
     elif cfg["train"]["auto_resume"] and not start_over:
         path, ckpt, skipped = find_resume_point(out) or (None, None, [])
     elif list_checkpoints(out) and not start_over:
-        raise CheckpointError(f"output folder {out} holds checkpoints of a run and train.auto_resume is off: "
+        raise CheckpointFormatError(f"output folder {out} holds checkpoints of a run and train.auto_resume is off: "
                               f"training from scratch there would replace them. Resume it (drop "
                               f"--no-auto-resume), write to a new --output, or pass --start-over.")
     if start_over:
@@ -157,9 +157,9 @@ class _Trainer:
     # ---------------------------------------------------------------- resume
     def _pin_gemm_library(self, ckpt: Optional[dict]) -> None:
         # One GEMM library for the whole run: the checkpoint's when resuming, else rank 0's
-        # measured choice (fused_linear.calibration is per process and could differ).
-        library = (ckpt or {}).get("gemm_library") or du.broadcast_object(fused_linear.training_library())
-        fused_linear.pin_training_library(library)
+        # measured choice (the linear calibration is per process and could differ).
+        library = (ckpt or {}).get("gemm_library") or du.broadcast_object(gemm.training_library())
+        gemm.pin_training_library(library)
         self.gemm_library = library
 
     def _resume(self, start: dict) -> Optional[str]:
@@ -226,7 +226,7 @@ class _Trainer:
                  f"{self.lrs.base:.3g}; {self.steps_per_epoch} steps/epoch; amp {self.amp}; "
                  f"HCO backend {cfg['model']['hco_backend']}")
         if self.device.type == "cpu":
-            log.info(fused_linear.describe())
+            log.info(gemm.describe())
         if resumed:
             log.info(f"resumed from {resumed}: epoch {self.epoch}, step {self.step_in_epoch}, "
                      f"global step {self.global_step}")

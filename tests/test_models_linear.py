@@ -1,4 +1,4 @@
-"""vheat.models.fused_linear: oneDNN GEMMs (fused bias + GELU in inference, an autograd Function in training)
+"""vheat.models.linear: oneDNN GEMMs (fused bias + GELU in inference, an autograd Function in training)
 where this machine measures them faster, F.linear elsewhere."""
 import os
 
@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vheat.models import VHeat, fused_linear
+from vheat.models import VHeat
+from vheat.models.linear import OneDNNLinearFunction, library, linear
 
-needs_onednn = pytest.mark.skipif(not fused_linear.onednn_available(), reason="torch built without oneDNN")
+needs_onednn = pytest.mark.skipif(not library.onednn_available(), reason="torch built without oneDNN")
 
 
 @needs_onednn
@@ -22,9 +23,9 @@ def test_fused_matches_linear_and_exact_gelu(shape, activation, monkeypatch):
     pre = F.linear(x.double(), w.double())
     tol = dict(rtol=1e-4, atol=1e-4 * shape[-1] ** 0.5)
     with torch.no_grad():
-        assert fused_linear.uses_onednn(x, w, b, activation)
-        got = fused_linear.linear(x, w, b, activation)
-        got_no_bias = fused_linear.linear(x, w, None, activation)
+        assert library.uses_onednn(x, w, b, activation)
+        got = linear(x, w, b, activation)
+        got_no_bias = linear(x, w, None, activation)
     assert got.shape == pre.shape and got.dtype == torch.float32
     torch.testing.assert_close(got.double(), act(pre + b.double()), **tol)
     torch.testing.assert_close(got_no_bias.double(), act(pre), **tol)
@@ -32,26 +33,26 @@ def test_fused_matches_linear_and_exact_gelu(shape, activation, monkeypatch):
 
 def _with_calibration(monkeypatch, everywhere: bool) -> None:
     """Pin the measured MKL-vs-oneDNN choice, so the rule under test does not depend on this CPU."""
-    monkeypatch.setattr(fused_linear, "calibration", lambda: {"onednn_everywhere": everywhere})
+    monkeypatch.setattr(library, "calibration", lambda: {"onednn_everywhere": everywhere})
 
 
 def test_plain_path_where_onednn_does_not_apply(monkeypatch):
     monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "always")
     x, w, b = torch.randn(4, 8), torch.randn(6, 8), torch.randn(6)
     with torch.no_grad():
-        assert not fused_linear.uses_onednn(x.double(), w.double(), b.double())  # float32 only
-        assert not fused_linear.uses_onednn(x.t().contiguous().t(), w, b)  # non-contiguous input
-        assert not fused_linear.uses_onednn(x[:0], w, b)  # empty
+        assert not library.uses_onednn(x.double(), w.double(), b.double())  # float32 only
+        assert not library.uses_onednn(x.t().contiguous().t(), w, b)  # non-contiguous input
+        assert not library.uses_onednn(x[:0], w, b)  # empty
         with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's bf16 GEMM, not an fp32 oneDNN one
-            assert not fused_linear.uses_onednn(x, w, b)
-            assert fused_linear.linear(x, w, b).dtype == torch.bfloat16
+            assert not library.uses_onednn(x, w, b)
+            assert linear(x, w, b).dtype == torch.bfloat16
         monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "0")
-        assert not fused_linear.uses_onednn(x, w, b)
+        assert not library.uses_onednn(x, w, b)
     with pytest.raises(ValueError, match="activation must be one of"):
-        fused_linear.linear(x, w, b, "relu")
+        linear(x, w, b, "relu")
     monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "yes")
     with pytest.raises(ValueError, match="VHEAT_ONEDNN_LINEAR must be 0, rule, auto"):
-        fused_linear.linear(x, w, b)
+        linear(x, w, b)
 
 
 @needs_onednn
@@ -63,11 +64,11 @@ def test_training_path_matches_autograd_of_linear(activation, with_bias, monkeyp
     x = torch.randn(2, 7, 5, 96, requires_grad=True)
     w = torch.randn(193, 96, requires_grad=True)
     b = torch.randn(193, requires_grad=True) if with_bias else None
-    assert fused_linear.uses_onednn(x, w, b, activation)
+    assert library.uses_onednn(x, w, b, activation)
     calls = []
-    forward = fused_linear._OneDNNLinear.forward
-    monkeypatch.setattr(fused_linear._OneDNNLinear, "forward", staticmethod(lambda ctx, *a: calls.append(1) or forward(ctx, *a)))
-    y = fused_linear.linear(x, w, b, activation)
+    forward = OneDNNLinearFunction.forward
+    monkeypatch.setattr(OneDNNLinearFunction, "forward", staticmethod(lambda ctx, *a: calls.append(1) or forward(ctx, *a)))
+    y = linear(x, w, b, activation)
     assert calls == [1]
     dy = torch.randn_like(y)
     inputs = (x, w) + ((b,) if with_bias else ())
@@ -91,7 +92,7 @@ def test_training_path_double_backward(monkeypatch):
     def grad_norm_grad(fn):
         gx, = torch.autograd.grad(fn(x, w, b).sum(), x, create_graph=True)
         return torch.autograd.grad(gx.pow(2).sum(), (w, b), allow_unused=True)
-    got = grad_norm_grad(lambda *a: fused_linear.linear(*a, "gelu"))
+    got = grad_norm_grad(lambda *a: linear(*a, "gelu"))
     ref = grad_norm_grad(lambda *a: F.gelu(F.linear(*a)))
     for g, r in zip(got, ref):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
@@ -102,13 +103,13 @@ def test_auto_follows_the_measured_choice(monkeypatch):
     monkeypatch.delenv("VHEAT_ONEDNN_LINEAR", raising=False)
     x, w = torch.randn(49, 768, requires_grad=True), torch.randn(768, 768)
     _with_calibration(monkeypatch, everywhere=True)
-    assert fused_linear.uses_onednn(x, w, None)  # training and small layers too
+    assert library.uses_onednn(x, w, None)  # training and small layers too
     _with_calibration(monkeypatch, everywhere=False)
-    assert not fused_linear.uses_onednn(x, w, None)
+    assert not library.uses_onednn(x, w, None)
     monkeypatch.undo()
-    c = fused_linear.calibration()  # the real measurement: cached per thread count
-    assert c is fused_linear.calibration() and c["threads"] == torch.get_num_threads()
-    assert c["mkl_ms"] > 0 and c["onednn_ms"] > 0 and c["onednn_everywhere"] == (c["speedup"] >= fused_linear.ONEDNN_MARGIN)
+    c = library.calibration()  # the real measurement: cached per thread count
+    assert c is library.calibration() and c["threads"] == torch.get_num_threads()
+    assert c["mkl_ms"] > 0 and c["onednn_ms"] > 0 and c["onednn_everywhere"] == (c["speedup"] >= library.ONEDNN_MARGIN)
 
 
 @needs_onednn
@@ -117,11 +118,11 @@ def test_size_rule(monkeypatch):
     _with_calibration(monkeypatch, everywhere=False)  # a machine where MKL is as fast as oneDNN
     small, stage1 = torch.randn(49, 768), torch.randn(3136, 96)
     with torch.no_grad():
-        assert not fused_linear.uses_onednn(small, torch.randn(768, 768), None)
-        assert fused_linear.uses_onednn(small, torch.randn(3072, 768), None, "gelu")
-        assert not fused_linear.uses_onednn(stage1, torch.randn(384, 96), None, "none")
-        assert fused_linear.uses_onednn(torch.randn(1 << 15, 8), torch.randn(128, 8), None)  # 4M outputs
-    assert fused_linear.worth_fusing(50176, 384, 96, "none") and not fused_linear.worth_fusing(784, 768, 768, "none")
+        assert not library.uses_onednn(small, torch.randn(768, 768), None)
+        assert library.uses_onednn(small, torch.randn(3072, 768), None, "gelu")
+        assert not library.uses_onednn(stage1, torch.randn(384, 96), None, "none")
+        assert library.uses_onednn(torch.randn(1 << 15, 8), torch.randn(128, 8), None)  # 4M outputs
+    assert library.worth_fusing(50176, 384, 96, "none") and not library.worth_fusing(784, 768, 768, "none")
 
 
 @needs_onednn
@@ -163,35 +164,35 @@ def test_replaced_or_hooked_linear_runs_its_own_forward(monkeypatch):
 @needs_onednn
 def test_describe_names_the_choice(monkeypatch):
     monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "0")
-    assert "off" in fused_linear.describe()
+    assert "off" in library.describe()
     monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "always")
-    assert "oneDNN everywhere" in fused_linear.describe()
+    assert "oneDNN everywhere" in library.describe()
     monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "auto")
-    monkeypatch.setattr(fused_linear, "calibration", lambda: {"onednn_everywhere": False, "speedup": 0.95, "threads": 1})
-    assert fused_linear.describe() == ("linear layers: F.linear, oneDNN for GELU / large outputs in inference "
+    monkeypatch.setattr(library, "calibration", lambda: {"onednn_everywhere": False, "speedup": 0.95, "threads": 1})
+    assert library.describe() == ("linear layers: F.linear, oneDNN for GELU / large outputs in inference "
                                        "(MKL / oneDNN measured 0.95x at 1 thread(s))")
 
 
 def test_pinned_library_overrides_the_calibration(monkeypatch):
     monkeypatch.delenv("VHEAT_ONEDNN_LINEAR", raising=False)
     x, w = torch.randn(49, 768, requires_grad=True), torch.randn(768, 768)
-    fused_linear.pin_training_library("mkl")
-    assert fused_linear.training_library() == "mkl" and not fused_linear.uses_onednn(x, w, None)
+    library.pin_training_library("mkl")
+    assert library.training_library() == "mkl" and not library.uses_onednn(x, w, None)
     with torch.no_grad():  # the size rule still fuses the GELU layer in inference
-        assert fused_linear.uses_onednn(x, torch.randn(3072, 768), None, "gelu") == fused_linear.onednn_available()
-    fused_linear.pin_training_library("onednn")
-    assert fused_linear.uses_onednn(x, w, None) == fused_linear.onednn_available()
+        assert library.uses_onednn(x, torch.randn(3072, 768), None, "gelu") == library.onednn_available()
+    library.pin_training_library("onednn")
+    assert library.uses_onednn(x, w, None) == library.onednn_available()
     with pytest.raises(ValueError, match="'onednn' or 'mkl'"):
-        fused_linear.pin_training_library("blas")
+        library.pin_training_library("blas")
 
 
 def test_pinning_leaves_the_environment_alone(monkeypatch):
     monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "0")
-    fused_linear.pin_training_library("onednn")
+    library.pin_training_library("onednn")
     assert os.environ["VHEAT_ONEDNN_LINEAR"] == "0"
-    assert fused_linear.training_library() == ("onednn" if fused_linear.onednn_available() else "mkl")
-    fused_linear.pin_training_library(None)
-    assert fused_linear.training_library() == "mkl"
+    assert library.training_library() == ("onednn" if library.onednn_available() else "mkl")
+    library.pin_training_library(None)
+    assert library.training_library() == "mkl"
 
 
 @pytest.mark.parametrize("mode", ["0", "rule", "always"])
@@ -204,3 +205,13 @@ def test_fx_graph_runs_the_eager_gemms(mode, monkeypatch):
         eager = model(x)
         graph = torch.fx.symbolic_trace(model)(x)
     assert torch.equal(graph, eager)
+
+
+def test_mode_setting_wins_over_the_environment_and_never_writes_it(monkeypatch):
+    monkeypatch.setenv("VHEAT_ONEDNN_LINEAR", "0")
+    library.set_mode("always")
+    assert library.mode() == "always" and os.environ["VHEAT_ONEDNN_LINEAR"] == "0"
+    library.set_mode(None)
+    assert library.mode() == "0"
+    with pytest.raises(ValueError, match="set_mode must be 0, rule, auto"):
+        library.set_mode("fast")
