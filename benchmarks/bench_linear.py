@@ -21,12 +21,13 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.suite.measure import steady_allocator, time_paired  # noqa: E402
-from vheat.models import linear as fused_linear  # noqa: E402
 from vheat.io import atomic_write_json  # noqa: E402
+from vheat.models import linear as fused_linear  # noqa: E402
+from vheat_kernels.stages import stage_planes  # noqa: E402
 
 # vHeat-T at 224: (side, channels) per stage; per block Heat2D's linear (C -> 2C) and
 # out_linear (C -> C), the MLP's fc1 + GELU (C -> 4C) and fc2 (4C -> C).
-STAGES = [(56, 96), (28, 192), (14, 384), (7, 768)]
+STAGES = [(h, c) for h, _, c in stage_planes("T", 224)]
 
 
 def layers(channels: int):

@@ -61,7 +61,7 @@ def ort_session(path: str, threads: int):
 
 
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str) -> None:
-    """The default (dynamo) exporter with a dynamic batch, as tests/test_models_timm_conventions.py exports vHeat."""
+    """The default (dynamo) exporter with a dynamic batch, as tests/test_models_export.py exports vHeat."""
     program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},),
                                 verbose=False)
     program.save(path)

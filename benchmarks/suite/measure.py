@@ -69,7 +69,7 @@ def time_paired(fns: Dict[str, Callable[[], object]], min_time: float, min_reps:
 
 def gemm_peak_gflops(n: int = 1024, min_time: float = 0.3) -> float:
     """Achieved fp32 GFLOP/s of an n x n x n product on this machine, now: the faster of
-    torch.matmul (MKL) and oneDNN's matmul, since the models may run either (fused_linear),
+    torch.matmul (MKL) and oneDNN's matmul, since the models may run either (vheat.models.linear),
     and which is faster depends on the CPU."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     fns = {"mm": lambda: torch.matmul(a, b)}

@@ -70,10 +70,8 @@ def infer_step(model, backend, x) -> Callable[[], object]:
 
 def train_step(model, backend, x, y) -> Callable[[], object]:
     """One training step: forward, cross-entropy, backward, fused AdamW update."""
-    if isinstance(model, OfficialVHeat) and model.infer_mode:
-        raise ValueError("train_step: this OfficialVHeat was folded for inference; take a fresh one")
-    if hasattr(model, "set_infer_mode"):
-        model.set_infer_mode(False)
+    if getattr(model, "infer_mode", False):  # folding is one-way, for both model classes
+        raise ValueError(f"train_step: this {type(model).__name__} was folded for inference; take a fresh one")
     model.train()
     # Every candidate gets the optimizer `vheat train` builds (vheat.train.recipe): torch's
     # fused AdamW step, the same for all of them.

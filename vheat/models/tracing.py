@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 
 import vheat_kernels
+from vheat_kernels.dct import compute_dtype
 
 from .freq_embed import resize_freq_embed
 
@@ -49,7 +50,7 @@ def hco(x: torch.Tensor, E: torch.Tensor, backend: Optional[str] = None) -> torc
         if torch.jit.is_tracing():
             _build_maps_outside_jit_trace(x.shape[1], x.shape[2], x.device, x.dtype)
             if vheat_kernels.resolve_backend(x, E, backend).name in ("cpu", "cuda"):
-                # The compiled backends pick the training pair (forward + saved DCT2(x)) only when
+                # The compiled backends pick the spectrum pair (forward + saved DCT2(x)) only when
                 # grad is enabled; trace's check re-runs under no_grad, so record the plain
                 # differentiable op in both (the C++ entry checks shapes and dtypes).
                 return torch.ops.vheat.hco_forward(x, E)
@@ -65,11 +66,11 @@ def _traced_for_any_size() -> bool:
 def _attenuation_in_graph(k: torch.Tensor) -> torch.Tensor:
     # vheat_kernels.attenuation without its map cache: log D = -((pi n / h)^2 + (pi m / w)^2)
     # is built from k's size inside the graph, so a scripted or traced graph runs at any size.
-    compute_dtype = torch.float64 if k.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(k.dtype)
     n = torch.arange(k.shape[0], dtype=torch.float64, device=k.device).view(-1, 1) * (math.pi / k.shape[0])
     m = torch.arange(k.shape[1], dtype=torch.float64, device=k.device).view(1, -1) * (math.pi / k.shape[1])
-    log_d = (-(n * n + m * m)).to(compute_dtype)
-    return torch.exp(k.to(compute_dtype) * log_d[:, :, None])
+    log_d = (-(n * n + m * m)).to(dtype)
+    return torch.exp(k.to(dtype) * log_d[:, :, None])
 
 
 @register_notrace_function

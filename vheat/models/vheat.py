@@ -22,6 +22,7 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import adapt_input_conv
 
 from vheat_kernels import attenuation
+from vheat_kernels.stages import VARIANTS
 
 from . import tracing
 from .heat import HeatBlock
@@ -479,11 +480,15 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: VHeat) -> Dict[st
     return sd
 
 
-# Official configs (classification/configs/vHeat/*.yaml and DESIGN.md).
+# Official configs (classification/configs/vHeat/*.yaml and DESIGN.md); depths and widths
+# from the one stage table (vheat_kernels.stages), the rest per variant here.
 MODEL_ARGS: Dict[str, Dict[str, Any]] = {
-    "vheat_tiny": dict(depths=(2, 2, 6, 2), dims=96, drop_path_rate=0.1, post_norm=False, layer_scale=None),
-    "vheat_small": dict(depths=(2, 2, 18, 2), dims=96, drop_path_rate=0.3, post_norm=True, layer_scale=1e-5),
-    "vheat_base": dict(depths=(2, 2, 18, 2), dims=128, drop_path_rate=0.5, post_norm=True, layer_scale=1e-5),
+    "vheat_tiny": dict(depths=VARIANTS["T"].depths, dims=VARIANTS["T"].dims[0], drop_path_rate=0.1, post_norm=False,
+                       layer_scale=None),
+    "vheat_small": dict(depths=VARIANTS["S"].depths, dims=VARIANTS["S"].dims[0], drop_path_rate=0.3, post_norm=True,
+                        layer_scale=1e-5),
+    "vheat_base": dict(depths=VARIANTS["B"].depths, dims=VARIANTS["B"].dims[0], drop_path_rate=0.5, post_norm=True,
+                       layer_scale=1e-5),
 }
 
 
