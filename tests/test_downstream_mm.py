@@ -7,6 +7,7 @@ fabricated COCO-format data and of UperNet on fabricated ADE20K-format data.
 """
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -42,9 +43,14 @@ def classification_ckpt(tmp_path):
     return path, cls
 
 
-def tiny_backbone(cfg: Config, ckpt: Path) -> None:
+def tiny_shipped_config(package: str, config_file: str, ckpt: Path):
+    """(registry module, config) of ``package`` (mmdet / mmseg), its modules registered as the
+    default scope: the shipped ``config_file`` with a tiny vHeat backbone loading ``ckpt``."""
+    importlib.import_module(f"{package}.utils").register_all_modules()
+    cfg = Config.fromfile(str(CONFIGS / config_file))
     cfg.model.backbone.update(ARCH, img_size=96, drop_path_rate=0.0, hco_backend="fft", pretrained=str(ckpt),
                               pretrained_strict=True)
+    return importlib.import_module(f"{package}.registry"), cfg
 
 
 def changed(before: dict, model: torch.nn.Module, prefix: str) -> bool:
@@ -69,18 +75,13 @@ def fake_coco(root: Path, sizes, num_classes: int = 2) -> None:
 
 
 def test_mask_rcnn_train_step_and_inference(tmp_path, classification_ckpt):
-    from mmdet.registry import DATASETS, MODELS
-    from mmdet.utils import register_all_modules
-
-    register_all_modules()
     ckpt, cls = classification_ckpt
-    cfg = Config.fromfile(str(CONFIGS / "mask_rcnn_vheat_small_fpn_1x_coco.py"))
+    registry, cfg = tiny_shipped_config("mmdet", "mask_rcnn_vheat_small_fpn_1x_coco.py", ckpt)
     assert cfg.model.backbone.type == "MMDET_VHEAT" and cfg.model.backbone.freq_embed_fit == "pad"
-    tiny_backbone(cfg, ckpt)
     cfg.model.neck.in_channels = CHANNELS
     cfg.model.roi_head.bbox_head.num_classes = 2
     cfg.model.roi_head.mask_head.num_classes = 2
-    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model = revert_sync_batchnorm(registry.MODELS.build(cfg.model))
     model.init_weights()
     bb = model.backbone
     torch.testing.assert_close(bb.freq_embed[0][:16, :16].detach(), cls.freq_embed[0].detach(), rtol=0, atol=0)
@@ -92,7 +93,7 @@ def test_mask_rcnn_train_step_and_inference(tmp_path, classification_ckpt):
 
     def dataset(pipeline):
         pipeline = [small if p["type"] == "Resize" else p for p in pipeline]
-        return DATASETS.build(dict(type="CocoDataset", data_root=str(tmp_path), ann_file="ann.json",
+        return registry.DATASETS.build(dict(type="CocoDataset", data_root=str(tmp_path), ann_file="ann.json",
                                    data_prefix=dict(img="imgs/"), metainfo=dict(classes=("c0", "c1")),
                                    filter_cfg=None, pipeline=pipeline, test_mode=False))
 
@@ -118,19 +119,14 @@ def test_mask_rcnn_train_step_and_inference(tmp_path, classification_ckpt):
 
 
 def test_upernet_train_step_and_inference(tmp_path, classification_ckpt):
-    from mmseg.registry import DATASETS, MODELS
-    from mmseg.utils import register_all_modules
-
-    register_all_modules()
     ckpt, cls = classification_ckpt
-    cfg = Config.fromfile(str(CONFIGS / "upernet_vheat_tiny_160k_ade20k_512x512.py"))
+    registry, cfg = tiny_shipped_config("mmseg", "upernet_vheat_tiny_160k_ade20k_512x512.py", ckpt)
     assert cfg.model.backbone.type == "MMSEG_VHEAT" and cfg.model.test_cfg.mode == "slide"
-    tiny_backbone(cfg, ckpt)
     cfg.model.data_preprocessor.size = (64, 64)
     cfg.model.decode_head.update(in_channels=CHANNELS, channels=32)
     cfg.model.auxiliary_head.update(in_channels=CHANNELS[2], channels=32)
     cfg.model.test_cfg.update(crop_size=(64, 64), stride=(43, 43))  # official 512 / 341, scaled
-    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model = revert_sync_batchnorm(registry.MODELS.build(cfg.model))
     model.init_weights()
     torch.testing.assert_close(model.backbone.layers[1][0].op.to_k[0].weight, cls.layers[1][0].op.to_k[0].weight)
 
@@ -151,7 +147,7 @@ def test_upernet_train_step_and_inference(tmp_path, classification_ckpt):
             if p["type"] == "RandomCrop":
                 p["crop_size"] = (64, 64)
             fixed.append(p)
-        return DATASETS.build(dict(type="ADE20KDataset", data_root=str(tmp_path),
+        return registry.DATASETS.build(dict(type="ADE20KDataset", data_root=str(tmp_path),
                                    data_prefix=dict(img_path="img", seg_map_path="ann"), pipeline=fixed))
 
     train = dataset(cfg.train_dataloader.dataset.pipeline)

@@ -115,6 +115,14 @@ def _w_transform(slot_ptr, cw_ptr, n0, H, W, WP: tl.constexpr, TH: tl.constexpr,
 
 
 @triton.jit
+def _w_dct(slot_ptr, cw_ptr, n0, H, W, WP: tl.constexpr, TH: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+           ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    """(WP, TH * BC): C_W @ the slot's rows n0 .. n0 + TH along W (the forward transform)."""
+    return _w_transform(slot_ptr, cw_ptr, n0, H, W, WP, TH, BC, False, BK, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
+                        PRECISION)
+
+
+@triton.jit
 def _w_store(slot_ptr, v, n0, H, W, WP: tl.constexpr, TH: tl.constexpr, BC: tl.constexpr,
              ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr):
     """Rows n0 .. n0 + TH of the slot = v (WP, TH * BC) in (w, n, c) order, rounded to the input dtype."""
@@ -135,6 +143,21 @@ def _e_tile(e_ptr, n0, H, W, C, c0, WP: tl.constexpr, TH: tl.constexpr, BC: tl.c
 
 
 @triton.jit
+def _w_scale_inverse(slot_ptr, f, e_ptr, cw_ptr, n0, H, W, C, c0, WP: tl.constexpr, TH: tl.constexpr,
+                     BC: tl.constexpr, BK: tl.constexpr, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr,
+                     ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    """Rows n0 .. n0 + TH of the slot = C_W^T (f * E) along W, f (WP, TH * BC) being their transform."""
+    f = f * _e_tile(e_ptr, n0, H, W, C, c0, WP, TH, BC, ACC_DTYPE)
+    tl.debug_barrier()  # every thread has read the rows before they are overwritten
+    _w_store(slot_ptr, f, n0, H, W, WP, TH, BC, ROUND_DTYPE, DOT_DTYPE)
+    tl.debug_barrier()
+    s = _w_transform(slot_ptr, cw_ptr, n0, H, W, WP, TH, BC, True, BK, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
+                     PRECISION)
+    tl.debug_barrier()
+    _w_store(slot_ptr, s, n0, H, W, WP, TH, BC, ROUND_DTYPE, DOT_DTYPE)
+
+
+@triton.jit
 def hco_plane_kernel(x_ptr, e_ptr, ch_ptr, cw_ptr, y_ptr, s_ptr, B, H, W, C, X_SB, X_SH, X_SW, PROGRAMS,
                      HP: tl.constexpr, WP: tl.constexpr, BC: tl.constexpr, TW: tl.constexpr, TH: tl.constexpr,
                      BK: tl.constexpr, ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr,
@@ -152,16 +175,9 @@ def hco_plane_kernel(x_ptr, e_ptr, ch_ptr, cw_ptr, y_ptr, s_ptr, B, H, W, C, X_S
                 ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
         tl.debug_barrier()
         for n0 in range(0, H, TH):
-            f = _w_transform(slot, cw_ptr, n0, H, W, WP, TH, BC, False, BK, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
-                             PRECISION)
-            f = f * _e_tile(e_ptr, n0, H, W, C, c0, WP, TH, BC, ACC_DTYPE)
-            tl.debug_barrier()  # every thread has read the rows before they are overwritten
-            _w_store(slot, f, n0, H, W, WP, TH, BC, ROUND_DTYPE, DOT_DTYPE)
-            tl.debug_barrier()
-            s = _w_transform(slot, cw_ptr, n0, H, W, WP, TH, BC, True, BK, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
-                             PRECISION)
-            tl.debug_barrier()
-            _w_store(slot, s, n0, H, W, WP, TH, BC, ROUND_DTYPE, DOT_DTYPE)
+            f = _w_dct(slot, cw_ptr, n0, H, W, WP, TH, BC, BK, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
+            _w_scale_inverse(slot, f, e_ptr, cw_ptr, n0, H, W, C, c0, WP, TH, BC, BK, ROUND_DTYPE, DOT_DTYPE,
+                             ACC_DTYPE, PRECISION)
         tl.debug_barrier()
         _h_inverse_store(slot, ch_ptr, y_ptr, b * H * W * C, H, W, C, c0, True, HP, BC, TW, BK,
                          ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
@@ -200,10 +216,8 @@ def hco_plane_bwd_kernel(x_ptr, dy_ptr, e_ptr, ch_ptr, cw_ptr, dx_ptr, de_ptr, s
                 ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
         tl.debug_barrier()
         for n0 in range(0, H, TH):
-            g = _w_transform(g_slot, cw_ptr, n0, H, W, WP, TH, BC, False, BK, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
-                             PRECISION)
-            xf = _w_transform(x_slot, cw_ptr, n0, H, W, WP, TH, BC, False, BK, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE,
-                              PRECISION)
+            g = _w_dct(g_slot, cw_ptr, n0, H, W, WP, TH, BC, BK, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
+            xf = _w_dct(x_slot, cw_ptr, n0, H, W, WP, TH, BC, BK, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
             # de[chunk, n, m, c]: the partial in E's layout, visited in the tile's (m, n, c) order.
             n = n0 + tl.arange(0, TH)[None, :, None]
             d_offs = de_base + (n * W + m) * C + c
@@ -211,14 +225,8 @@ def hco_plane_bwd_kernel(x_ptr, dy_ptr, e_ptr, ch_ptr, cw_ptr, dx_ptr, de_ptr, s
             prev = tl.load(de_ptr + d_offs, mask=d_ok & (i > 0), other=0.0)
             tl.store(de_ptr + d_offs, prev + tl.reshape(g * xf, (WP, TH, BC)), mask=d_ok)
             if NEED_DX:
-                g = g * _e_tile(e_ptr, n0, H, W, C, c0, WP, TH, BC, ACC_DTYPE)
-                tl.debug_barrier()  # every thread has read the rows before they are overwritten
-                _w_store(g_slot, g, n0, H, W, WP, TH, BC, ROUND_DTYPE, DOT_DTYPE)
-                tl.debug_barrier()
-                s = _w_transform(g_slot, cw_ptr, n0, H, W, WP, TH, BC, True, BK, ROUND_DTYPE, DOT_DTYPE,
+                _w_scale_inverse(g_slot, g, e_ptr, cw_ptr, n0, H, W, C, c0, WP, TH, BC, BK, ROUND_DTYPE, DOT_DTYPE,
                                  ACC_DTYPE, PRECISION)
-                tl.debug_barrier()
-                _w_store(g_slot, s, n0, H, W, WP, TH, BC, ROUND_DTYPE, DOT_DTYPE)
         tl.debug_barrier()
         if NEED_DX:
             _h_inverse_store(g_slot, ch_ptr, dx_ptr, b64 * H * W * C, H, W, C, c0, valid, HP, BC, TW, BK,

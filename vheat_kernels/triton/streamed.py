@@ -110,6 +110,16 @@ def _line_tile(z, r, N, R, NP: tl.constexpr, TZ: tl.constexpr, BN: tl.constexpr)
 
 
 @triton.jit
+def _tile_columns(pid, Z, R, TZ: tl.constexpr, BN: tl.constexpr):
+    """Program pid's TZ x BN tile of the columns (z, r) of a (Z, N, R) view, r fastest
+    across programs; z is -1 past Z, so ``_line_tile`` masks those lines off."""
+    tiles_r = (R + BN - 1) // BN
+    r = (pid % tiles_r) * BN + tl.arange(0, BN)[None, :]
+    z = (pid // tiles_r) * TZ + tl.arange(0, TZ)[:, None]
+    return tl.where(z < Z, z, -1), r
+
+
+@triton.jit
 def hco_line_kernel(src_ptr, mat_ptr, e_ptr, dst_ptr, Z, N, R, E_PERIOD,
                     NP: tl.constexpr, TZ: tl.constexpr, BN: tl.constexpr,
                     ROUND_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr,
@@ -118,11 +128,7 @@ def hco_line_kernel(src_ptr, mat_ptr, e_ptr, dst_ptr, Z, N, R, E_PERIOD,
     (N <= NP <= 64): the middle pass of the streamed schedule, fusing a 1-D DCT, the
     multiply by E and the inverse DCT. Always out of place (dst != src): a launch that
     reads what it writes is not safe to repeat (tests/test_triton_launches.py)."""
-    pid = tl.program_id(0)
-    tiles_r = (R + BN - 1) // BN
-    r = (pid % tiles_r) * BN + tl.arange(0, BN)[None, :]
-    z = (pid // tiles_r) * TZ + tl.arange(0, TZ)[:, None]
-    z = tl.where(z < Z, z, -1)
+    z, r = _tile_columns(tl.program_id(0), Z, R, TZ, BN)
     offs, ok = _line_tile(z, r, N, R, NP, TZ, BN)
     s = tl.reshape(tl.load(src_ptr + offs, mask=ok, other=0.0), (NP, TZ * BN))
     f = _apply(_cos(mat_ptr, N, NP, False, ROUND_DTYPE, DOT_DTYPE), s, ROUND_DTYPE, DOT_DTYPE, ACC_DTYPE, PRECISION)
@@ -145,11 +151,7 @@ def hco_line_bwd_kernel(g_ptr, x_ptr, mat_ptr, de_ptr, B, N, R, E_PERIOD,
     de[p, :, r] = sum_b (M g) * (M x) along N, deterministic, no atomics. (dx's line pass
     is ``hco_line_kernel`` on g: fused in here it spilled at NP = 64.)
     """
-    pid = tl.program_id(0)
-    tiles_r = (R + BN - 1) // BN
-    r = (pid % tiles_r) * BN + tl.arange(0, BN)[None, :]
-    p = (pid // tiles_r) * TZ + tl.arange(0, TZ)[:, None]
-    p = tl.where(p < E_PERIOD, p, -1)
+    p, r = _tile_columns(tl.program_id(0), E_PERIOD, R, TZ, BN)
     e_offs, ok = _line_tile(p, r, N, R, NP, TZ, BN)
     acc = tl.full((NP, TZ * BN), 0, dtype=ACC_DTYPE)
     for b in tl.range(0, B, num_stages=NUM_STAGES):
