@@ -1,4 +1,5 @@
-"""The tests' independent float64 oracle (scipy.fft) and the shapes every backend is tested on.
+"""The tests' independent float64 oracle (scipy.fft), the shapes and dtypes every backend is
+tested on, and running a check under a forced CPU instruction set.
 
 Tolerances, relative error and the forward-and-gradients check live in
 vheat_kernels.testing (the self-check uses them too); these functions plug in as its
@@ -6,11 +7,19 @@ vheat_kernels.testing (the self-check uses them too); these functions plug in as
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import scipy.fft as sf
 import torch
 
 from vheat_kernels import testing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every dtype the op accepts.
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
 # Shapes every backend is tested on: odd, prime, H != W, 1-wide, B = 1, and channel counts
 # off every kernel's channel tiles (32/16/8/4/2); backend tests add their own.
@@ -72,3 +81,24 @@ def seeded_inputs(shape, dtype, e_dtype=torch.float32, seed=0):
 def assert_matches_scipy(backend: str, x: torch.Tensor, E: torch.Tensor, dy: torch.Tensor) -> dict[str, float]:
     """vheat_kernels.testing.assert_matches_oracle against this module's scipy oracle."""
     return testing.assert_matches_oracle(backend, x, E, dy, oracle=hco_oracle, grad_oracle=hco_grad_oracle)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
+def cpu_supports(isa: str) -> bool:
+    """Whether this CPU runs the CPU kernels' ``isa`` build ('generic', 'avx2', 'avx512')."""
+    flags = _cpu_flags()
+    return {"generic": True, "avx2": {"avx2", "fma"} <= flags, "avx512": "avx512f" in flags}[isa]
+
+
+def run_with_cpu_isa(isa: str, code: str, seed: int = 0) -> subprocess.CompletedProcess:
+    """``python -c code seed`` from the repository root with $VHEAT_CPU_ISA forced to ``isa``."""
+    env = {**os.environ, "VHEAT_CPU_ISA": isa, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-c", code, str(seed)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)

@@ -1,6 +1,6 @@
 """The 'cpu' backend's own paths (csrc/cpu): determinism across thread counts, the
 small-plane run sweep, the FFT path for long odd / prime sides, and bounded memory (table
-cache, workspace, prime sides). ISA builds: test_cpu_isa.py; the heap: test_cpu_heap.py."""
+cache, workspace, prime sides). ISA builds: test_backend_cpu_isa.py; the heap: test_backend_cpu_heap.py."""
 import os
 import subprocess
 import sys

@@ -152,7 +152,7 @@ def test_third_order_gradients_cpu():
 
 
 def test_gradgradcheck_triton_interpreter(monkeypatch):
-    # Triton's interpreter on CPU tensors (tests/test_triton.py); fast mode keeps it ~10 s.
+    # Triton's interpreter on CPU tensors (tests/test_backend_triton.py); fast mode keeps it ~10 s.
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     x, E = random_inputs((2, 3, 4, 2), torch.float64, requires_grad=True)

@@ -27,7 +27,7 @@ def test_forward_spectrum_is_dct2_of_x():
 @pytest.mark.parametrize("use_spectrum", [False, True], ids=["hco_forward", "hco_forward_spectrum"])
 def test_gradgradcheck_compiled_op_pairs(use_spectrum):
     # Both CPU op pairs directly: the plain one (inference-style forward, then backward
-    # with create_graph) and the training pair that saves DCT2(x) instead of x.
+    # with create_graph) and the spectrum pair that saves DCT2(x) instead of x.
     ops = vk.ops.compiled_ops()
     fn = (lambda a, b: ops.hco_forward_spectrum(a, b)[0]) if use_spectrum else ops.hco_forward
     x, E = random_inputs((2, 4, 3, 2), torch.float64, requires_grad=True)

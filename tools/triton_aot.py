@@ -7,7 +7,7 @@ launch (integer arguments equal to 1 become constants, multiples of 16 get
 ``tt.divisibility = 16``, torch's 16-byte aligned pointers too). ``triton.compile`` lowers
 it to PTX for a ``GPUTarget``; ``ptxas -v`` with Triton's own flags reports registers and
 spills, Triton's metadata the shared memory; occupancy follows from both. Used by
-tools/triton_resources.py, benchmarks/bytes_model.py and tests/test_triton_compile.py; a
+tools/triton_resources.py, benchmarks/bytes_model.py and tests/test_backend_triton_compile.py; a
 build check, so it lives outside the installed package.
 """
 from __future__ import annotations

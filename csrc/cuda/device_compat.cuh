@@ -1,6 +1,6 @@
 // The few CUDA built-ins the HCO kernels use, behind macros so the same kernel source
 // compiles either with nvcc (the real thing) or with a host C++20 compiler as a block
-// emulator (tests/cpp/test_cuda_emulated.cpp, tests/test_cuda_emulation.py): there every
+// emulator (tests/cpp/test_cuda_emulated.cpp, tests/test_backend_cuda_emulation.py): there every
 // CUDA thread of a block is a std::thread and __syncthreads() is a std::barrier. That
 // lets machines without a GPU check the kernels' indexing, tiling and synchronisation.
 //

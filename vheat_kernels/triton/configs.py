@@ -4,7 +4,7 @@ Two schedules (docs/triton.md). Register-resident: a program holds a whole (HP, 
 for BC channels in registers, where HP and WP are
 H and W rounded up to a power of two and at least 16 (the ``tl.dot`` minimum). How many
 plane elements each thread may hold without register spills was measured with the
-ahead-of-time compile check (tools/triton_resources.py, tests/test_triton_compile.py:
+ahead-of-time compile check (tools/triton_resources.py, tests/test_backend_triton_compile.py:
 ``ptxas -v`` on sm_80 and sm_90); every configuration ``prune`` can return is inside those
 limits, and the compile check fails if one ever spills. Streamed: planes with a side
 above ``MAX_SIDE`` or without an entry in ``SPILL_FREE`` run as 1-D transforms along one

@@ -127,7 +127,7 @@ def hco_line_kernel(src_ptr, mat_ptr, e_ptr, dst_ptr, Z, N, R, E_PERIOD,
     """dst = M^T ((M src) * E) along N of a contiguous (Z, N, R) view, whole lines on-chip
     (N <= NP <= 64): the middle pass of the streamed schedule, fusing a 1-D DCT, the
     multiply by E and the inverse DCT. Always out of place (dst != src): a launch that
-    reads what it writes is not safe to repeat (tests/test_triton_launches.py)."""
+    reads what it writes is not safe to repeat (tests/test_backend_triton_launches.py)."""
     z, r = _tile_columns(tl.program_id(0), Z, R, TZ, BN)
     offs, ok = _line_tile(z, r, N, R, NP, TZ, BN)
     s = tl.reshape(tl.load(src_ptr + offs, mask=ok, other=0.0), (NP, TZ * BN))

@@ -21,7 +21,7 @@ from tools import triton_aot as aot
 from vheat_kernels.triton import configs as cfg
 
 from hco_oracle import hco_oracle, oracle_dE, seeded_inputs as inputs
-from test_triton import DTYPES
+from hco_oracle import DTYPES
 from vheat_kernels.testing import relative_error, tolerance
 
 CLASSIFICATION_PLANES = (56, 28, 14, 7)

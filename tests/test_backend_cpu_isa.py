@@ -3,16 +3,13 @@ CPU can run, forced with $VHEAT_CPU_ISA in a subprocess, against the scipy oracl
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
+from hco_oracle import cpu_supports as _supported, run_with_cpu_isa as _run
 from vheat_kernels import extension_available
 
 pytestmark = pytest.mark.skipif(not extension_available(), reason="op library not built")
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHECK = r"""
 import sys, torch
@@ -30,25 +27,6 @@ for shape in [(2, 56, 28, 20), (1, 64, 30, 16), (2, 13, 16, 35), (1, 1, 7, 3), (
         assert_matches_scipy("cpu", x, E, dy)
 print("ok")
 """
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        return set()
-
-
-def _supported(isa: str) -> bool:
-    flags = _cpu_flags()
-    return {"generic": True, "avx2": {"avx2", "fma"} <= flags, "avx512": "avx512f" in flags}[isa]
-
-
-def _run(isa: str, code: str, seed: int = 0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VHEAT_CPU_ISA": isa, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-c", code, str(seed)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
 
 
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])

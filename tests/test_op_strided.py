@@ -20,7 +20,7 @@ from vheat_kernels import extension_available, heat_conduction
 from hco_oracle import AWKWARD_SHAPES, hco_grad_oracle, hco_oracle
 from vheat_kernels.dct import compute_dtype
 from vheat_kernels.testing import assert_close
-from test_cpu_isa import _run, _supported
+from hco_oracle import cpu_supports as _supported, run_with_cpu_isa as _run
 
 NEEDS_OP_LIBRARY = pytest.mark.skipif(not extension_available(), reason="op library not built")
 CPU_BACKENDS = ["reference", "fft", pytest.param("cpu", marks=NEEDS_OP_LIBRARY)]
@@ -187,7 +187,7 @@ def test_cpu_backend_makes_no_copy_of_a_chunk_view(shape):
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_strided_x_on_each_isa_build(isa):
     # Every instruction-set build of the plane kernels (forced with $VHEAT_CPU_ISA in a
-    # subprocess, as test_cpu_isa.py does): the strided call is bitwise equal to the
+    # subprocess, as test_backend_cpu_isa.py does): the strided call is bitwise equal to the
     # contiguous one and matches the oracle, on general planes, the small-plane runs
     # (7 x 7, 14 x 14 with a partial block) and the FFT path.
     if not _supported(isa):
@@ -199,7 +199,7 @@ def test_strided_x_on_each_isa_build(isa):
 ISA_CHECK = r"""
 import sys, torch
 sys.path.insert(0, "tests")
-from test_hco_strided import _check_layout
+from test_op_strided import _check_layout
 torch.manual_seed(int(sys.argv[1]))
 for shape in [(2, 56, 28, 20), (2, 13, 16, 35), (1, 1, 7, 3), (2, 7, 7, 32), (2, 14, 14, 40), (1, 2, 797, 3)]:
     for dtype in (torch.float32, torch.float64, torch.bfloat16):

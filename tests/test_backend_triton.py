@@ -18,7 +18,7 @@ from vheat_kernels import heat_conduction
 from vheat_kernels.dispatch import BackendUnavailableError
 from vheat_kernels.triton import configs as cfg
 
-from hco_oracle import hco_oracle, oracle_dE, seeded_inputs
+from hco_oracle import DTYPES, hco_oracle, oracle_dE, seeded_inputs
 from vheat_kernels.testing import relative_error, tolerance
 
 # Errors are relative to max |oracle| (vheat_kernels.testing: tolerance("triton", ...)). fp32
@@ -39,7 +39,6 @@ SLOW_SHAPES = FAST_SHAPES + [
     (8, 14, 14, 40),
     (3, 7, 7, 70),
 ]
-DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 # Planes beyond the register-resident limit (streamed schedule), small B and C: vHeat-T's
 # stage 1 at 224, odd / prime / 1-wide sides, UperNet's 128 x 128 and Mask R-CNN's 200 x 334.
 STREAMED_SHAPES = [(2, 56, 56, 3), (1, 57, 43, 5), (2, 64, 64, 2), (3, 65, 1, 4), (2, 1, 130, 3),
