@@ -508,9 +508,9 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y,
         if constexpr (std::is_same_v<S, T>)
           ctx.ops.small_run(int(g.H), int(g.W),
                             {.blocks = runs.size(task % runs.count), .src_row = xs.row, .src_point = xs.point,
-                             .xs_row = 0, .xs_point = 0, .out_row = ys.row, .out_point = ys.point, .Ce = Cp,
+                             .saved_row = 0, .saved_point = 0, .out_row = ys.row, .out_point = ys.point, .Ce = Cp,
                              .ch = ctx.th->tables.dense, .cw = ctx.tw->tables.dense, .src = xp + in,
-                             .e = ep + first * L, .dst = yp + out, .spec = sp ? sp + out : nullptr, .work = work});
+                             .e = ep + first * L, .dst = yp + out, .spectrum = sp ? sp + out : nullptr, .work = work});
       }
       thread_workspace().trim();
     });
@@ -536,16 +536,17 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y,
 // dE (lanes) = sum_b DCT2(x_b) * DCT2(dy_b); dx = IDCT2(DCT2(dy) * E).
 // Parallel over channel blocks with the batch summed in order inside each block: the
 // reduction order does not depend on the thread count, so results are deterministic.
-// With x_is_spectrum, x is DCT2(x) in T saved by the forward (X = T), so the backward
-// needs two 2-D transforms per plane instead of three. dy and x are read at their own
+// `saved` is what the forward kept: x itself (Saved = S), or with saved_is_spectrum its
+// spectrum DCT2(x) in T (Saved = T), so the backward needs two 2-D transforms per plane
+// instead of three. dy and saved are read at their own
 // strides (channel stride 1); dx is contiguous.
-template <typename T, typename S, typename X>
-void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor* dx,
-                   at::Tensor& dE_lanes, bool x_is_spectrum) {
-  const Geometry<T> g(x);
+template <typename T, typename S, typename Saved>
+void backward_impl(const at::Tensor& dy, const at::Tensor& saved, const at::Tensor& E_lanes, at::Tensor* dx,
+                   at::Tensor& dE_lanes, bool saved_is_spectrum) {
+  const Geometry<T> g(saved);
   const PlaneContext<T> ctx(g);
-  const ImageStrides xs(x), gs(dy), ds = dx ? ImageStrides(*dx) : gs;
-  const X* xp = x.const_data_ptr<X>();
+  const ImageStrides ss(saved), gs(dy), ds = dx ? ImageStrides(*dx) : gs;
+  const Saved* savedp = saved.const_data_ptr<Saved>();
   const S* gp = dy.const_data_ptr<S>();
   const T* ep = E_lanes.const_data_ptr<T>();
   T* dep = dE_lanes.mutable_data_ptr<T>();
@@ -553,24 +554,24 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
   constexpr int L = Geometry<T>::L;
   S* dxp = dx ? dx->mutable_data_ptr<S>() : nullptr;
   // Small planes: runs of channel blocks, each summing the batch in order (so the result
-  // does not depend on the number of threads either). x is the saved spectrum, or x itself,
+  // does not depend on the number of threads either). saved is the spectrum, or x, which is
   // transformed in the run's first sweeps.
-  const SmallRuns runs = std::is_same_v<X, T> ? small_runs<T, S>(g, at::get_num_threads()) : SmallRuns{};
+  const SmallRuns runs = std::is_same_v<Saved, T> ? small_runs<T, S>(g, at::get_num_threads()) : SmallRuns{};
   if (runs.blocks > 0) {
     at::parallel_for(0, runs.count, 1, [&](int64_t begin, int64_t end) {
-      T* work = thread_workspace<T>(small_run_work_elems(runs.length, int(g.H), int(g.W), L, !x_is_spectrum));
+      T* work = thread_workspace<T>(small_run_work_elems(runs.length, int(g.H), int(g.W), L, !saved_is_spectrum));
       for (int64_t r = begin; r < end; ++r) {
         const int64_t first = runs.first(r);
         for (int64_t p = 0; p < g.H * g.W; ++p) std::fill_n(dep + p * Cp + first * L, runs.size(r) * L, T(0));
         for (int64_t b = 0; b < g.B; ++b) {
-          if constexpr (std::is_same_v<S, T> && std::is_same_v<X, T>)
+          if constexpr (std::is_same_v<S, T> && std::is_same_v<Saved, T>)
             ctx.ops.small_run(int(g.H), int(g.W),
-                              {.blocks = runs.size(r), .src_row = gs.row, .src_point = gs.point, .xs_row = xs.row,
-                               .xs_point = xs.point, .out_row = ds.row, .out_point = ds.point, .Ce = Cp,
+                              {.blocks = runs.size(r), .src_row = gs.row, .src_point = gs.point, .saved_row = ss.row,
+                               .saved_point = ss.point, .out_row = ds.row, .out_point = ds.point, .Ce = Cp,
                                .ch = ctx.th->tables.dense, .cw = ctx.tw->tables.dense,
                                .src = gp + ctx.offset(gs, b, first), .e = ep + first * L,
                                .dst = dxp ? dxp + ctx.offset(ds, b, first) : nullptr,
-                               .xs = xp + ctx.offset(xs, b, first), .xs_is_spectrum = x_is_spectrum,
+                               .saved = savedp + ctx.offset(ss, b, first), .saved_is_spectrum = saved_is_spectrum,
                                .acc = dep + first * L, .work = work});
         }
       }
@@ -589,13 +590,13 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
       for (int64_t p = 0; p < g.H * g.W; ++p) std::fill(acc + p * Cp, acc + p * Cp + L, T(0));
       for (int64_t b = 0; b < g.B; ++b) {
         ctx.dct2_from(gp, gs, b, blk, pg, work);
-        if (x_is_spectrum && ctx.full_block(blk)) {  // the saved spectrum, read in place
-          accumulate(g, acc, Cp, reinterpret_cast<const T*>(xp) + ctx.offset(xs, b, blk), xs.row, xs.point, pg);
+        if (saved_is_spectrum && ctx.full_block(blk)) {  // the saved spectrum, read in place
+          accumulate(g, acc, Cp, reinterpret_cast<const T*>(savedp) + ctx.offset(ss, b, blk), ss.row, ss.point, pg);
         } else {
-          if (x_is_spectrum)
-            gather(g, xp, xs, b, blk, px);
+          if (saved_is_spectrum)
+            gather(g, savedp, ss, b, blk, px);
           else
-            ctx.dct2_from(xp, xs, b, blk, px, work);
+            ctx.dct2_from(savedp, ss, b, blk, px, work);
           accumulate(g, acc, Cp, px, g.Wp * L, L, pg);
         }
         if (dxp) {
@@ -661,11 +662,11 @@ at::Tensor run_forward(const at::Tensor& x_in, const at::Tensor& E_in, const cha
   return y;
 }
 
-// Shared body of hco_backward (x is the input) and hco_backward_spectrum (x is DCT2(x) in
-// the accumulation type); inputs are validated by the callers.
-std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const at::Tensor& x_in,
+// Shared body of hco_backward (saved is x) and hco_backward_spectrum (saved is the spectrum,
+// DCT2(x) in the accumulation type); inputs are validated by the callers.
+std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const at::Tensor& saved_in,
                                                 const at::Tensor& E_in, bool need_dx, bool need_dE,
-                                                bool x_is_spectrum) {
+                                                bool saved_is_spectrum) {
   const GiveBackFreedHeapAtEnd give_back(dy_in.size(1), dy_in.size(2));
   at::Tensor dx = dy_in.new_empty({0});
   at::Tensor dE = E_in.new_empty({0});
@@ -674,10 +675,10 @@ std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const a
     if (need_dx) dx = run_forward(dy_in, E_in, "vheat::hco_backward", nullptr);
     return {dx, dE};
   }
-  const at::Tensor x = with_adjacent_channels(x_in), dy = with_adjacent_channels(dy_in);
+  const at::Tensor saved = with_adjacent_channels(saved_in), dy = with_adjacent_channels(dy_in);
   if (uses_fft_path(dy.size(1), dy.size(2))) {
     if (need_dx) dx = at::empty_like(dy, at::MemoryFormat::Contiguous);
-    dE = hco_backward_fft(dy, x, E_in, accumulation_type(dy.scalar_type()), x_is_spectrum, need_dx ? &dx : nullptr);
+    dE = hco_backward_fft(dy, saved, E_in, accumulation_type(dy.scalar_type()), saved_is_spectrum, need_dx ? &dx : nullptr);
     return {dx, dE};
   }
   if (need_dx) dx = new_cpu(dy.sizes(), dy.scalar_type());
@@ -690,10 +691,10 @@ std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const a
     at::Tensor* dx_out = need_dx ? &dx : nullptr;
     if (dy.numel() == 0) {
       dE_lanes.zero_();
-    } else if (x_is_spectrum) {
-      backward_impl<T, S, T>(dy, x, E, dx_out, dE_lanes, true);
+    } else if (saved_is_spectrum) {
+      backward_impl<T, S, T>(dy, saved, E, dx_out, dE_lanes, true);
     } else {
-      backward_impl<T, S, S>(dy, x, E, dx_out, dE_lanes, false);
+      backward_impl<T, S, S>(dy, saved, E, dx_out, dE_lanes, false);
     }
     // No padding lanes and E's own dtype (vHeat's widths in fp32): dE_lanes is dE.
     const bool as_is = dE_lanes.size(2) == dy.size(3) && dE_lanes.scalar_type() == E_in.scalar_type();
@@ -714,7 +715,7 @@ std::tuple<at::Tensor, at::Tensor> hco_backward_cpu(const at::Tensor& dy, const 
   TORCH_CHECK(dy.scalar_type() == x.scalar_type(), "vheat::hco_backward: grad_y dtype ", dy.scalar_type(),
               " must equal x dtype ", x.scalar_type());
   TORCH_CHECK(dy.device().is_cpu(), "vheat::hco_backward: grad_y must be a CPU tensor, got ", dy.device());
-  return run_backward(dy, x, E, need_dx, need_dE, /*x_is_spectrum=*/false);
+  return run_backward(dy, x, E, need_dx, need_dE, /*saved_is_spectrum=*/false);
 }
 
 // Forward that also returns DCT2(x) (fp32; fp64 for double) for hco_backward_spectrum.
@@ -724,15 +725,15 @@ std::tuple<at::Tensor, at::Tensor> hco_forward_spectrum_cpu(const at::Tensor& x,
   return {y, spectrum};
 }
 
-std::tuple<at::Tensor, at::Tensor> hco_backward_spectrum_cpu(const at::Tensor& dy, const at::Tensor& x_hat,
+std::tuple<at::Tensor, at::Tensor> hco_backward_spectrum_cpu(const at::Tensor& dy, const at::Tensor& spectrum,
                                                              const at::Tensor& E, bool need_dx, bool need_dE) {
   check_inputs(dy, E, "vheat::hco_backward_spectrum");
-  TORCH_CHECK(x_hat.sizes() == dy.sizes(), "vheat::hco_backward_spectrum: x_hat shape ", x_hat.sizes(),
+  TORCH_CHECK(spectrum.sizes() == dy.sizes(), "vheat::hco_backward_spectrum: spectrum shape ", spectrum.sizes(),
               " must equal grad_y shape ", dy.sizes());
-  TORCH_CHECK(x_hat.device().is_cpu() && x_hat.scalar_type() == accumulation_type(dy.scalar_type()),
-              "vheat::hco_backward_spectrum: x_hat must be the CPU ", accumulation_type(dy.scalar_type()),
-              " spectrum returned by hco_forward_spectrum, got ", x_hat.scalar_type(), " on ", x_hat.device());
-  return run_backward(dy, x_hat, E, need_dx, need_dE, /*x_is_spectrum=*/true);
+  TORCH_CHECK(spectrum.device().is_cpu() && spectrum.scalar_type() == accumulation_type(dy.scalar_type()),
+              "vheat::hco_backward_spectrum: spectrum must be the CPU ", accumulation_type(dy.scalar_type()),
+              " spectrum returned by hco_forward_spectrum, got ", spectrum.scalar_type(), " on ", spectrum.device());
+  return run_backward(dy, spectrum, E, need_dx, need_dE, /*saved_is_spectrum=*/true);
 }
 
 }  // namespace
