@@ -31,6 +31,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../compute_dtype.h"
 #include "fft_path.h"
 #include "plane_kernels.h"
 
@@ -616,19 +617,17 @@ at::Tensor new_cpu(at::IntArrayRef sizes, at::ScalarType dtype) {
   return at::detail::empty_cpu(sizes, dtype);
 }
 
+// fn(compute-type tag, storage-type tag) for the storage dtype st.
 template <typename Fn>
 void dispatch_storage(at::ScalarType st, Fn&& fn) {
+  const auto with = [&](auto storage_tag) { fn(compute_type_t<decltype(storage_tag)>{}, storage_tag); };
   switch (st) {
-    case at::kFloat: fn(float{}, float{}); break;
-    case at::kDouble: fn(double{}, double{}); break;
-    case at::kBFloat16: fn(float{}, c10::BFloat16{}); break;
-    case at::kHalf: fn(float{}, c10::Half{}); break;
+    case at::kFloat: with(float{}); break;
+    case at::kDouble: with(double{}); break;
+    case at::kBFloat16: with(c10::BFloat16{}); break;
+    case at::kHalf: with(c10::Half{}); break;
     default: TORCH_CHECK(false, "vheat: unsupported dtype ", st);
   }
-}
-
-at::ScalarType accumulation_type(at::ScalarType st) {
-  return st == at::kDouble ? at::kDouble : at::kFloat;
 }
 
 // x (or grad_y, or a saved spectrum) as the kernels read it: the tensor itself when its
@@ -646,7 +645,7 @@ at::Tensor run_forward(const at::Tensor& x_in, const at::Tensor& E_in, const cha
   const GiveBackFreedHeapAtEnd give_back(x_in.size(1), x_in.size(2));
   const at::Tensor x = with_adjacent_channels(x_in);
   at::Tensor y = new_cpu(x.sizes(), x.scalar_type());
-  const auto acc = accumulation_type(x.scalar_type());
+  const auto acc = compute_dtype(x.scalar_type());
   if (spectrum) *spectrum = new_cpu(x.sizes(), acc);
   if (x.numel() == 0) return y;
   if (uses_fft_path(x.size(1), x.size(2))) {
@@ -678,7 +677,7 @@ std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const a
   const at::Tensor saved = with_adjacent_channels(saved_in), dy = with_adjacent_channels(dy_in);
   if (uses_fft_path(dy.size(1), dy.size(2))) {
     if (need_dx) dx = at::empty_like(dy, at::MemoryFormat::Contiguous);
-    dE = hco_backward_fft(dy, saved, E_in, accumulation_type(dy.scalar_type()), saved_is_spectrum, need_dx ? &dx : nullptr);
+    dE = hco_backward_fft(dy, saved, E_in, compute_dtype(dy.scalar_type()), saved_is_spectrum, need_dx ? &dx : nullptr);
     return {dx, dE};
   }
   if (need_dx) dx = new_cpu(dy.sizes(), dy.scalar_type());
@@ -730,8 +729,8 @@ std::tuple<at::Tensor, at::Tensor> hco_backward_spectrum_cpu(const at::Tensor& d
   check_inputs(dy, E, "vheat::hco_backward_spectrum");
   TORCH_CHECK(spectrum.sizes() == dy.sizes(), "vheat::hco_backward_spectrum: spectrum shape ", spectrum.sizes(),
               " must equal grad_y shape ", dy.sizes());
-  TORCH_CHECK(spectrum.device().is_cpu() && spectrum.scalar_type() == accumulation_type(dy.scalar_type()),
-              "vheat::hco_backward_spectrum: spectrum must be the CPU ", accumulation_type(dy.scalar_type()),
+  TORCH_CHECK(spectrum.device().is_cpu() && spectrum.scalar_type() == compute_dtype(dy.scalar_type()),
+              "vheat::hco_backward_spectrum: spectrum must be the CPU ", compute_dtype(dy.scalar_type()),
               " spectrum returned by hco_forward_spectrum, got ", spectrum.scalar_type(), " on ", spectrum.device());
   return run_backward(dy, spectrum, E, need_dx, need_dE, /*saved_is_spectrum=*/true);
 }
