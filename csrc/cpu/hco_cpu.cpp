@@ -232,10 +232,9 @@ int largest_dense_block(int n) {
 
 // Sides whose dense blocks exceed kDenseBlockMax (odd lengths above about 2 x that, or 2^k
 // times one) run through ATen's FFT (fft_path.h): O(N log N) time, O(N) tables. A dense
-// block costs O(side) per point but runs at full SIMD width across channels; measured with
-// one thread (thread CPU time, (1, H, W, 96) fp32 forward, 2-core AMD EPYC, AVX-512):
-// 127 x 127 (block 64) 4.3 ms fused vs 60 ms FFT, 129 x 129 through the FFT 97 ms, and at
-// 7 x 1001 (block 501) 17.8 ms fused vs 15.3 ms FFT: the crossover is near a block of 450.
+// block costs O(side) per point but runs at full SIMD width across channels, so it stays
+// ahead of the FFT up to blocks of a few hundred points. The limit keeps a margin below the
+// one-thread crossover, near a block of 450 (the measurements are in CHANGELOG.md).
 constexpr int kDenseBlockMax = 384;
 
 bool uses_fft_path(int64_t H, int64_t W) {
@@ -261,10 +260,10 @@ void check_inputs(const at::Tensor& x, const at::Tensor& E, const char* op) {
 // ---- per-thread workspace -----------------------------------------------------------
 // The plane and line scratch of one thread, kept across calls up to kKeptWorkspace bytes
 // (a 256 x 256 plane of 16 fp32 channels is 4.2 MB): no allocation, zero fill or page
-// faults per call, which made 128 x 128 and 256 x 256 planes 8-10 % faster. A larger
-// buffer (4096 x 4096 planes: about 1 GB per thread) is freed when the call ends. From 2 MB on the buffer is advised into transparent huge pages, since a column
-// walk touches a new 4 KB page at every point (no gain measured here, where THP is
-// madvise-only). Every element a pass reads was written by an earlier pass of the same
+// faults per call, which repeated calls of mid-sized planes would otherwise pay each time.
+// A larger buffer (4096 x 4096 planes: about 1 GB per thread) is freed when the call ends.
+// From 2 MB on the buffer is advised into transparent huge pages, since a column walk
+// touches a new 4 KB page at every point. Every element a pass reads was written by an earlier pass of the same
 // call; the padding column of a plane is never read.
 constexpr size_t kHugePage = size_t(2) << 20;
 constexpr size_t kKeptWorkspace = size_t(16) << 20;
@@ -456,7 +455,7 @@ void accumulate(const Geometry<T>& g, T* acc, int64_t Cp, const T* xs, int64_t x
 
 // ---- small planes: runs of channel blocks (plane_kernels.h, SmallRunArgs) ---------------
 // A run's planes stay in the thread's workspace between the sweeps: at most kSmallRunBytes,
-// well inside L2 (1-2 MB per core on the CPUs measured) beside the streams passing through.
+// well inside L2 (1-2 MB per core on current x86 server cores) beside the streams passing through.
 // Runs are as long as that allows: each is streamed row by row, and a longer stream is
 // one the prefetchers follow for longer.
 constexpr int64_t kSmallRunBytes = int64_t(192) << 10;
