@@ -98,14 +98,14 @@ void hco_forward_fft(const at::Tensor& x, const at::Tensor& E, at::ScalarType ac
   });
 }
 
-at::Tensor hco_backward_fft(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& E, at::ScalarType acc,
-                            bool x_is_spectrum, at::Tensor* dx) {
+at::Tensor hco_backward_fft(const at::Tensor& dy, const at::Tensor& saved, const at::Tensor& E, at::ScalarType acc,
+                            bool saved_is_spectrum, at::Tensor* dx) {
   const at::Tensor e = E.to(acc);
   at::Tensor dE = at::zeros(E.sizes(), E.options().dtype(acc));
   for_each_chunk(dy, [&](int64_t b, int64_t c0, int64_t n) {
     at::Tensor G = dct2_hw(chunk(dy, b, c0, n).to(acc));
-    const at::Tensor xs = chunk(x, b, c0, n);
-    dE.narrow(2, c0, n).add_((x_is_spectrum ? xs : dct2_hw(xs.to(acc))).squeeze(0) * G.squeeze(0));
+    const at::Tensor saved_chunk = chunk(saved, b, c0, n);
+    dE.narrow(2, c0, n).add_((saved_is_spectrum ? saved_chunk : dct2_hw(saved_chunk.to(acc))).squeeze(0) * G.squeeze(0));
     if (dx) chunk(*dx, b, c0, n).copy_(idct2_hw(G.mul_(e.narrow(2, c0, n))));
   });
   return dE.to(E.scalar_type());

@@ -14,9 +14,9 @@ namespace vheat::cpu {
 void hco_forward_fft(const at::Tensor& x, const at::Tensor& E, at::ScalarType acc, at::Tensor& y,
                      at::Tensor* spectrum);
 
-// dE (returned in E's dtype) = sum_b DCT2(x) * DCT2(dy), with x = DCT2(x) already when
-// x_is_spectrum; and, with dx (preallocated like dy), dx = IDCT2(DCT2(dy) * E).
-at::Tensor hco_backward_fft(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& E, at::ScalarType acc,
-                            bool x_is_spectrum, at::Tensor* dx);
+// dE (returned in E's dtype) = sum_b DCT2(x) * DCT2(dy), where saved is x, or with
+// saved_is_spectrum its spectrum DCT2(x); and, with dx (preallocated like dy), dx = IDCT2(DCT2(dy) * E).
+at::Tensor hco_backward_fft(const at::Tensor& dy, const at::Tensor& saved, const at::Tensor& E, at::ScalarType acc,
+                            bool saved_is_spectrum, at::Tensor* dx);
 
 }  // namespace vheat::cpu

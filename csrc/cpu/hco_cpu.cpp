@@ -31,6 +31,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../compute_dtype.h"
 #include "fft_path.h"
 #include "plane_kernels.h"
 
@@ -231,10 +232,9 @@ int largest_dense_block(int n) {
 
 // Sides whose dense blocks exceed kDenseBlockMax (odd lengths above about 2 x that, or 2^k
 // times one) run through ATen's FFT (fft_path.h): O(N log N) time, O(N) tables. A dense
-// block costs O(side) per point but runs at full SIMD width across channels; measured with
-// one thread (thread CPU time, (1, H, W, 96) fp32 forward, 2-core AMD EPYC, AVX-512):
-// 127 x 127 (block 64) 4.3 ms fused vs 60 ms FFT, 129 x 129 through the FFT 97 ms, and at
-// 7 x 1001 (block 501) 17.8 ms fused vs 15.3 ms FFT: the crossover is near a block of 450.
+// block costs O(side) per point but runs at full SIMD width across channels, so it stays
+// ahead of the FFT up to blocks of a few hundred points. The limit keeps a margin below the
+// one-thread crossover, near a block of 450 (the measurements are in CHANGELOG.md).
 constexpr int kDenseBlockMax = 384;
 
 bool uses_fft_path(int64_t H, int64_t W) {
@@ -260,10 +260,10 @@ void check_inputs(const at::Tensor& x, const at::Tensor& E, const char* op) {
 // ---- per-thread workspace -----------------------------------------------------------
 // The plane and line scratch of one thread, kept across calls up to kKeptWorkspace bytes
 // (a 256 x 256 plane of 16 fp32 channels is 4.2 MB): no allocation, zero fill or page
-// faults per call, which made 128 x 128 and 256 x 256 planes 8-10 % faster. A larger
-// buffer (4096 x 4096 planes: about 1 GB per thread) is freed when the call ends. From 2 MB on the buffer is advised into transparent huge pages, since a column
-// walk touches a new 4 KB page at every point (no gain measured here, where THP is
-// madvise-only). Every element a pass reads was written by an earlier pass of the same
+// faults per call, which repeated calls of mid-sized planes would otherwise pay each time.
+// A larger buffer (4096 x 4096 planes: about 1 GB per thread) is freed when the call ends.
+// From 2 MB on the buffer is advised into transparent huge pages, since a column walk
+// touches a new 4 KB page at every point. Every element a pass reads was written by an earlier pass of the same
 // call; the padding column of a plane is never read.
 constexpr size_t kHugePage = size_t(2) << 20;
 constexpr size_t kKeptWorkspace = size_t(16) << 20;
@@ -455,7 +455,7 @@ void accumulate(const Geometry<T>& g, T* acc, int64_t Cp, const T* xs, int64_t x
 
 // ---- small planes: runs of channel blocks (plane_kernels.h, SmallRunArgs) ---------------
 // A run's planes stay in the thread's workspace between the sweeps: at most kSmallRunBytes,
-// well inside L2 (1-2 MB per core on the CPUs measured) beside the streams passing through.
+// well inside L2 (1-2 MB per core on current x86 server cores) beside the streams passing through.
 // Runs are as long as that allows: each is streamed row by row, and a longer stream is
 // one the prefetchers follow for longer.
 constexpr int64_t kSmallRunBytes = int64_t(192) << 10;
@@ -508,9 +508,9 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y,
         if constexpr (std::is_same_v<S, T>)
           ctx.ops.small_run(int(g.H), int(g.W),
                             {.blocks = runs.size(task % runs.count), .src_row = xs.row, .src_point = xs.point,
-                             .xs_row = 0, .xs_point = 0, .out_row = ys.row, .out_point = ys.point, .Ce = Cp,
+                             .saved_row = 0, .saved_point = 0, .out_row = ys.row, .out_point = ys.point, .Ce = Cp,
                              .ch = ctx.th->tables.dense, .cw = ctx.tw->tables.dense, .src = xp + in,
-                             .e = ep + first * L, .dst = yp + out, .spec = sp ? sp + out : nullptr, .work = work});
+                             .e = ep + first * L, .dst = yp + out, .spectrum = sp ? sp + out : nullptr, .work = work});
       }
       thread_workspace().trim();
     });
@@ -536,16 +536,17 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y,
 // dE (lanes) = sum_b DCT2(x_b) * DCT2(dy_b); dx = IDCT2(DCT2(dy) * E).
 // Parallel over channel blocks with the batch summed in order inside each block: the
 // reduction order does not depend on the thread count, so results are deterministic.
-// With x_is_spectrum, x is DCT2(x) in T saved by the forward (X = T), so the backward
-// needs two 2-D transforms per plane instead of three. dy and x are read at their own
+// `saved` is what the forward kept: x itself (Saved = S), or with saved_is_spectrum its
+// spectrum DCT2(x) in T (Saved = T), so the backward needs two 2-D transforms per plane
+// instead of three. dy and saved are read at their own
 // strides (channel stride 1); dx is contiguous.
-template <typename T, typename S, typename X>
-void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor* dx,
-                   at::Tensor& dE_lanes, bool x_is_spectrum) {
-  const Geometry<T> g(x);
+template <typename T, typename S, typename Saved>
+void backward_impl(const at::Tensor& dy, const at::Tensor& saved, const at::Tensor& E_lanes, at::Tensor* dx,
+                   at::Tensor& dE_lanes, bool saved_is_spectrum) {
+  const Geometry<T> g(saved);
   const PlaneContext<T> ctx(g);
-  const ImageStrides xs(x), gs(dy), ds = dx ? ImageStrides(*dx) : gs;
-  const X* xp = x.const_data_ptr<X>();
+  const ImageStrides ss(saved), gs(dy), ds = dx ? ImageStrides(*dx) : gs;
+  const Saved* savedp = saved.const_data_ptr<Saved>();
   const S* gp = dy.const_data_ptr<S>();
   const T* ep = E_lanes.const_data_ptr<T>();
   T* dep = dE_lanes.mutable_data_ptr<T>();
@@ -553,24 +554,24 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
   constexpr int L = Geometry<T>::L;
   S* dxp = dx ? dx->mutable_data_ptr<S>() : nullptr;
   // Small planes: runs of channel blocks, each summing the batch in order (so the result
-  // does not depend on the number of threads either). x is the saved spectrum, or x itself,
+  // does not depend on the number of threads either). saved is the spectrum, or x, which is
   // transformed in the run's first sweeps.
-  const SmallRuns runs = std::is_same_v<X, T> ? small_runs<T, S>(g, at::get_num_threads()) : SmallRuns{};
+  const SmallRuns runs = std::is_same_v<Saved, T> ? small_runs<T, S>(g, at::get_num_threads()) : SmallRuns{};
   if (runs.blocks > 0) {
     at::parallel_for(0, runs.count, 1, [&](int64_t begin, int64_t end) {
-      T* work = thread_workspace<T>(small_run_work_elems(runs.length, int(g.H), int(g.W), L, !x_is_spectrum));
+      T* work = thread_workspace<T>(small_run_work_elems(runs.length, int(g.H), int(g.W), L, !saved_is_spectrum));
       for (int64_t r = begin; r < end; ++r) {
         const int64_t first = runs.first(r);
         for (int64_t p = 0; p < g.H * g.W; ++p) std::fill_n(dep + p * Cp + first * L, runs.size(r) * L, T(0));
         for (int64_t b = 0; b < g.B; ++b) {
-          if constexpr (std::is_same_v<S, T> && std::is_same_v<X, T>)
+          if constexpr (std::is_same_v<S, T> && std::is_same_v<Saved, T>)
             ctx.ops.small_run(int(g.H), int(g.W),
-                              {.blocks = runs.size(r), .src_row = gs.row, .src_point = gs.point, .xs_row = xs.row,
-                               .xs_point = xs.point, .out_row = ds.row, .out_point = ds.point, .Ce = Cp,
+                              {.blocks = runs.size(r), .src_row = gs.row, .src_point = gs.point, .saved_row = ss.row,
+                               .saved_point = ss.point, .out_row = ds.row, .out_point = ds.point, .Ce = Cp,
                                .ch = ctx.th->tables.dense, .cw = ctx.tw->tables.dense,
                                .src = gp + ctx.offset(gs, b, first), .e = ep + first * L,
                                .dst = dxp ? dxp + ctx.offset(ds, b, first) : nullptr,
-                               .xs = xp + ctx.offset(xs, b, first), .xs_is_spectrum = x_is_spectrum,
+                               .saved = savedp + ctx.offset(ss, b, first), .saved_is_spectrum = saved_is_spectrum,
                                .acc = dep + first * L, .work = work});
         }
       }
@@ -589,13 +590,13 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
       for (int64_t p = 0; p < g.H * g.W; ++p) std::fill(acc + p * Cp, acc + p * Cp + L, T(0));
       for (int64_t b = 0; b < g.B; ++b) {
         ctx.dct2_from(gp, gs, b, blk, pg, work);
-        if (x_is_spectrum && ctx.full_block(blk)) {  // the saved spectrum, read in place
-          accumulate(g, acc, Cp, reinterpret_cast<const T*>(xp) + ctx.offset(xs, b, blk), xs.row, xs.point, pg);
+        if (saved_is_spectrum && ctx.full_block(blk)) {  // the saved spectrum, read in place
+          accumulate(g, acc, Cp, reinterpret_cast<const T*>(savedp) + ctx.offset(ss, b, blk), ss.row, ss.point, pg);
         } else {
-          if (x_is_spectrum)
-            gather(g, xp, xs, b, blk, px);
+          if (saved_is_spectrum)
+            gather(g, savedp, ss, b, blk, px);
           else
-            ctx.dct2_from(xp, xs, b, blk, px, work);
+            ctx.dct2_from(savedp, ss, b, blk, px, work);
           accumulate(g, acc, Cp, px, g.Wp * L, L, pg);
         }
         if (dxp) {
@@ -615,19 +616,17 @@ at::Tensor new_cpu(at::IntArrayRef sizes, at::ScalarType dtype) {
   return at::detail::empty_cpu(sizes, dtype);
 }
 
+// fn(compute-type tag, storage-type tag) for the storage dtype st.
 template <typename Fn>
 void dispatch_storage(at::ScalarType st, Fn&& fn) {
+  const auto with = [&](auto storage_tag) { fn(compute_type_t<decltype(storage_tag)>{}, storage_tag); };
   switch (st) {
-    case at::kFloat: fn(float{}, float{}); break;
-    case at::kDouble: fn(double{}, double{}); break;
-    case at::kBFloat16: fn(float{}, c10::BFloat16{}); break;
-    case at::kHalf: fn(float{}, c10::Half{}); break;
+    case at::kFloat: with(float{}); break;
+    case at::kDouble: with(double{}); break;
+    case at::kBFloat16: with(c10::BFloat16{}); break;
+    case at::kHalf: with(c10::Half{}); break;
     default: TORCH_CHECK(false, "vheat: unsupported dtype ", st);
   }
-}
-
-at::ScalarType accumulation_type(at::ScalarType st) {
-  return st == at::kDouble ? at::kDouble : at::kFloat;
 }
 
 // x (or grad_y, or a saved spectrum) as the kernels read it: the tensor itself when its
@@ -645,7 +644,7 @@ at::Tensor run_forward(const at::Tensor& x_in, const at::Tensor& E_in, const cha
   const GiveBackFreedHeapAtEnd give_back(x_in.size(1), x_in.size(2));
   const at::Tensor x = with_adjacent_channels(x_in);
   at::Tensor y = new_cpu(x.sizes(), x.scalar_type());
-  const auto acc = accumulation_type(x.scalar_type());
+  const auto acc = compute_dtype(x.scalar_type());
   if (spectrum) *spectrum = new_cpu(x.sizes(), acc);
   if (x.numel() == 0) return y;
   if (uses_fft_path(x.size(1), x.size(2))) {
@@ -661,11 +660,11 @@ at::Tensor run_forward(const at::Tensor& x_in, const at::Tensor& E_in, const cha
   return y;
 }
 
-// Shared body of hco_backward (x is the input) and hco_backward_spectrum (x is DCT2(x) in
-// the accumulation type); inputs are validated by the callers.
-std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const at::Tensor& x_in,
+// Shared body of hco_backward (saved is x) and hco_backward_spectrum (saved is the spectrum,
+// DCT2(x) in the accumulation type); inputs are validated by the callers.
+std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const at::Tensor& saved_in,
                                                 const at::Tensor& E_in, bool need_dx, bool need_dE,
-                                                bool x_is_spectrum) {
+                                                bool saved_is_spectrum) {
   const GiveBackFreedHeapAtEnd give_back(dy_in.size(1), dy_in.size(2));
   at::Tensor dx = dy_in.new_empty({0});
   at::Tensor dE = E_in.new_empty({0});
@@ -674,10 +673,10 @@ std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const a
     if (need_dx) dx = run_forward(dy_in, E_in, "vheat::hco_backward", nullptr);
     return {dx, dE};
   }
-  const at::Tensor x = with_adjacent_channels(x_in), dy = with_adjacent_channels(dy_in);
+  const at::Tensor saved = with_adjacent_channels(saved_in), dy = with_adjacent_channels(dy_in);
   if (uses_fft_path(dy.size(1), dy.size(2))) {
     if (need_dx) dx = at::empty_like(dy, at::MemoryFormat::Contiguous);
-    dE = hco_backward_fft(dy, x, E_in, accumulation_type(dy.scalar_type()), x_is_spectrum, need_dx ? &dx : nullptr);
+    dE = hco_backward_fft(dy, saved, E_in, compute_dtype(dy.scalar_type()), saved_is_spectrum, need_dx ? &dx : nullptr);
     return {dx, dE};
   }
   if (need_dx) dx = new_cpu(dy.sizes(), dy.scalar_type());
@@ -690,10 +689,10 @@ std::tuple<at::Tensor, at::Tensor> run_backward(const at::Tensor& dy_in, const a
     at::Tensor* dx_out = need_dx ? &dx : nullptr;
     if (dy.numel() == 0) {
       dE_lanes.zero_();
-    } else if (x_is_spectrum) {
-      backward_impl<T, S, T>(dy, x, E, dx_out, dE_lanes, true);
+    } else if (saved_is_spectrum) {
+      backward_impl<T, S, T>(dy, saved, E, dx_out, dE_lanes, true);
     } else {
-      backward_impl<T, S, S>(dy, x, E, dx_out, dE_lanes, false);
+      backward_impl<T, S, S>(dy, saved, E, dx_out, dE_lanes, false);
     }
     // No padding lanes and E's own dtype (vHeat's widths in fp32): dE_lanes is dE.
     const bool as_is = dE_lanes.size(2) == dy.size(3) && dE_lanes.scalar_type() == E_in.scalar_type();
@@ -714,7 +713,7 @@ std::tuple<at::Tensor, at::Tensor> hco_backward_cpu(const at::Tensor& dy, const 
   TORCH_CHECK(dy.scalar_type() == x.scalar_type(), "vheat::hco_backward: grad_y dtype ", dy.scalar_type(),
               " must equal x dtype ", x.scalar_type());
   TORCH_CHECK(dy.device().is_cpu(), "vheat::hco_backward: grad_y must be a CPU tensor, got ", dy.device());
-  return run_backward(dy, x, E, need_dx, need_dE, /*x_is_spectrum=*/false);
+  return run_backward(dy, x, E, need_dx, need_dE, /*saved_is_spectrum=*/false);
 }
 
 // Forward that also returns DCT2(x) (fp32; fp64 for double) for hco_backward_spectrum.
@@ -724,15 +723,15 @@ std::tuple<at::Tensor, at::Tensor> hco_forward_spectrum_cpu(const at::Tensor& x,
   return {y, spectrum};
 }
 
-std::tuple<at::Tensor, at::Tensor> hco_backward_spectrum_cpu(const at::Tensor& dy, const at::Tensor& x_hat,
+std::tuple<at::Tensor, at::Tensor> hco_backward_spectrum_cpu(const at::Tensor& dy, const at::Tensor& spectrum,
                                                              const at::Tensor& E, bool need_dx, bool need_dE) {
   check_inputs(dy, E, "vheat::hco_backward_spectrum");
-  TORCH_CHECK(x_hat.sizes() == dy.sizes(), "vheat::hco_backward_spectrum: x_hat shape ", x_hat.sizes(),
+  TORCH_CHECK(spectrum.sizes() == dy.sizes(), "vheat::hco_backward_spectrum: spectrum shape ", spectrum.sizes(),
               " must equal grad_y shape ", dy.sizes());
-  TORCH_CHECK(x_hat.device().is_cpu() && x_hat.scalar_type() == accumulation_type(dy.scalar_type()),
-              "vheat::hco_backward_spectrum: x_hat must be the CPU ", accumulation_type(dy.scalar_type()),
-              " spectrum returned by hco_forward_spectrum, got ", x_hat.scalar_type(), " on ", x_hat.device());
-  return run_backward(dy, x_hat, E, need_dx, need_dE, /*x_is_spectrum=*/true);
+  TORCH_CHECK(spectrum.device().is_cpu() && spectrum.scalar_type() == compute_dtype(dy.scalar_type()),
+              "vheat::hco_backward_spectrum: spectrum must be the CPU ", compute_dtype(dy.scalar_type()),
+              " spectrum returned by hco_forward_spectrum, got ", spectrum.scalar_type(), " on ", spectrum.device());
+  return run_backward(dy, spectrum, E, need_dx, need_dE, /*saved_is_spectrum=*/true);
 }
 
 }  // namespace

@@ -50,15 +50,15 @@ inline bool small_plane_supported(int H, int W) { return (H == 7 && W == 7) || (
 
 // One run for small_run_hco. Every tensor is channels-last with channel stride 1 and points
 // at channel 0 of the run's first block of one image: point (h, w) of block g at
-// base + h * row + w * point + g * L. The inputs src and xs have their own row and point
+// base + h * row + w * point + g * L. The inputs src and saved have their own row and point
 // strides (a view such as a chunk of a wider tensor is read in place); the outputs dst and
-// spec share out_row / out_point; E and acc are contiguous, row W * Ce and point Ce (E's
+// spectrum share out_row / out_point; E and acc are contiguous, row W * Ce and point Ce (E's
 // channels, padded to whole blocks). Optional parts are null.
 template <typename T>
 struct SmallRunArgs {
   int blocks;        // full channel blocks in the run
   int64_t src_row, src_point;
-  int64_t xs_row, xs_point;
+  int64_t saved_row, saved_point;
   int64_t out_row, out_point;
   int64_t Ce;
   const T* ch;       // dense C_H, C_W (AxisTables::dense)
@@ -66,16 +66,16 @@ struct SmallRunArgs {
   const T* src;      // x (or grad_y)
   const T* e;        // E
   T* dst;            // IDCT2(DCT2(src) * E), or null
-  T* spec;           // DCT2(src) written here, or null
-  const T* xs;       // with acc: acc += DCT2(xs) * DCT2(src), or xs * DCT2(src) with xs_is_spectrum
-  bool xs_is_spectrum;
+  T* spectrum;       // DCT2(src) written here, or null
+  const T* saved;    // with acc: acc += DCT2(saved) * DCT2(src), or saved * DCT2(src) with saved_is_spectrum
+  bool saved_is_spectrum;
   T* acc;
-  T* work;           // small_run_work_elems(): the run's planes (and DCT2(xs)'s)
+  T* work;           // small_run_work_elems(): the run's planes (and DCT2(saved)'s)
 };
 
-// The run's planes, and with a spatial xs (acc without xs_is_spectrum) DCT2(xs)'s too.
-inline int64_t small_run_work_elems(int64_t blocks, int H, int W, int lanes, bool spatial_xs) {
-  return (spatial_xs ? 2 : 1) * blocks * H * W * lanes;
+// The run's planes, and with a spatial `saved` (x; acc without saved_is_spectrum) DCT2(saved)'s too.
+inline int64_t small_run_work_elems(int64_t blocks, int H, int W, int lanes, bool spatial_saved) {
+  return (spatial_saved ? 2 : 1) * blocks * H * W * lanes;
 }
 
 constexpr int kRecurseMin = 8;

@@ -428,37 +428,37 @@ struct Coefs {
 };
 #endif
 
-// The parts a run uses are template flags (Spec: a.spec, Acc: a.acc, XsSpec:
-// a.xs_is_spectrum, Dst: a.dst), and the pointers are copied into locals: with runtime
+// The parts a run uses are template flags (WriteSpectrum: a.spectrum, Acc: a.acc, SavedIsSpectrum:
+// a.saved_is_spectrum, Dst: a.dst), and the pointers are copied into locals: with runtime
 // flags and the struct behind a reference (which a store through T* may alias), the
 // unrolled sweeps kept every pointer live, ran out of general registers and reloaded them
 // from the stack around each vector load and store.
-template <typename T, int H, int W, bool Spec, bool Acc, bool XsSpec, bool Dst>
+template <typename T, int H, int W, bool WriteSpectrum, bool Acc, bool SavedIsSpectrum, bool Dst>
 void small_run(const SmallRunArgs<T>& a) {
   constexpr int L = kLanes<T>, SL = kSubLanes<T>;
   constexpr int64_t P = int64_t(H) * W * L;  // one block's plane in work, (H, W, L)
-  constexpr bool x_rows = Acc && !XsSpec;
-  const int64_t srow = a.src_row, spoint = a.src_point, xrow = a.xs_row, xpoint = a.xs_point;
+  constexpr bool saved_rows = Acc && !SavedIsSpectrum;
+  const int64_t srow = a.src_row, spoint = a.src_point, saved_row = a.saved_row, saved_point = a.saved_point;
   const int64_t orow = a.out_row, opoint = a.out_point, erow = W * a.Ce, epoint = a.Ce;
   const int blocks = a.blocks;
   const T* const src = a.src;
-  const T* const xs = a.xs;
+  const T* const saved = a.saved;
   const T* const e = a.e;
   T* const dst = a.dst;
-  T* const spec = a.spec;
+  T* const spectrum = a.spectrum;
   T* const acc = a.acc;
   T* const plane = a.work;                       // (blocks, H, W, L)
-  T* const xplane = a.work + int64_t(blocks) * P;  // the same for a spatial xs
+  T* const saved_plane = a.work + int64_t(blocks) * P;  // the same for a spatial saved
   const Coefs<T, H> ch(a.ch);
   const Coefs<T, W> cw(a.cw);
-  // 1. Row transforms from the source (and a spatial xs), image row by image row, blocks
+  // 1. Row transforms from the source (and a spatial saved), image row by image row, blocks
   // innermost; the next row is prefetched.
   for (int h = 0; h < H; ++h)
     for (int g = 0; g < blocks; ++g) {
       const int64_t o = int64_t(g) * L;
       if (h + 1 < H) {
         prefetch_points<false, W>(src + (h + 1) * srow + o, spoint);
-        if constexpr (x_rows) prefetch_points<false, W>(xs + (h + 1) * xrow + o, xpoint);
+        if constexpr (saved_rows) prefetch_points<false, W>(saved + (h + 1) * saved_row + o, saved_point);
       }
 #pragma GCC unroll 2
       for (int v = 0; v < kSub; ++v) {
@@ -467,11 +467,11 @@ void small_run(const SmallRunArgs<T>& a) {
 #pragma GCC unroll 16
         for (int w = 0; w < W; ++w) x[w] = load(src + h * srow + w * spoint + o + v * SL);
         small_dct<T, W>(cw.c, x, [&](int w, const Vec<T>& y) { store(out + w * L, y); });
-        if constexpr (x_rows) {
-          T* xout = xplane + g * P + h * W * L + v * SL;
+        if constexpr (saved_rows) {
+          T* saved_out = saved_plane + g * P + h * W * L + v * SL;
 #pragma GCC unroll 16
-          for (int w = 0; w < W; ++w) x[w] = load(xs + h * xrow + w * xpoint + o + v * SL);
-          small_dct<T, W>(cw.c, x, [&](int w, const Vec<T>& y) { store(xout + w * L, y); });
+          for (int w = 0; w < W; ++w) x[w] = load(saved + h * saved_row + w * saved_point + o + v * SL);
+          small_dct<T, W>(cw.c, x, [&](int w, const Vec<T>& y) { store(saved_out + w * L, y); });
         }
       }
     }
@@ -482,30 +482,30 @@ void small_run(const SmallRunArgs<T>& a) {
       const int64_t o = int64_t(g) * L;
       if (m + 1 < W) {
         if constexpr (Dst) prefetch_points<false, H>(e + (m + 1) * epoint + o, erow);
-        if constexpr (Spec) prefetch_points<true, H>(spec + (m + 1) * opoint + o, orow);
+        if constexpr (WriteSpectrum) prefetch_points<true, H>(spectrum + (m + 1) * opoint + o, orow);
         if constexpr (Acc) {
-          if constexpr (XsSpec) prefetch_points<false, H>(xs + (m + 1) * xpoint + o, xrow);
+          if constexpr (SavedIsSpectrum) prefetch_points<false, H>(saved + (m + 1) * saved_point + o, saved_row);
           prefetch_points<true, H>(acc + (m + 1) * epoint + o, erow);
         }
       }
 #pragma GCC unroll 2
       for (int v = 0; v < kSub; ++v) {
-        const int64_t p = g * P + m * L + v * SL, oo = m * opoint + o + v * SL, ox = m * xpoint + o + v * SL,
+        const int64_t p = g * P + m * L + v * SL, oo = m * opoint + o + v * SL, ox = m * saved_point + o + v * SL,
                       oe = m * epoint + o + v * SL;
-        Vec<T> col[H], X[H], XS[H];
-        if constexpr (x_rows) {  // DCT2(xs) by columns too, before the spectrum it multiplies
+        Vec<T> col[H], X[H], SAVED[H];
+        if constexpr (saved_rows) {  // DCT2(saved) by columns too, before the spectrum it multiplies
 #pragma GCC unroll 16
-          for (int n = 0; n < H; ++n) col[n] = load(xplane + p + n * W * L);
-          small_dct<T, H>(ch.c, col, [&](int n, const Vec<T>& y) { XS[n] = y; });
+          for (int n = 0; n < H; ++n) col[n] = load(saved_plane + p + n * W * L);
+          small_dct<T, H>(ch.c, col, [&](int n, const Vec<T>& y) { SAVED[n] = y; });
         }
 #pragma GCC unroll 16
         for (int n = 0; n < H; ++n) col[n] = load(plane + p + n * W * L);
         // Each spectrum value is used (written out, accumulated, attenuated) as it comes.
         small_dct<T, H>(ch.c, col, [&](int n, const Vec<T>& y) {
-          if constexpr (Spec) store(spec + oo + n * orow, y);
+          if constexpr (WriteSpectrum) store(spectrum + oo + n * orow, y);
           if constexpr (Acc) {
             T* q = acc + oe + n * erow;
-            store(q, load(q) + (x_rows ? XS[n] : load(xs + ox + n * xrow)) * y);
+            store(q, load(q) + (saved_rows ? SAVED[n] : load(saved + ox + n * saved_row)) * y);
           }
           if constexpr (Dst) X[n] = y * load(e + oe + n * erow);
         });
@@ -534,11 +534,11 @@ void small_run(const SmallRunArgs<T>& a) {
 template <typename T, int H, int W>
 void small_run_parts(const SmallRunArgs<T>& a) {
   if (!a.acc) {
-    if (a.spec)
+    if (a.spectrum)
       small_run<T, H, W, true, false, false, true>(a);
     else
       small_run<T, H, W, false, false, false, true>(a);
-  } else if (a.xs_is_spectrum) {
+  } else if (a.saved_is_spectrum) {
     if (a.dst)
       small_run<T, H, W, false, true, true, true>(a);
     else

@@ -84,8 +84,6 @@ at::Tensor workspace_for(int64_t elems, const at::TensorOptions& acc_options) {
   return at::empty({elems}, acc_options);
 }
 
-at::ScalarType acc_type(at::ScalarType st) { return st == at::kDouble ? at::kDouble : at::kFloat; }
-
 // bf16 / fp16 fused kernels keep 16-bit split cosine matrices (their shared-memory layout
 // differs; hco_launch.cuh checks the plan against the kernel's type).
 template <typename scalar_t>
@@ -98,11 +96,11 @@ at::Tensor hco_forward_cuda(const at::Tensor& x_in, const at::Tensor& E_in) {
   const HcoShape s = check_inputs(x_in, E_in, op);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = channels_innermost(x_in);
-  const at::Tensor E = E_in.to(acc_type(x.scalar_type())).contiguous();
+  const at::Tensor E = E_in.to(compute_dtype(x.scalar_type())).contiguous();
   at::Tensor y = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
   if (s.B == 0) return y;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "vheat_hco_forward_cuda", [&] {
-    using acc_t = acc_type_t<scalar_t>;
+    using acc_t = compute_type_t<scalar_t>;
     const ForwardPlan plan = plan_forward(s, sizeof(acc_t), split16_for<scalar_t>(), smem_limit(), force_lines());
     check_forward_plan(plan, s, op);
     at::Tensor workspace = workspace_for(plan.workspace_elems, E.options());
@@ -129,14 +127,14 @@ std::tuple<at::Tensor, at::Tensor> hco_backward_cuda(const at::Tensor& gy_in, co
   const at::Tensor gy = channels_innermost(gy_in);
   // x is only read for dE: no copy when only dx is asked for.
   const at::Tensor x = need_dE ? channels_innermost(x_in) : x_in;
-  const at::Tensor E = E_in.to(acc_type(x.scalar_type())).contiguous();
+  const at::Tensor E = E_in.to(compute_dtype(x.scalar_type())).contiguous();
   at::Tensor dx = need_dx ? at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous))
                           : x_in.new_empty({0});
   // Every element is written by the kernels (B = 0 included: the reduce writes zeros).
   at::Tensor dE_acc = need_dE ? at::empty(E.sizes(), E.options()) : E.new_empty({0});
   if ((need_dx && s.B > 0) || need_dE) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "vheat_hco_backward_cuda", [&] {
-      using acc_t = acc_type_t<scalar_t>;
+      using acc_t = compute_type_t<scalar_t>;
       const BackwardPlan plan =
           plan_backward(s, sizeof(acc_t), split16_for<scalar_t>(), smem_limit(), need_dx, need_dE, force_lines());
       if (need_dx) check_forward_plan(plan.forward, s, op);

@@ -42,25 +42,25 @@ struct CudaLaunch {
 
 template <typename scalar_t>
 void launch_hco_forward(cudaStream_t stream, const HcoShape& s, const ForwardPlan& plan, const scalar_t* x,
-                        const PlaneStrides& xs, const acc_type_t<scalar_t>* E, scalar_t* y,
-                        acc_type_t<scalar_t>* workspace) {
+                        const PlaneStrides& xs, const compute_type_t<scalar_t>* E, scalar_t* y,
+                        compute_type_t<scalar_t>* workspace) {
   run_forward(CudaLaunch{stream}, s, plan, x, xs, E, y, workspace);
 }
 
 template <typename scalar_t>
 void launch_hco_backward(cudaStream_t stream, const HcoShape& s, const BackwardPlan& plan, const scalar_t* x,
                          const PlaneStrides& xs, const scalar_t* gy, const PlaneStrides& gs,
-                         const acc_type_t<scalar_t>* E, scalar_t* dx, acc_type_t<scalar_t>* dE,
-                         acc_type_t<scalar_t>* workspace) {
+                         const compute_type_t<scalar_t>* E, scalar_t* dx, compute_type_t<scalar_t>* dE,
+                         compute_type_t<scalar_t>* workspace) {
   run_backward(CudaLaunch{stream}, s, plan, x, xs, gy, gs, E, dx, dE, workspace);
 }
 
-#define VHEAT_INSTANTIATE(T)                                                                                      \
-  template void launch_hco_forward<T>(cudaStream_t, const HcoShape&, const ForwardPlan&, const T*,                 \
-                                      const PlaneStrides&, const acc_type_t<T>*, T*, acc_type_t<T>*);              \
-  template void launch_hco_backward<T>(cudaStream_t, const HcoShape&, const BackwardPlan&, const T*,               \
-                                       const PlaneStrides&, const T*, const PlaneStrides&, const acc_type_t<T>*,   \
-                                       T*, acc_type_t<T>*, acc_type_t<T>*);
+#define VHEAT_INSTANTIATE(T)                                                                                         \
+  template void launch_hco_forward<T>(cudaStream_t, const HcoShape&, const ForwardPlan&, const T*,                   \
+                                      const PlaneStrides&, const compute_type_t<T>*, T*, compute_type_t<T>*);        \
+  template void launch_hco_backward<T>(cudaStream_t, const HcoShape&, const BackwardPlan&, const T*,                 \
+                                       const PlaneStrides&, const T*, const PlaneStrides&, const compute_type_t<T>*, \
+                                       T*, compute_type_t<T>*, compute_type_t<T>*);
 VHEAT_INSTANTIATE(float)
 VHEAT_INSTANTIATE(double)
 VHEAT_INSTANTIATE(c10::Half)

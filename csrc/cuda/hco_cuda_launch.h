@@ -5,34 +5,23 @@
 
 #include <cuda_runtime_api.h>
 
+#include "../compute_dtype.h"
 #include "hco_plan.h"
 
 namespace vheat::cuda {
-
-// Accumulation type of the kernels: fp64 for double, fp32 for float / half / bfloat16.
-template <typename scalar_t>
-struct AccType {
-  using type = float;
-};
-template <>
-struct AccType<double> {
-  using type = double;
-};
-template <typename scalar_t>
-using acc_type_t = typename AccType<scalar_t>::type;
 
 // Each launch is followed by C10_CUDA_KERNEL_LAUNCH_CHECK (throws c10::Error). x and gy:
 // channel stride 1, batch / row / pixel strides xs / gs; everything else contiguous.
 template <typename scalar_t>
 void launch_hco_forward(cudaStream_t stream, const HcoShape& s, const ForwardPlan& plan, const scalar_t* x,
-                        const PlaneStrides& xs, const acc_type_t<scalar_t>* E, scalar_t* y,
-                        acc_type_t<scalar_t>* workspace);
+                        const PlaneStrides& xs, const compute_type_t<scalar_t>* E, scalar_t* y,
+                        compute_type_t<scalar_t>* workspace);
 
 // dx (plan.need_dx) and dE in acc_t (plan.need_dE); see run_backward in hco_launch.cuh.
 template <typename scalar_t>
 void launch_hco_backward(cudaStream_t stream, const HcoShape& s, const BackwardPlan& plan, const scalar_t* x,
                          const PlaneStrides& xs, const scalar_t* gy, const PlaneStrides& gs,
-                         const acc_type_t<scalar_t>* E, scalar_t* dx, acc_type_t<scalar_t>* dE,
-                         acc_type_t<scalar_t>* workspace);
+                         const compute_type_t<scalar_t>* E, scalar_t* dx, compute_type_t<scalar_t>* dE,
+                         compute_type_t<scalar_t>* workspace);
 
 }  // namespace vheat::cuda

@@ -1,7 +1,8 @@
 // Device kernels of the Heat Conduction Operator (HCO) for channels-last x (B, H, W, C):
 //   y[b, :, :, c] = C_H^T ((C_H x[b, :, :, c] C_W^T) * E[:, :, c]) C_W
 // with the orthonormal DCT-II matrices C_N[k, i] = s_k cos(pi (2i + 1) k / 2N).
-// Every kernel computes in acc_t (fp32, or fp64 for double inputs); see docs/cuda.md.
+// Every kernel computes in acc_t, compute_type_t of its storage type (csrc/compute_dtype.h:
+// fp32, or fp64 for double inputs); see docs/cuda.md.
 //
 // Two strategies (chosen on the host by hco_plan.h):
 //  * fused plane kernels: one block owns a (batch, tile of tc channels) plane, reads it

@@ -111,12 +111,12 @@ void run_backward(const Launch& launch, const HcoShape& s, const BackwardPlan& p
   acc_t* tables_h = workspace;
   acc_t* tables_w = tables_h + 2 * s.H * s.H;
   fill_dct_tables(launch, s, tables_h, tables_w);
-  acc_t* spec_x = tables_w + 2 * s.W * s.W;
-  acc_t* spec_gy = spec_x + s.numel();
-  dct2_lines(launch, s, plan.line_w, plan.line_h, x, xs, spec_x, tables_h, tables_w);
-  dct2_lines(launch, s, plan.line_w, plan.line_h, gy, gs, spec_gy, tables_h, tables_w);
-  launch(batch_dot_kernel<acc_t>, r.blocks, r.threads, 0, static_cast<const acc_t*>(spec_x),
-         static_cast<const acc_t*>(spec_gy), dE_acc, s.plane(), s.B);
+  acc_t* x_spectrum = tables_w + 2 * s.W * s.W;
+  acc_t* gy_spectrum = x_spectrum + s.numel();
+  dct2_lines(launch, s, plan.line_w, plan.line_h, x, xs, x_spectrum, tables_h, tables_w);
+  dct2_lines(launch, s, plan.line_w, plan.line_h, gy, gs, gy_spectrum, tables_h, tables_w);
+  launch(batch_dot_kernel<acc_t>, r.blocks, r.threads, 0, static_cast<const acc_t*>(x_spectrum),
+         static_cast<const acc_t*>(gy_spectrum), dE_acc, s.plane(), s.B);
 }
 
 }  // namespace vheat::cuda
