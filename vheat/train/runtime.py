@@ -114,6 +114,9 @@ def run_context(cfg: dict, deterministic: bool = False, output_dir: Optional[str
         if cfg["train"]["threads"]:
             torch.set_num_threads(cfg["train"]["threads"])
         if deterministic:
+            # The one environment write in the package, and only for a deterministic run:
+            # cuBLAS reads its workspace setting from the environment only (torch has no API
+            # for it) and deterministic GEMMs require it; a value the user set is kept.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(deterministic)
         torch.backends.cudnn.benchmark = not deterministic
