@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The rows of the bench_hco JSON this model sits beside.
+from benchmarks.bench_hco import SHAPES  # noqa: E402
 
 RECURSE_MIN = 8          # plane_kernels.h kRecurseMin
 ROWS_PER_BLOCK = 3       # the AVX2 build's dense blocks (plane_kernels_avx2.cpp)
 SMALL = ((7, 7), (14, 14))
-SHAPES = [(8, 56, 56, 96), (8, 28, 28, 192), (8, 14, 14, 384), (8, 7, 7, 768), (8, 56, 56, 128), (8, 28, 28, 256),
-          (8, 14, 14, 512), (8, 7, 7, 1024), (1, 128, 128, 96), (1, 256, 256, 96), (2, 200, 334, 96)]
 
 
 def dense(r: int):

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from vheat_kernels import heat_conduction
-from vheat_kernels.stages import PLANES
+from vheat_kernels.stages import CLASSIFICATION_SIDES as CLASSIFICATION_PLANES, PLANES
 from tools import triton_aot as aot
 from vheat_kernels.triton import configs as cfg
 
@@ -24,7 +24,6 @@ from hco_oracle import hco_oracle, oracle_dE, seeded_inputs as inputs
 from hco_oracle import DTYPES
 from vheat_kernels.testing import relative_error, tolerance
 
-CLASSIFICATION_PLANES = (56, 28, 14, 7)
 # (B, H, W, C) per plane: small B and C; odd C, B = 1 and a single channel among them.
 PLANE_SHAPES = {56: (2, 56, 56, 3), 28: (3, 28, 28, 5), 14: (1, 14, 14, 9), 7: (5, 7, 7, 1)}
 # vHeat-T/S and -B channel counts per plane side (stages.PLANES at 224).

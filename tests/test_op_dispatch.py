@@ -16,6 +16,7 @@ import vheat_kernels.backends as backends
 from vheat_kernels import BackendUnavailableError, _extension, dispatch, heat_conduction
 from vheat_kernels.cuda_arch import Arch, arch_reason, parse_arch_list
 from vheat_kernels.dispatch import CUDA_FP64_LINES_MAX_HW, _auto, cuda_order, resolve_backend
+from vheat_kernels.stages import CLASSIFICATION_SIDES
 from vheat_kernels.triton import configs as triton_configs
 
 
@@ -154,7 +155,7 @@ def test_the_shipped_auto_table_names_registered_backends_for_classification_pla
         dtype, plane, pass_ = key.split(" ")
         assert dtype in ("float32", "bfloat16", "float16") and pass_ in ("inference", "training"), key
         assert backend in dispatch.backend_names(), (key, backend)
-    for side in (56, 28, 14, 7):
+    for side in CLASSIFICATION_SIDES:
         for dtype in (torch.float32, torch.bfloat16, torch.float16):
             for training in (False, True):
                 assert dispatch.auto_table_key(dtype, side, side, training) in table
