@@ -14,9 +14,10 @@ from vheat_kernels import heat_conduction
 from vheat_kernels.testing import assert_close
 
 
-# A general plane, and small planes (7 x 7, 14 x 14) cut into several runs of channel blocks
-# with a partial block at the end (csrc/cpu/hco_cpu.cpp, small_runs).
-@pytest.mark.parametrize("shape", [(5, 12, 10, 40), (3, 7, 7, 16 * 70 + 5), (3, 14, 14, 16 * 17 + 9)], ids=str)
+# A general plane, and the run-sweep planes (7, 14, 28, 56: vHeat's stages) cut into several
+# runs of channel blocks with a partial block at the end (csrc/cpu/hco_cpu.cpp, small_runs).
+@pytest.mark.parametrize("shape", [(5, 12, 10, 40), (3, 7, 7, 16 * 70 + 5), (3, 14, 14, 16 * 17 + 9),
+                                   (2, 28, 28, 16 * 7 + 3), (2, 56, 56, 16 * 2 + 11)], ids=str)
 def test_cpu_backward_is_deterministic_across_thread_counts(shape):
     x, E = random_inputs(shape, torch.float32, requires_grad=True)
     dy = torch.randn_like(x)
@@ -34,7 +35,8 @@ def test_cpu_backward_is_deterministic_across_thread_counts(shape):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("shape", [(3, 7, 7, 16 * 70 + 5), (2, 14, 14, 16 * 17 + 9), (1, 7, 7, 16)], ids=str)
+@pytest.mark.parametrize("shape", [(3, 7, 7, 16 * 70 + 5), (2, 14, 14, 16 * 17 + 9), (1, 7, 7, 16),
+                                   (2, 28, 28, 16 * 7 + 3), (2, 56, 56, 16 * 2 + 11)], ids=str)
 def test_cpu_small_plane_runs_match_scipy(shape, dtype):
     # Small planes take the run sweep: more channel blocks than one run holds, a partial
     # block, and the saved-spectrum backward, against the float64 oracle.

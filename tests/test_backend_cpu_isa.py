@@ -17,9 +17,9 @@ sys.path.insert(0, "tests")
 from hco_oracle import assert_matches_scipy
 torch.manual_seed(int(sys.argv[1]))
 # even lengths that recurse (16, 28, 56, 64, 30 = 2 x odd), odd and prime ones, 1-wide, the
-# small-plane sweep (7 x 7, 14 x 14; full and partial channel blocks), the FFT path (797)
+# run-sweep planes (7, 14, 28, 56 square; full and partial channel blocks), the FFT path (797)
 for shape in [(2, 56, 28, 20), (1, 64, 30, 16), (2, 13, 16, 35), (1, 1, 7, 3), (1, 5, 1, 17),
-              (2, 7, 7, 32), (2, 14, 14, 40), (1, 2, 797, 3)]:
+              (2, 7, 7, 32), (2, 14, 14, 40), (2, 28, 28, 24), (1, 56, 56, 40), (1, 2, 797, 3)]:
     for dtype in (torch.float32, torch.float64, torch.bfloat16):
         x = torch.randn(shape, dtype=torch.float64).to(dtype).requires_grad_(True)
         E = torch.rand(shape[1:], dtype=torch.float64).to(dtype).requires_grad_(True)

@@ -509,7 +509,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& E_lanes, at::Tensor& y,
           ctx.ops.small_run(int(g.H), int(g.W),
                             {.blocks = runs.size(task % runs.count), .src_row = xs.row, .src_point = xs.point,
                              .saved_row = 0, .saved_point = 0, .out_row = ys.row, .out_point = ys.point, .Ce = Cp,
-                             .ch = ctx.th->tables.dense, .cw = ctx.tw->tables.dense, .src = xp + in,
+                             .th = &ctx.th->tables, .tw = &ctx.tw->tables, .src = xp + in,
                              .e = ep + first * L, .dst = yp + out, .spectrum = sp ? sp + out : nullptr, .work = work});
       }
       thread_workspace().trim();
@@ -568,7 +568,7 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& saved, const at::Tens
             ctx.ops.small_run(int(g.H), int(g.W),
                               {.blocks = runs.size(r), .src_row = gs.row, .src_point = gs.point, .saved_row = ss.row,
                                .saved_point = ss.point, .out_row = ds.row, .out_point = ds.point, .Ce = Cp,
-                               .ch = ctx.th->tables.dense, .cw = ctx.tw->tables.dense,
+                               .th = &ctx.th->tables, .tw = &ctx.tw->tables,
                                .src = gp + ctx.offset(gs, b, first), .e = ep + first * L,
                                .dst = dxp ? dxp + ctx.offset(ds, b, first) : nullptr,
                                .saved = savedp + ctx.offset(ss, b, first), .saved_is_spectrum = saved_is_spectrum,

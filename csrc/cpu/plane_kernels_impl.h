@@ -399,6 +399,138 @@ inline void small_idct(const K* __restrict C, const Vec<T> (&X)[N], Put&& put) {
   }
 }
 
+// The same transforms for the longer small planes (28, 56), following dct_line's recursion
+// on the axis tables with the whole line in registers (or in stack slots the compiler
+// picks, which is still fewer loads and stores than dct_line's scratch at every level): the
+// even half through `half`, the odd half through dct4_split's rotation and two
+// quarter-length DCTs, dense blocks at the leaves. Vector operations per line (adds, multiplies
+// and multiply-adds): 56 points 659 here against 1158 for small_dct's dense recursion, 28
+// points 261 against 318; at 14 points small_dct is fewer (94 against 101).
+template <typename T, int N, typename Put>
+inline void reg_dct(const AxisTables<T>& t, const Vec<T> (&x)[N], Put&& put);
+template <typename T, int N, typename Put>
+inline void reg_idct(const AxisTables<T>& t, const Vec<T> (&X)[N], Put&& put);
+
+// y_k (k < M) of dct4_split from d (M points, pre-scaled by 1/2).
+template <typename T, int M, typename Put>
+inline void reg_dct4(const AxisTables<T>& t, const Vec<T> (&d)[M], Put&& put) {
+  constexpr int h = M / 2;
+  Vec<T> p[h], r[h], P[h], R[h];
+#pragma GCC unroll 32
+  for (int n = 0; n < h; ++n) {
+    const T c = t.rot_cos[n], sn = t.rot_sin[n], sg = (n & 1) ? T(-1) : T(1);
+    p[n] = c * d[n] + sn * d[M - 1 - n];
+    r[n] = (-sg * sn) * d[n] + (sg * c) * d[M - 1 - n];
+  }
+  reg_dct<T, h>(*t.quarter, p, [&](int j, const Vec<T>& v) { P[j] = v; });
+  reg_dct<T, h>(*t.quarter, r, [&](int j, const Vec<T>& v) { R[j] = v; });
+  put(0, P[0] * T(kSqrt2));
+#pragma GCC unroll 32
+  for (int j = 1; j < h; ++j) {
+    put(2 * j, P[j] + R[h - j]);
+    put(2 * j - 1, P[j] - R[h - j]);
+  }
+  put(M - 1, R[0] * T(-kSqrt2));
+}
+
+// Transpose of reg_dct4 (idct4_split): d (M points, still to be scaled by 1/2).
+template <typename T, int M, typename Put>
+inline void reg_idct4(const AxisTables<T>& t, const Vec<T> (&s)[M], Put&& put) {
+  constexpr int h = M / 2;
+  Vec<T> P[h], R[h], p[h], r[h];
+  P[0] = s[0] * T(kSqrt2);
+#pragma GCC unroll 32
+  for (int j = 1; j < h; ++j) {
+    P[j] = s[2 * j] + s[2 * j - 1];
+    R[h - j] = s[2 * j] - s[2 * j - 1];
+  }
+  R[0] = s[M - 1] * T(-kSqrt2);
+  reg_idct<T, h>(*t.quarter, P, [&](int i, const Vec<T>& v) { p[i] = v; });
+  reg_idct<T, h>(*t.quarter, R, [&](int i, const Vec<T>& v) { r[i] = v; });
+#pragma GCC unroll 32
+  for (int n = 0; n < h; ++n) {
+    const T c = t.rot_cos[n], sn = t.rot_sin[n], sg = (n & 1) ? T(-1) : T(1);
+    put(n, c * p[n] + (-sg * sn) * r[n]);
+    put(M - 1 - n, sn * p[n] + (sg * c) * r[n]);
+  }
+}
+
+template <typename T, int N, typename Put>
+inline void reg_dct(const AxisTables<T>& t, const Vec<T> (&x)[N], Put&& put) {
+  constexpr int no = N / 2, ne = (N + 1) / 2;
+  constexpr bool half = N % 2 == 0 && N >= kRecurseMin, quarter = half && no % 2 == 0;
+  Vec<T> a[ne], d[no];
+#pragma GCC unroll 32
+  for (int i = 0; i < no; ++i) {
+    a[i] = x[i] + x[N - 1 - i];
+    d[i] = x[i] - x[N - 1 - i];
+    if constexpr (half) a[i] *= T(kSqrtHalf);
+    if constexpr (quarter) d[i] *= T(0.5);
+  }
+  if constexpr (N % 2 == 1) a[no] = x[no];
+  if constexpr (half) {
+    reg_dct<T, ne>(*t.half, a, [&](int r, const Vec<T>& v) { put(2 * r, v); });
+  } else {
+#pragma GCC unroll 16
+    for (int r = 0; r < ne; ++r) {
+      Vec<T> acc = t.even[r * ne] * a[0];
+#pragma GCC unroll 16
+      for (int k = 1; k < ne; ++k) acc += t.even[r * ne + k] * a[k];
+      put(2 * r, acc);
+    }
+  }
+  if constexpr (quarter) {
+    reg_dct4<T, no>(t, d, [&](int j, const Vec<T>& v) { put(2 * j + 1, v); });
+  } else {
+#pragma GCC unroll 16
+    for (int r = 0; r < no; ++r) {
+      Vec<T> acc = t.odd[r * no] * d[0];
+#pragma GCC unroll 16
+      for (int k = 1; k < no; ++k) acc += t.odd[r * no + k] * d[k];
+      put(2 * r + 1, acc);
+    }
+  }
+}
+
+template <typename T, int N, typename Put>
+inline void reg_idct(const AxisTables<T>& t, const Vec<T> (&X)[N], Put&& put) {
+  constexpr int no = N / 2, ne = (N + 1) / 2;
+  constexpr bool half = N % 2 == 0 && N >= kRecurseMin, quarter = half && no % 2 == 0;
+  Vec<T> Xe[ne], Xo[no], e[ne], od[no];
+#pragma GCC unroll 32
+  for (int r = 0; r < ne; ++r) Xe[r] = X[2 * r];
+#pragma GCC unroll 32
+  for (int r = 0; r < no; ++r) Xo[r] = X[2 * r + 1];
+  if constexpr (half) {
+    reg_idct<T, ne>(*t.half, Xe, [&](int i, const Vec<T>& v) { e[i] = v * T(kSqrtHalf); });
+  } else {
+#pragma GCC unroll 16
+    for (int i = 0; i < ne; ++i) {
+      Vec<T> acc = t.even_t[i * ne] * Xe[0];
+#pragma GCC unroll 16
+      for (int r = 1; r < ne; ++r) acc += t.even_t[i * ne + r] * Xe[r];
+      e[i] = acc;
+    }
+  }
+  if constexpr (quarter) {
+    reg_idct4<T, no>(t, Xo, [&](int i, const Vec<T>& v) { od[i] = v * T(0.5); });
+  } else {
+#pragma GCC unroll 16
+    for (int i = 0; i < no; ++i) {
+      Vec<T> acc = t.odd_t[i * no] * Xo[0];
+#pragma GCC unroll 16
+      for (int r = 1; r < no; ++r) acc += t.odd_t[i * no + r] * Xo[r];
+      od[i] = acc;
+    }
+  }
+#pragma GCC unroll 32
+  for (int i = 0; i < no; ++i) {
+    put(i, e[i] + od[i]);
+    put(N - 1 - i, e[i] - od[i]);
+  }
+  if constexpr (N % 2 == 1) put(no, e[no]);
+}
+
 // Prefetch the points (h, w) of a channels-last image row (n points `point` apart, at
 // `base`) into L1 (for writing with Write), one sweep step ahead of their use.
 template <bool Write, int N, typename T>
@@ -412,8 +544,10 @@ inline void prefetch_points(const T* base, int64_t point) {
 // operand, so each coefficient would cost a vbroadcastss beside its FMA (one load more per
 // FMA, and a register): there the matrix is broadcast once per run into whole vectors that
 // the FMAs read directly.
+// Sides above kDenseSmallMax take the reg_dct / reg_idct tree and need no dense matrix.
+constexpr int kDenseSmallMax = 16;
 #if VHEAT_VEC_BYTES == 32
-template <typename T, int N>
+template <typename T, int N, bool Dense = (N <= kDenseSmallMax)>
 struct Coefs {
   Vec<T> c[N * N];
   explicit Coefs(const T* m) {
@@ -421,12 +555,38 @@ struct Coefs {
   }
 };
 #else
-template <typename T, int N>
+template <typename T, int N, bool Dense = (N <= kDenseSmallMax)>
 struct Coefs {
   const T* c;
   explicit Coefs(const T* m) : c(m) {}
 };
 #endif
+template <typename T, int N>
+struct Coefs<T, N, false> {
+  explicit Coefs(const T*) {}
+};
+
+// One axis of a small run: its tables, and the dense matrix as the small transforms read it.
+template <typename T, int N>
+struct SmallAxis {
+  const AxisTables<T>& t;
+  const Coefs<T, N> c;
+  explicit SmallAxis(const AxisTables<T>& tables) : t(tables), c(tables.dense) {}
+  template <typename Put>
+  void dct(const Vec<T> (&x)[N], Put&& put) const {
+    if constexpr (N <= kDenseSmallMax)
+      small_dct<T, N>(c.c, x, put);
+    else
+      reg_dct<T, N>(t, x, put);
+  }
+  template <typename Put>
+  void idct(const Vec<T> (&x)[N], Put&& put) const {
+    if constexpr (N <= kDenseSmallMax)
+      small_idct<T, N>(c.c, x, put);
+    else
+      reg_idct<T, N>(t, x, put);
+  }
+};
 
 // The parts a run uses are template flags (WriteSpectrum: a.spectrum, Acc: a.acc, SavedIsSpectrum:
 // a.saved_is_spectrum, Dst: a.dst), and the pointers are copied into locals: with runtime
@@ -449,8 +609,8 @@ void small_run(const SmallRunArgs<T>& a) {
   T* const acc = a.acc;
   T* const plane = a.work;                       // (blocks, H, W, L)
   T* const saved_plane = a.work + int64_t(blocks) * P;  // the same for a spatial saved
-  const Coefs<T, H> ch(a.ch);
-  const Coefs<T, W> cw(a.cw);
+  const SmallAxis<T, H> ch(*a.th);
+  const SmallAxis<T, W> cw(*a.tw);
   // 1. Row transforms from the source (and a spatial saved), image row by image row, blocks
   // innermost; the next row is prefetched.
   for (int h = 0; h < H; ++h)
@@ -464,14 +624,14 @@ void small_run(const SmallRunArgs<T>& a) {
       for (int v = 0; v < kSub; ++v) {
         T* out = plane + g * P + h * W * L + v * SL;
         Vec<T> x[W];
-#pragma GCC unroll 16
+#pragma GCC unroll 64
         for (int w = 0; w < W; ++w) x[w] = load(src + h * srow + w * spoint + o + v * SL);
-        small_dct<T, W>(cw.c, x, [&](int w, const Vec<T>& y) { store(out + w * L, y); });
+        cw.dct(x, [&](int w, const Vec<T>& y) { store(out + w * L, y); });
         if constexpr (saved_rows) {
           T* saved_out = saved_plane + g * P + h * W * L + v * SL;
-#pragma GCC unroll 16
+#pragma GCC unroll 64
           for (int w = 0; w < W; ++w) x[w] = load(saved + h * saved_row + w * saved_point + o + v * SL);
-          small_dct<T, W>(cw.c, x, [&](int w, const Vec<T>& y) { store(saved_out + w * L, y); });
+          cw.dct(x, [&](int w, const Vec<T>& y) { store(saved_out + w * L, y); });
         }
       }
     }
@@ -494,14 +654,14 @@ void small_run(const SmallRunArgs<T>& a) {
                       oe = m * epoint + o + v * SL;
         Vec<T> col[H], X[H], SAVED[H];
         if constexpr (saved_rows) {  // DCT2(saved) by columns too, before the spectrum it multiplies
-#pragma GCC unroll 16
+#pragma GCC unroll 64
           for (int n = 0; n < H; ++n) col[n] = load(saved_plane + p + n * W * L);
-          small_dct<T, H>(ch.c, col, [&](int n, const Vec<T>& y) { SAVED[n] = y; });
+          ch.dct(col, [&](int n, const Vec<T>& y) { SAVED[n] = y; });
         }
-#pragma GCC unroll 16
+#pragma GCC unroll 64
         for (int n = 0; n < H; ++n) col[n] = load(plane + p + n * W * L);
         // Each spectrum value is used (written out, accumulated, attenuated) as it comes.
-        small_dct<T, H>(ch.c, col, [&](int n, const Vec<T>& y) {
+        ch.dct(col, [&](int n, const Vec<T>& y) {
           if constexpr (WriteSpectrum) store(spectrum + oo + n * orow, y);
           if constexpr (Acc) {
             T* q = acc + oe + n * erow;
@@ -509,7 +669,7 @@ void small_run(const SmallRunArgs<T>& a) {
           }
           if constexpr (Dst) X[n] = y * load(e + oe + n * erow);
         });
-        if constexpr (Dst) small_idct<T, H>(ch.c, X, [&](int n, const Vec<T>& y) { store(plane + p + n * W * L, y); });
+        if constexpr (Dst) ch.idct(X, [&](int n, const Vec<T>& y) { store(plane + p + n * W * L, y); });
       }
     }
   if constexpr (!Dst) return;
@@ -522,9 +682,9 @@ void small_run(const SmallRunArgs<T>& a) {
       for (int v = 0; v < kSub; ++v) {
         T* out = dst + h * orow + o + v * SL;
         Vec<T> x[W];
-#pragma GCC unroll 16
+#pragma GCC unroll 64
         for (int w = 0; w < W; ++w) x[w] = load(plane + g * P + (h * W + w) * L + v * SL);
-        small_idct<T, W>(cw.c, x, [&](int w, const Vec<T>& y) { store(out + w * opoint, y); });
+        cw.idct(x, [&](int w, const Vec<T>& y) { store(out + w * opoint, y); });
       }
     }
 }
@@ -559,6 +719,10 @@ void small_run_hco(int H, int W, const SmallRunArgs<T>& a) {
     small_run_parts<T, 7, 7>(a);
   else if (H == 14 && W == 14)
     small_run_parts<T, 14, 14>(a);
+  else if (H == 28 && W == 28)
+    small_run_parts<T, 28, 28>(a);
+  else if (H == 56 && W == 56)
+    small_run_parts<T, 56, 56>(a);
 }
 
 // DCT-II over W then H into `plane` (H, padded_width(W), L). The first pass reads the
