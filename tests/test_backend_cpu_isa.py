@@ -16,9 +16,10 @@ import sys, torch
 sys.path.insert(0, "tests")
 from hco_oracle import assert_matches_scipy
 torch.manual_seed(int(sys.argv[1]))
-# even lengths that recurse (16, 28, 56, 64, 30 = 2 x odd), odd and prime ones, 1-wide, the
-# run-sweep planes (7, 14, 28, 56 square; full and partial channel blocks), the FFT path (797)
-for shape in [(2, 56, 28, 20), (1, 64, 30, 16), (2, 13, 16, 35), (1, 1, 7, 3), (1, 5, 1, 17),
+# even lengths that recurse (16, 28, 56, 64, 30 = 2 x odd; 128 through the register trees of
+# its 64 / 32 halves and quarters), odd and prime ones, 1-wide, the run-sweep planes (7, 14,
+# 28, 56 square; full and partial channel blocks), the FFT path (797)
+for shape in [(2, 56, 28, 20), (1, 64, 30, 16), (1, 128, 16, 20), (2, 13, 16, 35), (1, 1, 7, 3), (1, 5, 1, 17),
               (2, 7, 7, 32), (2, 14, 14, 40), (2, 28, 28, 24), (1, 56, 56, 40), (1, 2, 797, 3)]:
     for dtype in (torch.float32, torch.float64, torch.bfloat16):
         x = torch.randn(shape, dtype=torch.float64).to(dtype).requires_grad_(True)

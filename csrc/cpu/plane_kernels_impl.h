@@ -124,6 +124,9 @@ void dct_line(const AxisTables<T>& t, const T* s, int64_t sp, int64_t sgs, T* o,
 template <typename T, int G>
 void idct_line(const AxisTables<T>& t, const T* s, int64_t sp, int64_t sgs, T* o, int64_t op, int64_t ogs, T* scratch);
 
+template <typename T, int G, bool Inverse>
+bool lines_in_registers(const AxisTables<T>& t, const T* s, int64_t sp, int64_t sgs, T* o, int64_t op, int64_t ogs);
+
 // The element offset of vector v of lane group g of a point whose groups are gs apart.
 template <typename T>
 inline int64_t at(int g, int64_t gs, int v) {
@@ -240,6 +243,7 @@ void idct4_split(const AxisTables<T>& t, const T* s, int64_t sp, int64_t sgs, T*
 // recursion's).
 template <typename T, int G>
 void dct_line(const AxisTables<T>& t, const T* s, int64_t sp, int64_t sgs, T* o, int64_t op, int64_t ogs, T* scratch) {
+  if (lines_in_registers<T, G, false>(t, s, sp, sgs, o, op, ogs)) return;
   constexpr int L = kLanes<T>, P = G * L;
   const int N = t.n, ne = t.n_even, no = t.n_odd;
   T* a = scratch;
@@ -261,6 +265,7 @@ void dct_line(const AxisTables<T>& t, const T* s, int64_t sp, int64_t sgs, T* o,
 // DCT-III (inverse and transpose of dct_line), same addressing and scratch; o == s allowed.
 template <typename T, int G>
 void idct_line(const AxisTables<T>& t, const T* s, int64_t sp, int64_t sgs, T* o, int64_t op, int64_t ogs, T* scratch) {
+  if (lines_in_registers<T, G, true>(t, s, sp, sgs, o, op, ogs)) return;
   constexpr int L = kLanes<T>, P = G * L;
   const int N = t.n, ne = t.n_even, no = t.n_odd;
   T* e = scratch;
@@ -529,6 +534,42 @@ inline void reg_idct(const AxisTables<T>& t, const Vec<T> (&X)[N], Put&& put) {
     put(N - 1 - i, e[i] - od[i]);
   }
   if constexpr (N % 2 == 1) put(no, e[no]);
+}
+
+// dct_line / idct_line of G lines whose length has a register tree: each vector of the
+// lines loaded whole, transformed by reg_dct / reg_idct and stored (all loads before the
+// first store, so o == s is allowed). The per-plane path's lines of 128 and 256 points end
+// here from their 64- or 32-point halves and quarters instead of recursing through scratch.
+template <typename T, int N, int G, bool Inverse>
+inline void lines_in_registers_n(const AxisTables<T>& t, const T* s, int64_t sp, int64_t sgs, T* o, int64_t op,
+                                 int64_t ogs) {
+#pragma GCC unroll 1
+  for (int g = 0; g < G; ++g)
+#pragma GCC unroll 1
+    for (int v = 0; v < kSub; ++v) {
+      Vec<T> x[N];
+#pragma GCC unroll 64
+      for (int i = 0; i < N; ++i) x[i] = load(s + i * sp + at<T>(g, sgs, v));
+      const auto put = [&](int k, const Vec<T>& y) { store(o + k * op + at<T>(g, ogs, v), y); };
+      if constexpr (Inverse)
+        reg_idct<T, N>(t, x, put);
+      else
+        reg_dct<T, N>(t, x, put);
+    }
+}
+
+template <typename T, int G, bool Inverse>
+bool lines_in_registers(const AxisTables<T>& t, const T* s, int64_t sp, int64_t sgs, T* o, int64_t op, int64_t ogs) {
+  switch (t.n) {
+    case 16: lines_in_registers_n<T, 16, G, Inverse>(t, s, sp, sgs, o, op, ogs); return true;
+    case 28: lines_in_registers_n<T, 28, G, Inverse>(t, s, sp, sgs, o, op, ogs); return true;
+    case 32: lines_in_registers_n<T, 32, G, Inverse>(t, s, sp, sgs, o, op, ogs); return true;
+    case 56: lines_in_registers_n<T, 56, G, Inverse>(t, s, sp, sgs, o, op, ogs); return true;
+#if VHEAT_VEC_BYTES == 64
+    case 64: lines_in_registers_n<T, 64, G, Inverse>(t, s, sp, sgs, o, op, ogs); return true;
+#endif
+    default: return false;
+  }
 }
 
 // Prefetch the points (h, w) of a channels-last image row (n points `point` apart, at
