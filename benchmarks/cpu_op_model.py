@@ -1,6 +1,7 @@
 """Arithmetic and memory operations of the CPU kernel's forward, counted from the structure
-of csrc/cpu/plane_kernels_impl.h (dct_line / dct4_split with dense blocks, small_dct for the
-7x7 and 14x14 runs), against a machine's measured FMA and copy rates and a bench_hco JSON.
+of csrc/cpu/plane_kernels_impl.h (dct_line / dct4_split with dense blocks; lines of 16, 28, 32
+and 56 points through the register tree reg_dct; the run sweeps of the 7x7 and 14x14 planes with
+small_dct, of 28x28 and 56x56 with reg_dct), as the AVX2 build runs them, against a machine's measured FMA and copy rates and a bench_hco JSON.
 
 Counts are per point-vector (one plane point of 8 fp32 channels, one ymm): the four 1-D
 transform passes and the multiply by E, each add, multiply or FMA one vector op; memory ops
@@ -23,7 +24,9 @@ from benchmarks.bench_hco import SHAPES  # noqa: E402
 
 RECURSE_MIN = 8          # plane_kernels.h kRecurseMin
 ROWS_PER_BLOCK = 3       # the AVX2 build's dense blocks (plane_kernels_avx2.cpp)
-SMALL = ((7, 7), (14, 14))
+SMALL = ((7, 7), (14, 14))          # run sweeps with small_dct's dense recursion
+TREE_RUNS = ((28, 28), (56, 56))    # run sweeps with reg_dct
+REGISTER_LINES = (16, 28, 32, 56)   # lines_in_registers in the AVX2 build (64 too on AVX-512)
 
 
 def dense(r: int):
@@ -31,8 +34,25 @@ def dense(r: int):
     return r * r, r * -(-r // ROWS_PER_BLOCK) + r
 
 
+def tree_line(n: int) -> int:
+    """Vector ops of reg_dct on n points (butterfly with its scalings, rotations, dense leaves)."""
+    ne, no = (n + 1) // 2, n // 2
+    half = n % 2 == 0 and n >= RECURSE_MIN
+    quarter = half and no % 2 == 0
+    ops = 2 * no + (no if half else 0) + (no if quarter else 0)
+    ops += tree_line(ne) if half else ne * ne
+    if quarter:
+        h = no // 2
+        ops += 4 * h + 2 * tree_line(h) + no
+    else:
+        ops += no * no
+    return ops
+
+
 def line(n: int):
     """(vector ops, memory ops) of one DCT-II (or DCT-III) line of n points."""
+    if n in REGISTER_LINES:  # loaded once, stored once
+        return tree_line(n), 2 * n
     ne, no = (n + 1) // 2, n // 2
     ops, mem = 4 * no, 4 * no + 2 * (n & 1)  # butterfly: add, sub and two scalings per pair
     recurse = n % 2 == 0 and n >= RECURSE_MIN
@@ -58,6 +78,8 @@ def small_line(n: int) -> int:
 def per_point(H: int, W: int):
     if (H, W) in SMALL:
         return 2 * small_line(W) / W + 2 * small_line(H) / H + 1, None
+    if (H, W) in TREE_RUNS:
+        return 2 * tree_line(W) / W + 2 * tree_line(H) / H + 1, None
     (aw, mw), (ah, mh) = line(W), line(H)
     return 2 * aw / W + 2 * ah / H + 1, 2 * mw / W + 2 * mh / H + 2
 
