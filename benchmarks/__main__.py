@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
 import time
 
@@ -27,7 +26,7 @@ import torch
 
 from vheat.io import atomic_write_json
 
-from .machine import machine_class, machine_info, machine_label
+from .machine import git_revision, machine_class, machine_info, machine_label, use_own_inductor_cache
 from .report import SECTION_TABLES, TITLES, hco_share, targets, targets_table, write_docs
 from .suite import kernel, memory, model, plots, profile, resolution
 from .suite.deployment import DEPLOYMENT_PEERS
@@ -118,16 +117,6 @@ def parse_args(argv):
     return args, cfg
 
 
-def git_revision() -> str:
-    """Commit of the code measured, with '+dirty' when the working tree differs from it."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
-        return rev + ("+dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def default_tag(args) -> str:
     """quick / full, or the sections run (e.g. 'model') when --only narrowed a full run."""
     if args.quick:
@@ -158,6 +147,7 @@ def main(argv=None):
     machine = machine_info()
     label = machine_label(machine)
     print(f"machine: {label}; ISA {isa_note(machine)}", file=sys.stderr)
+    use_own_inductor_cache(machine)  # before anything compiles
     # One file per machine class: a run on another CPU (or with the ISA forced) never overwrites this one.
     stem = f"{tag}_{machine_class(machine)}"
     steady = steady_allocator()

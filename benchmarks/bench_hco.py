@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vheat_kernels as vk  # noqa: E402
 from vheat_kernels.stages import PLANES, stage_shapes  # noqa: E402
 from vheat.io import atomic_write_json  # noqa: E402
-from benchmarks.machine import machine_class, machine_info, machine_label  # noqa: E402
+from benchmarks.machine import git_revision, machine_class, machine_info, machine_label  # noqa: E402
 from benchmarks.peers import PEERS, candidates  # noqa: E402
 from benchmarks.suite.kernel import matmul_dct_flops  # noqa: E402
 from benchmarks.suite.measure import steady_allocator, time_paired  # noqa: E402
@@ -117,6 +117,7 @@ def main(argv=None):
     machine = machine_info()
     json_path = (os.path.join(RESULTS_DIR, f"hco_cpu_{machine_class(machine)}.json") if args.update
                  else (args.json or DEFAULT_JSON))
+    revision = git_revision()  # before the run writes its JSON (--update: a tracked file)
     steady = steady_allocator()
     dtype = getattr(torch, args.dtype)
     shapes = QUICK_SHAPES if args.quick else SHAPES
@@ -140,7 +141,7 @@ def main(argv=None):
                          "gemm_peak_gflops": peak, "rows": rows})
     finally:
         torch.set_num_threads(saved_threads)
-    payload = {"benchmark": "hco_kernels", "official": "reference (matmul-DCT: 4x conv1d + einsum)",
+    payload = {"benchmark": "hco_kernels", "git": revision, "official": "reference (matmul-DCT: 4x conv1d + einsum)",
                "peers": [OFFICIAL] + list(PEERS), "machine": machine, "dtype": args.dtype,
                "command": "python benchmarks/bench_hco.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "load_average": os.getloadavg(), "steady_allocator": steady, "runs": runs}

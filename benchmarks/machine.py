@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 
 
 def _cpuinfo_field(name: str) -> str | None:
@@ -61,3 +62,27 @@ def machine_label(machine) -> str:
         switches = " ".join(f"{k}={v}" for k, v in machine.get("isa_forced_by", {}).items()) or "VHEAT_CPU_ISA"
         isa += f" (forced by {switches} on an {machine['host_isa']} host)"
     return f"{machine['cpu']}, {isa}"
+
+
+def git_revision() -> str:
+    """Commit of the code measured, with '+dirty' when the working tree differs from it."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
+        return rev + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def use_own_inductor_cache(machine) -> None:
+    """Give a run with ISA switches set (machine_info's isa_forced_by) a torch.compile cache of its
+    own, beside Inductor's default one and named by the machine class, unless the caller chose one
+    ($TORCHINDUCTOR_CACHE_DIR). Inductor's cache key leaves those switches out: on a 2-core Intel
+    Xeon with AVX-512 (torch 2.14.1) the official vHeat-T that a run with AVX2 forced had compiled
+    was reused by the next native run and died there with SIGSEGV; a fresh cache, or one filled
+    natively, ran in both."""
+    if not machine["isa_forced_by"] or os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{default_cache_dir()}_{machine_class(machine)}"

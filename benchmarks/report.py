@@ -357,7 +357,7 @@ def headline(results_dir: str) -> str:
         classes.setdefault(run_class(path), {}).update(
             label=short_label(run["machine"], path),
             hco=f"{speedups[worst]:.2f}x ({worst}) to {max(speedups.values()):.2f}x",
-            hco_file=os.path.basename(path))
+            hco_file=os.path.basename(path), hco_git=run.get("git", "unrecorded commit"))
     for path, run in _runs(results_dir, "model_") + _runs(results_dir, "full_"):
         found = {t["target"]: t["measured"] for t in targets(run["results"], run.get("peaks")) if t["target"] in HEADLINE_TARGETS}
         entry = classes.setdefault(run_class(path), {"label": short_label(run["machine"], path)})
@@ -372,7 +372,7 @@ def headline(results_dir: str) -> str:
     lines = ["| | " + " | ".join(c["label"] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     lines += [f"| {title} | " + " | ".join(c.get(key, "not measured") for c in cols) + " |" for title, key in rows]
     lines.append("| from | " + " | ".join(
-        ", ".join(filter(None, [c.get("hco_file") and f"`{c['hco_file']}`",
+        ", ".join(filter(None, [c.get("hco_file") and f"`{c['hco_file']}` (code at {c['hco_git']})",
                                 c.get("model_file") and f"`{c['model_file']}` ({c['model_utc']} UTC, load {c['model_load']})"]))
         for c in cols) + " |")
     return "\n".join(lines)

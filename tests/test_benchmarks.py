@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from benchmarks.__main__ import QUICK, main
-from benchmarks.machine import machine_class, machine_info
+from benchmarks.machine import machine_class, machine_info, use_own_inductor_cache
 from benchmarks.report import TITLES, hco_share, render, targets, targets_table
 from benchmarks.suite import deployment
 from benchmarks.suite import model as model_section
@@ -300,3 +300,19 @@ def test_official_baseline_has_our_weights_and_outputs(post_norm, layer_scale):
     torch.testing.assert_close(loss_official, loss, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="train mode"):
         OfficialVHeat.like(ours.set_infer_mode(True))
+
+
+def test_forced_isa_runs_keep_their_own_inductor_cache(monkeypatch):
+    # Inductor's cache key leaves the ISA switches out: a forced run must not fill the cache a
+    # native run reuses (benchmarks/machine.py, use_own_inductor_cache).
+    forced = {"cpu": "Some CPU", "host_isa": "avx512", "isa": "avx2", "isa_forced": True,
+              "isa_forced_by": {"VHEAT_CPU_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2"}}
+    native = dict(forced, isa="avx512", isa_forced=False, isa_forced_by={})
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    use_own_inductor_cache(native)
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    use_own_inductor_cache(forced)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"].endswith("_some-cpu_avx2-forced-on-avx512")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/chosen/by/the/user")
+    use_own_inductor_cache(forced)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/chosen/by/the/user"
