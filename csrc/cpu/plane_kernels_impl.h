@@ -416,6 +416,19 @@ inline void reg_dct(const AxisTables<T>& t, const Vec<T> (&x)[N], Put&& put);
 template <typename T, int N, typename Put>
 inline void reg_idct(const AxisTables<T>& t, const Vec<T> (&X)[N], Put&& put);
 
+// put(r, sum_k m[r][k] in_k) for an R x R row-major block: a dense leaf of the tree (the even or
+// odd block of a short or odd length, or its transpose for the inverse).
+template <typename T, int R, typename Put>
+inline void reg_dense(const T* __restrict m, const Vec<T> (&in)[R], Put&& put) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    Vec<T> acc = m[r * R] * in[0];
+#pragma GCC unroll 16
+    for (int k = 1; k < R; ++k) acc += m[r * R + k] * in[k];
+    put(r, acc);
+  }
+}
+
 // y_k (k < M) of dct4_split from d (M points, pre-scaled by 1/2).
 template <typename T, int M, typename Put>
 inline void reg_dct4(const AxisTables<T>& t, const Vec<T> (&d)[M], Put&& put) {
@@ -476,24 +489,12 @@ inline void reg_dct(const AxisTables<T>& t, const Vec<T> (&x)[N], Put&& put) {
   if constexpr (half) {
     reg_dct<T, ne>(*t.half, a, [&](int r, const Vec<T>& v) { put(2 * r, v); });
   } else {
-#pragma GCC unroll 16
-    for (int r = 0; r < ne; ++r) {
-      Vec<T> acc = t.even[r * ne] * a[0];
-#pragma GCC unroll 16
-      for (int k = 1; k < ne; ++k) acc += t.even[r * ne + k] * a[k];
-      put(2 * r, acc);
-    }
+    reg_dense<T, ne>(t.even, a, [&](int r, const Vec<T>& v) { put(2 * r, v); });
   }
   if constexpr (quarter) {
     reg_dct4<T, no>(t, d, [&](int j, const Vec<T>& v) { put(2 * j + 1, v); });
   } else {
-#pragma GCC unroll 16
-    for (int r = 0; r < no; ++r) {
-      Vec<T> acc = t.odd[r * no] * d[0];
-#pragma GCC unroll 16
-      for (int k = 1; k < no; ++k) acc += t.odd[r * no + k] * d[k];
-      put(2 * r + 1, acc);
-    }
+    reg_dense<T, no>(t.odd, d, [&](int r, const Vec<T>& v) { put(2 * r + 1, v); });
   }
 }
 
@@ -509,24 +510,12 @@ inline void reg_idct(const AxisTables<T>& t, const Vec<T> (&X)[N], Put&& put) {
   if constexpr (half) {
     reg_idct<T, ne>(*t.half, Xe, [&](int i, const Vec<T>& v) { e[i] = v * T(kSqrtHalf); });
   } else {
-#pragma GCC unroll 16
-    for (int i = 0; i < ne; ++i) {
-      Vec<T> acc = t.even_t[i * ne] * Xe[0];
-#pragma GCC unroll 16
-      for (int r = 1; r < ne; ++r) acc += t.even_t[i * ne + r] * Xe[r];
-      e[i] = acc;
-    }
+    reg_dense<T, ne>(t.even_t, Xe, [&](int i, const Vec<T>& v) { e[i] = v; });
   }
   if constexpr (quarter) {
     reg_idct4<T, no>(t, Xo, [&](int i, const Vec<T>& v) { od[i] = v * T(0.5); });
   } else {
-#pragma GCC unroll 16
-    for (int i = 0; i < no; ++i) {
-      Vec<T> acc = t.odd_t[i * no] * Xo[0];
-#pragma GCC unroll 16
-      for (int r = 1; r < no; ++r) acc += t.odd_t[i * no + r] * Xo[r];
-      od[i] = acc;
-    }
+    reg_dense<T, no>(t.odd_t, Xo, [&](int i, const Vec<T>& v) { od[i] = v; });
   }
 #pragma GCC unroll 32
   for (int i = 0; i < no; ++i) {
