@@ -1,7 +1,8 @@
 """Arithmetic and memory operations of the CPU kernel's forward, counted from the structure
 of csrc/cpu/plane_kernels_impl.h (dct_line / dct4_split with dense blocks; lines of 16, 28, 32
 and 56 points through the register tree reg_dct; the run sweeps of the 7x7 and 14x14 planes with
-small_dct, of 28x28 and 56x56 with reg_dct), as the AVX2 build runs them, against a machine's measured FMA and copy rates and a bench_hco JSON.
+small_dct, of 28x28 and 56x56 with reg_dct), as the AVX2 build runs them, against a machine's
+measured FMA and copy rates and a bench_hco JSON.
 
 Counts are per point-vector (one plane point of 8 fp32 channels, one ymm): the four 1-D
 transform passes and the multiply by E, each add, multiply or FMA one vector op; memory ops

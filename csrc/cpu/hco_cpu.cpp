@@ -121,7 +121,7 @@ std::shared_ptr<const AxisStorage<T>> build_axis(int n) {
   } else {
     dense_block(n, no, 1, s->odd, s->odd_t);
   }
-  if (n <= kSmallMax) {
+  if (n <= kDenseSideMax) {
     s->dense.resize(size_t(n) * n);
     for (int k = 0; k < n; ++k)
       for (int i = 0; i < n; ++i)

@@ -35,21 +35,21 @@ struct AxisTables {
   const AxisTables* quarter = nullptr;
   const T* rot_cos = nullptr;  // (M/2): cos g_n, with `quarter`
   const T* rot_sin = nullptr;  // (M/2): sin g_n
-  const T* dense = nullptr;    // (N x N) C[k][i], for the small-plane path (N <= kSmallMax)
+  const T* dense = nullptr;    // (N x N) C[k][i], for the run sweeps' small_dct (N <= kDenseSideMax)
 };
 
 // Run-sweep planes (vHeat's four classification stages at 224: 56, 28, 14, 7 square): the
 // whole HCO of a run of adjacent channel blocks of one image in three sweeps, each line
-// transformed in registers (7, 14: dense even/odd products; 28, 56: the butterfly tree,
-// plane_kernels_impl.h reg_dct). On a Xeon with AVX-512 this took 56 x 56 from 7.2 to 5.3
-// ms and 28 x 28 from 2.4 to 1.3 ms (8 x 56 x 56 x 96, 8 x 28 x 28 x 192, 1 thread, against
-// the per-plane path below; AVX2 forced: 8.5 to 7.7 and 3.3 to 1.9 ms). Rows are transformed straight from the
-// channels-last input, image row by image row with the blocks innermost, so every load of
-// the sweep walks memory 64 bytes at a time (the hardware prefetchers follow it; a plane
-// at a time is a walk of H x W lines C apart that they do not). The run's planes stay in
-// `work` (sized to stay in L2) for the column transforms, attenuation and inverse, and the
-// inverse rows stream out the same way. No line scratch, no second pass over the columns.
-constexpr int kSmallMax = 56;
+// transformed in registers: sides up to kDenseSideMax by small_dct's dense even/odd products,
+// longer ones by the butterfly tree (plane_kernels_impl.h reg_dct), which at 28 and 56 beats
+// the per-plane path below on AVX2 and AVX-512 alike (figures in CHANGELOG, #27). Rows are
+// transformed straight from the channels-last input, image row by image row with the blocks
+// innermost, so every load of the sweep walks memory 64 bytes at a time (the hardware
+// prefetchers follow it; a plane at a time is a walk of H x W lines C apart that they do not).
+// The run's planes stay in `work` (sized to stay in L2) for the column transforms, attenuation
+// and inverse, and the inverse rows stream out the same way. No line scratch, no second pass
+// over the columns.
+constexpr int kDenseSideMax = 16;
 inline bool small_plane_supported(int H, int W) { return H == W && (H == 7 || H == 14 || H == 28 || H == 56); }
 
 // One run for small_run_hco. Every tensor is channels-last with channel stride 1 and points

@@ -574,10 +574,9 @@ inline void prefetch_points(const T* base, int64_t point) {
 // operand, so each coefficient would cost a vbroadcastss beside its FMA (one load more per
 // FMA, and a register): there the matrix is broadcast once per run into whole vectors that
 // the FMAs read directly.
-// Sides above kDenseSmallMax take the reg_dct / reg_idct tree and need no dense matrix.
-constexpr int kDenseSmallMax = 16;
+// Sides above kDenseSideMax take the reg_dct / reg_idct tree and have no dense matrix.
 #if VHEAT_VEC_BYTES == 32
-template <typename T, int N, bool Dense = (N <= kDenseSmallMax)>
+template <typename T, int N, bool Dense = (N <= kDenseSideMax)>
 struct Coefs {
   Vec<T> c[N * N];
   explicit Coefs(const T* m) {
@@ -585,7 +584,7 @@ struct Coefs {
   }
 };
 #else
-template <typename T, int N, bool Dense = (N <= kDenseSmallMax)>
+template <typename T, int N, bool Dense = (N <= kDenseSideMax)>
 struct Coefs {
   const T* c;
   explicit Coefs(const T* m) : c(m) {}
@@ -604,14 +603,14 @@ struct SmallAxis {
   explicit SmallAxis(const AxisTables<T>& tables) : t(tables), c(tables.dense) {}
   template <typename Put>
   void dct(const Vec<T> (&x)[N], Put&& put) const {
-    if constexpr (N <= kDenseSmallMax)
+    if constexpr (N <= kDenseSideMax)
       small_dct<T, N>(c.c, x, put);
     else
       reg_dct<T, N>(t, x, put);
   }
   template <typename Put>
   void idct(const Vec<T> (&x)[N], Put&& put) const {
-    if constexpr (N <= kDenseSmallMax)
+    if constexpr (N <= kDenseSideMax)
       small_idct<T, N>(c.c, x, put);
     else
       reg_idct<T, N>(t, x, put);
